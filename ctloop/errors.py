@@ -1,0 +1,21 @@
+"""Domain errors. Each message is one line: the input, what was wrong, and the fix."""
+
+
+class CtloopError(Exception):
+    """Base class of every error ctloop raises on purpose."""
+
+
+class DataError(CtloopError):
+    """Input data is missing, unreadable or unusable (a user fix: the data or its path)."""
+
+
+class ConfigError(CtloopError):
+    """A parameter or configuration value is invalid (a user fix: the flag or parameter)."""
+
+
+class RegistryError(CtloopError):
+    """The model registry is missing, inconsistent or locked by another run."""
+
+
+class ModelError(CtloopError):
+    """A model cannot be loaded or does not have the expected serving signature."""

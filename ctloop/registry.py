@@ -1,0 +1,217 @@
+"""A local model registry: numbered versions plus an atomically moved "serving" pointer.
+
+Layout under ``<root>/<model_name>/``::
+
+    versions/<n>/model/        the SavedModel of version n
+    versions/<n>/schema.pbtxt  the TFDV schema the model was trained and validated with
+    versions/<n>/record.json   the run record (data fingerprint, parameters, metrics, ...)
+    versions/.staging-*/       pushes in progress; never visible as a version
+    SERVING                    JSON pointer {"version": n}; the model that serves, and the
+                               baseline the next run's evaluation compares against
+    .lock                      held (flock) by the run that pushes
+
+A version directory appears only by ``rename`` of a complete, fsynced staging directory, and
+the pointer only by ``rename`` of a complete, fsynced file, so a reader never sees a half-written
+version or pointer, whatever point a writer is killed at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ctloop.errors import ConfigError, RegistryError
+
+MODEL_DIR = "model"
+SCHEMA_FILE = "schema.pbtxt"
+RECORD_FILE = "record.json"
+POINTER_FILE = "SERVING"
+LOCK_FILE = ".lock"
+STAGING_PREFIX = ".staging-"
+
+# Model names become directory names here and Kubernetes names on clusters: DNS-1123 labels.
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    """One complete version in the registry."""
+
+    number: int
+    path: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
+
+    @property
+    def schema_path(self) -> Path:
+        return self.path / SCHEMA_FILE
+
+    def record(self) -> dict[str, Any]:
+        """The run record stored with this version ({} when none was stored)."""
+        path = self.path / RECORD_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def validate_model_name(name: str) -> str:
+    """Returns ``name`` if it is a DNS-1123 label, else raises ConfigError."""
+    if not _NAME_RE.match(name or ""):
+        raise ConfigError(
+            f"model name {name!r} is invalid: use 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit (e.g. 'churn-model')"
+        )
+    return name
+
+
+class Registry:
+    """The versions of one model under a local registry root."""
+
+    def __init__(self, root: str | os.PathLike[str], model_name: str):
+        self.model_name = validate_model_name(model_name)
+        self.root = Path(root)
+        self.path = self.root / model_name
+        self._versions = self.path / "versions"
+
+    def versions(self) -> list[Version]:
+        """Complete versions, oldest first."""
+        if not self._versions.is_dir():
+            return []
+        numbers = sorted(int(p.name) for p in self._versions.iterdir() if p.name.isdigit())
+        return [Version(n, self._versions / str(n)) for n in numbers]
+
+    def serving(self) -> Version | None:
+        """The version the serving pointer names, or None before the first push."""
+        pointer = self.path / POINTER_FILE
+        try:
+            data = json.loads(pointer.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(
+                f"registry pointer {pointer} is unreadable ({exc}); restore it from a version "
+                f"under {self._versions} or delete it to start cold"
+            ) from exc
+        version = Version(int(data["version"]), self._versions / str(data["version"]))
+        if not version.model_dir.is_dir():
+            raise RegistryError(
+                f"registry pointer {pointer} names version {version.number}, which has no model "
+                f"at {version.model_dir}; point it at a complete version"
+            )
+        return version
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = 60.0) -> Iterator[None]:
+        """Holds the registry's push lock; raises RegistryError if another run keeps it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as handle:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RegistryError(
+                            f"registry {self.path} is locked by another run for over "
+                            f"{timeout_s:.0f}s; wait for that run to finish, then rerun"
+                        ) from None
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def push(
+        self,
+        model_dir: str | os.PathLike[str],
+        schema_path: str | os.PathLike[str],
+        record: dict[str, Any],
+        *,
+        serve: bool = True,
+        lock_timeout_s: float = 60.0,
+    ) -> Version:
+        """Adds a new numbered version atomically and (by default) points serving at it.
+
+        Args:
+            model_dir: The SavedModel directory to copy in.
+            schema_path: The schema file the model was validated with.
+            record: The run record stored as record.json.
+            serve: Move the serving pointer to the new version.
+            lock_timeout_s: How long to wait for a concurrent push to finish.
+
+        Returns:
+            The new version.
+        """
+        with self.lock(lock_timeout_s):
+            self._versions.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_staging()
+            number = max((v.number for v in self.versions()), default=0) + 1
+            staging = self._versions / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            shutil.copytree(model_dir, staging / MODEL_DIR)
+            shutil.copyfile(schema_path, staging / SCHEMA_FILE)
+            (staging / RECORD_FILE).write_text(
+                json.dumps({**record, "version": number}, indent=2, sort_keys=True)
+            )
+            _fsync_tree(staging)
+            final = self._versions / str(number)
+            os.rename(staging, final)
+            _fsync_dir(self._versions)
+            version = Version(number, final)
+            if serve:
+                self._write_pointer(number)
+            return version
+
+    def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
+        """Moves the serving pointer to an existing version (promote or roll back)."""
+        with self.lock(lock_timeout_s):
+            version = Version(number, self._versions / str(number))
+            if not version.model_dir.is_dir():
+                raise RegistryError(
+                    f"version {number} does not exist in {self.path}; "
+                    f"choose one of {[v.number for v in self.versions()]}"
+                )
+            self._write_pointer(number)
+            return version
+
+    def _write_pointer(self, number: int) -> None:
+        tmp = self.path / f".{POINTER_FILE}.{uuid.uuid4().hex}"
+        with open(tmp, "w") as handle:
+            json.dump({"version": number, "updated_unix": time.time()}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path / POINTER_FILE)
+        _fsync_dir(self.path)
+
+    def _remove_stale_staging(self) -> None:
+        # Only called under the lock: any staging dir left is from a run that died mid-push.
+        for stale in self._versions.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.path.glob(f".{POINTER_FILE}.*"):
+            stale.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(dirpath))

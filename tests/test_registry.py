@@ -1,0 +1,95 @@
+"""The local model registry: atomic versions, the serving pointer, the push lock."""
+
+import json
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from ctloop.errors import ConfigError, RegistryError
+from ctloop.registry import Registry
+
+
+@pytest.fixture
+def model(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "saved_model.pb").write_bytes(b"pb")
+    (tmp_path / "schema.pbtxt").write_text("feature {}")
+    return model_dir, tmp_path / "schema.pbtxt"
+
+
+def test_push_numbers_versions_and_moves_pointer(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    assert registry.serving() is None
+    first = registry.push(*model, {"span": 1})
+    second = registry.push(*model, {"span": 2})
+    assert [v.number for v in registry.versions()] == [1, 2]
+    assert registry.serving() == second
+    assert second.record() == {"span": 2, "version": 2}
+    assert (second.model_dir / "saved_model.pb").read_bytes() == b"pb"
+    assert registry.set_serving(1) == first and registry.serving() == first
+
+
+def test_push_without_serving_keeps_pointer(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {})
+    registry.push(*model, {}, serve=False)
+    assert registry.serving().number == 1
+
+
+def test_leftovers_of_a_killed_push_are_invisible_and_cleaned(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {})
+    stale = registry.path / "versions" / ".staging-deadbeef"
+    (stale / "model").mkdir(parents=True)
+    (registry.path / ".SERVING.deadbeef").write_text("{")
+    assert [v.number for v in registry.versions()] == [1]
+    assert registry.push(*model, {}).number == 2
+    assert not stale.exists() and not (registry.path / ".SERVING.deadbeef").exists()
+
+
+def test_pointer_to_missing_version_is_an_error(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {})
+    (registry.path / "SERVING").write_text(json.dumps({"version": 9}))
+    with pytest.raises(RegistryError, match="names version 9, which has no model"):
+        registry.serving()
+    with pytest.raises(RegistryError, match=r"version 7 does not exist .* choose one of \[1\]"):
+        registry.set_serving(7)
+
+
+def _hold_lock(root, ready, seconds):
+    with Registry(root, "churn").lock():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_concurrent_push_waits_then_fails_clearly(tmp_path, model):
+    ready = multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(tmp_path / "reg", ready, 3))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(RegistryError, match="is locked by another run"):
+            Registry(tmp_path / "reg", "churn").push(*model, {}, lock_timeout_s=0.5)
+        assert Registry(tmp_path / "reg", "churn").versions() == []
+    finally:
+        holder.join(10)
+    assert Registry(tmp_path / "reg", "churn").push(*model, {}).number == 1
+
+
+@pytest.mark.parametrize("name", ["", "Churn", "../etc", "a/b", "-x", "x" * 64])
+def test_model_name_must_be_dns_label(tmp_path, name):
+    with pytest.raises(ConfigError, match="is invalid"):
+        Registry(tmp_path, name)
+
+
+def test_unreadable_pointer(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {})
+    (registry.path / "SERVING").write_text("{not json")
+    with pytest.raises(RegistryError, match="is unreadable"):
+        registry.serving()
+    assert os.path.isdir(registry.path / "versions" / "1")
