@@ -1,0 +1,1 @@
+"""Reusable KFP components of ctloop, one folder each."""

@@ -1,0 +1,54 @@
+"""Fixtures shared by tests/ and components/*/tests/: generated data and the artifacts the
+pipeline's first steps produce from it, built once per session with the real libraries."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ctloop import datagen
+
+LABEL = datagen.LABEL
+EXCLUDE = [datagen.ID_COLUMN]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The outputs of ingest -> validate_data -> train on span 1 of the generated data."""
+
+    data_dir: Path
+    train: Path
+    eval: Path
+    schema: Path
+    model_dir: Path
+    features: list
+
+
+@pytest.fixture(scope="session")
+def spans_dir(tmp_path_factory) -> Path:
+    """Spans 1-2 (clean), span 3 with 5% corrupt rows, as CSV, 3000 rows each."""
+    out = tmp_path_factory.mktemp("data")
+    datagen.write_spans(out, 2, rows=3000)
+    datagen.write_spans(out, 1, first_span=3, rows=3000, corrupt=0.05)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(spans_dir, tmp_path_factory) -> Prepared:
+    from ctloop.components.ingest import logic as ingest
+    from ctloop.components.train import logic as train
+    from ctloop.components.validate_data import logic as validate
+
+    work = tmp_path_factory.mktemp("prepared")
+    ingest.run(str(spans_dir / "span-1"), LABEL, EXCLUDE, 20, str(work / "train.parquet"),
+               str(work / "eval.parquet"))
+    validate.run(str(work / "train.parquet"), str(work / "eval.parquet"), 1, None, None,
+                 str(work / "stats"), str(work / "schema.pbtxt"), str(work / "anomalies"),
+                 str(work / "stats.html"), str(work / "anomalies.md"))
+    result = train.run(str(work / "train.parquet"), str(work / "eval.parquet"),
+                       str(work / "schema.pbtxt"), LABEL, EXCLUDE,
+                       train.Hyperparameters(epochs=4), str(work / "model"))
+    return Prepared(spans_dir, work / "train.parquet", work / "eval.parquet",
+                    work / "schema.pbtxt", work / "model", result.features)
