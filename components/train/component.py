@@ -1,0 +1,63 @@
+"""KFP component: train a Keras model from the schema and export a raw-feature SavedModel."""
+
+from typing import List, Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from ctloop.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def train(
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
+    schema: Input[Artifact],
+    label: str,
+    model: Output[Model],
+    training_metrics: Output[Metrics],
+    exclude: Optional[List[str]] = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 0.001,
+    hidden_units: Optional[List[int]] = None,
+    seed: int = 42,
+):
+    """Trains a binary classifier on the train split; uses every GPU it sees, else the CPU.
+
+    Args:
+        train_data: The train split.
+        eval_data: The eval split (reported, not trained on).
+        schema: The schema from validate_data; it decides the features and their types.
+        label: The label column.
+        model: Output: the SavedModel (``serving_default`` takes raw features) + features.json.
+        training_metrics: Output: train loss, eval AUC, epochs run.
+        exclude: Columns that are not features.
+        epochs: Passes over the train split.
+        batch_size: Rows per step.
+        learning_rate: Adam's learning rate.
+        hidden_units: Sizes of the hidden layers; [64, 32] when not given.
+        seed: Seed of every random choice, for reproducible runs.
+    """
+    import os
+
+    from ctloop.components.train import logic
+
+    hp = logic.Hyperparameters(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+        hidden_units=tuple(hidden_units or (64, 32)), seed=seed,
+    )
+    result = logic.run(
+        train_path=train_data.path,
+        eval_path=eval_data.path,
+        schema_path=os.path.join(schema.path, "schema.pbtxt"),
+        label=label,
+        exclude=exclude or [],
+        hp=hp,
+        model_dir=model.path,
+        label_classes=list(train_data.metadata.get("label_classes", [])),
+    )
+    model.metadata.update(devices=result.devices, features=[f.name for f in result.features])
+    training_metrics.log_metric("train_loss", result.train_loss)
+    training_metrics.log_metric("eval_auc", result.eval_auc)
+    training_metrics.log_metric("epochs_run", result.epochs_run)
