@@ -1,0 +1,78 @@
+"""KFP component: TFMA evaluation against the serving model, and the blessing."""
+
+from typing import List, Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from ctloop.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    eval_data: Input[Dataset],
+    label: str,
+    registry_uri: str,
+    model_name: str,
+    blessing: Output[Artifact],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    min_auc: Optional[float] = 0.7,
+    max_auc_decrease: Optional[float] = 0.01,
+    slice_features: Optional[List[str]] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> bool:
+    """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
+
+    The baseline is the registry's serving version (open-source KFP has no "latest blessed
+    model" resolver). Fail-safe: with no threshold that applies, the model is not blessed.
+
+    Args:
+        model: The candidate SavedModel.
+        eval_data: The eval split.
+        label: The label column.
+        registry_uri: The model registry root; its serving version is the baseline.
+        model_name: The model's name in the registry.
+        blessing: Output: metadata ``blessed``, ``reason``, ``metrics``, ``baseline_version``,
+            ``baseline_metrics``.
+        evaluation: Output: TFMA's output folder (metrics, plots, validations).
+        metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
+        report: Output: candidate vs baseline, overall and per slice, and the verdict.
+        min_auc: Value threshold: the candidate's AUC must reach it (None: no value threshold).
+        max_auc_decrease: Change threshold: how far AUC may fall below the serving model's
+            (None: no change threshold).
+        slice_features: Features to report metrics per value of.
+        beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
+
+    Returns:
+        Whether the candidate is blessed.
+    """
+    from ctloop.components.evaluate import logic
+    from ctloop.registry import Registry
+
+    baseline = Registry(registry_uri, model_name).serving()
+    result = logic.run(
+        model_dir=model.path,
+        eval_path=eval_data.path,
+        label=label,
+        baseline_dir=str(baseline.model_dir) if baseline else None,
+        thresholds=logic.Thresholds(min_auc, max_auc_decrease),
+        output_dir=evaluation.path,
+        slice_features=slice_features,
+        beam_pipeline_args=beam_pipeline_args,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
+    blessing.metadata.update(
+        blessed=result.blessed, reason=result.reason, metrics=result.metrics,
+        baseline_version=baseline.number if baseline else None,
+        baseline_metrics=result.baseline_metrics,
+    )
+    with open(blessing.path, "w") as handle:
+        handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")
+    with open(report.path, "w") as handle:
+        handle.write(logic.report_markdown(
+            result, baseline.number if baseline else None, eval_data.metadata.get("span")))
+    return result.blessed
