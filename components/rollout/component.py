@@ -1,0 +1,68 @@
+"""KFP component: push a validated, blessed model into the local model registry."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from ctloop.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def rollout(
+    model: Input[Model],
+    schema: Input[Artifact],
+    train_data: Input[Dataset],
+    anomalies: Input[Artifact],
+    blessing: Input[Artifact],
+    data_valid: bool,
+    registry_uri: str,
+    model_name: str,
+    pushed_model: Output[Artifact],
+) -> bool:
+    """Pushes the model as the registry's new serving version if data is valid and it is blessed.
+
+    Otherwise nothing moves: the serving version keeps serving and the reason is recorded.
+
+    Args:
+        model: The trained SavedModel.
+        schema: The schema the data was validated with; stored with the version.
+        train_data: The train split; its span and fingerprint go into the run record.
+        anomalies: validate_data's anomalies (metadata ``anomaly_count``).
+        blessing: evaluate's blessing (metadata ``blessed`` and ``reason``).
+        data_valid: validate_data's verdict.
+        registry_uri: The model registry root.
+        model_name: The model's name in the registry.
+        pushed_model: Output: metadata ``pushed``, ``version``, ``reason``, ``previous_version``.
+
+    Returns:
+        Whether the model was pushed.
+    """
+    import json
+    import os
+
+    from ctloop.components.rollout import logic
+
+    record = {
+        "span": train_data.metadata.get("span"),
+        "data_fingerprint": train_data.metadata.get("fingerprint"),
+        "metrics": blessing.metadata.get("metrics", {}),
+        "baseline_version": blessing.metadata.get("baseline_version"),
+    }
+    result = logic.run(
+        model_dir=model.path,
+        schema_path=os.path.join(schema.path, "schema.pbtxt"),
+        data_valid=data_valid,
+        anomaly_count=int(anomalies.metadata.get("anomaly_count", 0)),
+        blessed=blessing.metadata.get("blessed"),
+        blessing_reason=str(blessing.metadata.get("reason", "")),
+        registry_uri=registry_uri,
+        model_name=model_name,
+        record=record,
+    )
+    outcome = {
+        "pushed": result.pushed, "version": result.version, "reason": result.reason,
+        "previous_version": result.previous_version,
+    }
+    pushed_model.metadata.update(outcome)
+    with open(pushed_model.path, "w") as handle:
+        json.dump(outcome, handle, indent=2)
+    return result.pushed

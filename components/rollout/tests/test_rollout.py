@@ -1,0 +1,44 @@
+"""rollout logic: the gate, and a push only when data is valid and the model blessed."""
+
+import pytest
+
+from ctloop.components.rollout import logic
+from ctloop.registry import Registry
+
+
+def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=True,
+             reason="AUC 0.8 >= 0.7"):
+    return logic.run(str(prepared.model_dir), str(prepared.schema), data_valid, anomalies,
+                     blessed, reason, str(registry_root), "churn", {"span": 1})
+
+
+def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
+    result = _rollout(prepared, tmp_path)
+    assert (result.pushed, result.version, result.previous_version) == (True, 1, None)
+    serving = Registry(tmp_path, "churn").serving()
+    assert serving.number == 1
+    assert (serving.model_dir / "saved_model.pb").is_file()
+    assert serving.schema_path.read_text() == prepared.schema.read_text()
+    assert serving.record()["previous_version"] is None
+
+    again = _rollout(prepared, tmp_path)
+    assert (again.version, again.previous_version) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"data_valid": False, "anomalies": 3}, "data validation did not pass (3 anomalies)"),
+        ({"data_valid": None}, "data validation did not pass"),
+        ({"blessed": False, "reason": "AUC 0.61 < 0.7"}, "model not blessed: AUC 0.61 < 0.7"),
+        ({"blessed": None, "reason": ""}, "model not blessed: no blessing recorded"),
+    ],
+)
+def test_gate_keeps_the_serving_model(prepared, tmp_path, kwargs, reason):
+    first = _rollout(prepared, tmp_path)
+    result = _rollout(prepared, tmp_path, **kwargs)
+    assert not result.pushed and result.version is None
+    assert result.reason.startswith(reason)
+    registry = Registry(tmp_path, "churn")
+    assert registry.serving().number == first.version
+    assert [v.number for v in registry.versions()] == [1]
