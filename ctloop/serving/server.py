@@ -1,0 +1,402 @@
+"""A ctloop model (see ``ctloop.contract``) behind KServe 0.21's ModelServer.
+
+One ``kserve.Model`` answers the V1 REST protocol (``{"instances": [{feature: value}, ...]}``),
+the V2 Open Inference Protocol over REST and, when a port is given, over gRPC. Every request is
+checked against the model's ``features.json`` before TensorFlow sees it, so a client mistake is an
+HTTP 400 (gRPC INVALID_ARGUMENT) whose one-line message names the field and the fix. KServe's own
+health routes (``/v2/health/ready``, ``/v1/models/<name>``) and Prometheus ``/metrics`` are kept.
+
+Only the serving environment (kserve, TF) imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import reprlib
+import sys
+import time
+import uuid
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ctloop.contract import CATEGORICAL, NUMERIC, OUTPUT_KEY, SERVING_SIGNATURE, read_features
+from ctloop.errors import ConfigError, ModelError, RegistryError
+from ctloop.registry import Registry, validate_model_name
+
+DEFAULT_MAX_BATCH = 1024
+# The V2 datatypes a feature of each contract dtype accepts; numbers are cast to float32.
+_V2_DATATYPES = {NUMERIC: ("FP32", "FP64", "INT32", "INT64"), CATEGORICAL: ("BYTES",)}
+_V1_BODY_HINT = 'send {"instances": [{"<feature>": <value>, ...}, ...]}'
+
+
+# kserve.model_server runs argparse over sys.argv when imported: the caller's own CLI flags must
+# not reach it, where a clash or an ambiguous prefix of a KServe flag exits the process.
+_argv, sys.argv = sys.argv, sys.argv[:1]
+try:
+    import kserve
+    from kserve import model_server
+    from kserve.errors import InvalidInput
+    from kserve.logging import logger
+finally:
+    sys.argv = _argv
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """A checked request: the signature's input columns and, for V2, the request itself."""
+
+    columns: dict[str, np.ndarray]
+    v2_request: kserve.InferRequest | None
+
+
+class CtloopModel(kserve.Model):
+    """A contract SavedModel served over KServe's V1 and V2 protocols.
+
+    Args:
+        name: The model name in request paths (a DNS-1123 label, as in the registry).
+        model_dir: The SavedModel directory that also holds ``features.json``.
+        max_batch: The most rows one request may carry.
+    """
+
+    def __init__(
+        self, name: str, model_dir: str | os.PathLike[str], max_batch: int = DEFAULT_MAX_BATCH
+    ):
+        super().__init__(validate_model_name(name))
+        if max_batch < 1:
+            raise ConfigError(f"max batch {max_batch} is invalid: use a row count >= 1")
+        self.model_dir = Path(model_dir)
+        self.max_batch = max_batch
+        self.features: dict[str, str] = {}
+        self._signature = None
+
+    def load(self) -> bool:
+        """Loads features.json and the serving signature, checking one against the other.
+
+        Returns:
+            True: the model is ready.
+
+        Raises:
+            ModelError: The directory is not a SavedModel matching its features.json.
+        """
+        self.features = read_features(self.model_dir)
+        try:
+            signature = tf.saved_model.load(str(self.model_dir)).signatures.get(SERVING_SIGNATURE)
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            raise ModelError(
+                f"cannot load a SavedModel from {self.model_dir} ({exc}); pass a model directory "
+                "exported by ctloop's trainer"
+            ) from exc
+        if signature is None:
+            raise ModelError(
+                f"SavedModel {self.model_dir} has no {SERVING_SIGNATURE!r} signature; re-export "
+                "it with ctloop's trainer"
+            )
+        expected = {name: tf.as_dtype(dtype).name for name, dtype in sorted(self.features.items())}
+        specs = sorted(signature.structured_input_signature[1].items())
+        actual = {name: spec.dtype.name for name, spec in specs}
+        outputs = sorted(signature.structured_outputs)
+        if actual != expected or OUTPUT_KEY not in outputs:
+            raise ModelError(
+                f"the {SERVING_SIGNATURE!r} signature of {self.model_dir} takes {actual} and "
+                f"returns {outputs}, but features.json needs inputs {expected} and output "
+                f"{OUTPUT_KEY!r}; re-export the model so both agree"
+            )
+        self._signature = signature
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """The V2 model metadata of the inputs: one 1-D tensor per feature."""
+        return [
+            {"name": name, "datatype": "FP32" if dtype == NUMERIC else "BYTES", "shape": [-1]}
+            for name, dtype in self.features.items()
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """The V2 model metadata of the output: the positive-class probability per row."""
+        return [{"name": OUTPUT_KEY, "datatype": "FP32", "shape": [-1]}]
+
+    def preprocess(
+        self,
+        payload: dict[str, Any] | bytes | kserve.InferRequest,
+        headers: dict[str, str] | None = None,
+    ) -> _Batch:
+        """Checks a V1 body or V2 request against the features and converts it to input columns.
+
+        Args:
+            payload: The V1 JSON body (decoded, or raw bytes when KServe did not recognize its
+                Content-Type as JSON) or a V2 InferRequest.
+            headers: The request headers (unused).
+
+        Returns:
+            The batch to score.
+
+        Raises:
+            InvalidInput: The request does not fit the model's features (KServe answers 400).
+        """
+        if isinstance(payload, kserve.InferRequest):
+            return _Batch(self._v2_columns(payload), payload)
+        return _Batch(self._v1_columns(payload), None)
+
+    async def predict(
+        self, payload: _Batch, headers: dict[str, str] | None = None
+    ) -> dict[str, list[float]] | kserve.InferResponse:
+        """Scores a checked batch.
+
+        Args:
+            payload: The batch from ``preprocess``.
+            headers: The request headers (unused).
+
+        Returns:
+            ``{"predictions": [p, ...]}`` for V1; a V2 response with one FP32 output
+            ``probability`` of shape [N] for V2.
+        """
+        # TF releases the GIL while it runs: keep the event loop free for health checks meanwhile.
+        probabilities = await asyncio.to_thread(self._score, payload.columns)
+        request = payload.v2_request
+        if request is None:
+            return {"predictions": probabilities}
+        return kserve.InferResponse(
+            response_id=request.id or str(uuid.uuid4()),
+            model_name=self.name,
+            # A list, not an ndarray: KServe 0.21's to_grpc takes an ndarray's truth value (and
+            # fails) when it answers raw gRPC inputs with raw outputs.
+            infer_outputs=[
+                kserve.InferOutput(OUTPUT_KEY, [len(probabilities)], "FP32", probabilities)
+            ],
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
+        )
+
+    def _score(self, columns: dict[str, np.ndarray]) -> list[float]:
+        inputs = {name: tf.constant(values) for name, values in columns.items()}
+        return self._signature(**inputs)[OUTPUT_KEY].numpy().tolist()
+
+    def _v1_columns(self, body: Any) -> dict[str, np.ndarray]:
+        if isinstance(body, (bytes, str)):
+            # KServe hands the body over undecoded when Content-Type is not exactly one of its
+            # JSON types, e.g. "application/json; charset=utf-8".
+            try:
+                body = json.loads(body)
+            except ValueError as exc:
+                raise InvalidInput(
+                    f"request body is not valid JSON ({exc}); {_V1_BODY_HINT}"
+                ) from exc
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list):
+            raise InvalidInput(f'request body has no list "instances"; {_V1_BODY_HINT}')
+        self._check_rows(len(instances))
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict):
+                raise InvalidInput(
+                    f"instances[{i}] is a JSON {type(row).__name__}; send an object mapping "
+                    "each feature name to its value"
+                )
+            self._check_names(row.keys(), f"instances[{i}]")
+        return {
+            name: _column(dtype, [row[name] for row in instances], f"feature {name!r} in instances")
+            for name, dtype in self.features.items()
+        }
+
+    def _v2_columns(self, request: kserve.InferRequest) -> dict[str, np.ndarray]:
+        inputs = {}
+        for tensor in request.inputs:
+            if tensor.name in inputs:
+                raise InvalidInput(
+                    f"input {tensor.name!r} appears twice; send one input per feature"
+                )
+            inputs[tensor.name] = tensor
+        self._check_names(inputs.keys(), "the V2 request")
+        for name, dtype in self.features.items():
+            tensor = inputs[name]
+            allowed = _V2_DATATYPES[dtype]
+            if tensor.datatype not in allowed:
+                raise InvalidInput(
+                    f"input {name!r} has datatype {tensor.datatype}; send {' or '.join(allowed)} "
+                    f"for this {'numeric' if dtype == NUMERIC else 'string'} feature"
+                )
+            if len(tensor.shape) != 1:
+                raise InvalidInput(
+                    f"input {name!r} has shape {tensor.shape}; send a 1-D shape [N], one value "
+                    "per row"
+                )
+        lengths = {name: inputs[name].shape[0] for name in self.features}
+        if len(set(lengths.values())) > 1:
+            raise InvalidInput(
+                f"inputs have different lengths {lengths}; send the same number of rows for "
+                "every feature"
+            )
+        self._check_rows(next(iter(lengths.values())))
+        columns = {}
+        for name, dtype in self.features.items():
+            tensor = inputs[name]
+            try:
+                # as_numpy reads every V2 encoding alike: JSON data, binary extension, gRPC raw.
+                values = tensor.as_numpy().tolist()
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(
+                    f"input {name!r} data does not fit shape {tensor.shape} and datatype "
+                    f"{tensor.datatype} ({exc}); send {tensor.shape[0]} such values"
+                ) from exc
+            columns[name] = _column(dtype, values, f"input {name!r} data")
+        return columns
+
+    def _check_rows(self, rows: int) -> None:
+        if not 1 <= rows <= self.max_batch:
+            raise InvalidInput(
+                f"request has {rows} rows; send 1 to {self.max_batch} rows per request "
+                "(split larger batches)"
+            )
+
+    def _check_names(self, names: Collection[str], where: str) -> None:
+        missing = [name for name in self.features if name not in names]
+        if missing:
+            raise InvalidInput(
+                f"{where} lacks feature(s) {', '.join(missing)}; send every feature of "
+                f"{list(self.features)}, null for a missing value"
+            )
+        unknown = sorted(set(names) - self.features.keys())
+        if unknown:
+            raise InvalidInput(
+                f"{where} has unknown feature(s) {', '.join(unknown)}; send only "
+                f"{list(self.features)}"
+            )
+
+
+def _as_number(value: Any) -> float:
+    if value is None:
+        return math.nan
+    # bool is an int subclass, but JSON true for a numeric feature is a client bug, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(type(value).__name__)
+    return float(value)
+
+
+def _as_text(value: Any) -> str | bytes:
+    if value is None:
+        return ""
+    # gRPC payloads deliver BYTES elements as bytes; TF takes them as they are.
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(type(value).__name__)
+    return str(value)
+
+
+def _column(dtype: str, values: list[Any], where: str) -> np.ndarray:
+    """One feature's values as the signature takes them: float32 with NaN, or strings with ""."""
+    if dtype == NUMERIC:
+        convert, expected, np_dtype = _as_number, "a number, a numeric string or null", np.float32
+    else:
+        convert, expected, np_dtype = _as_text, "a string, a number or null", np.object_
+    converted = []
+    for i, value in enumerate(values):
+        try:
+            converted.append(convert(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput(f"{where}[{i}] is {reprlib.repr(value)}; send {expected}") from exc
+    return np.array(converted, dtype=np_dtype)
+
+
+async def _invalid_v2_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI rejects a V2 body that misses KServe's pydantic schema with a 422 and a list of
+    # errors; answer like every other bad request here: 400 {"error": "<one line>"}.
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        error, position = first["ctx"]["error"], first["loc"][-1]
+        problem = f"request body is not valid JSON ({error} at character {position})"
+    else:
+        problem = f"request field {'.'.join(map(str, first['loc']))}: {first['msg']}"
+    fix = 'send {"inputs": [{"name": ..., "shape": [N], "datatype": ..., "data": [...]}, ...]}'
+    return JSONResponse(status_code=400, content={"error": f"{problem}; {fix}"})
+
+
+# KServe serves this module-level app.
+model_server.app.add_exception_handler(RequestValidationError, _invalid_v2_request)
+
+
+def resolve_model_dir(
+    registry_root: str | os.PathLike[str], model_name: str, version: int | None = None
+) -> Path:
+    """The SavedModel directory of a registry version.
+
+    Args:
+        registry_root: The registry root (the folder holding ``<model_name>/``).
+        model_name: The registered model name.
+        version: A version number; None for the version the serving pointer names.
+
+    Returns:
+        The version's model directory.
+
+    Raises:
+        RegistryError: The registry has no serving version, or not the requested one.
+    """
+    registry = Registry(registry_root, model_name)
+    if version is None:
+        serving = registry.serving()
+        if serving is None:
+            raise RegistryError(
+                f"registry {registry.path} has no serving version of {model_name!r}; run the "
+                "pipeline first to train and push one, or check the registry path and model name"
+            )
+        return serving.model_dir
+    found = next((v for v in registry.versions() if v.number == version), None)
+    if found is None:
+        raise RegistryError(
+            f"version {version} of {model_name!r} is not in {registry.path}; choose one of "
+            f"{[v.number for v in registry.versions()]}"
+        )
+    return found.model_dir
+
+
+def run_server(
+    model_dir: str | os.PathLike[str],
+    model_name: str,
+    http_port: int = 8080,
+    grpc_port: int | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> None:
+    """Loads the model and serves it with KServe's ModelServer until SIGTERM or SIGINT.
+
+    One process serves: TF runs each batch on all cores already, and KServe 0.21's multi-worker
+    mode kills workers that do not answer its 5 s liveness ping, which a worker importing TF cannot
+    do reliably. Scale with replicas instead.
+
+    Args:
+        model_dir: The SavedModel directory holding ``features.json``.
+        model_name: The name in request paths, e.g. ``/v1/models/<name>:predict``.
+        http_port: The REST port (V1, V2, health and ``/metrics``).
+        grpc_port: The V2 gRPC port; None leaves gRPC off.
+        max_batch: The most rows one request may carry; more is a 400.
+
+    Raises:
+        ModelError: The model cannot be loaded or breaks the contract.
+        ConfigError: The model name or max batch is invalid.
+    """
+    model = CtloopModel(model_name, model_dir, max_batch)
+    started = time.monotonic()
+    model.load()
+    grpc = {"enable_grpc": False} if grpc_port is None else {"grpc_port": grpc_port}
+    server = kserve.ModelServer(http_port=http_port, **grpc)
+    # KServe's logger: ModelServer has just configured its handler and format.
+    logger.info(
+        "ctloop serving model %r from %s on HTTP port %d (gRPC %s, max batch %d); loaded in %.1f s",
+        model.name,
+        model.model_dir,
+        http_port,
+        "off" if grpc_port is None else grpc_port,
+        max_batch,
+        time.monotonic() - started,
+    )
+    server.start([model])
