@@ -139,4 +139,4 @@ def write_spans(
 
 
 def _mix(start: list[float], end: list[float], t: float) -> list[float]:
-    return [(1 - t) * a + t * b for a, b in zip(start, end)]
+    return [(1 - t) * a + t * b for a, b in zip(start, end, strict=True)]

@@ -9,7 +9,6 @@ when a baseline serves, a change threshold against it. Thresholds judge the over
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pyarrow as pa
 
 from ctloop import beam_options, contract
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError, ModelError
+from ctloop.errors import ConfigError
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 METRICS = ("ExampleCount", "AUC", "BinaryAccuracy", "Precision", "Recall")
@@ -54,15 +53,7 @@ class Evaluation:
 
 
 def load_features(model_dir: str | Path) -> list[FeatureSpec]:
-    path = Path(model_dir) / contract.FEATURES_FILE
-    try:
-        described = json.loads(path.read_text())
-        return [FeatureSpec(f["name"], f["dtype"]) for f in described["features"]]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(
-            f"model {model_dir} has no readable {contract.FEATURES_FILE} ({exc}); "
-            "export it with ctloop's train component"
-        ) from exc
+    return [FeatureSpec(n, d) for n, d in contract.read_features(model_dir).items()]
 
 
 def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,

@@ -62,7 +62,7 @@ def read_files(files: list[storage.StoredFile]) -> tuple[pd.DataFrame, str]:
         digest.update(hashlib.sha256(content).digest())
         frames.append(_read_table(stored.uri, path))
     columns = list(frames[0].columns)
-    for stored, frame in zip(files[1:], frames[1:]):
+    for stored, frame in zip(files[1:], frames[1:], strict=True):
         if list(frame.columns) != columns:
             raise DataError(
                 f"data file {stored.uri} has columns {list(frame.columns)} but {files[0].uri} has "

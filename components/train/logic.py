@@ -60,8 +60,8 @@ class TrainResult:
 
 def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> list[FeatureSpec]:
     """The model's inputs: every schema feature but the label and the excluded columns."""
-    from tensorflow_metadata.proto.v0 import schema_pb2
     import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
     schema = tfdv.load_schema_text(schema_path)
     features = []

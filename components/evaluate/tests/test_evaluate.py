@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
 
+from conftest import EXCLUDE, LABEL
 from ctloop.components.evaluate import logic
 from ctloop.components.train import logic as train
 from ctloop.errors import ConfigError
-from conftest import EXCLUDE, LABEL
 
 
 @pytest.fixture(scope="module")

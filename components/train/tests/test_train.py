@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from conftest import EXCLUDE, LABEL
 from ctloop import contract
 from ctloop.components.train import logic
 from ctloop.errors import ConfigError, DataError
-from conftest import EXCLUDE, LABEL
 
 
 def _predict(model_dir, frame, features):

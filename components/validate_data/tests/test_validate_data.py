@@ -7,10 +7,10 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from conftest import EXCLUDE, LABEL
 from ctloop.components.ingest import logic as ingest
 from ctloop.components.validate_data import logic
 from ctloop.errors import ConfigError
-from conftest import EXCLUDE, LABEL
 
 
 def _validate(train, evaluation, out, curated=None, serving=None):

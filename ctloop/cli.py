@@ -1,0 +1,170 @@
+"""The ``ctloop`` command line: one command per noun.
+
+Heavy libraries (TensorFlow, TFDV, kfp, kserve) are imported inside the commands that use them:
+``ctloop serve`` runs in the serving environment, which has no kfp or TFDV at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ctloop.errors import CtloopError
+
+DEFAULT_PIPELINE_YAML = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+
+
+class _Group(click.Group):
+    """Turns ctloop's domain errors into one-line usage errors instead of tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CtloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def main(verbose: bool) -> None:
+    """Continuous training on Kubeflow Pipelines: TFDV, TF, TFMA and KServe."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write span-<N>/data.<format> into.")
+@click.option("--spans", default=3, show_default=True, help="How many spans to write.")
+@click.option("--first-span", default=1, show_default=True, help="Number of the first span.")
+@click.option("--rows", default=5000, show_default=True, help="Rows per span.")
+@click.option("--seed", default=42, show_default=True, help="Seed: same seed, same bytes.")
+@click.option("--drift", default=0.0, show_default=True,
+              help="0..1: shift feature distributions (covariate drift).")
+@click.option("--corrupt", default=0.0, show_default=True,
+              help="0..1: share of rows with out-of-range numbers and unseen categories.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True)
+def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None:
+    """Write deterministic subscription-churn spans (label: churned)."""
+    from ctloop import datagen as generator
+
+    for path in generator.write_spans(
+        out_dir, spans, first_span=first_span, rows=rows, seed=seed, drift=drift,
+        corrupt=corrupt, fmt=fmt,
+    ):
+        click.echo(str(path))
+
+
+@main.command("compile")
+@click.option("--output", type=click.Path(dir_okay=False), default=str(DEFAULT_PIPELINE_YAML),
+              show_default=True, help="Where to write the pipeline's IR YAML.")
+@click.option("--image", default=None,
+              help="Pipeline image for every task (default: ctloop-pipeline:<version>).")
+def compile_(output: str, image: str | None) -> None:
+    """Compile the CT pipeline to KFP IR YAML."""
+    from ctloop import compiling
+
+    compiling.compile_pipeline(Path(output), image)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.option("--local", "local_", is_flag=True, required=True,
+              help="Run every task on this machine with kfp.local (required for now).")
+@click.option("--data", "data_uri", required=True,
+              help="A CSV/Parquet file, a folder of them, or a folder of span-<N>/ folders.")
+@click.option("--label", required=True, help="The binary label column.")
+@click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
+@click.option("--workdir", required=True, type=click.Path(file_okay=False),
+              help="Holds pipeline_root/ (task outputs) and registry/ (model versions).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Write the run summary (JSON) here.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False),
+              help="Write the tasks' logs here instead of to the terminal.")
+@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
+@click.option("--max-auc-decrease", default=0.01, show_default=True,
+              help="Change threshold: largest AUC drop allowed vs the serving model.")
+def run(local_, data_uri, label, exclude, workdir, summary_path, log_path, model_name, schema_uri,
+        epochs, min_auc, max_auc_decrease) -> None:
+    """Run one continuous-training iteration."""
+    from ctloop import local_run, preflight
+    from ctloop.registry import validate_model_name
+
+    validate_model_name(model_name)
+    preflight.check_data(data_uri, label, list(exclude))
+    params = {
+        "data_uri": data_uri, "label": label, "exclude": list(exclude),
+        "model_name": model_name, "epochs": epochs, "min_auc": min_auc,
+        "max_auc_decrease": max_auc_decrease,
+    }
+    if schema_uri:
+        params["schema_uri"] = str(Path(schema_uri).resolve())
+    where = f"the log in {log_path}" if log_path else "the failing task's log above"
+    try:
+        with local_run.output_to(log_path):
+            summary = local_run.run(params, Path(workdir))
+    except RuntimeError as exc:  # kfp.local: a task failed; its log has the reason
+        raise click.ClickException(f"{exc}; {where} says why") from exc
+    if summary_path:
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary_path).write_text(json.dumps(summary, indent=2))
+    click.echo(local_run.describe(summary))
+
+
+@main.command()
+@click.option("--registry", "registry_uri", type=click.Path(file_okay=False),
+              help="Registry root: serve the model's serving version (or --version).")
+@click.option("--model-dir", type=click.Path(file_okay=False),
+              help="Serve this model folder instead of a registry version.")
+@click.option("--model-name", default="ctloop-model", show_default=True,
+              help="The model's name, in the registry and in request paths.")
+@click.option("--version", type=click.IntRange(min=1), help="Registry version [default: serving].")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              help="HTTP port (V1, V2, health, /metrics).")
+@click.option("--grpc-port", type=click.IntRange(1, 65535),
+              help="Also serve V2 over gRPC on this port [default: off].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Most rows per request; more is a 400.")
+def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_batch) -> None:
+    """Serve a model with the KServe model server (serving environment)."""
+    if (registry_uri is None) == (model_dir is None):
+        raise click.UsageError("pass exactly one of --registry or --model-dir")
+    if version is not None and registry_uri is None:
+        raise click.UsageError("--version selects a registry version: pass --registry too")
+    from ctloop.serving import server
+
+    path = Path(model_dir) if model_dir else server.resolve_model_dir(
+        registry_uri, model_name, version)
+    server.run_server(path, model_name, http_port=port, grpc_port=grpc_port, max_batch=max_batch)
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+              help="The model server's base URL.")
+@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A CSV/Parquet file of rows to send.")
+@click.option("--rows", default=5, show_default=True, help="How many rows to send.")
+@click.option("--drop", multiple=True, help="A column not to send, e.g. the label (repeatable).")
+@click.option("--requests", "repeat", default=50, show_default=True,
+              help="Single-row requests to time for the latency figures.")
+def predict(url, model_name, data_path, rows, drop, repeat) -> None:
+    """Send rows to a running model server; print predictions and latency."""
+    from ctloop import client
+
+    result = client.predict_file(url, model_name, Path(data_path), rows, list(drop), repeat)
+    click.echo(client.describe(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

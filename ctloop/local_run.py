@@ -1,0 +1,139 @@
+"""Runs the CT pipeline on this machine with kfp.local and summarizes what each task decided.
+
+kfp.local's SubprocessRunner runs each task as a subprocess of this interpreter, in topological
+order, one at a time; each task leaves ``executor_output.json`` (its output parameters and the
+metadata of its output artifacts) in ``<pipeline_root>/<run>/<task>/``. The summary is read from
+those files, so it reports exactly what the tasks recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TASKS = ("ingest", "validate-data", "train", "evaluate", "rollout")
+
+
+def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Runs one CT iteration locally; returns the run summary.
+
+    Args:
+        params: The pipeline's parameters (``registry_uri`` defaults to ``workdir/registry``).
+        workdir: Holds ``pipeline_root/`` (every task's outputs) and ``registry/``.
+    """
+    from kfp import local
+
+    from ctloop.pipelines.ct_pipeline import PIPELINE_NAME, ct_pipeline
+
+    workdir = Path(workdir).resolve()
+    root = workdir / "pipeline_root"
+    root.mkdir(parents=True, exist_ok=True)
+    params = {"registry_uri": str(workdir / "registry"), **params}
+    before = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    started = time.time()
+    ct_pipeline(**params)
+    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
+    return summarize(run_dir, started)
+
+
+@contextlib.contextmanager
+def output_to(log_path: str | None) -> Iterator[None]:
+    """Sends this process's stdout and stderr, and so every task subprocess's, to ``log_path``."""
+    if not log_path:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def summarize(run_dir: Path, started: float) -> dict[str, Any]:
+    """Builds the run summary from the tasks' executor outputs under ``run_dir``."""
+    outputs, timings, previous = {}, {}, started
+    for task in TASKS:
+        path = run_dir / task / "executor_output.json"
+        outputs[task] = json.loads(path.read_text())
+        # Tasks run one after another, so each one's time is the gap since the previous ended.
+        finished = path.stat().st_mtime
+        timings[task] = round(finished - previous, 2)
+        previous = finished
+
+    def meta(task: str, artifact: str) -> dict[str, Any]:
+        return outputs[task]["artifacts"][artifact]["artifacts"][0]["metadata"]
+
+    def params(task: str) -> dict[str, Any]:
+        return outputs[task].get("parameterValues", {})
+
+    train_meta, eval_meta = meta("ingest", "train_data"), meta("ingest", "eval_data")
+    blessing, pushed = meta("evaluate", "blessing"), meta("rollout", "pushed_model")
+    return {
+        "run_dir": str(run_dir),
+        "span": params("ingest")["span"],
+        "data_fingerprint": params("ingest")["fingerprint"],
+        "files": train_meta.get("files", []),
+        "rows": {"train": int(train_meta["rows"]), "eval": int(eval_meta["rows"])},
+        "data_valid": params("validate-data")["Output"],
+        "anomaly_count": int(meta("validate-data", "anomalies")["anomaly_count"]),
+        "schema_source": meta("validate-data", "schema").get("source"),
+        "training": meta("train", "training_metrics"),
+        "metrics": blessing.get("metrics", {}),
+        "baseline_version": blessing.get("baseline_version"),
+        "baseline_metrics": blessing.get("baseline_metrics", {}),
+        "blessed": blessing.get("blessed"),
+        "blessing_reason": blessing.get("reason"),
+        "pushed": pushed["pushed"],
+        "pushed_version": pushed.get("version"),
+        "push_reason": pushed["reason"],
+        "reports": {
+            "statistics_html": str(run_dir / "validate-data" / "statistics_view"),
+            "anomalies_md": str(run_dir / "validate-data" / "anomalies_report"),
+            "evaluation_md": str(run_dir / "evaluate" / "report"),
+        },
+        "timings_s": {**timings, "total": round(previous - started, 2)},
+    }
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """A short human summary of a run: what was checked, the verdicts, and where the reports are."""
+    metrics = summary["metrics"]
+    baseline = summary["baseline_version"]
+    lines = [
+        f"span {summary['span']}: {summary['rows']['train']} train / {summary['rows']['eval']} "
+        f"eval rows (fingerprint {summary['data_fingerprint'][:12]})",
+        f"data validation: {'passed' if summary['data_valid'] else 'FAILED'} "
+        f"({summary['anomaly_count']} anomalies; schema {summary['schema_source']})",
+        "candidate: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
+    ]
+    if baseline is not None:
+        lines.append(
+            f"baseline v{baseline}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary["baseline_metrics"].items()))
+        )
+    else:
+        lines.append("baseline: none (cold start)")
+    lines += [
+        f"blessed: {summary['blessed']} ({summary['blessing_reason']})",
+        f"rollout: {summary['push_reason']}",
+        "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items()),
+    ]
+    return "\n".join(lines)

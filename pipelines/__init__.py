@@ -1,0 +1,1 @@
+"""Continuous-training pipelines composed from ctloop components."""

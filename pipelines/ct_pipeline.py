@@ -1,0 +1,111 @@
+"""The continuous-training pipeline: ingest -> validate -> train -> evaluate -> rollout.
+
+Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only when the data is
+valid and the model is blessed, and records why not otherwise.
+"""
+
+from typing import List
+
+from kfp import dsl
+
+from ctloop.components.evaluate.component import evaluate
+from ctloop.components.ingest.component import ingest
+from ctloop.components.rollout.component import rollout
+from ctloop.components.train.component import train
+from ctloop.components.validate_data.component import validate_data
+
+PIPELINE_NAME = "ctloop-continuous-training"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Continuous training: TFDV-validated data, TF training, TFMA blessing against "
+    "the serving model, atomic rollout into the model registry.",
+)
+def ct_pipeline(
+    data_uri: str,
+    label: str,
+    registry_uri: str,
+    model_name: str = "ctloop-model",
+    exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+    eval_percent: int = 20,
+    schema_uri: str = "",
+    epochs: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 0.001,
+    seed: int = 42,
+    min_auc: float = 0.7,
+    max_auc_decrease: float = 0.01,
+    gpu_count: int = 0,
+    accelerator_type: str = "nvidia.com/gpu",
+    beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+):
+    """One continuous-training iteration on the latest span of ``data_uri``.
+
+    Pipeline parameters have concrete defaults (no None): kfp 2.13's local runner cannot pass a
+    None pipeline parameter, by default or explicitly.
+
+    Args:
+        data_uri: A CSV/Parquet file, a folder of them, or a folder of ``span-<N>/`` folders.
+        label: The binary label column.
+        registry_uri: The model registry root (versions + serving pointer).
+        model_name: The model's name in the registry (a DNS-1123 label).
+        exclude: Columns that are not features.
+        eval_percent: Share of rows in the eval split, in percent.
+        schema_uri: A curated TFDV schema that wins over the serving model's and inference
+            (empty: none).
+        epochs: Training epochs.
+        batch_size: Training batch size.
+        learning_rate: Adam's learning rate.
+        seed: Seed for reproducible training.
+        min_auc: Value threshold: the candidate's eval AUC must reach it.
+        max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+        gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16).
+        accelerator_type: The accelerator resource the train task requests.
+        beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
+    """
+    # Tasks that read data or the registry see state outside their inputs: never serve them
+    # from KFP's cache, or a changed span or a new serving model would be ignored.
+    ingested = ingest(
+        data_uri=data_uri, label=label, exclude=exclude, eval_percent=eval_percent
+    ).set_caching_options(False)
+    validated = validate_data(
+        train_data=ingested.outputs["train_data"],
+        eval_data=ingested.outputs["eval_data"],
+        registry_uri=registry_uri,
+        model_name=model_name,
+        schema_uri=schema_uri,
+        beam_pipeline_args=beam_pipeline_args,
+    ).set_caching_options(False)
+    trained = train(
+        train_data=ingested.outputs["train_data"],
+        eval_data=ingested.outputs["eval_data"],
+        schema=validated.outputs["schema"],
+        label=label,
+        exclude=exclude,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
+    evaluated = evaluate(
+        model=trained.outputs["model"],
+        eval_data=ingested.outputs["eval_data"],
+        label=label,
+        registry_uri=registry_uri,
+        model_name=model_name,
+        min_auc=min_auc,
+        max_auc_decrease=max_auc_decrease,
+        beam_pipeline_args=beam_pipeline_args,
+    ).set_caching_options(False)
+    rollout(
+        model=trained.outputs["model"],
+        schema=validated.outputs["schema"],
+        train_data=ingested.outputs["train_data"],
+        anomalies=validated.outputs["anomalies"],
+        blessing=evaluated.outputs["blessing"],
+        data_valid=validated.outputs["Output"],
+        registry_uri=registry_uri,
+        model_name=model_name,
+    ).set_caching_options(False)

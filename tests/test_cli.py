@@ -1,0 +1,84 @@
+"""The ctloop CLI through click's CliRunner: outputs and one-line answers to bad input."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ctloop.cli import main
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args])
+
+    return invoke
+
+
+def test_datagen_is_deterministic(cli, tmp_path):
+    for out in ("a", "b"):
+        result = cli("datagen", "--out", tmp_path / out, "--spans", 2, "--rows", 300)
+        assert result.exit_code == 0, result.output
+        assert result.output.split() == [str(tmp_path / out / f"span-{i}" / "data.csv")
+                                         for i in (1, 2)]
+    for span in ("span-1", "span-2"):
+        assert (tmp_path / "a" / span / "data.csv").read_bytes() == (
+            tmp_path / "b" / span / "data.csv").read_bytes()
+    assert (tmp_path / "a/span-1/data.csv").read_bytes() != (
+        tmp_path / "a/span-2/data.csv").read_bytes()
+
+
+def test_datagen_parquet_with_drift(cli, tmp_path):
+    import pandas as pd
+
+    assert cli("datagen", "--out", tmp_path, "--spans", 1, "--rows", 2000, "--format",
+               "parquet").exit_code == 0
+    base = pd.read_parquet(tmp_path / "span-1/data.parquet")
+    assert cli("datagen", "--out", tmp_path / "d", "--spans", 1, "--rows", 2000, "--drift", 1,
+               "--format", "parquet").exit_code == 0
+    drifted = pd.read_parquet(tmp_path / "d/span-1/data.parquet")
+    assert drifted["monthly_charges"].mean() > base["monthly_charges"].mean() + 10
+    assert base["income"].isna().mean() > 0.02 and base["region"].isna().mean() > 0.01
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["datagen", "--out", "{tmp}", "--drift", "2"], "drift 2.0 is out of range"),
+        (["run", "--local", "--data", "{tmp}/none", "--label", "churned", "--workdir", "{tmp}/w"],
+         "data path {tmp}/none does not exist"),
+        (["run", "--local", "--data", "{data}", "--label", "nope", "--workdir", "{tmp}/w"],
+         "--label 'nope' is not a column of"),
+        (["run", "--local", "--data", "{data}", "--label", "churned", "--exclude", "ghost",
+          "--workdir", "{tmp}/w"], "--exclude ['ghost'] not among the columns"),
+        (["run", "--local", "--data", "{data}", "--label", "churned", "--model-name", "Bad_Name",
+          "--workdir", "{tmp}/w"], "model name 'Bad_Name' is invalid"),
+        (["predict", "--url", "http://127.0.0.1:9", "--data", "{data}/span-1/data.csv",
+          "--requests", "0"], "is not reachable"),
+    ],
+)
+def test_bad_input_is_one_line_error(cli, tmp_path, args, message):
+    data = tmp_path / "data"
+    assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
+    args = [a.format(tmp=tmp_path, data=data) for a in args]
+    result = cli(*args)
+    assert result.exit_code == 1, result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message.format(tmp=tmp_path) in error_lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_run_requires_local_flag(cli, tmp_path):
+    result = cli("run", "--data", tmp_path, "--label", "x", "--workdir", tmp_path)
+    assert result.exit_code == 2 and "--local" in result.output
+
+
+def test_compile_writes_ir(cli, tmp_path):
+    result = cli("compile", "--output", tmp_path / "p.yaml")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "ctloop-continuous-training"
+    assert set(spec["root"]["dag"]["tasks"]) == {
+        "ingest", "validate-data", "train", "evaluate", "rollout"}

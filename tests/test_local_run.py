@@ -1,0 +1,68 @@
+"""The whole CT pipeline under kfp.local: three spans, one registry, real libraries."""
+
+import json
+
+import pytest
+import tensorflow_data_validation as tfdv
+
+from conftest import EXCLUDE, LABEL
+from ctloop import local_run
+from ctloop.registry import Registry
+
+pytestmark = pytest.mark.local
+
+
+@pytest.fixture(scope="module")
+def runs(spans_dir, tmp_path_factory):
+    """Span 1 (cold start), span 2 (vs version 1), span 3 (corrupt) into one workdir."""
+    workdir = tmp_path_factory.mktemp("ct")
+    summaries = []
+    for span in (1, 2, 3):
+        params = {"data_uri": str(spans_dir / f"span-{span}"), "label": LABEL,
+                  "exclude": EXCLUDE, "model_name": "churn", "epochs": 4}
+        summaries.append(local_run.run(params, workdir))
+    return workdir, summaries
+
+
+def test_cold_start_is_validated_blessed_and_pushed(runs):
+    _, (first, _, _) = runs
+    assert first["span"] == 1 and first["rows"]["train"] + first["rows"]["eval"] == 3000
+    assert first["data_valid"] and first["anomaly_count"] == 0
+    assert first["schema_source"].startswith("inferred")
+    assert first["baseline_version"] is None and first["baseline_metrics"] == {}
+    assert 0.72 < first["metrics"]["auc"] <= 1.0
+    assert first["blessed"] and first["pushed"] and first["pushed_version"] == 1
+    assert set(first["timings_s"]) == {*local_run.TASKS, "total"}
+
+
+def test_second_span_is_judged_against_the_serving_model(runs):
+    workdir, (_, second, _) = runs
+    assert second["span"] == 2
+    assert second["schema_source"].startswith("serving model")
+    assert second["baseline_version"] == 1
+    assert 0.5 < second["baseline_metrics"]["auc"] <= 1.0
+    assert second["blessed"] == (
+        second["metrics"]["auc"] >= second["baseline_metrics"]["auc"] - 0.01
+        and second["metrics"]["auc"] >= 0.7
+    )
+    record = Registry(workdir / "registry", "churn").versions()[0].record()
+    assert record["span"] == 1 and record["data_fingerprint"] == runs[1][0]["data_fingerprint"]
+
+
+def test_corrupt_span_is_blocked_and_serving_model_unchanged(runs):
+    workdir, (_, second, third) = runs
+    assert not third["data_valid"] and third["anomaly_count"] >= 1
+    assert not third["pushed"] and "data validation did not pass" in third["push_reason"]
+    serving = Registry(workdir / "registry", "churn").serving()
+    assert serving.number == (second["pushed_version"] or 1)
+    report = open(third["reports"]["anomalies_md"]).read()
+    assert "deployment is blocked" in report and "`plan`" in report
+
+
+def test_run_outputs_are_on_disk(runs):
+    _, (first, _, _) = runs
+    schema = tfdv.load_schema_text(f"{first['run_dir']}/validate-data/schema/schema.pbtxt")
+    assert {f.name for f in schema.feature} >= {"age", "plan", LABEL}
+    assert "**BLESSED**" in open(first["reports"]["evaluation_md"]).read()
+    assert "facets-overview" in open(first["reports"]["statistics_html"]).read()
+    json.dumps(first)  # the summary is plain JSON

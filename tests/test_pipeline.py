@@ -1,0 +1,76 @@
+"""The compiled pipeline: golden IR, the settings a cluster needs, components compile alone."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler, components
+
+from ctloop import compiling
+from ctloop.components.evaluate.component import evaluate
+from ctloop.components.ingest.component import ingest
+from ctloop.components.rollout.component import rollout
+from ctloop.components.train.component import train
+from ctloop.components.validate_data.component import validate_data
+from ctloop.images import PIPELINE_IMAGE
+
+GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+COMPONENTS = [ingest, validate_data, train, evaluate, rollout]
+
+
+@pytest.fixture(scope="module")
+def ir(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("ir") / "ct_pipeline.yaml"
+    compiling.compile_pipeline(path)
+    return {"text": path.read_text(), "spec": yaml.safe_load(path.read_text())}
+
+
+def test_compiled_pipeline_matches_golden_file(ir):
+    assert ir["text"] == GOLDEN.read_text(), (
+        "pipelines/ct_pipeline.yaml is stale: run `make compile` and review the diff"
+    )
+
+
+def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
+    tasks = ir["spec"]["root"]["dag"]["tasks"]
+    resources = ir["spec"]["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert "accelerator_type" in resources["accelerator"]["resourceType"]
+    assert "gpu_count" in resources["accelerator"]["resourceCount"]
+    inputs = tasks["train"]["inputs"]["parameters"]
+    assert inputs["pipelinechannel--gpu_count"]["componentInputParameter"] == "gpu_count"
+    defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert defaults["gpu_count"]["defaultValue"] == 0
+    assert defaults["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
+
+
+def test_tasks_reading_outside_state_are_never_cached(ir):
+    tasks = ir["spec"]["root"]["dag"]["tasks"]
+    for name in ("ingest", "validate-data", "evaluate", "rollout"):
+        assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
+    assert tasks["train"]["cachingOptions"]["enableCache"] is True
+
+
+def test_every_task_runs_on_the_pipeline_image(ir):
+    executors = ir["spec"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {PIPELINE_IMAGE}
+    # Lightweight components on the project image: no pip install at container start.
+    assert not any("pip install" in " ".join(e["container"]["command"])
+                   for e in executors.values())
+
+
+def test_image_override(tmp_path):
+    path = tmp_path / "p.yaml"
+    compiling.compile_pipeline(path, image="registry.example/ctloop-pipeline:abc")
+    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {
+        "registry.example/ctloop-pipeline:abc"}
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_component_compiles_and_loads_back(component, tmp_path):
+    path = tmp_path / f"{component.name}.yaml"
+    compiler.Compiler().compile(component, str(path))
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == component.name
+    assert set(loaded.component_spec.inputs) == set(component.component_spec.inputs)
+    assert set(loaded.component_spec.outputs) == set(component.component_spec.outputs)
