@@ -6,7 +6,6 @@ Standard library only, so it runs in both environments.
 from __future__ import annotations
 
 import json
-import math
 import time
 import urllib.error
 import urllib.request
@@ -22,10 +21,7 @@ def rows_from_file(path: Path, rows: int, drop: list[str]) -> list[dict[str, Any
 
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     frame = frame.drop(columns=[c for c in drop if c in frame.columns]).head(rows)
-    return [
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        for row in json.loads(frame.to_json(orient="records"))
-    ]
+    return json.loads(frame.to_json(orient="records"))  # NaN -> null
 
 
 def predict(url: str, model_name: str, instances: list[dict[str, Any]], timeout_s: float = 30.0

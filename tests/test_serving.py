@@ -363,3 +363,41 @@ def test_registry_without_serving_version_fails_fast(serving_python, tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "no serving version" in result.stderr and "run the pipeline first" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_server(serving_python, prepared, tmp_path_factory):
+    """A server on the model the trainer exported (Keras 3 ExportArchive, TF 2.16)."""
+    port = free_port()
+    logs = tmp_path_factory.mktemp("trained-server-logs")
+    command = serve_command(serving_python, "--model-dir", str(prepared.model_dir),
+                            "--port", str(port))
+    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=SERVE_ENV, stdout=stdout, stderr=stderr)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
+            wait_ready(client, process, logs / "stderr")
+            yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_trained_model_serves_its_in_process_predictions(trained_server, prepared):
+    import pandas as pd
+    import tensorflow as tf
+
+    from ctloop.components.train.logic import to_inputs
+
+    frame = pd.read_parquet(prepared.eval).head(20)
+    frame.loc[0, "income"] = None
+    frame.loc[1, "region"] = None
+    signature = tf.saved_model.load(str(prepared.model_dir)).signatures["serving_default"]
+    inputs = {k: tf.constant(v) for k, v in to_inputs(frame, prepared.features).items()}
+    expected = signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
+
+    names = [f.name for f in prepared.features]
+    rows = json.loads(frame[names].to_json(orient="records"))  # NaN -> null
+    response = predict_v1(trained_server, {"instances": rows})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == pytest.approx(expected, abs=1e-5)
