@@ -17,5 +17,9 @@ class RegistryError(CtloopError):
     """The model registry is missing, inconsistent or locked by another run."""
 
 
+class StaleBaselineError(RegistryError):
+    """The serving version changed between a model's evaluation and its push."""
+
+
 class ModelError(CtloopError):
     """A model cannot be loaded or does not have the expected serving signature."""

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop.errors import ConfigError, RegistryError
+from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
 
 MODEL_DIR = "model"
 SCHEMA_FILE = "schema.pbtxt"
@@ -138,6 +138,7 @@ class Registry:
         schema_path: str | os.PathLike[str],
         record: dict[str, Any],
         *,
+        expected_serving: int | None,
         serve: bool = True,
         lock_timeout_s: float = 60.0,
     ) -> Version:
@@ -147,6 +148,9 @@ class Registry:
             model_dir: The SavedModel directory to copy in.
             schema_path: The schema file the model was validated with.
             record: The run record stored as record.json.
+            expected_serving: The serving version the model was judged against (None: none
+                served). Checked under the lock, so a model blessed against version n is never
+                pushed over a version another run pushed meanwhile.
             serve: Move the serving pointer to the new version.
             lock_timeout_s: How long to wait for a concurrent push to finish.
 
@@ -154,6 +158,13 @@ class Registry:
             The new version.
         """
         with self.lock(lock_timeout_s):
+            current = self.serving()
+            if (current.number if current else None) != expected_serving:
+                raise StaleBaselineError(
+                    f"registry {self.path} now serves version "
+                    f"{current.number if current else None}, not version {expected_serving} the "
+                    "model was evaluated against; rerun to evaluate against the new serving model"
+                )
             self._versions.mkdir(parents=True, exist_ok=True)
             self._remove_stale_staging()
             number = max((v.number for v in self.versions()), default=0) + 1

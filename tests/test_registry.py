@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ctloop.errors import ConfigError, RegistryError
+from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
 from ctloop.registry import Registry
 
 
@@ -23,8 +23,8 @@ def model(tmp_path):
 def test_push_numbers_versions_and_moves_pointer(tmp_path, model):
     registry = Registry(tmp_path / "reg", "churn")
     assert registry.serving() is None
-    first = registry.push(*model, {"span": 1})
-    second = registry.push(*model, {"span": 2})
+    first = registry.push(*model, {"span": 1}, expected_serving=None)
+    second = registry.push(*model, {"span": 2}, expected_serving=1)
     assert [v.number for v in registry.versions()] == [1, 2]
     assert registry.serving() == second
     assert second.record() == {"span": 2, "version": 2}
@@ -34,25 +34,36 @@ def test_push_numbers_versions_and_moves_pointer(tmp_path, model):
 
 def test_push_without_serving_keeps_pointer(tmp_path, model):
     registry = Registry(tmp_path / "reg", "churn")
-    registry.push(*model, {})
-    registry.push(*model, {}, serve=False)
+    registry.push(*model, {}, expected_serving=None)
+    registry.push(*model, {}, expected_serving=1, serve=False)
     assert registry.serving().number == 1
 
 
 def test_leftovers_of_a_killed_push_are_invisible_and_cleaned(tmp_path, model):
     registry = Registry(tmp_path / "reg", "churn")
-    registry.push(*model, {})
+    registry.push(*model, {}, expected_serving=None)
     stale = registry.path / "versions" / ".staging-deadbeef"
     (stale / "model").mkdir(parents=True)
     (registry.path / ".SERVING.deadbeef").write_text("{")
     assert [v.number for v in registry.versions()] == [1]
-    assert registry.push(*model, {}).number == 2
+    assert registry.push(*model, {}, expected_serving=1).number == 2
     assert not stale.exists() and not (registry.path / ".SERVING.deadbeef").exists()
+
+
+def test_push_refuses_a_stale_baseline(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {}, expected_serving=None)
+    registry.push(*model, {}, expected_serving=1)
+    # A model evaluated against version 1 must not replace version 2, pushed meanwhile.
+    with pytest.raises(StaleBaselineError, match="now serves version 2, not version 1"):
+        registry.push(*model, {}, expected_serving=1)
+    assert [v.number for v in registry.versions()] == [1, 2]
+    assert registry.serving().number == 2
 
 
 def test_pointer_to_missing_version_is_an_error(tmp_path, model):
     registry = Registry(tmp_path / "reg", "churn")
-    registry.push(*model, {})
+    registry.push(*model, {}, expected_serving=None)
     (registry.path / "SERVING").write_text(json.dumps({"version": 9}))
     with pytest.raises(RegistryError, match="names version 9, which has no model"):
         registry.serving()
@@ -73,11 +84,12 @@ def test_concurrent_push_waits_then_fails_clearly(tmp_path, model):
     try:
         assert ready.wait(10)
         with pytest.raises(RegistryError, match="is locked by another run"):
-            Registry(tmp_path / "reg", "churn").push(*model, {}, lock_timeout_s=0.5)
+            Registry(tmp_path / "reg", "churn").push(*model, {}, expected_serving=None,
+                                                     lock_timeout_s=0.5)
         assert Registry(tmp_path / "reg", "churn").versions() == []
     finally:
         holder.join(10)
-    assert Registry(tmp_path / "reg", "churn").push(*model, {}).number == 1
+    assert Registry(tmp_path / "reg", "churn").push(*model, {}, expected_serving=None).number == 1
 
 
 @pytest.mark.parametrize("name", ["", "Churn", "../etc", "a/b", "-x", "x" * 64])
@@ -88,7 +100,7 @@ def test_model_name_must_be_dns_label(tmp_path, name):
 
 def test_unreadable_pointer(tmp_path, model):
     registry = Registry(tmp_path / "reg", "churn")
-    registry.push(*model, {})
+    registry.push(*model, {}, expected_serving=None)
     (registry.path / "SERVING").write_text("{not json")
     with pytest.raises(RegistryError, match="is unreadable"):
         registry.serving()

@@ -51,7 +51,7 @@ def read_files(files: list[storage.StoredFile]) -> tuple[pd.DataFrame, str]:
     """Reads and concatenates the files; returns the rows and the data fingerprint.
 
     The fingerprint is a SHA-256 over each file's name, size and content, so it changes when any
-    byte of the input changes (and KFP's cache key with it).
+    byte of the input changes; it is recorded with the datasets and with every pushed model.
     """
     digest = hashlib.sha256()
     frames = []

@@ -27,7 +27,8 @@ def rollout(
         schema: The schema the data was validated with; stored with the version.
         train_data: The train split; its span and fingerprint go into the run record.
         anomalies: validate_data's anomalies (metadata ``anomaly_count``).
-        blessing: evaluate's blessing (metadata ``blessed`` and ``reason``).
+        blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics`` and
+            ``baseline_version``, the serving version it was judged against).
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.
         model_name: The model's name in the registry.
@@ -40,6 +41,9 @@ def rollout(
     import os
 
     from ctloop.components.rollout import logic
+
+    def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
+        return None if value is None else int(value)
 
     record = {
         "span": train_data.metadata.get("span"),
@@ -54,6 +58,7 @@ def rollout(
         anomaly_count=int(anomalies.metadata.get("anomaly_count", 0)),
         blessed=blessing.metadata.get("blessed"),
         blessing_reason=str(blessing.metadata.get("reason", "")),
+        baseline_version=_version(blessing.metadata.get("baseline_version")),
         registry_uri=registry_uri,
         model_name=model_name,
         record=record,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ctloop.errors import StaleBaselineError
 from ctloop.registry import Registry
 
 
@@ -40,16 +41,25 @@ def run(
     anomaly_count: int,
     blessed: bool | None,
     blessing_reason: str,
+    baseline_version: int | None,
     registry_uri: str,
     model_name: str,
     record: dict[str, Any],
 ) -> RolloutResult:
-    """Pushes the model as a new serving version if the gate allows it."""
+    """Pushes the model as a new serving version if the gate allows it.
+
+    ``baseline_version`` is the serving version the model was evaluated against; if another run
+    has moved the pointer since, the blessing no longer holds and nothing is pushed.
+    """
     registry = Registry(registry_uri, model_name)
     current = registry.serving()
     previous = current.number if current else None
     reason = gate(data_valid, anomaly_count, blessed, blessing_reason)
     if reason:
         return RolloutResult(False, reason, None, previous)
-    version = registry.push(model_dir, schema_path, {**record, "previous_version": previous})
+    try:
+        version = registry.push(model_dir, schema_path, {**record, "previous_version": previous},
+                                expected_serving=baseline_version)
+    except StaleBaselineError as exc:
+        return RolloutResult(False, str(exc), None, previous)
     return RolloutResult(True, f"pushed as version {version.number}", version.number, previous)

@@ -36,7 +36,7 @@ def train(
         epochs: Passes over the train split.
         batch_size: Rows per step.
         learning_rate: Adam's learning rate.
-        hidden_units: Sizes of the hidden layers; [64, 32] when not given.
+        hidden_units: Sizes of the hidden layers; [64, 32] when not given or empty.
         seed: Seed of every random choice, for reproducible runs.
     """
     import os

@@ -34,7 +34,8 @@ class Hyperparameters:
     seed: int = 42
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or not self.hidden_units:
+        if (self.epochs < 1 or self.batch_size < 1 or not self.hidden_units
+                or min(self.hidden_units) < 1):
             raise ConfigError(
                 f"hyperparameters {self} are invalid: epochs, batch_size and every hidden layer "
                 "size must be >= 1, with at least one hidden layer"

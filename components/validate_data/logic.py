@@ -110,6 +110,12 @@ def find_anomalies(stats: dict, schema, anomalies_dir: str) -> list[Anomaly]:
         tfdv.write_anomalies_text(anomalies, str(Path(anomalies_dir) / f"{split}.anomalies.pbtxt"))
         for feature, info in sorted(anomalies.anomaly_info.items()):
             found.append(Anomaly(feature, split, info.short_description, info.description))
+        # Anomalies of the whole dataset (e.g. too few examples) are keyed by no feature.
+        if anomalies.HasField("dataset_anomaly_info"):
+            info = anomalies.dataset_anomaly_info
+            found.append(Anomaly("(dataset)", split, info.short_description, info.description))
+        if anomalies.data_missing:
+            found.append(Anomaly("(dataset)", split, "No data", "The split has no examples."))
     return found
 
 

@@ -7,9 +7,12 @@ from ctloop.registry import Registry
 
 
 def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=True,
-             reason="AUC 0.8 >= 0.7"):
+             reason="AUC 0.8 >= 0.7", baseline="current"):
+    if baseline == "current":
+        serving = Registry(registry_root, "churn").serving()
+        baseline = serving.number if serving else None
     return logic.run(str(prepared.model_dir), str(prepared.schema), data_valid, anomalies,
-                     blessed, reason, str(registry_root), "churn", {"span": 1})
+                     blessed, reason, baseline, str(registry_root), "churn", {"span": 1})
 
 
 def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
@@ -42,3 +45,12 @@ def test_gate_keeps_the_serving_model(prepared, tmp_path, kwargs, reason):
     registry = Registry(tmp_path, "churn")
     assert registry.serving().number == first.version
     assert [v.number for v in registry.versions()] == [1]
+
+
+def test_model_judged_against_an_older_serving_version_is_not_pushed(prepared, tmp_path):
+    _rollout(prepared, tmp_path)
+    _rollout(prepared, tmp_path)
+    result = _rollout(prepared, tmp_path, baseline=1)
+    assert not result.pushed
+    assert "now serves version 2, not version 1" in result.reason
+    assert Registry(tmp_path, "churn").serving().number == 2

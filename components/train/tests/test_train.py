@@ -69,6 +69,8 @@ def test_invalid_hyperparameters():
         logic.Hyperparameters(learning_rate=2.0)
     with pytest.raises(ConfigError, match="epochs, batch_size"):
         logic.Hyperparameters(epochs=0)
+    with pytest.raises(ConfigError, match="every hidden layer"):
+        logic.Hyperparameters(hidden_units=(64, 0))
 
 
 def test_schema_without_features(prepared):
