@@ -28,6 +28,15 @@ class Prepared:
     features: list
 
 
+def validate_outputs(folder: Path):
+    """validate_data's output paths inside ``folder``."""
+    from ctloop.components.validate_data.logic import OutputPaths
+
+    return OutputPaths(str(folder / "stats"), str(folder / "schema.pbtxt"),
+                       str(folder / "anomalies"), str(folder / "stats.html"),
+                       str(folder / "drift.html"), str(folder / "anomalies.md"))
+
+
 @pytest.fixture(scope="session")
 def spans_dir(tmp_path_factory) -> Path:
     """Spans 1-2 (clean), span 3 with 5% corrupt rows, as CSV, 3000 rows each."""
@@ -46,9 +55,8 @@ def prepared(spans_dir, tmp_path_factory) -> Prepared:
     work = tmp_path_factory.mktemp("prepared")
     ingest.run(str(spans_dir / "span-1"), LABEL, EXCLUDE, 20, str(work / "train.parquet"),
                str(work / "eval.parquet"))
-    validate.run(str(work / "train.parquet"), str(work / "eval.parquet"), 1, None, None,
-                 str(work / "stats"), str(work / "schema.pbtxt"), str(work / "anomalies"),
-                 str(work / "stats.html"), str(work / "anomalies.md"))
+    validate.run(str(work / "train.parquet"), str(work / "eval.parquet"), 1, LABEL, EXCLUDE,
+                 None, None, None, validate_outputs(work))
     result = train.run(str(work / "train.parquet"), str(work / "eval.parquet"),
                        str(work / "schema.pbtxt"), LABEL, EXCLUDE,
                        train.Hyperparameters(epochs=4), str(work / "model"))

@@ -94,6 +94,9 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
         "rows": {"train": int(train_meta["rows"]), "eval": int(eval_meta["rows"])},
         "data_valid": params("validate-data")["Output"],
         "anomaly_count": int(meta("validate-data", "anomalies")["anomaly_count"]),
+        "blocking_anomaly_count": int(meta("validate-data", "anomalies")["blocking_count"]),
+        "drift": meta("validate-data", "drift_metrics"),
+        "previous_span": meta("validate-data", "statistics").get("previous_span"),
         "schema_source": meta("validate-data", "schema").get("source"),
         "training": meta("train", "training_metrics"),
         "metrics": blessing.get("metrics", {}),
@@ -107,6 +110,7 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
         "reports": {
             "statistics_html": str(run_dir / "validate-data" / "statistics_view"),
             "anomalies_md": str(run_dir / "validate-data" / "anomalies_report"),
+            "drift_html": str(run_dir / "validate-data" / "drift_view"),
             "evaluation_md": str(run_dir / "evaluate" / "report"),
         },
         "timings_s": {**timings, "total": round(previous - started, 2)},
@@ -121,7 +125,9 @@ def describe(summary: dict[str, Any]) -> str:
         f"span {summary['span']}: {summary['rows']['train']} train / {summary['rows']['eval']} "
         f"eval rows (fingerprint {summary['data_fingerprint'][:12]})",
         f"data validation: {'passed' if summary['data_valid'] else 'FAILED'} "
-        f"({summary['anomaly_count']} anomalies; schema {summary['schema_source']})",
+        f"({summary['anomaly_count']} anomalies, {summary['blocking_anomaly_count']} blocking; "
+        f"schema {summary['schema_source']})",
+        _largest_distances(summary["drift"], summary["previous_span"]),
         "candidate: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
     ]
     if baseline is not None:
@@ -137,3 +143,15 @@ def describe(summary: dict[str, Any]) -> str:
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items()),
     ]
     return "\n".join(lines)
+
+
+def _largest_distances(distances: dict[str, float], previous_span: int | None) -> str:
+    def top(kind: str) -> str:
+        found = {k.split(".", 1)[1]: v for k, v in distances.items() if k.startswith(kind + ".")}
+        if not found:
+            return f"{kind}: not measured"
+        name = max(found, key=found.get)
+        return f"{kind}: max {found[name]:.3f} ({name})"
+
+    against = f"vs span {previous_span}" if previous_span is not None else "no earlier span"
+    return f"{top('drift')} [{against}], {top('skew')} [train vs eval]"

@@ -8,6 +8,9 @@ Layout under ``<root>/<model_name>/``::
     versions/.staging-*/       pushes in progress; never visible as a version
     SERVING                    JSON pointer {"version": n}; the model that serves, and the
                                baseline the next run's evaluation compares against
+    statistics/span-<s>.stats.tfrecord
+                               TFDV statistics of span s's train split, written by every run's
+                               data validation; the next span's drift is measured against them
     .lock                      held (flock) by the run that pushes
 
 A version directory appears only by ``rename`` of a complete, fsynced staging directory, and
@@ -38,6 +41,9 @@ RECORD_FILE = "record.json"
 POINTER_FILE = "SERVING"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
+
+STATS_SUFFIX = ".stats.tfrecord"
+_STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
 
 # Model names become directory names here and Kubernetes names on clusters: DNS-1123 labels.
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -194,6 +200,29 @@ class Registry:
                 )
             self._write_pointer(number)
             return version
+
+    def save_statistics(self, span: int, stats_file: str | os.PathLike[str]) -> Path:
+        """Stores a span's train statistics (replacing a rerun's) by atomic rename."""
+        folder = self.path / "statistics"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"span-{span}{STATS_SUFFIX}"
+        tmp = folder / f".{final.name}.{uuid.uuid4().hex}"
+        shutil.copyfile(stats_file, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+        return final
+
+    def previous_statistics(self, span: int) -> tuple[int, Path] | None:
+        """The stored statistics of the latest span before ``span``, as (span, file)."""
+        folder = self.path / "statistics"
+        stored = [
+            (int(m.group(1)), p)
+            for p in (folder.iterdir() if folder.is_dir() else [])
+            if (m := _STATS_RE.match(p.name)) and int(m.group(1)) < span
+        ]
+        return max(stored) if stored else None
 
     def _write_pointer(self, number: int) -> None:
         tmp = self.path / f".{POINTER_FILE}.{uuid.uuid4().hex}"

@@ -4,7 +4,7 @@ Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only 
 valid and the model is blessed, and records why not otherwise.
 """
 
-from typing import List
+from typing import Dict, List
 
 from kfp import dsl
 
@@ -30,6 +30,12 @@ def ct_pipeline(
     exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
     eval_percent: int = 20,
     schema_uri: str = "",
+    drift_jsd_threshold: float = 0.1,
+    drift_linf_threshold: float = 0.1,
+    skew_jsd_threshold: float = 0.1,
+    skew_linf_threshold: float = 0.1,
+    anomaly_policy: Dict[str, str] = {},  # noqa: B006 - a KFP default value, never mutated
+    stats_sample_rate: float = 1.0,
     epochs: int = 10,
     batch_size: int = 256,
     learning_rate: float = 0.001,
@@ -54,6 +60,14 @@ def ct_pipeline(
         eval_percent: Share of rows in the eval split, in percent.
         schema_uri: A curated TFDV schema that wins over the serving model's and inference
             (empty: none).
+        drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
+            previous span before it is an anomaly.
+        drift_linf_threshold: Largest L-infinity distance of a categorical feature from the
+            previous span.
+        skew_jsd_threshold: Largest Jensen-Shannon divergence between train and eval.
+        skew_linf_threshold: Largest L-infinity distance between train and eval.
+        anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
+        stats_sample_rate: Share of rows TFDV statistics are computed on, in (0, 1].
         epochs: Training epochs.
         batch_size: Training batch size.
         learning_rate: Adam's learning rate.
@@ -72,9 +86,17 @@ def ct_pipeline(
     validated = validate_data(
         train_data=ingested.outputs["train_data"],
         eval_data=ingested.outputs["eval_data"],
+        label=label,
         registry_uri=registry_uri,
         model_name=model_name,
+        exclude=exclude,
         schema_uri=schema_uri,
+        drift_jsd_threshold=drift_jsd_threshold,
+        drift_linf_threshold=drift_linf_threshold,
+        skew_jsd_threshold=skew_jsd_threshold,
+        skew_linf_threshold=skew_linf_threshold,
+        anomaly_policy=anomaly_policy,
+        stats_sample_rate=stats_sample_rate,
         beam_pipeline_args=beam_pipeline_args,
     ).set_caching_options(False)
     trained = train(

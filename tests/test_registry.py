@@ -105,3 +105,18 @@ def test_unreadable_pointer(tmp_path, model):
     with pytest.raises(RegistryError, match="is unreadable"):
         registry.serving()
     assert os.path.isdir(registry.path / "versions" / "1")
+
+
+def test_statistics_store_returns_latest_earlier_span(tmp_path):
+    registry = Registry(tmp_path / "reg", "churn")
+    assert registry.previous_statistics(5) is None
+    for span in (1, 3, 4):
+        (tmp_path / f"{span}.bin").write_bytes(bytes([span]))
+        registry.save_statistics(span, tmp_path / f"{span}.bin")
+    span, path = registry.previous_statistics(4)
+    assert span == 3 and path.read_bytes() == b"\x03"
+    assert registry.previous_statistics(1) is None
+    (tmp_path / "rerun.bin").write_bytes(b"new")
+    registry.save_statistics(3, tmp_path / "rerun.bin")
+    assert registry.previous_statistics(4)[1].read_bytes() == b"new"
+    assert not list((registry.path / "statistics").glob(".*"))

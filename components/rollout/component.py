@@ -26,7 +26,7 @@ def rollout(
         model: The trained SavedModel.
         schema: The schema the data was validated with; stored with the version.
         train_data: The train split; its span and fingerprint go into the run record.
-        anomalies: validate_data's anomalies (metadata ``anomaly_count``).
+        anomalies: validate_data's anomalies (metadata ``blocking_count``).
         blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics`` and
             ``baseline_version``, the serving version it was judged against).
         data_valid: validate_data's verdict.
@@ -55,7 +55,7 @@ def rollout(
         model_dir=model.path,
         schema_path=os.path.join(schema.path, "schema.pbtxt"),
         data_valid=data_valid,
-        anomaly_count=int(anomalies.metadata.get("anomaly_count", 0)),
+        anomaly_count=int(anomalies.metadata.get("blocking_count", 0)),
         blessed=blessing.metadata.get("blessed"),
         blessing_reason=str(blessing.metadata.get("reason", "")),
         baseline_version=_version(blessing.metadata.get("baseline_version")),

@@ -28,7 +28,8 @@ def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, bles
     Unknown state (a missing verdict) blocks, like a failed one: the serving model keeps serving.
     """
     if data_valid is not True:
-        return f"data validation did not pass ({anomaly_count} anomalies); see the anomalies report"
+        return (f"data validation did not pass ({anomaly_count} blocking anomalies); see the "
+                "anomalies report")
     if blessed is not True:
         return f"model not blessed: {blessing_reason or 'no blessing recorded'}"
     return None

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop import contract
-from ctloop.errors import ConfigError, DataError
+from ctloop.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +82,28 @@ def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> li
 
 
 def to_inputs(frame: pd.DataFrame, features: list[FeatureSpec]) -> dict[str, np.ndarray]:
-    """Raw columns as the signature takes them: float32 with NaN, or str with "" for missing."""
+    """Raw columns as the signature takes them: float32 with NaN, or str with "" for missing.
+
+    Values the schema's types cannot hold (a vanished column, text in a numeric column) become
+    missing values, with a warning: data validation reports them as anomalies, and its gate keeps
+    a model trained on such data from deployment, so the run completes with that verdict instead
+    of failing here.
+    """
     inputs = {}
     for feature in features:
         if feature.name not in frame.columns:
-            raise DataError(
-                f"feature {feature.name!r} of the schema is not in the data; restore the column "
-                "or update the schema"
-            )
-        column = frame[feature.name]
+            log.warning("feature %r of the schema is not in the data: all values missing",
+                        feature.name)
+            column = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        else:
+            column = frame[feature.name]
         if feature.dtype == contract.NUMERIC:
             values = pd.to_numeric(column, errors="coerce")
             bad = values.isna() & column.notna()
             if bad.any():
-                raise DataError(
-                    f"feature {feature.name!r} is numeric in the schema but has non-numeric values "
-                    f"such as {column[bad].iloc[0]!r}; fix the data or the schema"
-                )
+                log.warning(
+                    "feature %r is numeric in the schema but has %d non-numeric values such as "
+                    "%r: treated as missing", feature.name, int(bad.sum()), column[bad].iloc[0])
             inputs[feature.name] = values.to_numpy(dtype=np.float32)
         else:
             inputs[feature.name] = column.fillna("").astype(str).to_numpy(dtype=object)

@@ -1,8 +1,12 @@
-"""Validate data: TFDV statistics per split, a schema, anomalies, and the views a person reads.
+"""Validate data: TFDV statistics per split, a schema, anomalies, drift and skew, and the views.
 
 Schema precedence: a curated schema file given by the user, else the schema stored with the
 serving model (so new data is judged by what the serving model was trained on), else one
-inferred from this span's train statistics (cold start).
+inferred from this span's train statistics (cold start). An inferred schema gets two
+environments, TRAINING and SERVING, with the label absent from SERVING, so that serving data
+(no label) validates against the same schema.
+
+Every anomaly blocks deployment unless the anomaly policy says ``warn`` for all of its types.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import numpy as np
 import pyarrow as pa
 
 from ctloop import beam_options
+from ctloop.components.validate_data import drift
 from ctloop.errors import ConfigError
 
 SPLITS = ("train", "eval")
 STATS_FILE = "{split}.stats.tfrecord"
+TRAINING, SERVING = "TRAINING", "SERVING"
+BLOCK, WARN = "block", "warn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +33,59 @@ class Anomaly:
     split: str
     short: str
     description: str
+    types: tuple[str, ...]  # TFDV AnomalyInfo.Type names
+    action: str  # BLOCK or WARN
 
 
 @dataclasses.dataclass(frozen=True)
 class ValidationResult:
     schema_source: str
     anomalies: list[Anomaly]
+    measurements: list[drift.Measurement]
+    previous_span: int | None
+
+    @property
+    def blocking(self) -> list[Anomaly]:
+        return [a for a in self.anomalies if a.action == BLOCK]
 
     @property
     def valid(self) -> bool:
-        return not self.anomalies
+        return not self.blocking
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+    """Where ``run`` writes: statistics folder, schema file, anomalies folder and the views."""
+
+    stats_dir: str
+    schema: str
+    anomalies_dir: str
+    statistics_html: str
+    drift_html: str
+    report_md: str
+
+
+def anomaly_types() -> list[str]:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    return list(anomalies_pb2.AnomalyInfo.Type.keys())
+
+
+def check_policy(policy: dict[str, str]) -> dict[str, str]:
+    """Returns ``policy`` if every key is a TFDV anomaly type and every value block/warn."""
+    known = set(anomaly_types())
+    for anomaly_type, action in policy.items():
+        if anomaly_type not in known:
+            close = sorted(k for k in known if anomaly_type.upper() in k or k in anomaly_type)
+            raise ConfigError(
+                f"anomaly policy key {anomaly_type!r} is not a TFDV anomaly type; use names like "
+                f"{', '.join(close[:3]) or 'COMPARATOR_L_INFTY_HIGH, SCHEMA_NEW_COLUMN'}"
+            )
+        if action not in (BLOCK, WARN):
+            raise ConfigError(
+                f"anomaly policy for {anomaly_type} is {action!r}; use 'block' or 'warn'"
+            )
+    return policy
 
 
 def as_list_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -48,8 +98,25 @@ def as_list_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, batch.schema.names)
 
 
+def sample_rows(batch: pa.RecordBatch, rate: float) -> pa.RecordBatch:
+    """Keeps a ``rate`` share of rows, chosen by a hash of each row's content.
+
+    The same rows are kept in every run and whatever the batching, so sampled statistics are
+    reproducible. (TFDV 1.16's ``StatsOptions.sample_rate`` only samples semantic-domain stats.)
+    """
+    import pandas as pd
+
+    hashes = pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy()
+    # Bits above those ingest's train/eval split uses (hash % 100), so the two are independent.
+    keep = (hashes // 100) % 10_000 < rate * 10_000
+    return batch.filter(pa.array(keep))
+
+
 def generate_statistics(
-    splits: dict[str, str], stats_dir: str, beam_pipeline_args: list[str] | None = None
+    splits: dict[str, str],
+    stats_dir: str,
+    beam_pipeline_args: list[str] | None = None,
+    sample_rate: float | None = None,
 ) -> dict:
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
@@ -57,6 +124,7 @@ def generate_statistics(
         splits: Split name -> Parquet file.
         stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
         beam_pipeline_args: Beam options (runner, workers, ...); see ctloop.beam_options.
+        sample_rate: Share of rows to compute statistics on (None: all rows).
 
     Returns:
         Split name -> DatasetFeatureStatisticsList.
@@ -66,14 +134,17 @@ def generate_statistics(
     from apache_beam.options.pipeline_options import PipelineOptions
     from tfx_bsl.tfxio.parquet_tfxio import ParquetTFXIO
 
+    if sample_rate is not None and not 0.0 < sample_rate <= 1.0:
+        raise ConfigError(f"sample_rate {sample_rate} is out of range: use a value in (0, 1]")
     Path(stats_dir).mkdir(parents=True, exist_ok=True)
     outputs = {s: str(Path(stats_dir) / STATS_FILE.format(split=s)) for s in splits}
-    options = PipelineOptions(beam_options.resolve(beam_pipeline_args))
-    with beam.Pipeline(options=options) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(beam_options.resolve(beam_pipeline_args))) as p:
         for split, path in splits.items():
+            batches = p | f"Read[{split}]" >> ParquetTFXIO(path).BeamSource()
+            if sample_rate is not None and sample_rate < 1.0:
+                batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
             _ = (
-                pipeline
-                | f"Read[{split}]" >> ParquetTFXIO(path).BeamSource()
+                batches
                 | f"ToLists[{split}]" >> beam.Map(as_list_batch)
                 | f"Stats[{split}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
                 | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(outputs[split])
@@ -81,7 +152,8 @@ def generate_statistics(
     return {s: tfdv.load_stats_binary(p) for s, p in outputs.items()}
 
 
-def choose_schema(train_stats, curated_schema: str | None, serving_schema: str | None):
+def choose_schema(train_stats, label: str, curated_schema: str | None,
+                  serving_schema: str | None):
     """Returns (schema, source) following the precedence in the module docstring."""
     import tensorflow_data_validation as tfdv
 
@@ -96,81 +168,136 @@ def choose_schema(train_stats, curated_schema: str | None, serving_schema: str |
                     f"schema file {path} is not a TFDV schema in text format ({exc}); "
                     "write it with tfdv.write_schema_text"
                 ) from exc
-    return tfdv.infer_schema(train_stats), "inferred from this span's train split"
+    schema = tfdv.infer_schema(train_stats)
+    schema.default_environment.extend([TRAINING, SERVING])
+    tfdv.get_feature(schema, label).not_in_environment.append(SERVING)
+    return schema, "inferred from this span's train split"
 
 
-def find_anomalies(stats: dict, schema, anomalies_dir: str) -> list[Anomaly]:
-    """Validates each split against the schema; writes ``<split>.anomalies.pbtxt`` files."""
+def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: str,
+                   previous_stats=None) -> tuple[list[Anomaly], list[drift.Measurement]]:
+    """Validates each split; the train split also against the eval split (skew) and the
+    previous span (drift). Writes ``<split>.anomalies.pbtxt`` files."""
     import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+    type_name = anomalies_pb2.AnomalyInfo.Type.Name
+    environment = TRAINING if TRAINING in schema.default_environment else None
     Path(anomalies_dir).mkdir(parents=True, exist_ok=True)
-    found = []
+    found, measured = [], []
     for split, split_stats in stats.items():
-        anomalies = tfdv.validate_statistics(split_stats, schema)
+        extra = {}
+        if split == "train":
+            extra = {"serving_statistics": stats["eval"], "previous_statistics": previous_stats}
+        anomalies = tfdv.validate_statistics(split_stats, schema, environment=environment,
+                                             **extra)
         tfdv.write_anomalies_text(anomalies, str(Path(anomalies_dir) / f"{split}.anomalies.pbtxt"))
-        for feature, info in sorted(anomalies.anomaly_info.items()):
-            found.append(Anomaly(feature, split, info.short_description, info.description))
+        if split == "train":
+            measured = drift.measurements(anomalies)
+        infos = sorted(anomalies.anomaly_info.items())
         # Anomalies of the whole dataset (e.g. too few examples) are keyed by no feature.
         if anomalies.HasField("dataset_anomaly_info"):
-            info = anomalies.dataset_anomaly_info
-            found.append(Anomaly("(dataset)", split, info.short_description, info.description))
+            infos.append(("(dataset)", anomalies.dataset_anomaly_info))
+        for feature, info in infos:
+            types = tuple(type_name(r.type) for r in info.reason) or ("UNKNOWN_TYPE",)
+            # Block unless the policy downgrades every one of the anomaly's types.
+            action = WARN if all(policy.get(t) == WARN for t in types) else BLOCK
+            found.append(Anomaly(feature, split, info.short_description, info.description,
+                                 types, action))
         if anomalies.data_missing:
-            found.append(Anomaly("(dataset)", split, "No data", "The split has no examples."))
-    return found
+            found.append(Anomaly("(dataset)", split, "No data", "The split has no examples.",
+                                 ("DATASET_LOW_NUM_EXAMPLES",), BLOCK))
+    return found, measured
 
 
-def anomalies_markdown(result: ValidationResult, span: int) -> str:
-    """The anomalies report in Markdown, as the KFP UI renders it."""
+def report_markdown(result: ValidationResult, span: int) -> str:
+    """The anomalies, drift and skew report in Markdown, as the KFP UI renders it."""
     lines = [f"# Data validation: span {span}", "", f"Schema: {result.schema_source}.", ""]
-    if result.valid:
+    if not result.anomalies:
         lines.append("No anomalies: the data matches the schema in every split.")
-        return "\n".join(lines) + "\n"
-    lines += [
-        f"**{len(result.anomalies)} anomalies: deployment is blocked.**",
-        "",
-        "| feature | split | anomaly | description |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| `{a.feature}` | {a.split} | {a.short} | {a.description.replace('|', '/')} |"
-        for a in result.anomalies
-    ]
-    lines += [
-        "",
-        "Fix: correct the data at its source, or, if the change is legitimate, update the curated "
-        "schema (pass it as `schema_uri`) so that it accepts the new data.",
-    ]
-    return "\n".join(lines) + "\n"
+    else:
+        verdict = (f"**{len(result.blocking)} blocking anomalies: deployment is blocked.**"
+                   if result.blocking else "Only warnings: deployment is not blocked.")
+        lines += [
+            verdict, "",
+            "| feature | split | anomaly | description | policy |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{a.feature}` | {a.split} | {a.short} | {a.description.replace('|', '/')} | "
+            f"{a.action} |"
+            for a in result.anomalies
+        ]
+        lines += [
+            "",
+            "Fix: correct the data at its source; or, if the change is legitimate, update the "
+            "curated schema (pass it as `schema_uri`), raise the drift/skew thresholds, or set "
+            "the anomaly type to `warn` in the anomaly policy.",
+        ]
+    lines += ["", drift.markdown(result.measurements, result.previous_span)]
+    return "\n".join(lines)
 
 
 def run(
     train_path: str,
     eval_path: str,
     span: int,
+    label: str,
+    exclude: list[str],
     curated_schema: str | None,
     serving_schema: str | None,
-    stats_dir: str,
-    schema_out: str,
-    anomalies_dir: str,
-    statistics_html: str,
-    anomalies_md: str,
+    previous: tuple[int, str] | None,
+    outputs: OutputPaths,
+    thresholds: drift.Thresholds | None = None,
+    policy: dict[str, str] | None = None,
     beam_pipeline_args: list[str] | None = None,
+    sample_rate: float | None = None,
 ) -> ValidationResult:
-    """Computes statistics, picks the schema, finds anomalies and writes every output file."""
+    """Computes statistics, picks the schema, finds anomalies, drift and skew; writes outputs.
+
+    Args:
+        train_path: The train split (Parquet).
+        eval_path: The eval split (Parquet).
+        span: The span number, for the views.
+        label: The label column (absent from the SERVING environment of an inferred schema).
+        exclude: Columns that are not features: no drift or skew is measured on them.
+        curated_schema: A curated schema file, or None.
+        serving_schema: The serving model's schema file, or None.
+        previous: (span, statistics file) of the latest earlier span, or None.
+        outputs: Where to write.
+        thresholds: Drift and skew thresholds (defaults: 0.1 each).
+        policy: Anomaly type -> "block" or "warn" (default: block).
+        beam_pipeline_args: Beam options for TFDV.
+        sample_rate: Share of rows statistics are computed on.
+    """
     import tensorflow_data_validation as tfdv
     from tensorflow_data_validation.utils import display_util
+    from tensorflow_metadata.proto.v0 import schema_pb2
 
-    stats = generate_statistics({"train": train_path, "eval": eval_path}, stats_dir,
-                                beam_pipeline_args)
-    schema, source = choose_schema(stats["train"], curated_schema, serving_schema)
-    result = ValidationResult(source, find_anomalies(stats, schema, anomalies_dir))
-    Path(schema_out).parent.mkdir(parents=True, exist_ok=True)
-    tfdv.write_schema_text(schema, schema_out)
-    Path(statistics_html).write_text(
-        display_util.get_statistics_html(
-            lhs_statistics=stats["train"], rhs_statistics=stats["eval"],
-            lhs_name=f"span {span} train", rhs_name=f"span {span} eval",
-        )
-    )
-    Path(anomalies_md).write_text(anomalies_markdown(result, span))
+    policy = check_policy(policy or {})
+    thresholds = thresholds or drift.Thresholds()
+    stats = generate_statistics({"train": train_path, "eval": eval_path}, outputs.stats_dir,
+                                beam_pipeline_args, sample_rate)
+    schema, source = choose_schema(stats["train"], label, curated_schema, serving_schema)
+    # Comparators are added to a copy: the stored schema stays as chosen, so changed thresholds
+    # take effect on the next run instead of being frozen into the model's schema.
+    judged = schema_pb2.Schema()
+    judged.CopyFrom(schema)
+    drift.add_comparators(judged, thresholds, skip=set(exclude))
+    previous_stats = tfdv.load_stats_binary(previous[1]) if previous else None
+    anomalies, measured = find_anomalies(stats, judged, policy, outputs.anomalies_dir,
+                                         previous_stats)
+    result = ValidationResult(source, anomalies, measured, previous[0] if previous else None)
+
+    Path(outputs.schema).parent.mkdir(parents=True, exist_ok=True)
+    tfdv.write_schema_text(schema, outputs.schema)
+    # Side by side: this span against the previous one when there is one, else train vs eval.
+    rhs, rhs_name = ((previous_stats, f"span {previous[0]} train") if previous
+                     else (stats["eval"], f"span {span} eval"))
+    Path(outputs.statistics_html).write_text(display_util.get_statistics_html(
+        lhs_statistics=stats["train"], rhs_statistics=rhs,
+        lhs_name=f"span {span} train", rhs_name=rhs_name,
+    ))
+    Path(outputs.drift_html).write_text(drift.html_table(measured, result.previous_span, span))
+    Path(outputs.report_md).write_text(report_markdown(result, span))
     return result

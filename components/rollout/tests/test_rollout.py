@@ -31,7 +31,8 @@ def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"data_valid": False, "anomalies": 3}, "data validation did not pass (3 anomalies)"),
+        ({"data_valid": False, "anomalies": 3},
+         "data validation did not pass (3 blocking anomalies)"),
         ({"data_valid": None}, "data validation did not pass"),
         ({"blessed": False, "reason": "AUC 0.61 < 0.7"}, "model not blessed: AUC 0.61 < 0.7"),
         ({"blessed": None, "reason": ""}, "model not blessed: no blessing recorded"),

@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import EXCLUDE, LABEL
 from ctloop import contract
 from ctloop.components.train import logic
-from ctloop.errors import ConfigError, DataError
+from ctloop.errors import ConfigError
 
 
 def _predict(model_dir, frame, features):
@@ -56,12 +56,15 @@ def test_same_inputs_same_model(prepared, tmp_path):
                                   _predict(tmp_path / "b", frame, prepared.features))
 
 
-def test_non_numeric_value_in_numeric_feature(prepared):
-    frame = pd.read_parquet(prepared.eval).head(2).astype({"age": object})
+def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, caplog):
+    frame = pd.read_parquet(prepared.eval).head(2).astype({"age": object}).drop(columns=["region"])
     frame.loc[0, "age"] = "forty"
-    with pytest.raises(DataError, match="feature 'age' is numeric in the schema but has "
-                                        "non-numeric values such as 'forty'"):
-        logic.to_inputs(frame, prepared.features)
+    inputs = logic.to_inputs(frame, prepared.features)
+    assert np.isnan(inputs["age"][0]) and inputs["age"][1] == frame["age"][1]
+    assert list(inputs["region"]) == ["", ""]
+    assert "feature 'age' is numeric in the schema but has 1 non-numeric values such as " \
+           "'forty': treated as missing" in caplog.text
+    assert "feature 'region' of the schema is not in the data" in caplog.text
 
 
 def test_invalid_hyperparameters():

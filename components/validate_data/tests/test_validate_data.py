@@ -1,4 +1,5 @@
-"""validate_data logic with real TFDV: statistics, schema precedence, anomalies, views."""
+"""validate_data logic with real TFDV: schema precedence, anomalies and their policy, drift and
+skew as numbers, schema environments, and the views the KFP UI renders."""
 
 import base64
 import re
@@ -7,42 +8,116 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from conftest import EXCLUDE, LABEL
+from conftest import EXCLUDE, LABEL, validate_outputs
+from ctloop import datagen
 from ctloop.components.ingest import logic as ingest
-from ctloop.components.validate_data import logic
+from ctloop.components.validate_data import drift, logic
 from ctloop.errors import ConfigError
 
 
-def _validate(train, evaluation, out, curated=None, serving=None):
-    return logic.run(str(train), str(evaluation), 3, curated, serving, str(out / "stats"),
-                     str(out / "schema.pbtxt"), str(out / "anomalies"), str(out / "stats.html"),
-                     str(out / "anomalies.md"))
+def _split(frame_or_dir, out):
+    """Ingests a span folder (or writes a generated frame first) into train/eval Parquet."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(frame_or_dir, str):
+        frame_or_dir.to_csv(out / "rows.csv", index=False)
+        frame_or_dir = str(out / "rows.csv")
+    ingest.run(frame_or_dir, LABEL, EXCLUDE, 20, str(out / "train.parquet"),
+               str(out / "eval.parquet"))
+    return out / "train.parquet", out / "eval.parquet"
 
 
-def test_cold_start_infers_schema_and_writes_views(prepared):
+def _validate(train, evaluation, out, *, curated=None, serving=None, previous=None, **kwargs):
+    return logic.run(str(train), str(evaluation), 3, LABEL, EXCLUDE, curated, serving, previous,
+                     validate_outputs(out), **kwargs)
+
+
+def _embedded_names(html: str) -> list[str]:
+    embedded = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        base64.b64decode(re.search(r'proto-input="([^"]+)"', html).group(1)))
+    return [d.name for d in embedded.datasets]
+
+
+@pytest.fixture(scope="module")
+def span1_stats(prepared):
+    return (1, str(prepared.train.parent / "stats" / "train.stats.tfrecord"))
+
+
+def test_cold_start_infers_schema_with_environments_and_writes_views(prepared):
     work = prepared.train.parent
     schema = tfdv.load_schema_text(str(prepared.schema))
     types = {f.name: f.type for f in schema.feature}
     assert types["plan"] == schema_pb2.BYTES and types["income"] == schema_pb2.FLOAT
     assert {"age", "income", "plan", "region", LABEL} <= set(types)
+    assert list(schema.default_environment) == ["TRAINING", "SERVING"]
+    assert list(tfdv.get_feature(schema, LABEL).not_in_environment) == ["SERVING"]
+    # The stored schema carries no injected comparators: thresholds stay configuration.
+    assert not tfdv.get_feature(schema, "income").drift_comparator.ByteSize()
     stats = tfdv.load_stats_binary(str(work / "stats" / "train.stats.tfrecord"))
     assert stats.datasets[0].num_examples > 2000
-    # The view is TFDV's Facets Overview with both splits' statistics embedded as a base64 proto.
-    html = (work / "stats.html").read_text()
-    embedded = statistics_pb2.DatasetFeatureStatisticsList.FromString(
-        base64.b64decode(re.search(r'proto-input="([^"]+)"', html).group(1)))
-    assert [d.name for d in embedded.datasets] == ["span 1 train", "span 1 eval"]
-    assert "No anomalies" in (work / "anomalies.md").read_text()
+    # The view is TFDV's Facets Overview with both datasets embedded as a base64 proto.
+    assert _embedded_names((work / "stats.html").read_text()) == ["span 1 train", "span 1 eval"]
+    report = (work / "anomalies.md").read_text()
+    assert "No anomalies" in report and "no earlier span" in report
+    assert "<td>skew</td>" in (work / "drift.html").read_text()
+
+
+def test_skew_is_measured_on_every_feature_but_excluded(prepared, tmp_path):
+    result = _validate(prepared.train, prepared.eval, tmp_path)
+    skew = {m.feature: m for m in result.measurements if m.kind == drift.SKEW}
+    features = {f.name for f in tfdv.load_schema_text(str(prepared.schema)).feature}
+    assert set(skew) == features - set(EXCLUDE)
+    assert skew["plan"].distance == drift.LINF and skew["income"].distance == drift.JSD
+    # A hash split of one span: train and eval come from the same distribution.
+    assert all(m.value < 0.1 for m in skew.values())
+    assert not [m for m in result.measurements if m.kind == drift.DRIFT]
+
+
+def test_drift_numbers_separate_drifted_from_stable_spans(prepared, span1_stats, tmp_path):
+    stable = _split(str(prepared.data_dir / "span-2"), tmp_path / "stable")
+    drifted = _split(datagen.generate_span(datagen.SpanSpec(2, rows=3000, drift=1.0)),
+                     tmp_path / "drifted")
+    calm = _validate(*stable, tmp_path / "calm", curated=str(prepared.schema),
+                     previous=span1_stats)
+    moved = _validate(*drifted, tmp_path / "moved", curated=str(prepared.schema),
+                      previous=span1_stats)
+
+    def values(result):
+        return {m.feature: m.value for m in result.measurements if m.kind == drift.DRIFT}
+
+    calm_values, moved_values = values(calm), values(moved)
+    assert calm_values["income"] < 0.1 and calm_values["monthly_charges"] < 0.1
+    assert moved_values["income"] > 0.1 and moved_values["monthly_charges"] > 0.1
+    assert moved_values["plan"] > calm_values["plan"] + 0.1  # the plan mix moves to premium
+    assert calm.valid and calm.previous_span == 1
+    assert not moved.valid
+    breached = {a.feature for a in moved.blocking if
+                "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in a.types}
+    assert {"income", "monthly_charges"} <= breached
+    report = (tmp_path / "moved" / "anomalies.md").read_text()
+    assert "train split vs span 1's train split" in report and "**breached**" in report
+    assert _embedded_names((tmp_path / "moved" / "stats.html").read_text()) == [
+        "span 3 train", "span 1 train"]
+
+
+def test_policy_warn_lets_drift_through_but_keeps_reporting_it(prepared, span1_stats, tmp_path):
+    drifted = _split(datagen.generate_span(datagen.SpanSpec(2, rows=3000, drift=1.0)),
+                     tmp_path / "drifted")
+    policy = {"COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH": "warn",
+              "COMPARATOR_L_INFTY_HIGH": "warn"}
+    result = _validate(*drifted, tmp_path / "out", curated=str(prepared.schema),
+                       previous=span1_stats, policy=policy)
+    assert result.anomalies and all(a.action == logic.WARN for a in result.anomalies)
+    assert result.valid
+    report = (tmp_path / "out" / "anomalies.md").read_text()
+    assert "Only warnings: deployment is not blocked." in report
 
 
 def test_corrupt_span_against_serving_schema_blocks(prepared, tmp_path):
-    ingest.run(str(prepared.data_dir / "span-3"), LABEL, EXCLUDE, 20, str(tmp_path / "t.parquet"),
-               str(tmp_path / "e.parquet"))
-    result = _validate(tmp_path / "t.parquet", tmp_path / "e.parquet", tmp_path,
-                       serving=str(prepared.schema))
+    corrupt = _split(str(prepared.data_dir / "span-3"), tmp_path / "data")
+    result = _validate(*corrupt, tmp_path, serving=str(prepared.schema))
     assert not result.valid
     assert result.schema_source.startswith("serving model")
-    flagged = {(a.feature, a.split) for a in result.anomalies}
+    flagged = {(a.feature, a.split) for a in result.blocking}
     assert ("plan", "train") in flagged and ("plan", "eval") in flagged
     report = (tmp_path / "anomalies.md").read_text()
     assert "deployment is blocked" in report and "PREMIUM+" in report
@@ -50,15 +125,56 @@ def test_corrupt_span_against_serving_schema_blocks(prepared, tmp_path):
     assert "plan" in anomalies.anomaly_info
 
 
+def test_serving_data_without_label_validates_in_serving_environment(prepared, tmp_path):
+    schema = tfdv.load_schema_text(str(prepared.schema))
+    rows = datagen.generate_span(datagen.SpanSpec(1, rows=500)).drop(columns=[LABEL])
+    stats = tfdv.generate_statistics_from_dataframe(rows)
+    assert not tfdv.validate_statistics(stats, schema, environment="SERVING").anomaly_info
+    missing = tfdv.validate_statistics(stats, schema, environment="TRAINING").anomaly_info
+    assert LABEL in missing
+
+
 def test_curated_schema_wins_over_serving_schema(prepared, tmp_path):
     curated = tfdv.load_schema_text(str(prepared.schema))
     # Pin a domain the data violates: the curated schema must be the one applied.
     tfdv.get_domain(curated, "contract").value[:] = ["month-to-month"]
     tfdv.write_schema_text(curated, str(tmp_path / "curated.pbtxt"))
-    result = _validate(prepared.train, prepared.eval, tmp_path, curated=str(tmp_path /
-                       "curated.pbtxt"), serving=str(prepared.schema))
+    result = _validate(prepared.train, prepared.eval, tmp_path,
+                       curated=str(tmp_path / "curated.pbtxt"), serving=str(prepared.schema))
     assert result.schema_source.startswith("curated")
     assert {a.feature for a in result.anomalies} == {"contract"}
+
+
+def test_sampling_computes_statistics_on_a_share_of_rows(prepared, tmp_path):
+    full = tfdv.load_stats_binary(str(prepared.train.parent / "stats" / "train.stats.tfrecord"))
+    logic.generate_statistics({"train": str(prepared.train)}, str(tmp_path), sample_rate=0.5)
+    sampled = tfdv.load_stats_binary(str(tmp_path / "train.stats.tfrecord"))
+    ratio = sampled.datasets[0].num_examples / full.datasets[0].num_examples
+    assert 0.4 < ratio < 0.6
+    logic.generate_statistics({"train": str(prepared.train)}, str(tmp_path / "again"),
+                              sample_rate=0.5)
+    again = tfdv.load_stats_binary(str(tmp_path / "again" / "train.stats.tfrecord"))
+    assert again == sampled  # the same rows every run
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"policy": {"NOT_A_TYPE": "warn"}}, "'NOT_A_TYPE' is not a TFDV anomaly type"),
+        ({"policy": {"SCHEMA_NEW_COLUMN": "ignore"}}, "use 'block' or 'warn'"),
+        ({"sample_rate": 1.5}, "sample_rate 1.5 is out of range"),
+    ],
+)
+def test_bad_configuration_is_one_line_error(prepared, tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _validate(prepared.train, prepared.eval, tmp_path, **kwargs)
+
+
+def test_thresholds_out_of_range():
+    with pytest.raises(ConfigError, match=r"drift_jsd threshold 0.0 is out of range"):
+        drift.Thresholds(drift_jsd=0.0)
+    with pytest.raises(ConfigError, match=r"skew_linf threshold 2 is out of range"):
+        drift.Thresholds(skew_linf=2)
 
 
 def test_unreadable_schema_file(prepared, tmp_path):
