@@ -79,7 +79,13 @@ def compile_(output: str, image: str | None) -> None:
 @click.option("--local", "local_", is_flag=True, required=True,
               help="Run every task on this machine with kfp.local (required for now).")
 @click.option("--data", "data_uri", required=True,
-              help="A CSV/Parquet file, a folder of them, or a folder of span-<N>/ folders.")
+              help="A CSV/Parquet file, a folder of them, a folder of span-<N>/ folders, or a "
+              "pattern with {SPAN}/{VERSION} placeholders and * globs (data/span-{SPAN}/*.csv).")
+@click.option("--spans", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read the latest N spans and concatenate them (a rolling range).")
+@click.option("--s3-endpoint-url",
+              help="S3-compatible endpoint for s3:// data (MinIO, SeaweedFS) [default: boto3's]; "
+              "credentials come from boto3's standard chain (AWS_* variables, config files).")
 @click.option("--label", required=True, help="The binary label column.")
 @click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False),
@@ -91,21 +97,42 @@ def compile_(output: str, image: str | None) -> None:
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--drift-jsd", default=0.1, show_default=True,
+              help="Largest Jensen-Shannon divergence of a numeric feature from the previous span.")
+@click.option("--drift-linf", default=0.1, show_default=True,
+              help="Largest L-infinity distance of a categorical feature from the previous span.")
+@click.option("--skew-jsd", default=0.1, show_default=True,
+              help="Largest Jensen-Shannon divergence of a numeric feature, train vs eval.")
+@click.option("--skew-linf", default=0.1, show_default=True,
+              help="Largest L-infinity distance of a categorical feature, train vs eval.")
+@click.option("--anomaly-policy", "policy", multiple=True, metavar="TYPE=block|warn",
+              help="Downgrade a TFDV anomaly type to a warning, e.g. COMPARATOR_L_INFTY_HIGH=warn "
+              "(repeatable; unlisted types block).")
+@click.option("--stats-sample-rate", default=1.0, show_default=True,
+              help="Share of rows TFDV statistics are computed on, in (0, 1].")
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
-def run(local_, data_uri, label, exclude, workdir, summary_path, log_path, model_name, schema_uri,
-        epochs, min_auc, max_auc_decrease) -> None:
+def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summary_path, log_path,
+        model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd, skew_linf, policy,
+        stats_sample_rate, min_auc, max_auc_decrease) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
+    from ctloop.components.validate_data import drift, logic
     from ctloop.registry import validate_model_name
 
     validate_model_name(model_name)
-    preflight.check_data(data_uri, label, list(exclude))
+    anomaly_policy = logic.check_policy(_pairs(policy, "--anomaly-policy"))
+    drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
+    preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
     params = {
-        "data_uri": data_uri, "label": label, "exclude": list(exclude),
+        "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
+        "label": label, "exclude": list(exclude),
         "model_name": model_name, "epochs": epochs, "min_auc": min_auc,
-        "max_auc_decrease": max_auc_decrease,
+        "max_auc_decrease": max_auc_decrease, "drift_jsd_threshold": drift_jsd,
+        "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,
+        "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
+        "stats_sample_rate": stats_sample_rate,
     }
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())
@@ -164,6 +191,17 @@ def predict(url, model_name, data_path, rows, drop, repeat) -> None:
 
     result = client.predict_file(url, model_name, Path(data_path), rows, list(drop), repeat)
     click.echo(client.describe(result))
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise click.UsageError(
+                f"{flag} {value!r} is not KEY=VALUE, e.g. SCHEMA_NEW_COLUMN=warn")
+        pairs[key] = item
+    return pairs
 
 
 if __name__ == "__main__":

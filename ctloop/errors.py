@@ -9,6 +9,10 @@ class DataError(CtloopError):
     """Input data is missing, unreadable or unusable (a user fix: the data or its path)."""
 
 
+class DataChangedError(DataError):
+    """The data files changed between select_span's listing and ingest's read (a rerun fixes it)."""
+
+
 class ConfigError(CtloopError):
     """A parameter or configuration value is invalid (a user fix: the flag or parameter)."""
 

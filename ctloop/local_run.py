@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TASKS = ("ingest", "validate-data", "train", "evaluate", "rollout")
+TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "rollout")
 
 
 def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -88,9 +88,10 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
     blessing, pushed = meta("evaluate", "blessing"), meta("rollout", "pushed_model")
     return {
         "run_dir": str(run_dir),
-        "span": params("ingest")["span"],
-        "data_fingerprint": params("ingest")["fingerprint"],
-        "files": train_meta.get("files", []),
+        "span": params("select-span")["span"],
+        "spans": params("select-span")["spans_read"],
+        "data_fingerprint": params("select-span")["fingerprint"],
+        "files": params("select-span")["files"],
         "rows": {"train": int(train_meta["rows"]), "eval": int(eval_meta["rows"])},
         "data_valid": params("validate-data")["Output"],
         "anomaly_count": int(meta("validate-data", "anomalies")["anomaly_count"]),
@@ -122,8 +123,8 @@ def describe(summary: dict[str, Any]) -> str:
     metrics = summary["metrics"]
     baseline = summary["baseline_version"]
     lines = [
-        f"span {summary['span']}: {summary['rows']['train']} train / {summary['rows']['eval']} "
-        f"eval rows (fingerprint {summary['data_fingerprint'][:12]})",
+        f"{_spans(summary['spans'])}: {summary['rows']['train']} train / "
+        f"{summary['rows']['eval']} eval rows (fingerprint {summary['data_fingerprint'][:12]})",
         f"data validation: {'passed' if summary['data_valid'] else 'FAILED'} "
         f"({summary['anomaly_count']} anomalies, {summary['blocking_anomaly_count']} blocking; "
         f"schema {summary['schema_source']})",
@@ -155,3 +156,7 @@ def _largest_distances(distances: dict[str, float], previous_span: int | None) -
 
     against = f"vs span {previous_span}" if previous_span is not None else "no earlier span"
     return f"{top('drift')} [{against}], {top('skew')} [train vs eval]"
+
+
+def _spans(spans: list[int]) -> str:
+    return f"span {spans[0]}" if len(spans) == 1 else "spans " + ", ".join(map(str, spans))

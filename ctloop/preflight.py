@@ -3,32 +3,35 @@ instead of minutes later inside a task."""
 
 from __future__ import annotations
 
-import pandas as pd
+import io
 
 from ctloop import storage
-from ctloop.errors import ConfigError, DataError
+from ctloop.errors import ConfigError
 
 
-def check_data(data_uri: str, label: str, exclude: list[str]) -> list[str]:
-    """Checks that the latest span exists and has the label and excluded columns.
+def check_data(
+    data_uri: str,
+    label: str,
+    exclude: list[str],
+    spans: int = 1,
+    s3_endpoint_url: str | None = None,
+) -> list[str]:
+    """Checks that the span(s) to read exist and have the label and excluded columns.
+
+    Resolves the files exactly as the pipeline's select_span does.
 
     Returns:
-        The columns of the latest span's first file.
+        The columns of the first file to read.
     """
-    from ctloop.components.ingest.logic import select_span
+    from ctloop.components.ingest.logic import read_table
+    from ctloop.components.select_span.logic import resolve
 
-    span, files = select_span(data_uri)
-    first = files[0].uri
-    path = storage.fetch(first)
-    try:
-        if first.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            columns = pq.read_schema(path).names
-        else:
-            columns = list(pd.read_csv(path, nrows=0).columns)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"data file {first} cannot be read ({exc}); check its format") from exc
+    first = resolve(data_uri, spans, s3_endpoint_url).files[0].uri
+    if storage.is_remote(first):
+        source = io.BytesIO(storage.read(first, s3_endpoint_url)[0])
+    else:
+        source = first  # opened in place: only its header is read
+    columns = list(read_table(first, source, header_only=True).columns)
     if label not in columns:
         raise ConfigError(
             f"--label {label!r} is not a column of {first} (columns: {', '.join(columns)}); "

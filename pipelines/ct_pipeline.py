@@ -1,4 +1,5 @@
-"""The continuous-training pipeline: ingest -> validate -> train -> evaluate -> rollout.
+"""The continuous-training pipeline: select span -> ingest -> validate -> train -> evaluate ->
+rollout.
 
 Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only when the data is
 valid and the model is blessed, and records why not otherwise.
@@ -11,6 +12,7 @@ from kfp import dsl
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.ingest.component import ingest
 from ctloop.components.rollout.component import rollout
+from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
 
@@ -29,6 +31,8 @@ def ct_pipeline(
     model_name: str = "ctloop-model",
     exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
     eval_percent: int = 20,
+    spans: int = 1,
+    s3_endpoint_url: str = "",
     schema_uri: str = "",
     drift_jsd_threshold: float = 0.1,
     drift_linf_threshold: float = 0.1,
@@ -46,18 +50,23 @@ def ct_pipeline(
     accelerator_type: str = "nvidia.com/gpu",
     beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
 ):
-    """One continuous-training iteration on the latest span of ``data_uri``.
+    """One continuous-training iteration on the latest span(s) of ``data_uri``.
 
     Pipeline parameters have concrete defaults (no None): kfp 2.13's local runner cannot pass a
     None pipeline parameter, by default or explicitly.
 
     Args:
-        data_uri: A CSV/Parquet file, a folder of them, or a folder of ``span-<N>/`` folders.
+        data_uri: A pattern with ``{SPAN}`` (optionally ``{VERSION}``) placeholders and ``*``
+            globs, e.g. ``data/span-{SPAN}/*.csv``; or a CSV/Parquet file, a folder of them, or
+            a folder of ``span-<N>/`` folders. Local, gs:// or s3://.
         label: The binary label column.
         registry_uri: The model registry root (versions + serving pointer).
         model_name: The model's name in the registry (a DNS-1123 label).
         exclude: Columns that are not features.
         eval_percent: Share of rows in the eval split, in percent.
+        spans: How many of the latest spans to read and concatenate (a rolling range).
+        s3_endpoint_url: An S3-compatible endpoint for s3:// data (MinIO, SeaweedFS); empty:
+            boto3's default. Credentials come from boto3's standard chain only.
         schema_uri: A curated TFDV schema that wins over the serving model's and inference
             (empty: none).
         drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
@@ -79,10 +88,21 @@ def ct_pipeline(
         beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
     """
     # Tasks that read data or the registry see state outside their inputs: never serve them
-    # from KFP's cache, or a changed span or a new serving model would be ignored.
-    ingested = ingest(
-        data_uri=data_uri, label=label, exclude=exclude, eval_percent=eval_percent
+    # from KFP's cache, or a changed span or a new serving model would be ignored. select_span
+    # is the cheap one that looks at the data on every run; ingest is cached, because its inputs
+    # include the data's fingerprint, so its cache key changes exactly when the data does.
+    selected = select_span(
+        data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
     ).set_caching_options(False)
+    ingested = ingest(
+        files=selected.outputs["files"],
+        fingerprint=selected.outputs["fingerprint"],
+        spans_read=selected.outputs["spans_read"],
+        label=label,
+        exclude=exclude,
+        eval_percent=eval_percent,
+        s3_endpoint_url=s3_endpoint_url,
+    )
     validated = validate_data(
         train_data=ingested.outputs["train_data"],
         eval_data=ingested.outputs["eval_data"],

@@ -53,8 +53,14 @@ def test_datagen_parquet_with_drift(cli, tmp_path):
          "--label 'nope' is not a column of"),
         (["run", "--local", "--data", "{data}", "--label", "churned", "--exclude", "ghost",
           "--workdir", "{tmp}/w"], "--exclude ['ghost'] not among the columns"),
+        (["run", "--local", "--data", "{data}/span-{{SPAN}}/*.parquet", "--label", "churned",
+          "--workdir", "{tmp}/w"], "span-{{SPAN}}/*.parquet matches no .csv or .parquet file"),
         (["run", "--local", "--data", "{data}", "--label", "churned", "--model-name", "Bad_Name",
           "--workdir", "{tmp}/w"], "model name 'Bad_Name' is invalid"),
+        (["run", "--local", "--data", "{data}", "--label", "churned", "--workdir", "{tmp}/w",
+          "--anomaly-policy", "NEW_COLUMN=warn"], "'NEW_COLUMN' is not a TFDV anomaly type"),
+        (["run", "--local", "--data", "{data}", "--label", "churned", "--workdir", "{tmp}/w",
+          "--drift-jsd", "0"], "drift_jsd threshold 0.0 is out of range"),
         (["predict", "--url", "http://127.0.0.1:9", "--data", "{data}/span-1/data.csv",
           "--requests", "0"], "is not reachable"),
     ],
@@ -70,6 +76,17 @@ def test_bad_input_is_one_line_error(cli, tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+def test_run_checks_s3_data_through_the_endpoint_given(cli, s3_bucket):
+    s3_bucket.put("data/span-1/data.csv", b"a,churned\n1,0\n2,1\n")
+    result = cli("run", "--local", "--data", f"{s3_bucket.uri}/data", "--spans", 2,
+                 "--s3-endpoint-url", s3_bucket.endpoint_url, "--label", "nope", "--workdir", "w")
+    assert result.exit_code == 1, result.output
+    assert f"--label 'nope' is not a column of {s3_bucket.uri}/data/span-1/data.csv" in (
+        result.output)
+    assert cli("run", "--local", "--data", "d", "--label", "x", "--workdir", "w", "--spans",
+               0).exit_code == 2
+
+
 def test_run_requires_local_flag(cli, tmp_path):
     result = cli("run", "--data", tmp_path, "--label", "x", "--workdir", tmp_path)
     assert result.exit_code == 2 and "--local" in result.output
@@ -81,4 +98,4 @@ def test_compile_writes_ir(cli, tmp_path):
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == "ctloop-continuous-training"
     assert set(spec["root"]["dag"]["tasks"]) == {
-        "ingest", "validate-data", "train", "evaluate", "rollout"}
+        "select-span", "ingest", "validate-data", "train", "evaluate", "rollout"}

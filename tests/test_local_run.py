@@ -35,6 +35,15 @@ def test_cold_start_is_validated_blessed_and_pushed(runs):
     assert set(first["timings_s"]) == {*local_run.TASKS, "total"}
 
 
+def test_summary_reports_what_select_span_chose(runs, spans_dir):
+    from ctloop.components.select_span import logic as select_span
+
+    _, (first, _, _) = runs
+    assert first["spans"] == [1] and first["files"] == [str(spans_dir / "span-1" / "data.csv")]
+    assert first["data_fingerprint"] == select_span.run(str(spans_dir / "span-1")).fingerprint
+    assert local_run.describe(first).startswith("span 1: ")
+
+
 def test_second_span_is_judged_against_the_serving_model(runs):
     workdir, (first, second, _) = runs
     assert second["span"] == 2

@@ -10,12 +10,13 @@ from ctloop import compiling
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.ingest.component import ingest
 from ctloop.components.rollout.component import rollout
+from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
 from ctloop.images import PIPELINE_IMAGE
 
 GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
-COMPONENTS = [ingest, validate_data, train, evaluate, rollout]
+COMPONENTS = [select_span, ingest, validate_data, train, evaluate, rollout]
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,21 @@ def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
 
 def test_tasks_reading_outside_state_are_never_cached(ir):
     tasks = ir["spec"]["root"]["dag"]["tasks"]
-    for name in ("ingest", "validate-data", "evaluate", "rollout"):
+    for name in ("select-span", "validate-data", "evaluate", "rollout"):
         assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
+
+
+def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
+    ingest_task = ir["spec"]["root"]["dag"]["tasks"]["ingest"]
+    assert ingest_task["cachingOptions"]["enableCache"] is True
+    # KFP's cache key covers a task's inputs: with select_span's fingerprint among them, a
+    # changed byte of data is a cache miss, and unchanged data a hit.
+    inputs = ingest_task["inputs"]["parameters"]
+    for name in ("fingerprint", "files", "spans_read"):
+        assert inputs[name]["taskOutputParameter"] == {
+            "producerTask": "select-span", "outputParameterKey": name}
+    assert "data_uri" not in inputs  # it reads the files it is given, nothing it looks up
 
 
 def test_every_task_runs_on_the_pipeline_image(ir):

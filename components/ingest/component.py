@@ -1,6 +1,6 @@
-"""KFP component: ingest the latest span into train/eval Parquet splits."""
+"""KFP component: read the files select_span chose into train/eval Parquet splits."""
 
-from typing import List, NamedTuple, Optional
+from typing import List, Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -10,37 +10,44 @@ from ctloop.images import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def ingest(
-    data_uri: str,
+    files: List[str],
+    fingerprint: str,
+    spans_read: List[int],
     label: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
     exclude: Optional[List[str]] = None,
     eval_percent: int = 20,
-) -> NamedTuple("IngestOutputs", [("span", int), ("fingerprint", str)]):
-    """Reads the latest span under a path and splits it train/eval by a stable row hash.
+    s3_endpoint_url: Optional[str] = None,
+):
+    """Reads select_span's files, checks their fingerprint, and splits train/eval by a row hash.
+
+    Cacheable: its inputs name the files and their fingerprint, so its KFP cache key changes
+    exactly when the data does.
 
     Args:
-        data_uri: A CSV/Parquet file, a folder of them, or a folder of ``span-<N>/`` folders
-            (the highest N is used); local, gs:// or s3://.
+        files: The CSV/Parquet files to read (select_span's ``files``); local, gs:// or s3://.
+        fingerprint: Their fingerprint (select_span's ``fingerprint``). If the files read do not
+            match it, the task fails: the data changed while the run started; rerun.
+        spans_read: The spans the files belong to (select_span's ``spans_read``).
         label: The binary label column.
         train_data: Output: the train split (Parquet, label encoded 0/1).
         eval_data: Output: the eval split (Parquet, label encoded 0/1).
         exclude: Columns that are not features (IDs, timestamps, leaks).
         eval_percent: Share of rows, in percent, that go to the eval split.
-
-    Returns:
-        span: The span number read (0 when the path has no span folders).
-        fingerprint: SHA-256 over the span's file names, sizes and contents.
+        s3_endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS); None: boto3's default.
+            Credentials come from boto3's standard chain only.
     """
-    from collections import namedtuple
-
     from ctloop.components.ingest import logic
 
-    result = logic.run(data_uri, label, exclude or [], eval_percent, train_data.path,
-                       eval_data.path)
+    result = logic.run(
+        files, fingerprint, spans_read, label, exclude or [], eval_percent, train_data.path,
+        eval_data.path,
+        # ct_pipeline passes "" for "boto3's default": kfp 2.13's local runner cannot pass None.
+        s3_endpoint_url or None,
+    )
     for artifact, rows in ((train_data, result.train_rows), (eval_data, result.eval_rows)):
         artifact.metadata.update(
-            rows=rows, span=result.span, fingerprint=result.fingerprint, files=result.files,
-            label_classes=result.label_classes,
+            rows=rows, span=result.span, spans=result.spans, fingerprint=result.fingerprint,
+            files=result.files, label_classes=result.label_classes,
         )
-    return namedtuple("IngestOutputs", ["span", "fingerprint"])(result.span, result.fingerprint)

@@ -1,4 +1,5 @@
-"""Ingest: pick a span, read its CSV/Parquet files, split train/eval by a stable hash, fingerprint.
+"""Ingest: read exactly the files select_span chose, check they are what it fingerprinted, split
+train/eval by a stable hash.
 
 No kfp import: this is called in-process by tests and by the KFP wrapper in component.py.
 """
@@ -6,22 +7,18 @@ No kfp import: this is called in-process by tests and by the KFP wrapper in comp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import re
-from pathlib import Path
+import io
 
 import pandas as pd
 
 from ctloop import storage
-from ctloop.errors import ConfigError, DataError
-
-SUPPORTED_SUFFIXES = (".csv", ".parquet")
-_SPAN_RE = re.compile(r"(?:^|/)span-(\d+)(?=/|$)")
+from ctloop.errors import ConfigError, DataChangedError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class IngestResult:
     span: int
+    spans: list[int]
     files: list[str]
     fingerprint: str
     train_rows: int
@@ -30,45 +27,46 @@ class IngestResult:
     label_classes: list[str]
 
 
-def select_span(data_uri: str) -> tuple[int, list[storage.StoredFile]]:
-    """The latest span's data files under ``data_uri``.
+def read_files(files: list[str], fingerprint: str, s3_endpoint_url: str | None = None
+               ) -> pd.DataFrame:
+    """Reads and concatenates the files, after checking they are the bytes select_span described.
 
-    ``data_uri`` is a file, a folder of data files, or a folder of ``span-<N>/`` folders (the
-    highest N wins). A path without a span number is span 0.
+    Each file is read once; the description of those very bytes (their SHA-256, or the store's
+    ETag or hashes from the same response) gives the fingerprint they have now. If it is not
+    ``fingerprint``, a file changed or went away since select_span listed it: the rows would not
+    be the data the run (and KFP's cache key) says they are, so the run stops here.
     """
-    files = [f for f in storage.list_files(data_uri) if f.uri.endswith(SUPPORTED_SUFFIXES)]
     if not files:
-        raise DataError(
-            f"data path {data_uri} has no .csv or .parquet files; point --data at a data file "
-            "or a folder of them"
+        raise ConfigError("files is empty; pass select_span's files output")
+    contents, described = [], []
+    for uri in files:
+        try:
+            content, stored = storage.read(uri, s3_endpoint_url)
+        except FileNotFoundError as exc:
+            raise DataChangedError(
+                f"data file {uri} is gone since select_span listed it: the data changed while "
+                "the run started; rerun the pipeline"
+            ) from exc
+        contents.append(content)
+        described.append(stored)
+    # Checked before parsing, so a file rewritten in between fails as changed, not as unreadable.
+    read = storage.fingerprint(described)
+    if read != fingerprint:
+        raise DataChangedError(
+            f"data files changed since select_span fingerprinted them (fingerprint "
+            f"{fingerprint[:12]} selected, {read[:12]} read): the data changed while the run "
+            "started; rerun the pipeline"
         )
-    spans = {f.uri: _span_of(f.uri) for f in files}
-    latest = max(spans.values())
-    return latest, [f for f in files if spans[f.uri] == latest]
-
-
-def read_files(files: list[storage.StoredFile]) -> tuple[pd.DataFrame, str]:
-    """Reads and concatenates the files; returns the rows and the data fingerprint.
-
-    The fingerprint is a SHA-256 over each file's name, size and content, so it changes when any
-    byte of the input changes; it is recorded with the datasets and with every pushed model.
-    """
-    digest = hashlib.sha256()
-    frames = []
-    for stored in files:
-        path = storage.fetch(stored.uri)
-        content = path.read_bytes()
-        digest.update(f"{Path(stored.uri).name}\0{stored.size}\0".encode())
-        digest.update(hashlib.sha256(content).digest())
-        frames.append(_read_table(stored.uri, path))
+    frames = [read_table(uri, io.BytesIO(content))
+              for uri, content in zip(files, contents, strict=True)]
     columns = list(frames[0].columns)
-    for stored, frame in zip(files[1:], frames[1:], strict=True):
+    for uri, frame in zip(files[1:], frames[1:], strict=True):
         if list(frame.columns) != columns:
             raise DataError(
-                f"data file {stored.uri} has columns {list(frame.columns)} but {files[0].uri} has "
-                f"{columns}; give every file of a span the same columns"
+                f"data file {uri} has columns {list(frame.columns)} but {files[0]} has "
+                f"{columns}; give every file of the spans read the same columns"
             )
-    return pd.concat(frames, ignore_index=True), digest.hexdigest()
+    return pd.concat(frames, ignore_index=True)
 
 
 def encode_label(frame: pd.DataFrame, label: str) -> tuple[pd.Series, list[str]]:
@@ -108,18 +106,35 @@ def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.Data
 
 
 def run(
-    data_uri: str,
+    files: list[str],
+    fingerprint: str,
+    spans: list[int],
     label: str,
     exclude: list[str],
     eval_percent: int,
     train_path: str,
     eval_path: str,
+    s3_endpoint_url: str | None = None,
 ) -> IngestResult:
-    """Reads the latest span of ``data_uri`` and writes the train and eval splits as Parquet."""
-    span, files = select_span(data_uri)
-    frame, fingerprint = read_files(files)
+    """Reads select_span's files and writes the train and eval splits as Parquet.
+
+    Args:
+        files: The files to read (select_span's ``files``).
+        fingerprint: Their fingerprint (select_span's ``fingerprint``), checked on read.
+        spans: Their spans (select_span's ``spans_read``); the latest is the run's span.
+        label: The binary label column.
+        exclude: Columns that are not features; checked to exist, kept in the splits.
+        eval_percent: Share of rows, in percent, that go to the eval split.
+        train_path: Where to write the train split.
+        eval_path: Where to write the eval split.
+        s3_endpoint_url: An S3-compatible endpoint; None: boto3's default.
+    """
+    if not spans:
+        raise ConfigError("spans is empty; pass select_span's spans_read output")
+    span = max(spans)
+    frame = read_files(files, fingerprint, s3_endpoint_url)
     if frame.empty:
-        raise DataError(f"data path {data_uri} (span {span}) has a header but no rows; add rows")
+        raise DataError(f"data files of spans {spans} have a header but no rows; add rows")
     unknown = sorted(set(exclude) - set(frame.columns))
     if unknown:
         raise ConfigError(
@@ -133,14 +148,15 @@ def run(
     for name, part in (("train", train), ("eval", evaluation)):
         if part[label].nunique() < 2:
             raise DataError(
-                f"the {name} split of {data_uri} (span {span}) has a single label class; "
+                f"the {name} split of spans {spans} has a single label class; "
                 "provide more rows of both classes"
             )
     train.to_parquet(train_path, index=False)
     evaluation.to_parquet(eval_path, index=False)
     return IngestResult(
         span=span,
-        files=[f.uri for f in files],
+        spans=list(spans),
+        files=list(files),
         fingerprint=fingerprint,
         train_rows=len(train),
         eval_rows=len(evaluation),
@@ -149,18 +165,60 @@ def run(
     )
 
 
-def _span_of(uri: str) -> int:
-    found = _SPAN_RE.findall(uri)
-    return int(found[-1]) if found else 0
+def read_table(uri: str, source, header_only: bool = False) -> pd.DataFrame:
+    """Reads a CSV or Parquet file (a path or a binary file object) with one-line errors.
 
+    Catches what pandas would silently get wrong: duplicate column names and a file in another
+    delimiter (read as one column).
 
-def _read_table(uri: str, path: Path) -> pd.DataFrame:
+    Args:
+        uri: The file's URI, for messages and to tell the format.
+        source: Its local path or a binary file object.
+        header_only: Read only the column names (an empty frame).
+    """
     try:
         if uri.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+            import pyarrow.parquet as pq
+
+            if header_only:
+                return pd.DataFrame(columns=pq.read_schema(source).names)
+            return pd.read_parquet(source)
+        names = _csv_header(source)  # as written: pandas renames a duplicate "x" to "x.1"
+        frame = pd.read_csv(source, nrows=0 if header_only else None)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"data file {uri} is empty; remove it or write a header and rows") from exc
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"data file {uri} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+            f"offset {exc.start}); re-encode it as UTF-8"
+        ) from exc
+    except (ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"data file {uri} cannot be read ({first}); check its format") from exc
+    _check_header(uri, names)
+    return frame
+
+
+def _csv_header(source) -> list[str]:
+    """The CSV's first row as written, leaving ``source`` where it was."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    names = pd.read_csv(source, nrows=1, header=None, dtype=str).iloc[0].tolist()
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return names
+
+
+def _check_header(uri: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(
+            f"data file {uri} has duplicate column names {duplicates}; rename or drop the copies"
+        )
+    if len(names) == 1:
+        for delimiter, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if delimiter in names[0]:
+                raise DataError(
+                    f"data file {uri} reads as one column {names[0]!r}: it looks "
+                    f"{name}-delimited; write it comma-separated (or as Parquet)"
+                )
