@@ -3,7 +3,8 @@
 TFDV computes a distance only for features that carry a comparator in the schema, and reports it
 in ``Anomalies.drift_skew_info`` whether or not the threshold is breached (a breach is also an
 anomaly). So a comparator is put on every feature the schema does not already configure:
-Jensen-Shannon divergence for numeric features, L-infinity distance for categorical ones.
+Jensen-Shannon divergence for numeric features, L-infinity distance for categorical ones (strings,
+and integers the schema marks categorical).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def add_comparators(schema, thresholds: Thresholds, skip: set[str]) -> None:
     for feature in schema.feature:
         if feature.name in skip:
             continue
-        categorical = feature.type == schema_pb2.BYTES
+        categorical = feature.type == schema_pb2.BYTES or feature.int_domain.is_categorical
         for comparator, jsd, linf in (
             (feature.drift_comparator, thresholds.drift_jsd, thresholds.drift_linf),
             (feature.skew_comparator, thresholds.skew_jsd, thresholds.skew_linf),

@@ -24,6 +24,7 @@ from ctloop.errors import ConfigError
 SPLITS = ("train", "eval")
 STATS_FILE = "{split}.stats.tfrecord"
 TRAINING, SERVING = "TRAINING", "SERVING"
+MAX_CATEGORICAL_INT_RANGE = 20
 BLOCK, WARN = "block", "warn"
 
 
@@ -117,6 +118,7 @@ def generate_statistics(
     stats_dir: str,
     beam_pipeline_args: list[str] | None = None,
     sample_rate: float | None = None,
+    schema=None,
 ) -> dict:
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
@@ -125,6 +127,8 @@ def generate_statistics(
         stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
         beam_pipeline_args: Beam options (runner, workers, ...); see ctloop.beam_options.
         sample_rate: Share of rows to compute statistics on (None: all rows).
+        schema: A schema whose categorical integer features get value counts (top values),
+            which their L-infinity distances need.
 
     Returns:
         Split name -> DatasetFeatureStatisticsList.
@@ -146,15 +150,14 @@ def generate_statistics(
             _ = (
                 batches
                 | f"ToLists[{split}]" >> beam.Map(as_list_batch)
-                | f"Stats[{split}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions())
+                | f"Stats[{split}]" >> tfdv.GenerateStatistics(tfdv.StatsOptions(schema=schema))
                 | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(outputs[split])
             )
     return {s: tfdv.load_stats_binary(p) for s, p in outputs.items()}
 
 
-def choose_schema(train_stats, label: str, curated_schema: str | None,
-                  serving_schema: str | None):
-    """Returns (schema, source) following the precedence in the module docstring."""
+def load_schema(curated_schema: str | None, serving_schema: str | None):
+    """Returns (schema, source) for the first schema file given, or (None, None)."""
     import tensorflow_data_validation as tfdv
 
     for source, path in (("curated", curated_schema), ("serving model", serving_schema)):
@@ -168,12 +171,30 @@ def choose_schema(train_stats, label: str, curated_schema: str | None,
                     f"schema file {path} is not a TFDV schema in text format ({exc}); "
                     "write it with tfdv.write_schema_text"
                 ) from exc
+    return None, None
+
+
+def infer_schema(train_stats, label: str):
+    """TFDV's inferred schema, with environments and small integer features made categorical.
+
+    Counts such as "support calls" (a handful of integer values) get an L-infinity distance over
+    their value frequencies: TFDV's approximate Jensen-Shannon divergence rebuckets histograms
+    assuming values spread evenly within buckets, which integer-valued data violates (measured:
+    0.29 between train and eval of one distribution, against 0.01-0.04 for continuous features).
+    """
+    import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
     schema = tfdv.infer_schema(train_stats)
     schema.default_environment.extend([TRAINING, SERVING])
     tfdv.get_feature(schema, label).not_in_environment.append(SERVING)
-    return schema, "inferred from this span's train split"
-
-
+    numbers = {".".join(f.path.step): f.num_stats for f in train_stats.datasets[0].features}
+    for feature in schema.feature:
+        stats = numbers.get(feature.name)
+        if (feature.type == schema_pb2.INT and feature.name != label and stats is not None
+                and stats.max - stats.min < MAX_CATEGORICAL_INT_RANGE):
+            feature.int_domain.is_categorical = True
+    return schema
 def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: str,
                    previous_stats=None) -> tuple[list[Anomaly], list[drift.Measurement]]:
     """Validates each split; the train split also against the eval split (skew) and the
@@ -276,9 +297,17 @@ def run(
 
     policy = check_policy(policy or {})
     thresholds = thresholds or drift.Thresholds()
-    stats = generate_statistics({"train": train_path, "eval": eval_path}, outputs.stats_dir,
-                                beam_pipeline_args, sample_rate)
-    schema, source = choose_schema(stats["train"], label, curated_schema, serving_schema)
+    splits = {"train": train_path, "eval": eval_path}
+    schema, source = load_schema(curated_schema, serving_schema)
+    stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate,
+                                schema)
+    if schema is None:  # cold start
+        schema = infer_schema(stats["train"], label)
+        source = "inferred from this span's train split"
+        if any(f.int_domain.is_categorical for f in schema.feature):
+            # Categorical integer features need value counts, which only a schema asks for.
+            stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args,
+                                        sample_rate, schema)
     # Comparators are added to a copy: the stored schema stays as chosen, so changed thresholds
     # take effect on the next run instead of being frozen into the model's schema.
     judged = schema_pb2.Schema()
