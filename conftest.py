@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import socket
 import sys
 import uuid
@@ -32,6 +33,24 @@ class Prepared:
     schema: Path
     model_dir: Path
     features: list
+
+
+SERVING_PYTHON_ENV = "CTLOOP_SERVING_PYTHON"
+DEFAULT_SERVING_PYTHON = Path(__file__).resolve().parent / ".venv" / "serving" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def serving_python() -> str:
+    """The python of the serving environment (kserve 0.21 + TF), or skip."""
+    python = os.environ.get(SERVING_PYTHON_ENV)
+    if python:
+        return python
+    if not DEFAULT_SERVING_PYTHON.exists():
+        pytest.skip(
+            f"no serving environment: set {SERVING_PYTHON_ENV} to the python of an env with "
+            f"kserve 0.21 and tensorflow ({DEFAULT_SERVING_PYTHON} does not exist)"
+        )
+    return str(DEFAULT_SERVING_PYTHON)
 
 
 def validate_outputs(folder: Path):

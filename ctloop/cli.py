@@ -110,18 +110,30 @@ def compile_(output: str, image: str | None) -> None:
               "(repeatable; unlisted types block).")
 @click.option("--stats-sample-rate", default=1.0, show_default=True,
               help="Share of rows TFDV statistics are computed on, in (0, 1].")
+@click.option("--serving-python", envvar="CTLOOP_SERVING_PYTHON", required=True,
+              help="The python of the serving environment: infra validation runs the candidate "
+              "in its KServe model server [env: CTLOOP_SERVING_PYTHON; make sets it].")
+@click.option("--max-p99-ms", default=250.0, show_default=True,
+              help="Infra SLO: p99 latency of single-row requests under 4 concurrent clients.")
+@click.option("--min-rps", default=20.0, show_default=True,
+              help="Infra SLO: requests per second under 4 concurrent clients.")
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summary_path, log_path,
         model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd, skew_linf, policy,
-        stats_sample_rate, min_auc, max_auc_decrease) -> None:
+        stats_sample_rate, serving_python, max_p99_ms, min_rps, min_auc, max_auc_decrease
+        ) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
     from ctloop.components.validate_data import drift, logic
     from ctloop.registry import validate_model_name
 
     validate_model_name(model_name)
+    if not Path(serving_python).is_file():
+        raise click.UsageError(
+            f"--serving-python {serving_python} does not exist; pass the python of the serving "
+            "environment (make builds .venv/serving/bin/python)")
     anomaly_policy = logic.check_policy(_pairs(policy, "--anomaly-policy"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
     preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
@@ -132,7 +144,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summa
         "max_auc_decrease": max_auc_decrease, "drift_jsd_threshold": drift_jsd,
         "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,
         "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
-        "stats_sample_rate": stats_sample_rate,
+        "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
+        "max_p99_ms": max_p99_ms, "min_rps": min_rps,
     }
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())

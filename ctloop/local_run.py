@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "rollout")
+TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
+         "rollout")
 
 
 def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
 
     train_meta, eval_meta = meta("ingest", "train_data"), meta("ingest", "eval_data")
     blessing, pushed = meta("evaluate", "blessing"), meta("rollout", "pushed_model")
+    infra = meta("infra-validate", "infra_blessing")
     return {
         "run_dir": str(run_dir),
         "span": params("select-span")["span"],
@@ -105,6 +107,10 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
         "baseline_metrics": blessing.get("baseline_metrics", {}),
         "blessed": blessing.get("blessed"),
         "blessing_reason": blessing.get("reason"),
+        "infra_blessed": infra.get("infra_blessed"),
+        "infra_reason": infra.get("reason"),
+        "infra": {k: infra[k] for k in ("startup_s", "max_abs_diff", "p50_ms", "p99_ms", "rps")
+                  if k in infra},
         "pushed": pushed["pushed"],
         "pushed_version": pushed.get("version"),
         "push_reason": pushed["reason"],
@@ -113,6 +119,7 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
             "anomalies_md": str(run_dir / "validate-data" / "anomalies_report"),
             "drift_html": str(run_dir / "validate-data" / "drift_view"),
             "evaluation_md": str(run_dir / "evaluate" / "report"),
+            "infra_md": str(run_dir / "infra-validate" / "report"),
         },
         "timings_s": {**timings, "total": round(previous - started, 2)},
     }
@@ -140,6 +147,9 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append("baseline: none (cold start)")
     lines += [
         f"blessed: {summary['blessed']} ({summary['blessing_reason']})",
+        f"infra-blessed: {summary['infra_blessed']} ({summary['infra_reason']})" + (
+            f"; p50 {summary['infra']['p50_ms']:.1f} ms, p99 {summary['infra']['p99_ms']:.1f} ms,"
+            f" {summary['infra']['rps']:.0f} req/s" if "p99_ms" in summary["infra"] else ""),
         f"rollout: {summary['push_reason']}",
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items()),
     ]

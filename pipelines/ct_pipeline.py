@@ -1,8 +1,8 @@
 """The continuous-training pipeline: select span -> ingest -> validate -> train -> evaluate ->
-rollout.
+infra-validate -> rollout.
 
 Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only when the data is
-valid and the model is blessed, and records why not otherwise.
+valid and the model is blessed and infra-blessed, and records why not otherwise.
 """
 
 from typing import Dict, List
@@ -10,6 +10,7 @@ from typing import Dict, List
 from kfp import dsl
 
 from ctloop.components.evaluate.component import evaluate
+from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
@@ -46,6 +47,9 @@ def ct_pipeline(
     seed: int = 42,
     min_auc: float = 0.7,
     max_auc_decrease: float = 0.01,
+    serving_python: str = "",
+    max_p99_ms: float = 250.0,
+    min_rps: float = 20.0,
     gpu_count: int = 0,
     accelerator_type: str = "nvidia.com/gpu",
     beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
@@ -83,6 +87,10 @@ def ct_pipeline(
         seed: Seed for reproducible training.
         min_auc: Value threshold: the candidate's eval AUC must reach it.
         max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+        serving_python: The python of the serving environment, in which infra validation runs
+            the candidate's model server (empty: none, so nothing is infra-blessed).
+        max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
+        min_rps: Infra SLO: requests per second under concurrent clients.
         gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16).
         accelerator_type: The accelerator resource the train task requests.
         beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
@@ -141,12 +149,23 @@ def ct_pipeline(
         max_auc_decrease=max_auc_decrease,
         beam_pipeline_args=beam_pipeline_args,
     ).set_caching_options(False)
+    # After evaluation, not beside it: the server under test should not share the two cores
+    # with TFMA, or the latency it measures is the contention's.
+    infra_validated = infra_validate(
+        model=trained.outputs["model"],
+        eval_data=ingested.outputs["eval_data"],
+        model_name=model_name,
+        serving_python=serving_python,
+        max_p99_ms=max_p99_ms,
+        min_rps=min_rps,
+    ).set_caching_options(False).after(evaluated)
     rollout(
         model=trained.outputs["model"],
         schema=validated.outputs["schema"],
         train_data=ingested.outputs["train_data"],
         anomalies=validated.outputs["anomalies"],
         blessing=evaluated.outputs["blessing"],
+        infra_blessing=infra_validated.outputs["infra_blessing"],
         data_valid=validated.outputs["Output"],
         registry_uri=registry_uri,
         model_name=model_name,

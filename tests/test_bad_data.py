@@ -43,7 +43,8 @@ def _run(data_uri, registry: Registry, prepared, out):
                            LABEL, EXCLUDE, None, str(serving.schema_path), None,
                            validate_outputs(out))
     pushed = rollout.run(str(prepared.model_dir), str(prepared.schema), checked.valid,
-                         len(checked.blocking), True, "passed AUC >= 0.7", serving.number,
+                         len(checked.blocking), True, "passed AUC >= 0.7", True,
+                         "within the SLO", serving.number,
                          str(registry.root), registry.model_name, {})
     return checked, pushed
 

@@ -1,15 +1,19 @@
 """The ctloop CLI through click's CliRunner: outputs and one-line answers to bad input."""
 
+import sys
+
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from ctloop import local_run
 from ctloop.cli import main
 
 
 @pytest.fixture
 def cli():
-    runner = CliRunner()
+    # Any existing python passes the flag's check; these tests stop before a server starts.
+    runner = CliRunner(env={"CTLOOP_SERVING_PYTHON": sys.executable})
 
     def invoke(*args):
         return runner.invoke(main, [str(a) for a in args])
@@ -87,6 +91,13 @@ def test_run_checks_s3_data_through_the_endpoint_given(cli, s3_bucket):
                0).exit_code == 2
 
 
+def test_run_checks_the_serving_environment(cli, tmp_path):
+    result = cli("run", "--local", "--data", tmp_path, "--label", "x", "--workdir", tmp_path,
+                 "--serving-python", tmp_path / "nope")
+    assert result.exit_code == 2 and f"--serving-python {tmp_path / 'nope'} does not exist" in \
+        result.output
+
+
 def test_run_requires_local_flag(cli, tmp_path):
     result = cli("run", "--data", tmp_path, "--label", "x", "--workdir", tmp_path)
     assert result.exit_code == 2 and "--local" in result.output
@@ -97,5 +108,4 @@ def test_compile_writes_ir(cli, tmp_path):
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == "ctloop-continuous-training"
-    assert set(spec["root"]["dag"]["tasks"]) == {
-        "select-span", "ingest", "validate-data", "train", "evaluate", "rollout"}
+    assert set(spec["root"]["dag"]["tasks"]) == set(local_run.TASKS)

@@ -13,13 +13,14 @@ pytestmark = pytest.mark.local
 
 
 @pytest.fixture(scope="module")
-def runs(spans_dir, tmp_path_factory):
+def runs(spans_dir, serving_python, tmp_path_factory):
     """Span 1 (cold start), span 2 (vs version 1), span 3 (corrupt) into one workdir."""
     workdir = tmp_path_factory.mktemp("ct")
     summaries = []
     for span in (1, 2, 3):
         params = {"data_uri": str(spans_dir / f"span-{span}"), "label": LABEL,
-                  "exclude": EXCLUDE, "model_name": "churn", "epochs": 4}
+                  "exclude": EXCLUDE, "model_name": "churn", "epochs": 4,
+                  "serving_python": serving_python}
         summaries.append(local_run.run(params, workdir))
     return workdir, summaries
 
@@ -32,6 +33,9 @@ def test_cold_start_is_validated_blessed_and_pushed(runs):
     assert first["baseline_version"] is None and first["baseline_metrics"] == {}
     assert 0.72 < first["metrics"]["auc"] <= 1.0
     assert first["blessed"] and first["pushed"] and first["pushed_version"] == 1
+    # The candidate served in the real KServe server and answered like the model, in the SLO.
+    assert first["infra_blessed"], first["infra_reason"]
+    assert first["infra"]["max_abs_diff"] <= 1e-4 and first["infra"]["p99_ms"] <= 250
     assert set(first["timings_s"]) == {*local_run.TASKS, "total"}
 
 
@@ -79,5 +83,6 @@ def test_run_outputs_are_on_disk(runs):
     schema = tfdv.load_schema_text(f"{first['run_dir']}/validate-data/schema/schema.pbtxt")
     assert {f.name for f in schema.feature} >= {"age", "plan", LABEL}
     assert "**BLESSED**" in open(first["reports"]["evaluation_md"]).read()
+    assert "**INFRA-BLESSED**" in open(first["reports"]["infra_md"]).read()
     assert "facets-overview" in open(first["reports"]["statistics_html"]).read()
     json.dumps(first)  # the summary is plain JSON

@@ -24,8 +24,6 @@ from ctloop.registry import Registry
 pytestmark = pytest.mark.serving
 
 REPO = Path(__file__).resolve().parents[1]
-SERVING_PYTHON_ENV = "CTLOOP_SERVING_PYTHON"
-DEFAULT_SERVING_PYTHON = REPO / ".venv" / "serving" / "bin" / "python"
 MODEL_NAME = "churn-test"
 MAX_BATCH = 8
 STARTUP_TIMEOUT_S = 120.0
@@ -179,20 +177,6 @@ def reference(registry_root) -> list[float]:
     signature = tf.saved_model.load(str(model_dir)).signatures[contract.SERVING_SIGNATURE]
     inputs = {name: tf.constant(values) for name, values in contract_inputs(ROWS).items()}
     return signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
-
-
-@pytest.fixture(scope="session")
-def serving_python() -> str:
-    """The python of the serving environment (kserve 0.21 + TF), or skip."""
-    python = os.environ.get(SERVING_PYTHON_ENV)
-    if python:
-        return python
-    if not DEFAULT_SERVING_PYTHON.exists():
-        pytest.skip(
-            f"no serving environment: set {SERVING_PYTHON_ENV} to the python of an env with "
-            f"kserve 0.21 and tensorflow ({DEFAULT_SERVING_PYTHON} does not exist)"
-        )
-    return str(DEFAULT_SERVING_PYTHON)
 
 
 @pytest.fixture(scope="module")

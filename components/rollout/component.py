@@ -13,12 +13,14 @@ def rollout(
     train_data: Input[Dataset],
     anomalies: Input[Artifact],
     blessing: Input[Artifact],
+    infra_blessing: Input[Artifact],
     data_valid: bool,
     registry_uri: str,
     model_name: str,
     pushed_model: Output[Artifact],
 ) -> bool:
-    """Pushes the model as the registry's new serving version if data is valid and it is blessed.
+    """Pushes the model as the registry's new serving version if the data is valid and the model
+    is blessed (evaluation) and infra-blessed (it served within the SLO).
 
     Otherwise nothing moves: the serving version keeps serving and the reason is recorded.
 
@@ -29,6 +31,7 @@ def rollout(
         anomalies: validate_data's anomalies (metadata ``blocking_count``).
         blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics`` and
             ``baseline_version``, the serving version it was judged against).
+        infra_blessing: infra_validate's verdict (metadata ``infra_blessed`` and ``reason``).
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.
         model_name: The model's name in the registry.
@@ -58,6 +61,8 @@ def rollout(
         anomaly_count=int(anomalies.metadata.get("blocking_count", 0)),
         blessed=blessing.metadata.get("blessed"),
         blessing_reason=str(blessing.metadata.get("reason", "")),
+        infra_blessed=infra_blessing.metadata.get("infra_blessed"),
+        infra_reason=str(infra_blessing.metadata.get("reason", "")),
         baseline_version=_version(blessing.metadata.get("baseline_version")),
         registry_uri=registry_uri,
         model_name=model_name,

@@ -21,8 +21,8 @@ class RolloutResult:
     previous_version: int | None = None
 
 
-def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, blessing_reason: str
-         ) -> str | None:
+def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, blessing_reason: str,
+         infra_blessed: bool | None, infra_reason: str) -> str | None:
     """The reason not to push, or None when the model may be pushed.
 
     Unknown state (a missing verdict) blocks, like a failed one: the serving model keeps serving.
@@ -32,6 +32,8 @@ def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, bles
                 "anomalies report")
     if blessed is not True:
         return f"model not blessed: {blessing_reason or 'no blessing recorded'}"
+    if infra_blessed is not True:
+        return f"model not infra-blessed: {infra_reason or 'no infra blessing recorded'}"
     return None
 
 
@@ -42,6 +44,8 @@ def run(
     anomaly_count: int,
     blessed: bool | None,
     blessing_reason: str,
+    infra_blessed: bool | None,
+    infra_reason: str,
     baseline_version: int | None,
     registry_uri: str,
     model_name: str,
@@ -55,7 +59,8 @@ def run(
     registry = Registry(registry_uri, model_name)
     current = registry.serving()
     previous = current.number if current else None
-    reason = gate(data_valid, anomaly_count, blessed, blessing_reason)
+    reason = gate(data_valid, anomaly_count, blessed, blessing_reason, infra_blessed,
+                  infra_reason)
     if reason:
         return RolloutResult(False, reason, None, previous)
     try:

@@ -7,12 +7,14 @@ from ctloop.registry import Registry
 
 
 def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=True,
-             reason="AUC 0.8 >= 0.7", baseline="current"):
+             reason="AUC 0.8 >= 0.7", infra_blessed=True, infra_reason="within the SLO",
+             baseline="current"):
     if baseline == "current":
         serving = Registry(registry_root, "churn").serving()
         baseline = serving.number if serving else None
     return logic.run(str(prepared.model_dir), str(prepared.schema), data_valid, anomalies,
-                     blessed, reason, baseline, str(registry_root), "churn", {"span": 1})
+                     blessed, reason, infra_blessed, infra_reason, baseline, str(registry_root),
+                     "churn", {"span": 1})
 
 
 def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
@@ -36,6 +38,10 @@ def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
         ({"data_valid": None}, "data validation did not pass"),
         ({"blessed": False, "reason": "AUC 0.61 < 0.7"}, "model not blessed: AUC 0.61 < 0.7"),
         ({"blessed": None, "reason": ""}, "model not blessed: no blessing recorded"),
+        ({"infra_blessed": False, "infra_reason": "p99 latency 900 ms (needs <= 250 ms)"},
+         "model not infra-blessed: p99 latency 900 ms"),
+        ({"infra_blessed": None, "infra_reason": ""},
+         "model not infra-blessed: no infra blessing recorded"),
     ],
 )
 def test_gate_keeps_the_serving_model(prepared, tmp_path, kwargs, reason):

@@ -1,0 +1,153 @@
+"""Infra validation: the candidate must serve, in the real serving runtime, before it may deploy.
+
+Starts the candidate in the KServe model server of the serving environment, waits until it is
+ready (with a deadline), sends real eval rows and checks the served predictions equal the
+in-process SavedModel's, then measures latency and throughput under concurrent clients against
+an SLO. Any failure (the server does not start, answers an error, disagrees with the model, or is
+too slow) means "not infra-blessed": the model that serves now keeps serving.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import time
+
+import pandas as pd
+
+from ctloop import client, server_process
+from ctloop.components.train.logic import FeatureSpec, to_inputs
+from ctloop.errors import ConfigError, CtloopError, ModelError
+
+BATCH_ROWS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SLO:
+    """What the candidate's server must achieve."""
+
+    max_p99_ms: float = 250.0
+    min_rps: float = 20.0
+    tolerance: float = 1e-4
+    concurrency: int = 4
+    requests: int = 200
+    rows: int = 256
+    startup_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        for name in ("max_p99_ms", "tolerance", "startup_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use a value > 0")
+        for name in ("concurrency", "requests", "rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
+        if self.min_rps < 0:
+            raise ConfigError(f"min_rps {self.min_rps} is invalid: use a value >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class InfraResult:
+    blessed: bool
+    reason: str
+    checks: list[tuple[str, str, str, bool]]  # (check, measured, required, passed)
+    metrics: dict[str, float]
+
+
+def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[FeatureSpec]
+                           ) -> list[float]:
+    import tensorflow as tf
+
+    from ctloop import contract
+
+    try:
+        signature = tf.saved_model.load(model_dir).signatures[contract.SERVING_SIGNATURE]
+        inputs = {k: tf.constant(v) for k, v in to_inputs(frame, features).items()}
+        return signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
+    except (tf.errors.OpError, TypeError, ValueError, KeyError, OSError) as exc:
+        raise ModelError(
+            f"model {model_dir} cannot predict in-process ({str(exc).splitlines()[0][:200]}); "
+            "re-export it with ctloop's trainer"
+        ) from exc
+
+
+def load_test(url: str, model_name: str, rows: list[dict], slo: SLO) -> dict[str, float]:
+    """``slo.requests`` single-row requests from ``slo.concurrency`` clients at once."""
+
+    def one(i: int) -> float:
+        started = time.perf_counter()
+        client.predict(url, model_name, [rows[i % len(rows)]])
+        return (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(slo.concurrency) as pool:
+        latencies = sorted(pool.map(one, range(slo.requests)))
+    wall = time.perf_counter() - started
+    return {
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[min(len(latencies) - 1, math.ceil(len(latencies) * 0.99) - 1)],
+        "rps": len(latencies) / wall,
+    }
+
+
+def run(model_dir: str, eval_path: str, model_name: str, serving_python: str, slo: SLO,
+        server_log: str | None = None) -> InfraResult:
+    """Serves the candidate, checks its answers and its speed; decides the infra blessing."""
+    from ctloop import contract
+
+    frame = pd.read_parquet(eval_path).head(slo.rows)
+    try:
+        features = [FeatureSpec(n, d) for n, d in contract.read_features(model_dir).items()]
+        expected = in_process_predictions(model_dir, frame, features)
+    except CtloopError as exc:
+        problem = str(exc)
+        checks = [("model answers in-process", problem, "predictions for the eval rows", False)]
+        return InfraResult(False, f"model answers in-process: {problem}", checks, {})
+    rows = json.loads(frame[[f.name for f in features]].to_json(orient="records"))
+    checks, metrics = [], {}
+    try:
+        with server_process.serve(serving_python, model_name, model_dir=model_dir,
+                                  log_path=server_log) as server:
+            metrics["startup_s"] = server.wait_ready(model_name, slo.startup_timeout_s)
+            checks.append(("server ready", f"{metrics['startup_s']:.1f} s",
+                           f"<= {slo.startup_timeout_s:g} s", True))
+            served = [p for start in range(0, len(rows), BATCH_ROWS)
+                      for p in client.predict(server.url, model_name,
+                                              rows[start:start + BATCH_ROWS])]
+            # A NaN prediction reaches JSON clients as null: either way it is no answer.
+            metrics["max_abs_diff"] = max(
+                (abs(a - b) if isinstance(a, float | int) and math.isfinite(a) else math.inf
+                 for a, b in zip(served, expected, strict=True)), default=0.0)
+            checks.append(("served = in-process predictions",
+                           f"max |diff| {metrics['max_abs_diff']:.2e} over {len(rows)} rows",
+                           f"<= {slo.tolerance:g}", metrics["max_abs_diff"] <= slo.tolerance))
+            metrics.update(load_test(server.url, model_name, rows, slo))
+    except CtloopError as exc:
+        checks.append(("server answers", str(exc), "ready and answering", False))
+    if "p99_ms" in metrics:
+        checks += [
+            (f"p99 latency, {slo.concurrency} clients", f"{metrics['p99_ms']:.1f} ms",
+             f"<= {slo.max_p99_ms:g} ms", metrics["p99_ms"] <= slo.max_p99_ms),
+            (f"throughput, {slo.concurrency} clients", f"{metrics['rps']:.1f} req/s",
+             f">= {slo.min_rps:g} req/s", metrics["rps"] >= slo.min_rps),
+        ]
+    failed = [f"{name}: {measured} (needs {required})" for name, measured, required, ok in checks
+              if not ok]
+    blessed = not failed
+    reason = ("served, answered like the model, within the SLO" if blessed
+              else "; ".join(failed))
+    return InfraResult(blessed, reason, checks, metrics)
+
+
+def report_markdown(result: InfraResult, model_name: str) -> str:
+    verdict = "INFRA-BLESSED" if result.blessed else "NOT INFRA-BLESSED"
+    lines = [f"# Infra validation: {model_name}", "", f"**{verdict}**: {result.reason}", "",
+             "The candidate ran in the KServe model server of the serving environment.", "",
+             "| check | measured | required | result |", "|---|---|---|---|"]
+    lines += [f"| {name} | {measured} | {required} | {'pass' if ok else '**fail**'} |"
+              for name, measured, required, ok in result.checks]
+    if "p50_ms" in result.metrics:
+        lines += ["", f"p50 latency {result.metrics['p50_ms']:.1f} ms."]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,92 @@
+"""infra_validate with the real KServe server of the serving environment: a good model is
+infra-blessed; a model that cannot load, answers NaN, or misses the SLO is not."""
+
+import json
+import shutil
+
+import pytest
+
+from ctloop.components.infra_validate import logic
+from ctloop.errors import ConfigError
+
+pytestmark = pytest.mark.serving
+FAST = dict(requests=40, rows=64, concurrency=2)
+
+
+def _run(model_dir, prepared, serving_python, tmp_path, **slo):
+    return logic.run(str(model_dir), str(prepared.eval), "churn", serving_python,
+                     logic.SLO(**{**FAST, **slo}), server_log=str(tmp_path / "server.log"))
+
+
+def test_good_model_is_infra_blessed(prepared, serving_python, tmp_path):
+    result = _run(prepared.model_dir, prepared, serving_python, tmp_path)
+    assert result.blessed, result.reason
+    assert result.metrics["max_abs_diff"] <= 1e-4
+    assert 0 < result.metrics["p50_ms"] <= result.metrics["p99_ms"]
+    assert result.metrics["rps"] > 0 and result.metrics["startup_s"] > 0
+    report = logic.report_markdown(result, "churn")
+    assert "**INFRA-BLESSED**" in report and "**fail**" not in report
+    assert "ctloop serving model 'churn'" in (tmp_path / "server.log").read_text()
+
+
+def test_model_disagreeing_with_its_features_is_not_infra_blessed(prepared, serving_python,
+                                                                  tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(prepared.model_dir, broken)
+    described = json.loads((broken / "features.json").read_text())
+    described["features"][0]["dtype"] = "string"  # disagrees with the signature
+    (broken / "features.json").write_text(json.dumps(described))
+    result = _run(broken, prepared, serving_python, tmp_path)
+    assert not result.blessed
+    assert result.reason.startswith("model answers in-process: model ")
+    assert "cannot predict in-process" in result.reason and "\n" not in result.reason
+    assert "**NOT INFRA-BLESSED**" in logic.report_markdown(result, "churn")
+
+
+def test_server_not_ready_by_the_deadline_is_not_infra_blessed(prepared, serving_python,
+                                                              tmp_path):
+    result = _run(prepared.model_dir, prepared, serving_python, tmp_path, startup_timeout_s=0.5)
+    assert not result.blessed
+    assert result.reason.startswith("server answers: model server not ready after 0 s")
+
+
+def test_model_answering_nan_is_not_infra_blessed(prepared, serving_python, tmp_path):
+    import tensorflow as tf
+
+    from ctloop import contract
+
+    features = json.loads((prepared.model_dir / "features.json").read_text())
+    spec = {f["name"]: tf.TensorSpec([None], tf.float32 if f["dtype"] == "float32" else tf.string,
+                                     name=f["name"]) for f in features["features"]}
+
+    class NaNModel(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, raw):
+            rows = tf.shape(raw[next(iter(spec))])[0]
+            return {contract.OUTPUT_KEY: tf.fill([rows], float("nan"))}
+
+    model = NaNModel()
+    tf.saved_model.save(model, str(tmp_path / "nan"), signatures={"serving_default": model.serve})
+    (tmp_path / "nan" / "features.json").write_text(json.dumps(features))
+    result = _run(tmp_path / "nan", prepared, serving_python, tmp_path)
+    assert not result.blessed
+    assert "served = in-process predictions: max |diff| inf" in result.reason
+
+
+def test_model_too_slow_for_the_slo_is_not_infra_blessed(prepared, serving_python, tmp_path):
+    result = _run(prepared.model_dir, prepared, serving_python, tmp_path, max_p99_ms=0.01)
+    assert not result.blessed
+    assert "p99 latency, 2 clients" in result.reason and "(needs <= 0.01 ms)" in result.reason
+
+
+def test_missing_serving_environment_is_not_infra_blessed(prepared, tmp_path):
+    result = _run(prepared.model_dir, prepared, str(tmp_path / "no-python"), tmp_path)
+    assert not result.blessed
+    assert "serving python" in result.reason and "does not exist" in result.reason
+
+
+def test_invalid_slo():
+    with pytest.raises(ConfigError, match="concurrency 0 is invalid"):
+        logic.SLO(concurrency=0)
+    with pytest.raises(ConfigError, match="max_p99_ms -1 is invalid"):
+        logic.SLO(max_p99_ms=-1)

@@ -1,0 +1,99 @@
+"""Starting `ctloop serve` from the serving environment as a child process, and stopping it.
+
+Standard library only: the pipeline environment (which has no kserve) starts servers of the
+serving environment (which has no TFDV) this way, e.g. for infra validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from ctloop.errors import ConfigError, ModelError
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    """A running model server: its base URL and its log."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+        self.process, self.url, self.log = process, url, log
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = self.log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def wait_ready(self, model_name: str, timeout_s: float) -> float:
+        """Waits until the model answers ready; returns the seconds it took.
+
+        Raises:
+            ModelError: The server exited, or was not ready within ``timeout_s``; the message
+                carries the end of its log.
+        """
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                raise ModelError(
+                    f"model server exited with code {self.process.returncode} before it was "
+                    f"ready: {self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/models/{model_name}", timeout=2):
+                    return time.monotonic() - started
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.25)
+        raise ModelError(
+            f"model server not ready after {timeout_s:.0f} s: {self.log_tail()}"
+        )
+
+
+@contextlib.contextmanager
+def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
+          registry: str | None = None, port: int | None = None,
+          log_path: str | None = None) -> Iterator[ServerProcess]:
+    """Runs ``ctloop serve`` (a model folder or a registry) until the block ends.
+
+    Args:
+        serving_python: The python of the serving environment (kserve installed).
+        model_name: The model's name in request paths.
+        model_dir: Serve this model folder, or
+        registry: serve this registry's serving version.
+        port: The HTTP port on 127.0.0.1 (default: a free one).
+        log_path: Keep the server's log here (default: a temporary file, deleted at the end).
+    """
+    if not serving_python or not Path(serving_python).exists():
+        raise ConfigError(
+            f"serving python {serving_python!r} does not exist; pass the python of the serving "
+            "environment (`make` builds it at .venv/serving/bin/python)"
+        )
+    port = port or free_port()
+    source = ["--model-dir", model_dir] if model_dir else ["--registry", registry]
+    command = [serving_python, "-m", "ctloop.cli", "serve", *source, "--model-name", model_name,
+               "--port", str(port)]
+    log = Path(log_path) if log_path else Path(
+        tempfile.NamedTemporaryFile(prefix="ctloop-serve-", suffix=".log", delete=False).name)
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        yield ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        if not log_path:
+            log.unlink(missing_ok=True)
