@@ -163,7 +163,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summa
 
 @main.command()
 @click.option("--registry", "registry_uri", type=click.Path(file_okay=False),
-              help="Registry root: serve the model's serving version (or --version).")
+              help="Registry root: serve the model's serving version and follow it (a new "
+              "version or a canary is picked up without a restart), or serve --version.")
 @click.option("--model-dir", type=click.Path(file_okay=False),
               help="Serve this model folder instead of a registry version.")
 @click.option("--model-name", default="ctloop-model", show_default=True,
@@ -183,9 +184,14 @@ def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_bat
         raise click.UsageError("--version selects a registry version: pass --registry too")
     from ctloop.serving import server
 
-    path = Path(model_dir) if model_dir else server.resolve_model_dir(
-        registry_uri, model_name, version)
-    server.run_server(path, model_name, http_port=port, grpc_port=grpc_port, max_batch=max_batch)
+    if registry_uri and version is None:
+        # Follows the registry: a new serving version or a canary is picked up while serving.
+        model = server.RegistryModel(model_name, registry_uri, max_batch)
+    else:
+        path = Path(model_dir) if model_dir else server.resolve_model_dir(
+            registry_uri, model_name, version)
+        model = server.CtloopModel(model_name, path, max_batch, version=version and str(version))
+    server.run_server(model, http_port=port, grpc_port=grpc_port)
 
 
 @main.command()

@@ -27,6 +27,12 @@ def rows_from_file(path: Path, rows: int, drop: list[str]) -> list[dict[str, Any
 def predict(url: str, model_name: str, instances: list[dict[str, Any]], timeout_s: float = 30.0
             ) -> list[float]:
     """POSTs a V1 predict request; returns the predictions."""
+    return predict_raw(url, model_name, instances, timeout_s)["predictions"]
+
+
+def predict_raw(url: str, model_name: str, instances: list[dict[str, Any]],
+                timeout_s: float = 30.0) -> dict[str, Any]:
+    """POSTs a V1 predict request; returns the whole answer (predictions and model_version)."""
     request = urllib.request.Request(
         f"{url.rstrip('/')}/v1/models/{model_name}:predict",
         data=json.dumps({"instances": instances}).encode(),
@@ -34,7 +40,7 @@ def predict(url: str, model_name: str, instances: list[dict[str, Any]], timeout_
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())["predictions"]
+            return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise CtloopError(
             f"model server {url} answered {exc.code}: {exc.read().decode(errors='replace')}"

@@ -8,6 +8,8 @@ Layout under ``<root>/<model_name>/``::
     versions/.staging-*/       pushes in progress; never visible as a version
     SERVING                    JSON pointer {"version": n}; the model that serves, and the
                                baseline the next run's evaluation compares against
+    CANARY                     JSON {"version": m, "percent": p} while a canary takes p% of a
+                               running server's requests; removed on promote or roll back
     statistics/span-<s>.stats.tfrecord
                                TFDV statistics of span s's train split, written by every run's
                                data validation; the next span's drift is measured against them
@@ -39,6 +41,7 @@ MODEL_DIR = "model"
 SCHEMA_FILE = "schema.pbtxt"
 RECORD_FILE = "record.json"
 POINTER_FILE = "SERVING"
+CANARY_FILE = "CANARY"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
 
@@ -192,12 +195,7 @@ class Registry:
     def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
         """Moves the serving pointer to an existing version (promote or roll back)."""
         with self.lock(lock_timeout_s):
-            version = Version(number, self._versions / str(number))
-            if not version.model_dir.is_dir():
-                raise RegistryError(
-                    f"version {number} does not exist in {self.path}; "
-                    f"choose one of {[v.number for v in self.versions()]}"
-                )
+            version = self._existing(number)
             self._write_pointer(number)
             return version
 
@@ -224,21 +222,70 @@ class Registry:
         ]
         return max(stored) if stored else None
 
+    def canary(self) -> tuple[Version, int] | None:
+        """The canary version and its share of requests in percent, or None."""
+        try:
+            data = json.loads((self.path / CANARY_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(
+                f"canary pointer {self.path / CANARY_FILE} is unreadable ({exc}); delete it to "
+                "end the canary"
+            ) from exc
+        return Version(int(data["version"]), self._versions / str(data["version"])), int(
+            data["percent"])
+
+    def start_canary(self, number: int, percent: int, *, lock_timeout_s: float = 60.0) -> None:
+        """Sends ``percent`` % of a running server's requests to version ``number``."""
+        if not 1 <= percent <= 100:
+            raise ConfigError(f"canary percent {percent} is out of range: use 1..100")
+        with self.lock(lock_timeout_s):
+            self._existing(number)
+            self._write_json(CANARY_FILE, {"version": number, "percent": percent})
+
+    def end_canary(self, *, promote: bool, lock_timeout_s: float = 60.0) -> Version | None:
+        """Ends the canary: promote moves the serving pointer to it; otherwise it is rolled back.
+
+        Returns:
+            The version that serves afterwards.
+        """
+        with self.lock(lock_timeout_s):
+            current = self.canary()
+            if promote and current:
+                self._write_pointer(current[0].number)
+            (self.path / CANARY_FILE).unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            return self.serving()
+
+    def _existing(self, number: int) -> Version:
+        version = Version(number, self._versions / str(number))
+        if not version.model_dir.is_dir():
+            raise RegistryError(
+                f"version {number} does not exist in {self.path}; "
+                f"choose one of {[v.number for v in self.versions()]}"
+            )
+        return version
+
     def _write_pointer(self, number: int) -> None:
-        tmp = self.path / f".{POINTER_FILE}.{uuid.uuid4().hex}"
+        self._write_json(POINTER_FILE, {"version": number, "updated_unix": time.time()})
+
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        tmp = self.path / f".{name}.{uuid.uuid4().hex}"
         with open(tmp, "w") as handle:
-            json.dump({"version": number, "updated_unix": time.time()}, handle)
+            json.dump(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path / POINTER_FILE)
+        os.replace(tmp, self.path / name)
         _fsync_dir(self.path)
 
     def _remove_stale_staging(self) -> None:
         # Only called under the lock: any staging dir left is from a run that died mid-push.
         for stale in self._versions.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
-        for stale in self.path.glob(f".{POINTER_FILE}.*"):
-            stale.unlink(missing_ok=True)
+        for name in (POINTER_FILE, CANARY_FILE):
+            for stale in self.path.glob(f".{name}.*"):
+                stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

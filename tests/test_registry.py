@@ -120,3 +120,20 @@ def test_statistics_store_returns_latest_earlier_span(tmp_path):
     registry.save_statistics(3, tmp_path / "rerun.bin")
     assert registry.previous_statistics(4)[1].read_bytes() == b"new"
     assert not list((registry.path / "statistics").glob(".*"))
+
+
+def test_canary_promote_and_roll_back(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {}, expected_serving=None)
+    registry.push(*model, {}, expected_serving=1, serve=False)
+    assert registry.canary() is None
+    registry.start_canary(2, 10)
+    version, percent = registry.canary()
+    assert (version.number, percent) == (2, 10) and registry.serving().number == 1
+    assert registry.end_canary(promote=False).number == 1 and registry.canary() is None
+    registry.start_canary(2, 25)
+    assert registry.end_canary(promote=True).number == 2 and registry.canary() is None
+    with pytest.raises(ConfigError, match="canary percent 0 is out of range"):
+        registry.start_canary(2, 0)
+    with pytest.raises(RegistryError, match="version 5 does not exist"):
+        registry.start_canary(5, 10)

@@ -16,8 +16,10 @@ import dataclasses
 import json
 import math
 import os
+import random
 import reprlib
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Collection
@@ -31,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ctloop.contract import CATEGORICAL, NUMERIC, OUTPUT_KEY, SERVING_SIGNATURE, read_features
-from ctloop.errors import ConfigError, ModelError, RegistryError
+from ctloop.errors import ConfigError, CtloopError, ModelError, RegistryError
 from ctloop.registry import Registry, validate_model_name
 
 DEFAULT_MAX_BATCH = 1024
@@ -53,11 +55,54 @@ finally:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Batch:
-    """A checked request: the signature's input columns and, for V2, the request itself."""
+class _Loaded:
+    """A loaded model version: its features (from features.json) and its serving signature."""
 
+    version: str | None
+    features: dict[str, str]
+    signature: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """A checked request: the model it was routed to, the signature's input columns and, for
+    V2, the request itself."""
+
+    target: _Loaded
     columns: dict[str, np.ndarray]
     v2_request: kserve.InferRequest | None
+
+
+def load_model(model_dir: str | os.PathLike[str], version: str | None = None) -> _Loaded:
+    """Loads features.json and the serving signature, checking one against the other.
+
+    Raises:
+        ModelError: The directory is not a SavedModel matching its features.json.
+    """
+    features = read_features(model_dir)
+    try:
+        signature = tf.saved_model.load(str(model_dir)).signatures.get(SERVING_SIGNATURE)
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        raise ModelError(
+            f"cannot load a SavedModel from {model_dir} ({exc}); pass a model directory "
+            "exported by ctloop's trainer"
+        ) from exc
+    if signature is None:
+        raise ModelError(
+            f"SavedModel {model_dir} has no {SERVING_SIGNATURE!r} signature; re-export "
+            "it with ctloop's trainer"
+        )
+    expected = {name: tf.as_dtype(dtype).name for name, dtype in sorted(features.items())}
+    specs = sorted(signature.structured_input_signature[1].items())
+    actual = {name: spec.dtype.name for name, spec in specs}
+    outputs = sorted(signature.structured_outputs)
+    if actual != expected or OUTPUT_KEY not in outputs:
+        raise ModelError(
+            f"the {SERVING_SIGNATURE!r} signature of {model_dir} takes {actual} and "
+            f"returns {outputs}, but features.json needs inputs {expected} and output "
+            f"{OUTPUT_KEY!r}; re-export the model so both agree"
+        )
+    return _Loaded(version, features, signature)
 
 
 class CtloopModel(kserve.Model):
@@ -67,54 +112,35 @@ class CtloopModel(kserve.Model):
         name: The model name in request paths (a DNS-1123 label, as in the registry).
         model_dir: The SavedModel directory that also holds ``features.json``.
         max_batch: The most rows one request may carry.
+        version: The version label answers carry (``model_version``), if any.
     """
 
     def __init__(
-        self, name: str, model_dir: str | os.PathLike[str], max_batch: int = DEFAULT_MAX_BATCH
+        self, name: str, model_dir: str | os.PathLike[str] | None,
+        max_batch: int = DEFAULT_MAX_BATCH, version: str | None = None,
     ):
         super().__init__(validate_model_name(name))
         if max_batch < 1:
             raise ConfigError(f"max batch {max_batch} is invalid: use a row count >= 1")
-        self.model_dir = Path(model_dir)
+        self.model_dir = Path(model_dir) if model_dir else None
         self.max_batch = max_batch
-        self.features: dict[str, str] = {}
-        self._signature = None
+        self.version = version
+        self._current: _Loaded | None = None
+
+    @property
+    def features(self) -> dict[str, str]:
+        """The features of the model that serves (the V2 metadata describes it)."""
+        return self._current.features if self._current else {}
 
     def load(self) -> bool:
-        """Loads features.json and the serving signature, checking one against the other.
-
-        Returns:
-            True: the model is ready.
-
-        Raises:
-            ModelError: The directory is not a SavedModel matching its features.json.
-        """
-        self.features = read_features(self.model_dir)
-        try:
-            signature = tf.saved_model.load(str(self.model_dir)).signatures.get(SERVING_SIGNATURE)
-        except (OSError, ValueError, tf.errors.OpError) as exc:
-            raise ModelError(
-                f"cannot load a SavedModel from {self.model_dir} ({exc}); pass a model directory "
-                "exported by ctloop's trainer"
-            ) from exc
-        if signature is None:
-            raise ModelError(
-                f"SavedModel {self.model_dir} has no {SERVING_SIGNATURE!r} signature; re-export "
-                "it with ctloop's trainer"
-            )
-        expected = {name: tf.as_dtype(dtype).name for name, dtype in sorted(self.features.items())}
-        specs = sorted(signature.structured_input_signature[1].items())
-        actual = {name: spec.dtype.name for name, spec in specs}
-        outputs = sorted(signature.structured_outputs)
-        if actual != expected or OUTPUT_KEY not in outputs:
-            raise ModelError(
-                f"the {SERVING_SIGNATURE!r} signature of {self.model_dir} takes {actual} and "
-                f"returns {outputs}, but features.json needs inputs {expected} and output "
-                f"{OUTPUT_KEY!r}; re-export the model so both agree"
-            )
-        self._signature = signature
+        """Loads the model; raises ModelError if it breaks the contract."""
+        self._current = load_model(self.model_dir, self.version)
         self.ready = True
         return self.ready
+
+    def route(self) -> _Loaded:
+        """The loaded model that answers the next request."""
+        return self._current
 
     def get_input_types(self) -> list[dict[str, Any]]:
         """The V2 model metadata of the inputs: one 1-D tensor per feature."""
@@ -145,9 +171,10 @@ class CtloopModel(kserve.Model):
         Raises:
             InvalidInput: The request does not fit the model's features (KServe answers 400).
         """
+        target = self.route()
         if isinstance(payload, kserve.InferRequest):
-            return _Batch(self._v2_columns(payload), payload)
-        return _Batch(self._v1_columns(payload), None)
+            return _Batch(target, self._v2_columns(payload, target.features), payload)
+        return _Batch(target, self._v1_columns(payload, target.features), None)
 
     async def predict(
         self, payload: _Batch, headers: dict[str, str] | None = None
@@ -163,13 +190,14 @@ class CtloopModel(kserve.Model):
             ``probability`` of shape [N] for V2.
         """
         # TF releases the GIL while it runs: keep the event loop free for health checks meanwhile.
-        probabilities = await asyncio.to_thread(self._score, payload.columns)
-        request = payload.v2_request
+        probabilities = await asyncio.to_thread(_score, payload.target, payload.columns)
+        request, version = payload.v2_request, payload.target.version
         if request is None:
-            return {"predictions": probabilities}
+            return {"predictions": probabilities, "model_version": version}
         return kserve.InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
+            model_version=version,
             # A list, not an ndarray: KServe 0.21's to_grpc takes an ndarray's truth value (and
             # fails) when it answers raw gRPC inputs with raw outputs.
             infer_outputs=[
@@ -179,11 +207,7 @@ class CtloopModel(kserve.Model):
             requested_outputs=request.request_outputs,
         )
 
-    def _score(self, columns: dict[str, np.ndarray]) -> list[float]:
-        inputs = {name: tf.constant(values) for name, values in columns.items()}
-        return self._signature(**inputs)[OUTPUT_KEY].numpy().tolist()
-
-    def _v1_columns(self, body: Any) -> dict[str, np.ndarray]:
+    def _v1_columns(self, body: Any, features: dict[str, str]) -> dict[str, np.ndarray]:
         if isinstance(body, (bytes, str)):
             # KServe hands the body over undecoded when Content-Type is not exactly one of its
             # JSON types, e.g. "application/json; charset=utf-8".
@@ -203,13 +227,14 @@ class CtloopModel(kserve.Model):
                     f"instances[{i}] is a JSON {type(row).__name__}; send an object mapping "
                     "each feature name to its value"
                 )
-            self._check_names(row.keys(), f"instances[{i}]")
+            self._check_names(row.keys(), f"instances[{i}]", features)
         return {
             name: _column(dtype, [row[name] for row in instances], f"feature {name!r} in instances")
-            for name, dtype in self.features.items()
+            for name, dtype in features.items()
         }
 
-    def _v2_columns(self, request: kserve.InferRequest) -> dict[str, np.ndarray]:
+    def _v2_columns(self, request: kserve.InferRequest, features: dict[str, str]
+                    ) -> dict[str, np.ndarray]:
         inputs = {}
         for tensor in request.inputs:
             if tensor.name in inputs:
@@ -217,8 +242,8 @@ class CtloopModel(kserve.Model):
                     f"input {tensor.name!r} appears twice; send one input per feature"
                 )
             inputs[tensor.name] = tensor
-        self._check_names(inputs.keys(), "the V2 request")
-        for name, dtype in self.features.items():
+        self._check_names(inputs.keys(), "the V2 request", features)
+        for name, dtype in features.items():
             tensor = inputs[name]
             allowed = _V2_DATATYPES[dtype]
             if tensor.datatype not in allowed:
@@ -231,7 +256,7 @@ class CtloopModel(kserve.Model):
                     f"input {name!r} has shape {tensor.shape}; send a 1-D shape [N], one value "
                     "per row"
                 )
-        lengths = {name: inputs[name].shape[0] for name in self.features}
+        lengths = {name: inputs[name].shape[0] for name in features}
         if len(set(lengths.values())) > 1:
             raise InvalidInput(
                 f"inputs have different lengths {lengths}; send the same number of rows for "
@@ -239,7 +264,7 @@ class CtloopModel(kserve.Model):
             )
         self._check_rows(next(iter(lengths.values())))
         columns = {}
-        for name, dtype in self.features.items():
+        for name, dtype in features.items():
             tensor = inputs[name]
             try:
                 # as_numpy reads every V2 encoding alike: JSON data, binary extension, gRPC raw.
@@ -259,19 +284,92 @@ class CtloopModel(kserve.Model):
                 "(split larger batches)"
             )
 
-    def _check_names(self, names: Collection[str], where: str) -> None:
-        missing = [name for name in self.features if name not in names]
+    @staticmethod
+    def _check_names(names: Collection[str], where: str, features: dict[str, str]) -> None:
+        missing = [name for name in features if name not in names]
         if missing:
             raise InvalidInput(
                 f"{where} lacks feature(s) {', '.join(missing)}; send every feature of "
-                f"{list(self.features)}, null for a missing value"
+                f"{list(features)}, null for a missing value"
             )
-        unknown = sorted(set(names) - self.features.keys())
+        unknown = sorted(set(names) - features.keys())
         if unknown:
             raise InvalidInput(
                 f"{where} has unknown feature(s) {', '.join(unknown)}; send only "
-                f"{list(self.features)}"
+                f"{list(features)}"
             )
+
+
+class RegistryModel(CtloopModel):
+    """Serves a registry's serving version and follows it: a new version, or a canary taking a
+    share of requests, is loaded in the background and swapped in by reference, so requests in
+    flight finish on the model they started with and none is dropped.
+
+    Args:
+        name: The registered model name (also the name in request paths).
+        registry_root: The registry root.
+        max_batch: The most rows one request may carry.
+        poll_s: How often the registry's pointers are read.
+        seed: Seed of the canary routing draw (None: from the OS).
+    """
+
+    def __init__(self, name: str, registry_root: str | os.PathLike[str],
+                 max_batch: int = DEFAULT_MAX_BATCH, poll_s: float = 1.0,
+                 seed: int | None = None):
+        super().__init__(name, None, max_batch)
+        self.registry = Registry(registry_root, name)
+        self.poll_s = poll_s
+        self._canary: tuple[_Loaded, int] | None = None
+        self._draw = random.Random(seed)
+
+    def load(self) -> bool:
+        if self.registry.serving() is None:
+            raise RegistryError(
+                f"registry {self.registry.path} has no serving version of {self.name!r}; run the "
+                "pipeline first to train and push one, or check the registry path and model name"
+            )
+        self.sync()
+        threading.Thread(target=self._follow, name="registry-follower", daemon=True).start()
+        self.ready = True
+        return self.ready
+
+    def route(self) -> _Loaded:
+        canary = self._canary
+        if canary and self._draw.random() * 100 < canary[1]:
+            return canary[0]
+        return self._current
+
+    def sync(self) -> None:
+        """Loads what the registry's pointers name now, if it is not loaded yet."""
+        serving = self.registry.serving()
+        if serving and (self._current is None or self._current.version != str(serving.number)):
+            self._current = load_model(serving.model_dir, str(serving.number))
+            logger.info("serving version %d of %r", serving.number, self.name)
+        canary = self.registry.canary()
+        if canary is None:
+            if self._canary:
+                logger.info("canary version %s ended", self._canary[0].version)
+            self._canary = None
+        elif self._canary is None or (self._canary[0].version, self._canary[1]) != (
+                str(canary[0].number), canary[1]):
+            loaded = (self._current if self._current.version == str(canary[0].number)
+                      else load_model(canary[0].model_dir, str(canary[0].number)))
+            self._canary = (loaded, canary[1])
+            logger.info("canary version %d takes %d%% of requests", canary[0].number, canary[1])
+
+    def _follow(self) -> None:
+        while True:
+            time.sleep(self.poll_s)
+            try:
+                self.sync()
+            except (CtloopError, OSError) as exc:
+                # Unknown state: keep serving what serves now, and say why on every poll.
+                logger.error("registry %s not followed: %s", self.registry.path, exc)
+
+
+def _score(target: _Loaded, columns: dict[str, np.ndarray]) -> list[float]:
+    inputs = {name: tf.constant(values) for name, values in columns.items()}
+    return target.signature(**inputs)[OUTPUT_KEY].numpy().tolist()
 
 
 def _as_number(value: Any) -> float:
@@ -360,13 +458,7 @@ def resolve_model_dir(
     return found.model_dir
 
 
-def run_server(
-    model_dir: str | os.PathLike[str],
-    model_name: str,
-    http_port: int = 8080,
-    grpc_port: int | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
-) -> None:
+def run_server(model: CtloopModel, http_port: int = 8080, grpc_port: int | None = None) -> None:
     """Loads the model and serves it with KServe's ModelServer until SIGTERM or SIGINT.
 
     One process serves: TF runs each batch on all cores already, and KServe 0.21's multi-worker
@@ -374,29 +466,28 @@ def run_server(
     do reliably. Scale with replicas instead.
 
     Args:
-        model_dir: The SavedModel directory holding ``features.json``.
-        model_name: The name in request paths, e.g. ``/v1/models/<name>:predict``.
+        model: A CtloopModel (one model folder) or a RegistryModel (follows a registry).
         http_port: The REST port (V1, V2, health and ``/metrics``).
         grpc_port: The V2 gRPC port; None leaves gRPC off.
-        max_batch: The most rows one request may carry; more is a 400.
 
     Raises:
         ModelError: The model cannot be loaded or breaks the contract.
-        ConfigError: The model name or max batch is invalid.
+        RegistryError: A registry has no serving version.
     """
-    model = CtloopModel(model_name, model_dir, max_batch)
     started = time.monotonic()
     model.load()
     grpc = {"enable_grpc": False} if grpc_port is None else {"grpc_port": grpc_port}
     server = kserve.ModelServer(http_port=http_port, **grpc)
+    source = (f"registry {model.registry.path} (following it)"
+              if isinstance(model, RegistryModel) else str(model.model_dir))
     # KServe's logger: ModelServer has just configured its handler and format.
     logger.info(
         "ctloop serving model %r from %s on HTTP port %d (gRPC %s, max batch %d); loaded in %.1f s",
         model.name,
-        model.model_dir,
+        source,
         http_port,
         "off" if grpc_port is None else grpc_port,
-        max_batch,
+        model.max_batch,
         time.monotonic() - started,
     )
     server.start([model])
