@@ -117,13 +117,18 @@ def compile_(output: str, image: str | None) -> None:
               help="Infra SLO: p99 latency of single-row requests under 4 concurrent clients.")
 @click.option("--min-rps", default=20.0, show_default=True,
               help="Infra SLO: requests per second under 4 concurrent clients.")
+@click.option("--serving-url",
+              help="A running `ctloop serve --registry` on this workdir's registry: the new "
+              "version is a canary there first, promoted or rolled back automatically.")
+@click.option("--canary-percent", default=20, show_default=True,
+              help="The canary's share of the running server's requests.")
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summary_path, log_path,
         model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd, skew_linf, policy,
-        stats_sample_rate, serving_python, max_p99_ms, min_rps, min_auc, max_auc_decrease
-        ) -> None:
+        stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url, canary_percent,
+        min_auc, max_auc_decrease) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
     from ctloop.components.validate_data import drift, logic
@@ -145,7 +150,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summa
         "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,
         "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
         "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
-        "max_p99_ms": max_p99_ms, "min_rps": min_rps,
+        "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
+        "canary_percent": canary_percent,
     }
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())

@@ -55,7 +55,7 @@ def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[st
                  ) -> dict[str, Any]:
     """Sends ``rows`` rows in one request, then times ``repeat`` single-row requests."""
     instances = rows_from_file(path, rows, drop)
-    predictions = predict(url, model_name, instances)
+    answer = predict_raw(url, model_name, instances)
     latencies = []
     for i in range(repeat):
         started = time.perf_counter()
@@ -64,7 +64,8 @@ def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[st
     latencies.sort()
     return {
         "instances": instances,
-        "predictions": predictions,
+        "predictions": answer["predictions"],
+        "model_version": answer.get("model_version"),
         "latency_ms": {
             "p50": latencies[len(latencies) // 2] if latencies else None,
             "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -75,7 +76,8 @@ def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[st
 
 
 def describe(result: dict[str, Any]) -> str:
-    lines = ["served predictions (P(positive class)):"]
+    by = f" by version {result['model_version']}" if result.get("model_version") else ""
+    lines = [f"served predictions (P(positive class)){by}:"]
     for row, score in zip(result["instances"], result["predictions"], strict=True):
         shown = ", ".join(f"{k}={v}" for k, v in list(row.items())[:4])
         lines.append(f"  {score:.4f}  <- {shown}, ...")

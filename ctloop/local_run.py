@@ -112,6 +112,7 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
         "infra": {k: infra[k] for k in ("startup_s", "max_abs_diff", "p50_ms", "p99_ms", "rps")
                   if k in infra},
         "pushed": pushed["pushed"],
+        "promoted": pushed.get("promoted"),
         "pushed_version": pushed.get("version"),
         "push_reason": pushed["reason"],
         "reports": {

@@ -50,6 +50,8 @@ def ct_pipeline(
     serving_python: str = "",
     max_p99_ms: float = 250.0,
     min_rps: float = 20.0,
+    serving_url: str = "",
+    canary_percent: int = 20,
     gpu_count: int = 0,
     accelerator_type: str = "nvidia.com/gpu",
     beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
@@ -91,6 +93,10 @@ def ct_pipeline(
             the candidate's model server (empty: none, so nothing is infra-blessed).
         max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
         min_rps: Infra SLO: requests per second under concurrent clients.
+        serving_url: A running server that follows the registry: the new version is a canary
+            there first, promoted or rolled back on its errors and latency (empty: promote
+            directly).
+        canary_percent: The canary's share of that server's requests.
         gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16).
         accelerator_type: The accelerator resource the train task requests.
         beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
@@ -169,4 +175,8 @@ def ct_pipeline(
         data_valid=validated.outputs["Output"],
         registry_uri=registry_uri,
         model_name=model_name,
+        eval_data=ingested.outputs["eval_data"],
+        serving_url=serving_url,
+        canary_percent=canary_percent,
+        canary_max_p99_ms=max_p99_ms,
     ).set_caching_options(False)

@@ -1,5 +1,7 @@
 """KFP component: push a validated, blessed model into the local model registry."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
@@ -17,7 +19,13 @@ def rollout(
     data_valid: bool,
     registry_uri: str,
     model_name: str,
+    eval_data: Input[Dataset],
     pushed_model: Output[Artifact],
+    serving_url: Optional[str] = None,
+    canary_percent: int = 20,
+    canary_requests: int = 200,
+    canary_max_error_rate: float = 0.0,
+    canary_max_p99_ms: float = 250.0,
 ) -> bool:
     """Pushes the model as the registry's new serving version if the data is valid and the model
     is blessed (evaluation) and infra-blessed (it served within the SLO).
@@ -35,15 +43,25 @@ def rollout(
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.
         model_name: The model's name in the registry.
-        pushed_model: Output: metadata ``pushed``, ``version``, ``reason``, ``previous_version``.
+        eval_data: The eval split: its rows are the canary's requests.
+        pushed_model: Output: metadata ``pushed``, ``promoted``, ``version``, ``reason``,
+            ``previous_version``.
+        serving_url: A running server that follows this registry (``ctloop serve --registry``):
+            the new version takes ``canary_percent`` % of its requests first, and is promoted or
+            rolled back on the canary's errors and latency. None or empty: promote directly.
+        canary_percent: The canary's share of requests.
+        canary_requests: Requests sent during the canary.
+        canary_max_error_rate: Largest share of failed requests allowed during the canary.
+        canary_max_p99_ms: Largest p99 latency of the canary's answers.
 
     Returns:
-        Whether the model was pushed.
+        Whether the new version serves now.
     """
     import json
     import os
 
-    from ctloop.components.rollout import logic
+    from ctloop.components.rollout import canary, logic
+    from ctloop.components.rollout.canary import rows as canary_rows
 
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)
@@ -67,12 +85,17 @@ def rollout(
         registry_uri=registry_uri,
         model_name=model_name,
         record=record,
+        serving_url=serving_url or None,
+        canary_rows=canary_rows(eval_data.path, model.path) if serving_url else None,
+        canary_slo=canary.CanarySLO(
+            percent=canary_percent, requests=canary_requests,
+            max_error_rate=canary_max_error_rate, max_p99_ms=canary_max_p99_ms),
     )
     outcome = {
-        "pushed": result.pushed, "version": result.version, "reason": result.reason,
-        "previous_version": result.previous_version,
+        "pushed": result.pushed, "promoted": result.promoted, "version": result.version,
+        "reason": result.reason, "previous_version": result.previous_version,
     }
     pushed_model.metadata.update(outcome)
     with open(pushed_model.path, "w") as handle:
         json.dump(outcome, handle, indent=2)
-    return result.pushed
+    return result.promoted
