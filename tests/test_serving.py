@@ -7,27 +7,23 @@ these tests also show that a model exported by one environment serves the same i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ctloop import contract
+from ctloop import contract, server_process
 from ctloop.registry import Registry
 
 pytestmark = pytest.mark.serving
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "churn-test"
 MAX_BATCH = 8
 STARTUP_TIMEOUT_S = 120.0
-SERVE_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 FEATURES = {"age": contract.NUMERIC, "income": contract.NUMERIC, "plan": contract.CATEGORICAL}
 # Rows as clients send them: nulls, a numeric string, an unseen category, a number for a string.
 ROWS = [
@@ -103,30 +99,17 @@ def export_model(model_dir: Path) -> None:
     (model_dir / contract.FEATURES_FILE).write_text(json.dumps({"features": features}))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def serve_command(python: str, *args: str) -> list[str]:
     return [python, "-m", "ctloop.cli", "serve", "--model-name", MODEL_NAME, *args]
 
 
-def wait_ready(client: httpx.Client, process: subprocess.Popen, stderr: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"server exited ({process.returncode}) while starting:\n{stderr.read_text()}"
-            )
-        try:
-            if client.get(f"/v1/models/{MODEL_NAME}", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.5)
-    pytest.fail(f"server not ready after {STARTUP_TIMEOUT_S:.0f} s:\n{stderr.read_text()}")
+@contextlib.contextmanager
+def client_of(serving_python: str, **source):
+    """An httpx client of a running server (ctloop.server_process); stops it afterwards."""
+    with server_process.serve(serving_python, MODEL_NAME, **source) as server:
+        server.wait_ready(MODEL_NAME, STARTUP_TIMEOUT_S)
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            yield client
 
 
 def predict_v1(client: httpx.Client, body) -> httpx.Response:
@@ -180,27 +163,9 @@ def reference(registry_root) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def server(serving_python, registry_root, tmp_path_factory):
-    """An httpx client of a running server on the registered model; stops it afterwards."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("server-logs")
-    command = serve_command(
-        serving_python, "--registry", str(registry_root), "--port", str(port),
-        "--max-batch", str(MAX_BATCH),
-    )  # fmt: skip
-    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, env=SERVE_ENV, stdout=stdout, stderr=stderr)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
-            wait_ready(client, process, logs / "stderr")
-            yield client
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+def server(serving_python, registry_root):
+    with client_of(serving_python, registry=str(registry_root), max_batch=MAX_BATCH) as client:
+        yield client
 
 
 def test_health_routes(server):
@@ -344,28 +309,17 @@ def test_metrics_count_predictions(server):
 def test_registry_without_serving_version_fails_fast(serving_python, tmp_path):
     result = subprocess.run(
         serve_command(serving_python, "--registry", str(tmp_path)),
-        cwd=REPO, env=SERVE_ENV, capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1
     assert "no serving version" in result.stderr and "run the pipeline first" in result.stderr
 
 
 @pytest.fixture(scope="module")
-def trained_server(serving_python, prepared, tmp_path_factory):
+def trained_server(serving_python, prepared):
     """A server on the model the trainer exported (Keras 3 ExportArchive, TF 2.16)."""
-    port = free_port()
-    logs = tmp_path_factory.mktemp("trained-server-logs")
-    command = serve_command(serving_python, "--model-dir", str(prepared.model_dir),
-                            "--port", str(port))
-    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, env=SERVE_ENV, stdout=stdout, stderr=stderr)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
-            wait_ready(client, process, logs / "stderr")
-            yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with client_of(serving_python, model_dir=str(prepared.model_dir)) as client:
+        yield client
 
 
 def test_trained_model_serves_its_in_process_predictions(trained_server, prepared):
