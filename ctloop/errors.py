@@ -27,3 +27,12 @@ class StaleBaselineError(RegistryError):
 
 class ModelError(CtloopError):
     """A model cannot be loaded or does not have the expected serving signature."""
+
+
+class KfpError(CtloopError):
+    """A Kubeflow Pipelines API is unreachable or refused a request (the message says which)."""
+
+
+class ClusterError(CtloopError):
+    """The Kubernetes cluster is unreachable or refused a request, or an InferenceService did not
+    become ready (a fix on the cluster: KServe, RBAC, storage credentials, the model)."""
