@@ -13,9 +13,10 @@ from pathlib import Path
 
 import click
 
+from ctloop import compiling
 from ctloop.errors import CtloopError
 
-DEFAULT_PIPELINE_YAML = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+DEFAULT_PIPELINE_YAML = compiling.PIPELINE_YAML
 
 
 class _Group(click.Group):
@@ -65,14 +66,18 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
 @main.command("compile")
 @click.option("--output", type=click.Path(dir_okay=False), default=str(DEFAULT_PIPELINE_YAML),
               show_default=True, help="Where to write the pipeline's IR YAML.")
+@click.option("--components-dir", type=click.Path(file_okay=False),
+              help="Where to write each component as its own reusable component YAML, "
+              "<name>.yaml [default: components/ beside --output].")
 @click.option("--image", default=None,
               help="Pipeline image for every task (default: ctloop-pipeline:<version>).")
-def compile_(output: str, image: str | None) -> None:
-    """Compile the CT pipeline to KFP IR YAML."""
-    from ctloop import compiling
-
+def compile_(output: str, components_dir: str | None, image: str | None) -> None:
+    """Compile the CT pipeline, and each of its components, to KFP IR YAML."""
     compiling.compile_pipeline(Path(output), image)
     click.echo(f"wrote {output}")
+    folder = Path(components_dir) if components_dir else Path(output).parent / "components"
+    for path in compiling.compile_components(folder, image):
+        click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -227,6 +232,13 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
                 f"{flag} {value!r} is not KEY=VALUE, e.g. SCHEMA_NEW_COLUMN=warn")
         pairs[key] = item
     return pairs
+
+
+# Operating the pipeline on a KFP cluster: ctloop/cli_kfp.py.
+from ctloop.cli_kfp import schedule, submit, upload  # noqa: E402 - registered on main, defined above
+
+for _command in (upload, submit, schedule):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
-"""Compiling the CT pipeline to KFP IR YAML."""
+"""Compiling the CT pipeline, and each of its components, to KFP IR YAML."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import yaml
+
+PIPELINE_YAML = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+# Beside the pipeline's IR: the components it is made of, each reusable on its own.
+COMPONENTS_DIR = PIPELINE_YAML.parent / "components"
 
 
 def compile_pipeline(output: Path, image: str | None = None) -> None:
@@ -17,6 +23,42 @@ def compile_pipeline(output: Path, image: str | None = None) -> None:
     compiler.Compiler().compile(ct_pipeline, str(output))
     if image:
         set_image(output, image)
+
+
+def all_components() -> dict:
+    """Every component of the library: folder name -> the ``@dsl.component`` it defines.
+
+    A component lives in ``components/<name>/component.py`` and is named like its folder, so a
+    new component folder is picked up without a list to maintain.
+    """
+    from ctloop import components
+
+    found = {}
+    for module in sorted(pkgutil.iter_modules(components.__path__), key=lambda m: m.name):
+        if module.ispkg:
+            component_module = importlib.import_module(
+                f"ctloop.components.{module.name}.component")
+            found[module.name] = getattr(component_module, module.name)
+    return found
+
+
+def compile_components(out_dir: Path, image: str | None = None) -> list[Path]:
+    """Writes each component as a reusable component YAML, ``<out_dir>/<name>.yaml``.
+
+    Returns:
+        The files written, sorted by name.
+    """
+    from kfp import compiler
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, component in all_components().items():
+        path = out_dir / f"{name}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        if image:
+            set_image(path, image)
+        written.append(path)
+    return written
 
 
 def set_image(ir_path: Path, image: str) -> None:
