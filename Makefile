@@ -10,6 +10,10 @@ VENV ?= .venv
 WORKDIR ?= work
 PORT ?= 8080
 PYTEST_ARGS ?=
+# The kind path (scripts/kind-up.sh tells the versions it pins; each is a ${VAR:-default} there).
+CLUSTER ?= ctloop
+KFP_HOST ?= http://localhost:8080
+GPU ?= 0
 
 UV := $(VENV)/tools/bin/uv
 PIPELINE := $(VENV)/pipeline
@@ -20,10 +24,10 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export CTLOOP_SERVING_PYTHON := $(abspath $(SERVING))/bin/python
 
-.PHONY: help setup run test lint compile locks clean
+.PHONY: help setup run test lint compile locks clean kind-up images e2e kind-down
 
 help:  ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)/tools
@@ -48,12 +52,21 @@ test: setup  ## The test suite (unit, local pipeline run, serving).
 lint: setup  ## Static checks.
 	$(PIPELINE)/bin/ruff check .
 
-compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline.yaml.
+compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline.yaml and pipelines/components/.
 	$(PIPELINE)/bin/ctloop compile
 
-locks: $(UV)  ## Re-resolve both lock files from pyproject.toml.
+locks: $(UV)  ## Re-resolve the lock files from pyproject.toml.
 	$(UV) pip compile --quiet pyproject.toml --extra pipeline --python-version 3.11 -o locks/pipeline.txt
+	$(UV) pip compile --quiet pyproject.toml --extra pipeline --extra gpu --python-version 3.11 -o locks/pipeline-gpu.txt
 	$(UV) pip compile --quiet pyproject.toml --extra serving --python-version 3.11 -o locks/serving.txt
+
+kind-up:  ## A kind cluster with KFP, KServe and ctloop's manifests (needs docker, kind, kubectl).
+images:  ## Build the images from the locks and load them into the kind cluster (GPU=1: also GPU).
+e2e: images $(PIPELINE)/.installed  ## Upload and run the pipeline on the kind cluster; wait for it.
+kind-down:  ## Delete the kind cluster.
+# One recipe for the four: each is scripts/<target>.sh, which checks its own tools first.
+kind-up images e2e kind-down:
+	CLUSTER=$(CLUSTER) KFP_HOST=$(KFP_HOST) GPU=$(GPU) PIPELINE_BIN=$(PIPELINE)/bin scripts/$@.sh
 
 clean:  ## Remove environments and run outputs.
 	rm -rf $(VENV) $(WORKDIR)
