@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from ctloop.errors import ModelError
+from ctloop.errors import ConfigError, ModelError
 
 SERVING_SIGNATURE = "serving_default"
 OUTPUT_KEY = "probability"
@@ -50,3 +50,19 @@ def read_features(model_dir: str | os.PathLike[str]) -> dict[str, str]:
             f"(offending: {bad or 'empty or duplicate names'}); re-export the model"
         )
     return features
+
+
+SERVING_TARGETS = ("local", "kserve")
+
+
+def serving_target(value: str) -> str:
+    """``value`` if it names a serving target: ``local`` (server processes and the registry on
+    this machine) or ``kserve`` (InferenceServices on a cluster).
+
+    Raises:
+        ConfigError: Any other value.
+    """
+    if value not in SERVING_TARGETS:
+        raise ConfigError(f"serving target {value!r} is not supported: use one of "
+                          f"{', '.join(map(repr, SERVING_TARGETS))}")
+    return value

@@ -23,7 +23,8 @@ PIPELINE_NAME = "ctloop-continuous-training"
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Continuous training: TFDV-validated data, TF training, TFMA blessing against "
-    "the serving model, atomic rollout into the model registry.",
+    "the serving model, infra validation in the serving runtime, canary rollout (local server "
+    "or KServe).",
 )
 def ct_pipeline(
     data_uri: str,
@@ -50,8 +51,13 @@ def ct_pipeline(
     serving_python: str = "",
     max_p99_ms: float = 250.0,
     min_rps: float = 20.0,
+    serving_target: str = "local",
     serving_url: str = "",
     canary_percent: int = 20,
+    kserve_namespace: str = "ctloop-serving",
+    kserve_mode: str = "Standard",
+    kserve_service_account: str = "ctloop-storage",
+    serving_image: str = "",
     gpu_count: int = 0,
     accelerator_type: str = "nvidia.com/gpu",
     beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
@@ -89,14 +95,23 @@ def ct_pipeline(
         seed: Seed for reproducible training.
         min_auc: Value threshold: the candidate's eval AUC must reach it.
         max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
-        serving_python: The python of the serving environment, in which infra validation runs
-            the candidate's model server (empty: none, so nothing is infra-blessed).
+        serving_python: ``local`` target: the python of the serving environment, in which infra
+            validation runs the candidate's model server (empty: none, so nothing is
+            infra-blessed).
         max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
         min_rps: Infra SLO: requests per second under concurrent clients.
-        serving_url: A running server that follows the registry: the new version is a canary
-            there first, promoted or rolled back on its errors and latency (empty: promote
-            directly).
-        canary_percent: The canary's share of that server's requests.
+        serving_target: Where models are infra-validated and served: ``local`` (server
+            processes; the registry's pointer is what serves) or ``kserve`` (a short-lived
+            InferenceService for infra validation, then the InferenceService ``model_name``).
+        serving_url: ``local`` target: a running server that follows the registry: the new
+            version is a canary there first, promoted or rolled back on its errors and latency
+            (empty: promote directly).
+        canary_percent: The canary's share of requests, on either target.
+        kserve_namespace: ``kserve`` target: the serving namespace.
+        kserve_mode: ``kserve`` target: ``Standard`` or ``Knative``.
+        kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
+            credentials for KServe's storage initializer.
+        serving_image: ``kserve`` target: the ctloop serving image (empty: this release's).
         gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16).
         accelerator_type: The accelerator resource the train task requests.
         beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
@@ -161,7 +176,12 @@ def ct_pipeline(
         model=trained.outputs["model"],
         eval_data=ingested.outputs["eval_data"],
         model_name=model_name,
+        target=serving_target,
         serving_python=serving_python,
+        kserve_namespace=kserve_namespace,
+        kserve_mode=kserve_mode,
+        kserve_service_account=kserve_service_account,
+        serving_image=serving_image,
         max_p99_ms=max_p99_ms,
         min_rps=min_rps,
     ).set_caching_options(False).after(evaluated)
@@ -176,7 +196,12 @@ def ct_pipeline(
         registry_uri=registry_uri,
         model_name=model_name,
         eval_data=ingested.outputs["eval_data"],
+        target=serving_target,
         serving_url=serving_url,
+        kserve_namespace=kserve_namespace,
+        kserve_mode=kserve_mode,
+        kserve_service_account=kserve_service_account,
+        serving_image=serving_image,
         canary_percent=canary_percent,
         canary_max_p99_ms=max_p99_ms,
     ).set_caching_options(False)

@@ -169,13 +169,17 @@ def test_a_misspelled_field_fails_validation():
         validate(bad)
 
 
-def test_rollout_role_cannot_delete_or_wildcard(overlays):
+def test_rollout_role_grants_inference_services_in_the_serving_namespace_only(overlays):
     for objects in overlays.values():
         role = _one(objects, "Role", "ctloop-rollout")
         assert role["metadata"]["namespace"] == "ctloop-serving"
-        for rule in role["rules"]:
-            assert rule["apiGroups"] == ["serving.kserve.io"]
-            assert "*" not in rule["verbs"] and "delete" not in rule["verbs"]
+        # What rollout (get, create/patch by server-side apply, watch) and infra validation
+        # (delete its candidate) do; no wildcard, no other resource, no other API group.
+        assert role["rules"] == [
+            {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices/status"],
+             "verbs": ["get"]}]
         binding = _one(objects, "RoleBinding", "ctloop-rollout")
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]

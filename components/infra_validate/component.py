@@ -1,5 +1,7 @@
 """KFP component: serve the candidate in the real serving runtime; check answers and speed."""
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -11,11 +13,16 @@ def infra_validate(
     model: Input[Model],
     eval_data: Input[Dataset],
     model_name: str,
-    serving_python: str,
     infra_blessing: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[Markdown],
     server_log: Output[Artifact],
+    target: str = "local",
+    serving_python: Optional[str] = None,
+    kserve_namespace: str = "ctloop-serving",
+    kserve_mode: str = "Standard",
+    kserve_service_account: str = "ctloop-storage",
+    serving_image: Optional[str] = None,
     max_p99_ms: float = 250.0,
     min_rps: float = 20.0,
     tolerance: float = 1e-4,
@@ -25,19 +32,25 @@ def infra_validate(
 ) -> bool:
     """Starts the candidate in the KServe model server and tests it like a deployment would.
 
-    Locally the server is a process of the serving environment (``serving_python``). Fail-safe:
-    a server that does not start, errs, disagrees with the model or misses the SLO is not
-    infra-blessed, and rollout then pushes nothing.
+    Fail-safe: a server that does not start, errs, disagrees with the model or misses the SLO
+    is not infra-blessed, and rollout then pushes nothing.
 
     Args:
         model: The candidate SavedModel.
         eval_data: The eval split: its rows are the requests.
-        model_name: The model's name in request paths.
-        serving_python: The python of the serving environment (kserve installed).
+        model_name: The model's name in request paths (and its InferenceService's name).
         infra_blessing: Output: metadata ``infra_blessed``, ``reason`` and the measurements.
         metrics: Output: startup_s, max_abs_diff, p50_ms, p99_ms, rps.
         report: Output: every check, measured vs required.
-        server_log: Output: the model server's log.
+        server_log: Output: the model server's log (``local`` target).
+        target: ``local``: a server process of the serving environment (``serving_python``).
+            ``kserve``: a short-lived InferenceService ``<model_name>-infra`` beside the
+            serving one, from the model artifact, deleted afterwards.
+        serving_python: ``local``: the python of the serving environment (kserve installed).
+        kserve_namespace: ``kserve``: the serving namespace.
+        kserve_mode: ``kserve``: ``Standard`` or ``Knative``.
+        kserve_service_account: ``kserve``: the ServiceAccount with the storage credentials.
+        serving_image: ``kserve``: the ctloop serving image (None or empty: this release's).
         max_p99_ms: SLO: p99 latency of single-row requests under ``concurrency`` clients.
         min_rps: SLO: requests per second under ``concurrency`` clients.
         tolerance: Largest difference between served and in-process predictions.
@@ -51,12 +64,25 @@ def infra_validate(
     import math
 
     from ctloop.components.infra_validate import logic
+    from ctloop.contract import serving_target
 
     slo = logic.SLO(max_p99_ms=max_p99_ms, min_rps=min_rps, tolerance=tolerance,
                     concurrency=concurrency, requests=requests,
                     startup_timeout_s=startup_timeout_s)
-    result = logic.run(model.path, eval_data.path, model_name, serving_python, slo,
-                       server_log=server_log.path)
+    if serving_target(target) == "kserve":
+        from ctloop.components.rollout import kserve
+
+        config = kserve.ServiceConfig(
+            name=model_name, namespace=kserve_namespace, mode=kserve_mode,
+            service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE)
+        serve = logic.kserve_candidate(kserve.connect(), config, model.uri, startup_timeout_s)
+        with open(server_log.path, "w") as handle:  # the pods' logs are the cluster's
+            handle.write(f"served by InferenceService {kserve_namespace}/"
+                         f"{kserve.candidate_name(model_name)}; see its pods' logs\n")
+    else:
+        serve = logic.local_server(model.path, model_name, serving_python or "",
+                                   startup_timeout_s, server_log.path)
+    result = logic.run(model.path, eval_data.path, slo, serve)
     # KFP metadata is JSON: an infinite difference (a NaN answer) is said by the reason instead.
     finite = {k: v for k, v in result.metrics.items() if math.isfinite(v)}
     for name, value in finite.items():

@@ -1,7 +1,8 @@
 """Infra validation: the candidate must serve, in the real serving runtime, before it may deploy.
 
-Starts the candidate in the KServe model server of the serving environment, waits until it is
-ready (with a deadline), sends real eval rows and checks the served predictions equal the
+Starts the candidate in the real serving runtime (locally a KServe model server process of the
+serving environment; on a cluster a short-lived InferenceService), waits until it is ready (with
+a deadline), sends real eval rows and checks the served predictions equal the
 in-process SavedModel's, then measures latency and throughput under concurrent clients against
 an SLO. Any failure (the server does not start, answers an error, disagrees with the model, or is
 too slow) means "not infra-blessed": the model that serves now keeps serving.
@@ -10,16 +11,24 @@ too slow) means "not infra-blessed": the model that serves now keeps serving.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ctloop import client, server_process
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError, CtloopError, ModelError
+from ctloop.errors import ClusterError, ConfigError, CtloopError, ModelError
+
+if TYPE_CHECKING:
+    from kubernetes.dynamic import DynamicClient
+
+    from ctloop.components.rollout.kserve import ServiceConfig
 
 BATCH_ROWS = 64
 
@@ -53,6 +62,7 @@ class InfraResult:
     reason: str
     checks: list[tuple[str, str, str, bool]]  # (check, measured, required, passed)
     metrics: dict[str, float]
+    where: str = ""  # what served the candidate
 
 
 def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[FeatureSpec]
@@ -91,9 +101,70 @@ def load_test(url: str, model_name: str, rows: list[dict], slo: SLO) -> dict[str
     }
 
 
-def run(model_dir: str, eval_path: str, model_name: str, serving_python: str, slo: SLO,
-        server_log: str | None = None) -> InfraResult:
-    """Serves the candidate, checks its answers and its speed; decides the infra blessing."""
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A server answering for the candidate: its base URL, the model name in its request paths,
+    and how long it took to become ready."""
+
+    url: str
+    model_name: str
+    startup_s: float
+    where: str
+
+
+# Starts the candidate somewhere and yields its endpoint once ready; stops it on exit.
+Serve = Callable[[], contextlib.AbstractContextManager[Endpoint]]
+
+
+def local_server(model_dir: str, model_name: str, serving_python: str, startup_timeout_s: float,
+                 server_log: str | None = None) -> Serve:
+    """The candidate in a KServe model server process of the serving environment."""
+
+    @contextlib.contextmanager
+    def serve() -> Iterator[Endpoint]:
+        with server_process.serve(serving_python, model_name, model_dir=model_dir,
+                                  log_path=server_log) as server:
+            startup = server.wait_ready(model_name, startup_timeout_s)
+            yield Endpoint(server.url, model_name, startup,
+                           "the KServe model server of the serving environment")
+
+    return serve
+
+
+def kserve_candidate(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
+                     startup_timeout_s: float, poll_s: float = 5.0) -> Serve:
+    """The candidate as a short-lived InferenceService beside the serving one, deleted after.
+
+    Its address is the in-cluster one KServe reports, so this runs in the cluster (a KFP pod).
+    """
+    from ctloop.components.rollout import kserve
+
+    manifest = kserve.candidate_service(config, artifact_uri)  # bad names or URIs fail here
+    name, namespace = manifest["metadata"]["name"], config.namespace
+
+    @contextlib.contextmanager
+    def serve() -> Iterator[Endpoint]:
+        started = time.monotonic()
+        try:
+            # A leftover from a killed run would keep its status: start from a fresh object.
+            kserve.delete(api, name, namespace)
+            generation = kserve.apply(api, manifest)
+            kserve.wait_ready(api, name, namespace, generation, startup_timeout_s, poll_s)
+            url = kserve.probe_url(kserve.get(api, name, namespace) or {}, canary=False)
+            if url is None:
+                raise ClusterError(f"InferenceService {namespace}/{name} is ready but reports "
+                                   "no address to send requests to")
+            yield Endpoint(url, name, time.monotonic() - started,
+                           f"a short-lived InferenceService {namespace}/{name}")
+        finally:
+            kserve.delete(api, name, namespace)
+
+    return serve
+
+
+def run(model_dir: str, eval_path: str, slo: SLO, serve: Serve) -> InfraResult:
+    """Serves the candidate (``serve``), checks its answers and its speed; decides the infra
+    blessing."""
     from ctloop import contract
 
     frame = pd.read_parquet(eval_path).head(slo.rows)
@@ -105,15 +176,15 @@ def run(model_dir: str, eval_path: str, model_name: str, serving_python: str, sl
         checks = [("model answers in-process", problem, "predictions for the eval rows", False)]
         return InfraResult(False, f"model answers in-process: {problem}", checks, {})
     rows = json.loads(frame[[f.name for f in features]].to_json(orient="records"))
-    checks, metrics = [], {}
+    checks, metrics, where = [], {}, ""
     try:
-        with server_process.serve(serving_python, model_name, model_dir=model_dir,
-                                  log_path=server_log) as server:
-            metrics["startup_s"] = server.wait_ready(model_name, slo.startup_timeout_s)
+        with serve() as endpoint:
+            where = endpoint.where
+            metrics["startup_s"] = endpoint.startup_s
             checks.append(("server ready", f"{metrics['startup_s']:.1f} s",
                            f"<= {slo.startup_timeout_s:g} s", True))
             served = [p for start in range(0, len(rows), BATCH_ROWS)
-                      for p in client.predict(server.url, model_name,
+                      for p in client.predict(endpoint.url, endpoint.model_name,
                                               rows[start:start + BATCH_ROWS])]
             # A NaN prediction reaches JSON clients as null: either way it is no answer.
             metrics["max_abs_diff"] = max(
@@ -122,7 +193,7 @@ def run(model_dir: str, eval_path: str, model_name: str, serving_python: str, sl
             checks.append(("served = in-process predictions",
                            f"max |diff| {metrics['max_abs_diff']:.2e} over {len(rows)} rows",
                            f"<= {slo.tolerance:g}", metrics["max_abs_diff"] <= slo.tolerance))
-            metrics.update(load_test(server.url, model_name, rows, slo))
+            metrics.update(load_test(endpoint.url, endpoint.model_name, rows, slo))
     except CtloopError as exc:
         checks.append(("server answers", str(exc), "ready and answering", False))
     if "p99_ms" in metrics:
@@ -137,13 +208,13 @@ def run(model_dir: str, eval_path: str, model_name: str, serving_python: str, sl
     blessed = not failed
     reason = ("served, answered like the model, within the SLO" if blessed
               else "; ".join(failed))
-    return InfraResult(blessed, reason, checks, metrics)
+    return InfraResult(blessed, reason, checks, metrics, where)
 
 
 def report_markdown(result: InfraResult, model_name: str) -> str:
     verdict = "INFRA-BLESSED" if result.blessed else "NOT INFRA-BLESSED"
     lines = [f"# Infra validation: {model_name}", "", f"**{verdict}**: {result.reason}", "",
-             "The candidate ran in the KServe model server of the serving environment.", "",
+             f"The candidate ran in {result.where or 'no server (it never started)'}.", "",
              "| check | measured | required | result |", "|---|---|---|---|"]
     lines += [f"| {name} | {measured} | {required} | {'pass' if ok else '**fail**'} |"
               for name, measured, required, ok in result.checks]

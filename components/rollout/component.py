@@ -1,9 +1,9 @@
-"""KFP component: push a validated, blessed model into the local model registry."""
+"""KFP component: push a validated, blessed model into the registry and put it into service."""
 
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from ctloop.images import PIPELINE_IMAGE
 
@@ -21,16 +21,25 @@ def rollout(
     model_name: str,
     eval_data: Input[Dataset],
     pushed_model: Output[Artifact],
+    report: Output[Markdown],
+    target: str = "local",
     serving_url: Optional[str] = None,
+    kserve_namespace: str = "ctloop-serving",
+    kserve_mode: str = "Standard",
+    kserve_service_account: str = "ctloop-storage",
+    serving_image: Optional[str] = None,
     canary_percent: int = 20,
     canary_requests: int = 200,
     canary_max_error_rate: float = 0.0,
     canary_max_p99_ms: float = 250.0,
+    ready_timeout_s: float = 600.0,
 ) -> bool:
-    """Pushes the model as the registry's new serving version if the data is valid and the model
-    is blessed (evaluation) and infra-blessed (it served within the SLO).
+    """Pushes the model as a new registry version if the data is valid and the model is blessed
+    (evaluation) and infra-blessed (it served within the SLO), then puts it into service on
+    ``target``, canary first when a version serves there.
 
-    Otherwise nothing moves: the serving version keeps serving and the reason is recorded.
+    Otherwise nothing moves: the serving version keeps serving and the reason is recorded. The
+    registry's serving pointer names the new version only once it serves all traffic.
 
     Args:
         model: The trained SavedModel.
@@ -42,17 +51,26 @@ def rollout(
         infra_blessing: infra_validate's verdict (metadata ``infra_blessed`` and ``reason``).
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.
-        model_name: The model's name in the registry.
+        model_name: The model's name in the registry and its InferenceService's name.
         eval_data: The eval split: its rows are the canary's requests.
         pushed_model: Output: metadata ``pushed``, ``promoted``, ``version``, ``reason``,
-            ``previous_version``.
-        serving_url: A running server that follows this registry (``ctloop serve --registry``):
-            the new version takes ``canary_percent`` % of its requests first, and is promoted or
-            rolled back on the canary's errors and latency. None or empty: promote directly.
+            ``previous_version`` and the target's ``deployment`` record.
+        report: Output: the decision, and on ``kserve`` the readiness steps and the probe.
+        target: ``local``: the registry's pointer is what serves (``ctloop serve --registry``
+            follows it). ``kserve``: the InferenceService ``model_name`` in
+            ``kserve_namespace``, serving the model artifact.
+        serving_url: ``local``: a running server that follows this registry: the new version
+            takes ``canary_percent`` % of its requests first. None or empty: promote directly.
+        kserve_namespace: ``kserve``: the serving namespace.
+        kserve_mode: ``kserve``: ``Standard`` (canary by ``spec.canary``) or ``Knative`` (by
+            ``canaryTrafficPercent``).
+        kserve_service_account: ``kserve``: the ServiceAccount with the storage credentials.
+        serving_image: ``kserve``: the ctloop serving image (None or empty: this release's).
         canary_percent: The canary's share of requests.
-        canary_requests: Requests sent during the canary.
+        canary_requests: Requests sent to the canary.
         canary_max_error_rate: Largest share of failed requests allowed during the canary.
         canary_max_p99_ms: Largest p99 latency of the canary's answers.
+        ready_timeout_s: ``kserve``: longest wait for each apply to become ready.
 
     Returns:
         Whether the new version serves now.
@@ -61,16 +79,35 @@ def rollout(
     import os
 
     from ctloop.components.rollout import canary, logic
-    from ctloop.components.rollout.canary import rows as canary_rows
+    from ctloop.contract import serving_target
 
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)
 
+    slo = canary.CanarySLO(percent=canary_percent, requests=canary_requests,
+                           max_error_rate=canary_max_error_rate, max_p99_ms=canary_max_p99_ms)
+    # Everything that can be checked before the push is: a bad setting or an unreachable
+    # cluster fails here, not after a version was written.
+    if serving_target(target) == "kserve":
+        from ctloop.components.rollout import kserve
+
+        config = kserve.ServiceConfig(
+            name=model_name, namespace=kserve_namespace, mode=kserve_mode,
+            service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE)
+        kserve.storage_uri(model.uri)
+        deploy = logic.kserve_rollout(kserve.connect(), config, model.uri,
+                                      canary.rows(eval_data.path, model.path), slo,
+                                      ready_timeout_s)
+    elif serving_url:
+        deploy = logic.local_canary(serving_url, canary.rows(eval_data.path, model.path), slo)
+    else:
+        deploy = logic.promote_directly
     record = {
         "span": train_data.metadata.get("span"),
         "data_fingerprint": train_data.metadata.get("fingerprint"),
         "metrics": blessing.metadata.get("metrics", {}),
         "baseline_version": blessing.metadata.get("baseline_version"),
+        "target": target,
     }
     result = logic.run(
         model_dir=model.path,
@@ -85,17 +122,16 @@ def rollout(
         registry_uri=registry_uri,
         model_name=model_name,
         record=record,
-        serving_url=serving_url or None,
-        canary_rows=canary_rows(eval_data.path, model.path) if serving_url else None,
-        canary_slo=canary.CanarySLO(
-            percent=canary_percent, requests=canary_requests,
-            max_error_rate=canary_max_error_rate, max_p99_ms=canary_max_p99_ms),
+        deploy=deploy,
     )
     outcome = {
         "pushed": result.pushed, "promoted": result.promoted, "version": result.version,
         "reason": result.reason, "previous_version": result.previous_version,
+        "deployment": result.details,
     }
     pushed_model.metadata.update(outcome)
     with open(pushed_model.path, "w") as handle:
         json.dump(outcome, handle, indent=2)
+    with open(report.path, "w") as handle:
+        handle.write(logic.report_markdown(result, model_name))
     return result.promoted

@@ -48,6 +48,7 @@ KIND = "InferenceService"
 FIELD_MANAGER = "ctloop"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAME_LABEL = "app.kubernetes.io/name"
+ROLE_LABEL = "ctloop/role"
 VERSION_ANNOTATION = "ctloop/model-version"  # the registry version serving the stable traffic
 CANARY_VERSION_ANNOTATION = "ctloop/canary-version"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -294,6 +295,36 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
             "annotations": {**annotations, **versions},
         },
         "spec": spec,
+    }
+
+
+def candidate_name(name: str) -> str:
+    """The name of ``name``'s short-lived infra-validation InferenceService."""
+    return f"{name}-infra"
+
+
+def candidate_service(config: ServiceConfig, artifact_uri: str) -> dict[str, Any]:
+    """A short-lived InferenceService serving the candidate alone, for infra validation.
+
+    Named ``candidate_name(config.name)`` (also its model name in request paths), beside the
+    serving one and never taking its traffic; ``config``'s mode, runtime, resources and
+    credentials, so it is tested as it would serve.
+
+    Raises:
+        ConfigError: The name grows past a DNS-1123 label, or a bad artifact URI.
+    """
+    candidate = dataclasses.replace(config, name=candidate_name(config.name))
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": candidate.name,
+            "namespace": candidate.namespace,
+            "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, NAME_LABEL: config.name,
+                       ROLE_LABEL: "infra-validation"},
+            "annotations": {MODE_ANNOTATION: candidate.mode.value},
+        },
+        "spec": {"predictor": predictor(candidate, artifact_uri)},
     }
 
 
@@ -637,6 +668,23 @@ def apply(api: DynamicClient, manifest: dict[str, Any]) -> int:
     return int(applied.metadata.generation)
 
 
+def delete(api: DynamicClient, name: str, namespace: str) -> None:
+    """Deletes the InferenceService; one that is already gone is no error.
+
+    Raises:
+        ClusterError: The API server refused (RBAC) or is unreachable.
+    """
+    import urllib3
+    from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+
+    try:
+        _isvc_api(api).delete(name=name, namespace=namespace)
+    except NotFoundError:
+        pass
+    except (DynamicApiError, urllib3.exceptions.HTTPError) as exc:
+        raise _cluster_error(f"deleting InferenceService {namespace}/{name}", exc) from exc
+
+
 def wait_ready(api: DynamicClient, name: str, namespace: str, generation: int, timeout_s: float,
                poll_s: float, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Polls until ``readiness`` is READY for ``generation``; returns what it saw.
@@ -846,8 +894,8 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
 
     outcome.update(action="rolled_back", reason=judged.reason)
     if serving is None:
-        # Nothing served before; stopping (not deleting: the rollout Role cannot delete) puts
-        # that back, and the next rollout's apply drops the annotation again.
+        # Nothing served before; stopping puts that back while the object keeps its status and
+        # events to look at, and the next rollout's apply drops the annotation again.
         outcome["generations"]["rollback"] = apply(api, stopped(desired))
         outcome["reason"] += "; nothing served before, so the InferenceService is stopped"
         return outcome

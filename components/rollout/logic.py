@@ -1,17 +1,46 @@
-"""Rollout (local target): push a validated, blessed model into the registry, or record why not.
+"""Rollout: push a validated, blessed model into the registry, then put it into service.
 
 The gate lives here, not in the pipeline graph: kfp.local cannot run ``dsl.If``, and a push that
 checks its own preconditions cannot be wired around by mistake (TFX's Pusher does the same).
+
+After the push (an unserved version), a *deploy* puts it into service on a target and says
+whether it was promoted; the registry's serving pointer names the new version only then:
+
+- ``promote_directly``: nothing serves to canary against; the pointer moves at once.
+- ``local_canary``: a running ``ctloop serve --registry`` takes a share of its requests from
+  the new version, then promotes or rolls it back.
+- ``kserve_rollout``: the version becomes an InferenceService (canary first when one serves),
+  and the pointer moves when KServe serves it to all traffic.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ctloop.components.rollout import canary
 from ctloop.errors import StaleBaselineError
 from ctloop.registry import Registry
+
+if TYPE_CHECKING:
+    from kubernetes.dynamic import DynamicClient
+
+    from ctloop.components.rollout.kserve import ServiceConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """What a deploy did: ``promoted`` (the version serves now), why, and target details."""
+
+    promoted: bool
+    reason: str
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# (registry, new version number) -> what happened. A deploy moves the serving pointer itself,
+# and only when the version serves all traffic.
+Deploy = Callable[[Registry, int], Deployment]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +52,7 @@ class RolloutResult:
     version: int | None = None
     previous_version: int | None = None
     promoted: bool = False
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, blessing_reason: str,
@@ -41,6 +71,64 @@ def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, bles
     return None
 
 
+def promote_directly(registry: Registry, number: int) -> Deployment:
+    """Points serving at the version: the infra-validated model needs no canary when nothing
+    serves to compare it with."""
+    registry.set_serving(number)
+    return Deployment(True, "promoted (no running server to canary against)")
+
+
+def local_canary(serving_url: str, rows: list[dict[str, Any]], slo: canary.CanarySLO) -> Deploy:
+    """A canary on a running local server that follows the registry.
+
+    The version takes ``slo.percent`` % of the server's requests while ``rows`` are sent; it is
+    promoted only if the canary meets the SLO, else rolled back (it stays in the registry,
+    unserved).
+    """
+
+    def deploy(registry: Registry, number: int) -> Deployment:
+        promote = False
+        registry.start_canary(number, slo.percent)
+        try:
+            stats = canary.probe(serving_url, registry.model_name, rows, str(number), slo)
+            promote, why = canary.verdict(stats, str(number), slo)
+        finally:
+            # Whatever happened (the probe may raise), the canary ends; it is promoted only on
+            # a passing verdict.
+            registry.end_canary(promote=promote)
+        action = "promoted" if promote else "rolled back"
+        return Deployment(promote, f"{slo.percent}% canary {action}: {why}",
+                          {"target": "local", "serving_url": serving_url})
+
+    return deploy
+
+
+def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
+                   rows: list[dict[str, Any]], slo: canary.CanarySLO,
+                   ready_timeout_s: float = 600.0) -> Deploy:
+    """The version as ``config``'s InferenceService, from ``artifact_uri`` (the model artifact).
+
+    ``kserve.rollout`` canaries it when a version serves, promotes or rolls back; the registry's
+    pointer moves to the version only when KServe serves it to all traffic.
+    """
+    from ctloop.components.rollout import kserve
+
+    def deploy(registry: Registry, number: int) -> Deployment:
+        outcome = kserve.rollout(api, config, number, artifact_uri, rows, slo,
+                                 ready_timeout_s=ready_timeout_s)
+        if outcome["promoted"]:
+            registry.set_serving(number)
+        where = f"InferenceService {config.namespace}/{config.name}"
+        if outcome["strategy"] == "canary":
+            what = f"{slo.percent}% canary {outcome['action'].replace('_', ' ')} on {where}"
+        else:
+            what = f"{outcome['action'].replace('_', ' ')} on {where}"
+        return Deployment(outcome["promoted"], f"{what}: {outcome['reason']}",
+                          {"target": "kserve", **outcome})
+
+    return deploy
+
+
 def run(
     model_dir: str,
     schema_path: str,
@@ -54,20 +142,12 @@ def run(
     registry_uri: str,
     model_name: str,
     record: dict[str, Any],
-    serving_url: str | None = None,
-    canary_rows: list[dict[str, Any]] | None = None,
-    canary_slo: canary.CanarySLO | None = None,
+    deploy: Deploy = promote_directly,
 ) -> RolloutResult:
-    """Pushes the model as a new version if the gate allows it, then promotes it.
+    """Pushes the model as a new, unserved version if the gate allows it, then deploys it.
 
     ``baseline_version`` is the serving version the model was evaluated against; if another run
     has moved the pointer since, the blessing no longer holds and nothing is pushed.
-
-    With ``serving_url`` (a running server following this registry), the new version first
-    takes ``canary_slo.percent`` % of that server's requests while ``canary_rows`` are sent to it;
-    it is promoted only if the canary meets the SLO, else rolled back (the version stays in the
-    registry, unserved). Without one, nothing serves to canary against: the infra-validated
-    version is promoted directly.
     """
     registry = Registry(registry_uri, model_name)
     current = registry.serving()
@@ -81,20 +161,39 @@ def run(
                                 expected_serving=baseline_version, serve=False)
     except StaleBaselineError as exc:
         return RolloutResult(False, str(exc), None, previous)
-    if not serving_url:
-        registry.set_serving(version.number)
-        return RolloutResult(True, f"pushed as version {version.number} and promoted (no running "
-                             "server to canary against)", version.number, previous, True)
-    slo = canary_slo or canary.CanarySLO()
-    promote = False
-    registry.start_canary(version.number, slo.percent)
-    try:
-        stats = canary.probe(serving_url, model_name, canary_rows or [], str(version.number), slo)
-        promote, why = canary.verdict(stats, str(version.number), slo)
-    finally:
-        # Whatever happened (the probe may raise), the canary ends; it is promoted only on a
-        # passing verdict.
-        registry.end_canary(promote=promote)
-    action = "promoted" if promote else "rolled back"
-    return RolloutResult(True, f"pushed as version {version.number}; {slo.percent}% canary "
-                         f"{action}: {why}", version.number, previous, promote)
+    deployment = deploy(registry, version.number)
+    return RolloutResult(True, f"pushed as version {version.number}; {deployment.reason}",
+                         version.number, previous, deployment.promoted, deployment.details)
+
+
+def report_markdown(result: RolloutResult, model_name: str) -> str:
+    """The rollout's decision for the KFP UI: gate, push, deploy, and the target's evidence."""
+    if not result.pushed:
+        verdict = "NOT PUSHED"
+    else:
+        verdict = "PROMOTED" if result.promoted else "PUSHED, NOT SERVING"
+    serving = result.version if result.promoted else result.previous_version
+    lines = [f"# Rollout: {model_name}", "", f"**{verdict}**: {result.reason}", "",
+             "| | |", "|---|---|",
+             f"| new version | {result.version if result.version is not None else '-'} |",
+             f"| serving before | {_or_none(result.previous_version)} |",
+             f"| serving now | {_or_none(serving)} |"]
+    details = result.details
+    if details.get("target") == "kserve":
+        lines.append(f"| InferenceService | {details['namespace']}/{details['name']} "
+                     f"({details['mode']} mode, {details['strategy']}) |")
+        probe = details.get("probe") or {}
+        if probe:
+            p99 = "-" if probe.get("p99_ms") is None else f"{probe['p99_ms']} ms"
+            lines.append(f"| probe | {probe['answered']} answered, {probe['errors']} errors, "
+                         f"p99 {p99} at {probe['url']} |")
+        lines += ["", "## Readiness", "", "| phase | after | state | reason |", "|---|---|---|---|"]
+        lines += [f"| {phase} | {step['elapsed_s']} s | {step['state']} | {step['reason'] or '-'} |"
+                  for phase, steps in details.get("readiness", {}).items() for step in steps]
+    elif details.get("target") == "local":
+        lines.append(f"| canary on | {details['serving_url']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _or_none(version: int | None) -> str:
+    return "none" if version is None else f"version {version}"

@@ -14,8 +14,10 @@ FAST = dict(requests=40, rows=64, concurrency=2)
 
 
 def _run(model_dir, prepared, serving_python, tmp_path, **slo):
-    return logic.run(str(model_dir), str(prepared.eval), "churn", serving_python,
-                     logic.SLO(**{**FAST, **slo}), server_log=str(tmp_path / "server.log"))
+    slo = logic.SLO(**{**FAST, **slo})
+    return logic.run(str(model_dir), str(prepared.eval), slo,
+                     logic.local_server(str(model_dir), "churn", serving_python,
+                                        slo.startup_timeout_s, str(tmp_path / "server.log")))
 
 
 def test_good_model_is_infra_blessed(prepared, serving_python, tmp_path):
@@ -83,6 +85,54 @@ def test_missing_serving_environment_is_not_infra_blessed(prepared, tmp_path):
     result = _run(prepared.model_dir, prepared, str(tmp_path / "no-python"), tmp_path)
     assert not result.blessed
     assert "serving python" in result.reason and "does not exist" in result.reason
+
+
+MODEL_URI = "s3://models/churn/candidate"
+
+
+def _candidate(fake_kube):
+    from ctloop.components.rollout import kserve
+
+    return logic.kserve_candidate(fake_kube[1], kserve.ServiceConfig(name="churn"), MODEL_URI,
+                                  startup_timeout_s=5, poll_s=0.05)
+
+
+def test_candidate_as_a_short_lived_inference_service(prepared, serving_python, tmp_path,
+                                                      fake_kube):
+    from ctloop import server_process
+
+    server, _ = fake_kube
+    # What the candidate's pods would run, reached at the address the API server reports.
+    with server_process.serve(serving_python, "churn-infra",
+                              model_dir=str(prepared.model_dir)) as pod:
+        pod.wait_ready("churn-infra", 120)
+        server.address = pod.url
+        result = logic.run(str(prepared.model_dir), str(prepared.eval), logic.SLO(**FAST),
+                           _candidate(fake_kube))
+    assert result.blessed, result.reason
+    assert result.metrics["max_abs_diff"] <= 1e-4
+    applied = server.applied[-1]
+    assert applied["metadata"]["name"] == "churn-infra"
+    assert applied["spec"]["predictor"]["containers"][0]["env"][0]["value"] == MODEL_URI
+    assert server.objects == {} and server.deleted == ["churn-infra"]
+    report = logic.report_markdown(result, "churn")
+    assert "short-lived InferenceService ctloop-serving/churn-infra" in report
+
+
+@pytest.mark.parametrize("leftover", [False, True])
+def test_candidate_that_cannot_load_is_not_infra_blessed_and_is_deleted(prepared, fake_kube,
+                                                                       leftover):
+    server, _ = fake_kube
+    if leftover:  # from a run killed mid-validation
+        server.objects["churn-infra"] = {"metadata": {"name": "churn-infra"}, "spec": {}}
+    server.broken.add(MODEL_URI)
+    result = logic.run(str(prepared.model_dir), str(prepared.eval), logic.SLO(**FAST),
+                       _candidate(fake_kube))
+    assert not result.blessed
+    assert ("server answers: InferenceService ctloop-serving/churn-infra generation 1 failed: "
+            "model BlockedByFailedLoad: ModelLoadFailed: no SavedModel found") in result.reason
+    assert server.objects == {}
+    assert server.deleted == ["churn-infra"] * (2 if leftover else 1)
 
 
 def test_invalid_slo():

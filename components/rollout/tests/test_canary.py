@@ -64,9 +64,8 @@ def _rollout(live, prepared, model_dir, slo=SLO):
     registry, server = live
     return logic.run(str(model_dir), str(prepared.schema), True, 0, True, "blessed", True,
                      "infra-blessed", registry.serving().number, str(registry.root), "churn", {},
-                     serving_url=server.url,
-                     canary_rows=canary.rows(str(prepared.eval), str(prepared.model_dir)),
-                     canary_slo=slo)
+                     logic.local_canary(server.url, canary.rows(str(prepared.eval),
+                                                                str(prepared.model_dir)), slo))
 
 
 @pytest.mark.serving

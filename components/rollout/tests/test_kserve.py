@@ -21,9 +21,10 @@ import pytest
 import yaml
 
 from ctloop import server_process
-from ctloop.components.rollout import canary, kserve
+from ctloop.components.rollout import canary, kserve, logic
 from ctloop.components.rollout.kserve import Action, Mode, Runtime, State
 from ctloop.errors import ClusterError, ConfigError
+from ctloop.registry import Registry
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("CTLOOP_UPDATE_GOLDEN") == "1"
@@ -49,6 +50,7 @@ def golden_cases():
             yield (f"{runtime.value}-{mode.value.lower()}-v2-canary",
                    kserve.inference_service(config(mode, runtime), 2, URI_V2, canary_percent=20,
                                             stable=v1))
+    yield "ctloop-standard-infra-candidate", kserve.candidate_service(config(), URI_V1)
 
 
 GOLDEN_CASES = dict(golden_cases())
@@ -580,110 +582,7 @@ def test_probe_of_the_real_model_server_passes(prepared, serving_python):
     assert judged.promote, judged.reason
 
 
-# --- rollout against a simulated API server --------------------------------------------------
-# The orchestration, run here without a cluster: a small HTTP server speaks the Kubernetes API as
-# the dynamic client uses it (discovery, GET, server-side apply PATCH, with ctloop as the only
-# field manager, so an apply replaces the object's fields) and plays KServe's controller: the
-# status always describes the latest generation, ready unless a storage URI is in ``broken``.
-# What a real KServe reports is e2e's to show; this checks what rollout does with each answer.
-
-
-class _FakeKube(ThreadingHTTPServer):
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _FakeKubeHandler)
-        self.objects: dict[str, dict] = {}
-        self.applied: list[dict] = []
-        self.broken: set[str] = set()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def status(self, isvc: dict) -> dict:
-        spec = isvc["spec"]
-        predictors = [spec["predictor"], *(c["predictor"] for c in spec.get("canary", []))]
-        uris = [(p.get("model") or {}).get("storageUri")
-                or p["containers"][0]["env"][0]["value"] for p in predictors]
-        status = {"observedGeneration": isvc["metadata"]["generation"],
-                  "deploymentMode": isvc["metadata"]["annotations"][kserve.MODE_ANNOTATION],
-                  "address": {"url": f"http://{isvc['metadata']['name']}.example"}}
-        if self.broken.intersection(uris):
-            status["conditions"] = [{"type": "Ready", "status": "False",
-                                     "reason": "PredictorReady not ready"}]
-            status["modelStatus"] = {"transitionStatus": "BlockedByFailedLoad", "lastFailureInfo": {
-                "reason": "ModelLoadFailed", "message": "no SavedModel found"}}
-            return status
-        status["conditions"] = [{"type": "Ready", "status": "True"},
-                                {"type": "PredictorReady", "status": "True",
-                                 "reason": "NewReplicaSetAvailable"}]
-        if spec.get("canary"):
-            status["conditions"].append({"type": "CanaryPredictorReady", "status": "True"})
-            status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": True}
-                                        for c in spec["canary"]]
-        return status
-
-
-_DISCOVERY = {
-    "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.0"},
-    "/api": {"kind": "APIVersions", "versions": ["v1"]},
-    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
-    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
-        "name": "serving.kserve.io",
-        "versions": [{"groupVersion": kserve.API_VERSION, "version": "v1beta1"}],
-        "preferredVersion": {"groupVersion": kserve.API_VERSION, "version": "v1beta1"}}]},
-    f"/apis/{kserve.API_VERSION}": {
-        "kind": "APIResourceList", "groupVersion": kserve.API_VERSION, "resources": [{
-            "name": "inferenceservices", "singularName": "inferenceservice", "namespaced": True,
-            "kind": "InferenceService", "verbs": ["get", "patch"]}]},
-}
-
-
-class _FakeKubeHandler(BaseHTTPRequestHandler):
-    def reply(self, code: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        if path in _DISCOVERY:
-            return self.reply(200, _DISCOVERY[path])
-        isvc = self.server.objects.get(path.rsplit("/", 1)[-1])
-        if isvc is None:
-            return self.reply(404, {"kind": "Status", "apiVersion": "v1", "code": 404,
-                                    "reason": "NotFound", "message": "not found"})
-        return self.reply(200, {**isvc, "status": self.server.status(isvc)})
-
-    def do_PATCH(self):
-        assert self.headers["Content-Type"] == "application/apply-patch+yaml"
-        assert "fieldManager=ctloop" in self.path and "force=True" in self.path
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        old = self.server.objects.get(body["metadata"]["name"])
-        generation = 1 if old is None else old["metadata"]["generation"] + (
-            old["spec"] != body["spec"])
-        body["metadata"]["generation"] = generation
-        self.server.objects[body["metadata"]["name"]] = body
-        self.server.applied.append(body)
-        self.reply(200, body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_kube(tmp_path):
-    from kubernetes import client as k8s
-    from kubernetes import dynamic
-
-    server = _FakeKube()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    configuration = k8s.Configuration()
-    configuration.host = server.url
-    api = dynamic.DynamicClient(k8s.ApiClient(configuration),
-                                cache_file=str(tmp_path / "discovery.json"))
-    yield server, api
-    server.shutdown()
-    server.server_close()
+# --- rollout against the simulated API server (conftest.py's fake_kube) -------------------
 
 
 def _roll(fake_kube, target, version, uri, mode=Mode.STANDARD, slo=SLO):
@@ -762,6 +661,48 @@ def test_rollout_stops_a_first_version_that_fails(fake_kube, v1_server):
     assert (outcome["action"], outcome["strategy"], outcome["previous_version"]) == (
         "promoted", "direct", None)
     assert kserve.STOP_ANNOTATION not in server.objects["churn"]["metadata"]["annotations"]
+
+
+def test_candidate_is_a_separate_service_named_after_the_model():
+    manifest = kserve.candidate_service(config(), URI_V1)
+    assert manifest["metadata"]["name"] == "churn-infra"
+    assert manifest["metadata"]["labels"][kserve.NAME_LABEL] == "churn"
+    args = manifest["spec"]["predictor"]["containers"][0]["args"]
+    assert args[args.index("--model-name") + 1] == "churn-infra"
+    with pytest.raises(ConfigError, match="model name 'c{58}-infra' is invalid"):
+        kserve.candidate_service(config(name="c" * 58), URI_V1)
+
+
+def _registry_rollout(registry, prepared, deploy):
+    serving = registry.serving()
+    return logic.run(str(prepared.model_dir), str(prepared.schema), True, 0, True, "blessed",
+                     True, "infra-blessed", serving.number if serving else None,
+                     str(registry.root), registry.model_name, {"span": 1}, deploy)
+
+
+def test_kserve_target_moves_the_registry_pointer_only_on_promote(fake_kube, v1_server,
+                                                                   prepared, tmp_path):
+    server, api = fake_kube
+    server.address = v1_server.url  # Knative: the service's and the canary's address
+    registry = Registry(tmp_path / "registry", "churn")
+    knative = config(Mode.KNATIVE)
+    first = _registry_rollout(registry, prepared,
+                              logic.kserve_rollout(api, knative, URI_V1, ROWS, SLO, 5))
+    assert (first.pushed, first.promoted, first.version) == (True, True, 1)
+    assert first.reason.startswith("pushed as version 1; promoted on InferenceService "
+                                   "ctloop-serving/churn: canary answered 40 of 40")
+    assert registry.serving().number == 1
+
+    slow = canary.CanarySLO(percent=20, requests=20, min_canary_requests=10, max_p99_ms=0.001)
+    second = _registry_rollout(registry, prepared,
+                               logic.kserve_rollout(api, knative, URI_V2, ROWS, slow, 5))
+    assert (second.pushed, second.promoted, second.version) == (True, False, 2)
+    assert "20% canary rolled back on InferenceService ctloop-serving/churn" in second.reason
+    assert registry.serving().number == 1 and [v.number for v in registry.versions()] == [1, 2]
+    assert server.objects["churn"]["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "1"
+    report = logic.report_markdown(second, "churn")
+    assert "**PUSHED, NOT SERVING**" in report and "| serving now | version 1 |" in report
+    assert "| rollback |" in report and "(Knative mode, canary)" in report
 
 
 def test_rollout_refuses_to_change_the_mode(fake_kube, v1_server):
