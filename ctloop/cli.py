@@ -95,6 +95,9 @@ def compile_(output: str, components_dir: str | None, image: str | None) -> None
 @click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False),
               help="Holds pipeline_root/ (task outputs) and registry/ (model versions).")
+@click.option("--registry", "registry_uri",
+              help="The model registry: a folder, or s3://BUCKET/PREFIX (shared, as on a "
+              "cluster; endpoint from --s3-endpoint-url) [default: WORKDIR/registry].")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write the run summary (JSON) here.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),
@@ -130,14 +133,14 @@ def compile_(output: str, components_dir: str | None, image: str | None) -> None
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
-def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summary_path, log_path,
-        model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd, skew_linf, policy,
-        stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url, canary_percent,
-        min_auc, max_auc_decrease) -> None:
+def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, registry_uri,
+        summary_path, log_path, model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd,
+        skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
+        canary_percent, min_auc, max_auc_decrease) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
     from ctloop.components.validate_data import drift, logic
-    from ctloop.registry import validate_model_name
+    from ctloop.registry import open_registry, validate_model_name
 
     validate_model_name(model_name)
     if not Path(serving_python).is_file():
@@ -158,6 +161,14 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, summa
         "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
         "canary_percent": canary_percent,
     }
+    if registry_uri:
+        if "://" not in registry_uri:
+            registry_uri = str(Path(registry_uri).resolve())
+        elif serving_url:
+            raise click.UsageError(f"--serving-url needs a local --registry, not {registry_uri}: "
+                                   "a local server follows a local registry")
+        open_registry(registry_uri, model_name, s3_endpoint_url).versions()  # reachable
+        params["registry_uri"] = registry_uri
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())
     where = f"the log in {log_path}" if log_path else "the failing task's log above"

@@ -245,8 +245,9 @@ def _compiled_name(text: str, package: Any) -> str:
     import yaml
 
     try:
-        return yaml.safe_load(text)["pipelineInfo"]["name"]
-    except (yaml.YAMLError, TypeError, KeyError) as exc:
+        # The pipeline spec is the first document (a platform spec may follow).
+        return next(yaml.safe_load_all(text))["pipelineInfo"]["name"]
+    except (yaml.YAMLError, TypeError, KeyError, StopIteration) as exc:
         raise ConfigError(f"{package} is not a compiled KFP pipeline (no pipelineInfo.name); "
                           "compile it with `ctloop compile`") from exc
 

@@ -63,7 +63,8 @@ def compile_components(out_dir: Path, image: str | None = None) -> list[Path]:
 
 def set_image(ir_path: Path, image: str) -> None:
     """Points every executor of a compiled pipeline at ``image`` (e.g. your registry's copy)."""
-    spec = yaml.safe_load(ir_path.read_text())
+    # The pipeline spec, then (if any task has Kubernetes settings) its platform spec.
+    spec, *platform = yaml.safe_load_all(ir_path.read_text())
     for executor in spec["deploymentSpec"]["executors"].values():
         executor["container"]["image"] = image
-    ir_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    ir_path.write_text(yaml.safe_dump_all([spec, *platform], sort_keys=False))

@@ -83,6 +83,23 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None):
+    """The registry at ``uri``: a local folder (``Registry``), or ``s3://BUCKET[/PREFIX]``
+    (``S3Registry``, shared by the pods of a cluster; ``s3_endpoint_url`` for MinIO/SeaweedFS).
+
+    Raises:
+        ConfigError: Another scheme.
+    """
+    if uri.startswith("s3://"):
+        from ctloop.registry_s3 import S3Registry
+
+        return S3Registry(uri, model_name, s3_endpoint_url)
+    if "://" in uri:
+        raise ConfigError(f"registry URI {uri!r} is not supported: use a local folder or "
+                          "s3://BUCKET/PREFIX (AWS S3, MinIO and SeaweedFS speak it)")
+    return Registry(uri, model_name)
+
+
 class Registry:
     """The versions of one model under a local registry root."""
 

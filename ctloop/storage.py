@@ -74,7 +74,7 @@ def list_files(uri: str, s3_endpoint_url: str | None = None) -> list[StoredFile]
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            pages = _s3_client(s3_endpoint_url).get_paginator("list_objects_v2").paginate(
+            pages = s3_client(s3_endpoint_url).get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
             )
             found = [
@@ -146,7 +146,7 @@ def read(uri: str, s3_endpoint_url: str | None = None) -> tuple[bytes, StoredFil
 
     try:
         # One GET, not boto3's download_file: its ranged parts could straddle a change.
-        response = _s3_client(s3_endpoint_url).get_object(Bucket=bucket, Key=key)
+        response = s3_client(s3_endpoint_url).get_object(Bucket=bucket, Key=key)
         content = response["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
@@ -177,7 +177,8 @@ def _gcs_client():
     return storage.Client()
 
 
-def _s3_client(endpoint_url: str | None):
+def s3_client(endpoint_url: str | None):
+    """A boto3 S3 client on ``endpoint_url`` (None: boto3's own configuration)."""
     import boto3
     from botocore.config import Config
 

@@ -7,7 +7,7 @@ valid and the model is blessed and infra-blessed, and records why not otherwise.
 
 from typing import Dict, List
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.infra_validate.component import infra_validate
@@ -35,6 +35,7 @@ def ct_pipeline(
     eval_percent: int = 20,
     spans: int = 1,
     s3_endpoint_url: str = "",
+    storage_secret: str = "mlpipeline-minio-artifact",
     schema_uri: str = "",
     drift_jsd_threshold: float = 0.1,
     drift_linf_threshold: float = 0.1,
@@ -72,13 +73,19 @@ def ct_pipeline(
             globs, e.g. ``data/span-{SPAN}/*.csv``; or a CSV/Parquet file, a folder of them, or
             a folder of ``span-<N>/`` folders. Local, gs:// or s3://.
         label: The binary label column.
-        registry_uri: The model registry root (versions + serving pointer).
+        registry_uri: The model registry root (versions + serving pointer): a local folder, or
+            ``s3://BUCKET/PREFIX`` on a cluster, where every task of every run must see it.
         model_name: The model's name in the registry (a DNS-1123 label).
         exclude: Columns that are not features.
         eval_percent: Share of rows in the eval split, in percent.
         spans: How many of the latest spans to read and concatenate (a rolling range).
-        s3_endpoint_url: An S3-compatible endpoint for s3:// data (MinIO, SeaweedFS); empty:
-            boto3's default. Credentials come from boto3's standard chain only.
+        s3_endpoint_url: An S3-compatible endpoint for s3:// data and registry (MinIO,
+            SeaweedFS); empty: boto3's default. Credentials come from boto3's standard chain
+            only.
+        storage_secret: On a cluster: the Kubernetes Secret (keys ``accesskey``, ``secretkey``,
+            as KFP's own ``mlpipeline-minio-artifact``) whose values the tasks that read data or
+            the registry get as ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. Unused
+            locally.
         schema_uri: A curated TFDV schema that wins over the serving model's and inference
             (empty: none).
         drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
@@ -147,6 +154,7 @@ def ct_pipeline(
         anomaly_policy=anomaly_policy,
         stats_sample_rate=stats_sample_rate,
         beam_pipeline_args=beam_pipeline_args,
+        s3_endpoint_url=s3_endpoint_url,
     ).set_caching_options(False)
     trained = train(
         train_data=ingested.outputs["train_data"],
@@ -169,6 +177,7 @@ def ct_pipeline(
         min_auc=min_auc,
         max_auc_decrease=max_auc_decrease,
         beam_pipeline_args=beam_pipeline_args,
+        s3_endpoint_url=s3_endpoint_url,
     ).set_caching_options(False)
     # After evaluation, not beside it: the server under test should not share the two cores
     # with TFMA, or the latency it measures is the contention's.
@@ -185,7 +194,7 @@ def ct_pipeline(
         max_p99_ms=max_p99_ms,
         min_rps=min_rps,
     ).set_caching_options(False).after(evaluated)
-    rollout(
+    rolled_out = rollout(
         model=trained.outputs["model"],
         schema=validated.outputs["schema"],
         train_data=ingested.outputs["train_data"],
@@ -204,4 +213,10 @@ def ct_pipeline(
         serving_image=serving_image,
         canary_percent=canary_percent,
         canary_max_p99_ms=max_p99_ms,
+        s3_endpoint_url=s3_endpoint_url,
     ).set_caching_options(False)
+    # The tasks that read data or the registry get the object store's credentials as boto3's
+    # standard variables, from a Secret on the cluster; ctloop never sees them as parameters.
+    for task in (selected, ingested, validated, evaluated, rolled_out):
+        kubernetes.use_secret_as_env(task, secret_name=storage_secret, secret_key_to_env={
+            "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})

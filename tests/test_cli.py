@@ -91,6 +91,18 @@ def test_run_checks_s3_data_through_the_endpoint_given(cli, s3_bucket):
                0).exit_code == 2
 
 
+def test_run_checks_an_s3_registry_before_any_work(cli, s3_bucket, tmp_path):
+    s3_bucket.put("data/span-1/data.csv", b"a,churned\n1,0\n2,1\n")
+    common = ("run", "--local", "--data", f"{s3_bucket.uri}/data", "--label", "churned",
+              "--s3-endpoint-url", s3_bucket.endpoint_url, "--workdir", tmp_path)
+    result = cli(*common, "--registry", "s3://no-such-bucket-here/registry")
+    assert result.exit_code == 1 and "Error: registry s3://no-such-bucket-here/registry/" \
+        "ctloop-model/: cannot list" in result.output
+    result = cli(*common, "--registry", f"{s3_bucket.uri}/registry", "--serving-url",
+                 "http://127.0.0.1:8080")
+    assert result.exit_code == 2 and "--serving-url needs a local --registry" in result.output
+
+
 def test_run_checks_the_serving_environment(cli, tmp_path):
     result = cli("run", "--local", "--data", tmp_path, "--label", "x", "--workdir", tmp_path,
                  "--serving-python", tmp_path / "nope")
@@ -106,6 +118,6 @@ def test_run_requires_local_flag(cli, tmp_path):
 def test_compile_writes_ir(cli, tmp_path):
     result = cli("compile", "--output", tmp_path / "p.yaml")
     assert result.exit_code == 0, result.output
-    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "ctloop-continuous-training"
     assert set(spec["root"]["dag"]["tasks"]) == set(local_run.TASKS)

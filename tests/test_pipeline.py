@@ -23,7 +23,8 @@ COMPONENTS = [select_span, ingest, validate_data, train, evaluate, rollout]
 def ir(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("ir") / "ct_pipeline.yaml"
     compiling.compile_pipeline(path)
-    return {"text": path.read_text(), "spec": yaml.safe_load(path.read_text())}
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return {"text": path.read_text(), "spec": spec, "platform": platform}
 
 
 def test_compiled_pipeline_matches_golden_file(ir):
@@ -63,6 +64,21 @@ def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
     assert "data_uri" not in inputs  # it reads the files it is given, nothing it looks up
 
 
+def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
+    executors = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    readers = {"exec-select-span", "exec-ingest", "exec-validate-data", "exec-evaluate",
+               "exec-rollout"}
+    assert set(executors) == readers  # train and infra-validate touch no storage themselves
+    for name in readers:
+        (secret,) = executors[name]["secretAsEnv"]
+        assert secret["secretNameParameter"] == {"componentInputParameter": "storage_secret"}
+        assert secret["keyToEnv"] == [
+            {"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+            {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]
+    defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert defaults["storage_secret"]["defaultValue"] == "mlpipeline-minio-artifact"
+
+
 def test_every_task_runs_on_the_pipeline_image(ir):
     executors = ir["spec"]["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {PIPELINE_IMAGE}
@@ -74,9 +90,11 @@ def test_every_task_runs_on_the_pipeline_image(ir):
 def test_image_override(tmp_path):
     path = tmp_path / "p.yaml"
     compiling.compile_pipeline(path, image="registry.example/ctloop-pipeline:abc")
-    executors = yaml.safe_load(path.read_text())["deploymentSpec"]["executors"]
+    spec, platform = yaml.safe_load_all(path.read_text())
+    executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {
         "registry.example/ctloop-pipeline:abc"}
+    assert "exec-rollout" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)

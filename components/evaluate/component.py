@@ -23,6 +23,7 @@ def evaluate(
     max_auc_decrease: Optional[float] = 0.01,
     slice_features: Optional[List[str]] = None,
     beam_pipeline_args: Optional[List[str]] = None,
+    s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
 
@@ -45,14 +46,15 @@ def evaluate(
             (None: no change threshold).
         slice_features: Features to report metrics per value of.
         beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
 
     Returns:
         Whether the candidate is blessed.
     """
     from ctloop.components.evaluate import logic
-    from ctloop.registry import Registry
+    from ctloop.registry import open_registry
 
-    baseline = Registry(registry_uri, model_name).serving()
+    baseline = open_registry(registry_uri, model_name, s3_endpoint_url).serving()
     result = logic.run(
         model_dir=model.path,
         eval_path=eval_data.path,

@@ -33,6 +33,7 @@ def rollout(
     canary_max_error_rate: float = 0.0,
     canary_max_p99_ms: float = 250.0,
     ready_timeout_s: float = 600.0,
+    s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Pushes the model as a new registry version if the data is valid and the model is blessed
     (evaluation) and infra-blessed (it served within the SLO), then puts it into service on
@@ -71,6 +72,7 @@ def rollout(
         canary_max_error_rate: Largest share of failed requests allowed during the canary.
         canary_max_p99_ms: Largest p99 latency of the canary's answers.
         ready_timeout_s: ``kserve``: longest wait for each apply to become ready.
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
 
     Returns:
         Whether the new version serves now.
@@ -80,6 +82,7 @@ def rollout(
 
     from ctloop.components.rollout import canary, logic
     from ctloop.contract import serving_target
+    from ctloop.errors import ConfigError
 
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)
@@ -99,6 +102,9 @@ def rollout(
                                       canary.rows(eval_data.path, model.path), slo,
                                       ready_timeout_s)
     elif serving_url:
+        if "://" in registry_uri:
+            raise ConfigError(f"serving_url {serving_url!r} needs a local registry, not "
+                              f"{registry_uri!r}: a local server follows a local registry")
         deploy = logic.local_canary(serving_url, canary.rows(eval_data.path, model.path), slo)
     else:
         deploy = logic.promote_directly
@@ -123,6 +129,7 @@ def rollout(
         model_name=model_name,
         record=record,
         deploy=deploy,
+        s3_endpoint_url=s3_endpoint_url,
     )
     outcome = {
         "pushed": result.pushed, "promoted": result.promoted, "version": result.version,

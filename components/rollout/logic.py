@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.components.rollout import canary
 from ctloop.errors import StaleBaselineError
-from ctloop.registry import Registry
+from ctloop.registry import Registry, open_registry
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
 
     from ctloop.components.rollout.kserve import ServiceConfig
+    from ctloop.registry_s3 import S3Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Deployment:
 
 # (registry, new version number) -> what happened. A deploy moves the serving pointer itself,
 # and only when the version serves all traffic.
-Deploy = Callable[[Registry, int], Deployment]
+Deploy = Callable[["Registry | S3Registry", int], Deployment]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, bles
     return None
 
 
-def promote_directly(registry: Registry, number: int) -> Deployment:
+def promote_directly(registry: Registry | S3Registry, number: int) -> Deployment:
     """Points serving at the version: the infra-validated model needs no canary when nothing
     serves to compare it with."""
     registry.set_serving(number)
@@ -113,7 +114,7 @@ def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
     """
     from ctloop.components.rollout import kserve
 
-    def deploy(registry: Registry, number: int) -> Deployment:
+    def deploy(registry: Registry | S3Registry, number: int) -> Deployment:
         outcome = kserve.rollout(api, config, number, artifact_uri, rows, slo,
                                  ready_timeout_s=ready_timeout_s)
         if outcome["promoted"]:
@@ -143,13 +144,15 @@ def run(
     model_name: str,
     record: dict[str, Any],
     deploy: Deploy = promote_directly,
+    s3_endpoint_url: str | None = None,
 ) -> RolloutResult:
     """Pushes the model as a new, unserved version if the gate allows it, then deploys it.
 
     ``baseline_version`` is the serving version the model was evaluated against; if another run
     has moved the pointer since, the blessing no longer holds and nothing is pushed.
+    ``registry_uri`` is a local folder or ``s3://`` (``s3_endpoint_url``: its endpoint).
     """
-    registry = Registry(registry_uri, model_name)
+    registry = open_registry(registry_uri, model_name, s3_endpoint_url)
     current = registry.serving()
     previous = current.number if current else None
     reason = gate(data_valid, anomaly_count, blessed, blessing_reason, infra_blessed,

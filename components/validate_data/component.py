@@ -31,6 +31,7 @@ def validate_data(
     anomaly_policy: Optional[Dict[str, str]] = None,
     stats_sample_rate: float = 1.0,
     beam_pipeline_args: Optional[List[str]] = None,
+    s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Computes statistics per split, picks a schema, and finds anomalies, drift and skew.
 
@@ -65,6 +66,7 @@ def validate_data(
         anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
         stats_sample_rate: Share of rows statistics are computed on, in (0, 1].
         beam_pipeline_args: Beam options for TFDV (runner, workers, ...).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
 
     Returns:
         True when no blocking anomaly was found; False blocks deployment.
@@ -72,9 +74,9 @@ def validate_data(
     import os
 
     from ctloop.components.validate_data import drift, logic
-    from ctloop.registry import Registry
+    from ctloop.registry import open_registry
 
-    registry = Registry(registry_uri, model_name)
+    registry = open_registry(registry_uri, model_name, s3_endpoint_url)
     serving = registry.serving()
     span = int(train_data.metadata.get("span", 0))
     previous = registry.previous_statistics(span) if span else None

@@ -1,0 +1,275 @@
+"""The model registry on an S3-compatible object store, shared by every task of every run.
+
+On a cluster each task runs in its own pod: a registry in a pod's folder would not outlive the
+task. This one lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the local registry's
+layout (``versions/<n>/{model/,schema.pbtxt,record.json}``, ``SERVING``,
+``statistics/span-<s>.stats.tfrecord``) and the same guarantees, from what S3 offers instead of
+``rename`` and ``flock``:
+
+- A version is complete when its ``record.json`` exists, written after every other object of
+  the version; readers ignore a number without it, so a push killed half-way is never visible.
+  Numbers come from every prefix under ``versions/``, complete or not, so one is never reused.
+- ``SERVING`` and the statistics are single PUTs, which S3 makes visible whole or not at all.
+- The push lock is ``.lock``, created only if absent (``If-None-Match: *``, conditional writes
+  of AWS S3, MinIO and SeaweedFS) and holding an expiry: a lock left by a killed run is taken
+  over once expired, by a delete conditional on its ETag, so two runs cannot both take it.
+
+Readers get a ``Version`` whose files are downloaded to a local cache folder, so TFDV and TF
+read them as they read the local registry's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ctloop import storage
+from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
+from ctloop.registry import (
+    LOCK_FILE,
+    MODEL_DIR,
+    POINTER_FILE,
+    RECORD_FILE,
+    SCHEMA_FILE,
+    STATS_SUFFIX,
+    Version,
+    validate_model_name,
+)
+
+LOCK_LEASE_S = 900.0  # longer than any push's uploads; a killed run's lock is free after this
+_STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
+
+
+class S3Registry:
+    """The versions of one model under ``s3://bucket/prefix/``: the local ``Registry``'s reads
+    and pushes (not its canary, which belongs to a local server)."""
+
+    def __init__(self, root: str, model_name: str, s3_endpoint_url: str | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None):
+        self.model_name = validate_model_name(model_name)
+        if not root.startswith("s3://") or not root[5:].split("/", 1)[0]:
+            raise ConfigError(f"registry URI {root!r} is not s3://BUCKET[/PREFIX]")
+        self.root = root.rstrip("/")
+        self.bucket, _, prefix = self.root[5:].partition("/")
+        self.prefix = f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
+        self.endpoint_url = s3_endpoint_url or None
+        self._client = storage.s3_client(self.endpoint_url)
+        self._cache = Path(cache_dir or tempfile.mkdtemp(prefix="ctloop-registry-"))
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def versions(self) -> list[Version]:
+        """Complete versions, oldest first (downloaded only when one is asked for by number)."""
+        return [Version(n, self._cache / "versions" / str(n)) for n in sorted(self._numbers())]
+
+    def serving(self) -> Version | None:
+        """The version the serving pointer names, downloaded; None before the first push."""
+        data = self._read_json(POINTER_FILE)
+        if data is None:
+            return None
+        number = int(data["version"])
+        if number not in self._numbers():
+            raise RegistryError(
+                f"registry pointer {self.uri}{POINTER_FILE} names version {number}, which is not "
+                f"complete (no {RECORD_FILE}); point it at a complete version")
+        return self._download(number)
+
+    def previous_statistics(self, span: int) -> tuple[int, Path] | None:
+        """The stored statistics of the latest span before ``span``, downloaded."""
+        stored = [(int(m.group(1)), key) for key in self._keys("statistics/")
+                  if (m := _STATS_RE.match(key.rsplit("/", 1)[-1])) and int(m.group(1)) < span]
+        if not stored:
+            return None
+        found, key = max(stored)
+        local = self._cache / key[len(self.prefix):]
+        self._get(key, local)
+        return found, local
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def save_statistics(self, span: int, stats_file: str | os.PathLike[str]) -> str:
+        """Stores a span's train statistics (replacing a rerun's); one PUT is atomic."""
+        key = f"{self.prefix}statistics/span-{span}{STATS_SUFFIX}"
+        self._put_file(stats_file, key)
+        return f"s3://{self.bucket}/{key}"
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = 60.0) -> Iterator[None]:
+        """Holds the registry's push lock; raises RegistryError if another run keeps it."""
+        key = self.prefix + LOCK_FILE
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout_s
+        while True:
+            body = json.dumps({"owner": owner, "expires_unix": time.time() + LOCK_LEASE_S})
+            etag = self._create(key, body.encode())
+            if etag:
+                break
+            self._expire_stale_lock(key)
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"registry {self.uri} is locked by another run for over {timeout_s:.0f}s "
+                    f"({key}); wait for that run to finish, then rerun")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            self._call("release the lock", self._client.delete_object, Bucket=self.bucket,
+                       Key=key, IfMatch=etag)
+
+    def push(self, model_dir: str | os.PathLike[str], schema_path: str | os.PathLike[str],
+             record: dict[str, Any], *, expected_serving: int | None, serve: bool = True,
+             lock_timeout_s: float = 60.0) -> Version:
+        """Adds a new numbered version and (by default) points serving at it; see ``Registry``.
+
+        ``record.json`` goes last: until it is there the version does not exist for readers.
+        """
+        with self.lock(lock_timeout_s):
+            data = self._read_json(POINTER_FILE)
+            current = int(data["version"]) if data else None
+            if current != expected_serving:
+                raise StaleBaselineError(
+                    f"registry {self.uri} now serves version {current}, not version "
+                    f"{expected_serving} the model was evaluated against; rerun to evaluate "
+                    "against the new serving model")
+            number = max(self._numbers(complete=False), default=0) + 1
+            base = f"{self.prefix}versions/{number}/"
+            for path in sorted(Path(model_dir).rglob("*")):
+                if path.is_file():
+                    self._put_file(path, f"{base}{MODEL_DIR}/{path.relative_to(model_dir)}")
+            self._put_file(schema_path, base + SCHEMA_FILE)
+            self._put(base + RECORD_FILE, json.dumps({**record, "version": number}, indent=2,
+                                                     sort_keys=True).encode())
+            if serve:
+                self._write_pointer(number)
+        local = self._cache / "versions" / str(number)
+        shutil.copytree(model_dir, local / MODEL_DIR, dirs_exist_ok=True)
+        shutil.copyfile(schema_path, local / SCHEMA_FILE)
+        (local / RECORD_FILE).write_text(json.dumps({**record, "version": number}))
+        return Version(number, local)
+
+    def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
+        """Moves the serving pointer to an existing, complete version."""
+        with self.lock(lock_timeout_s):
+            if number not in self._numbers():
+                raise RegistryError(
+                    f"version {number} does not exist in {self.uri}; choose one of "
+                    f"{sorted(self._numbers())}")
+            self._write_pointer(number)
+        return Version(number, self._cache / "versions" / str(number))
+
+    # --- S3 -------------------------------------------------------------------------------
+
+    def _numbers(self, complete: bool = True) -> set[int]:
+        numbers = set()
+        for key in self._keys("versions/"):
+            number, _, rest = key[len(self.prefix) + len("versions/"):].partition("/")
+            if number.isdigit() and (rest == RECORD_FILE or not complete):
+                numbers.add(int(number))
+        return numbers
+
+    def _keys(self, under: str) -> list[str]:
+        pages = self._call("list", lambda: list(
+            self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + under)))
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def _download(self, number: int) -> Version:
+        local = self._cache / "versions" / str(number)
+        if not (local / RECORD_FILE).is_file():  # versions never change once complete
+            base = f"{self.prefix}versions/{number}/"
+            for key in self._keys(f"versions/{number}/"):
+                if key != base + RECORD_FILE:
+                    self._get(key, local / key[len(base):])
+            self._get(base + RECORD_FILE, local / RECORD_FILE)
+        return Version(number, local)
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        key = self.prefix + name
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise self._error(f"read {key}", exc) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise RegistryError(f"registry pointer s3://{self.bucket}/{key} is unreadable "
+                                f"({exc}); restore it or delete it to start cold") from exc
+
+    def _write_pointer(self, number: int) -> None:
+        self._put(self.prefix + POINTER_FILE,
+                  json.dumps({"version": number, "updated_unix": time.time()}).encode())
+
+    def _create(self, key: str, body: bytes) -> str | None:
+        """PUTs ``key`` only if absent; its ETag, or None if it exists."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                           IfNoneMatch="*")["ETag"]
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return None
+            raise self._error(f"create {key}", exc) from exc
+
+    def _expire_stale_lock(self, key: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            held = self._client.get_object(Bucket=self.bucket, Key=key)
+            expires = json.loads(held["Body"].read()).get("expires_unix", 0)
+            if time.time() > expires:  # its run died holding it: free it, unless renewed
+                self._client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held["ETag"])
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchKey", "404", "PreconditionFailed", "412"):
+                raise self._error(f"inspect {key}", exc) from exc
+        except ValueError:  # not ours to parse: leave it to expire by hand
+            pass
+
+    def _put(self, key: str, body: bytes) -> None:
+        self._call(f"write {key}", self._client.put_object, Bucket=self.bucket, Key=key,
+                   Body=body)
+
+    def _put_file(self, path: str | os.PathLike[str], key: str) -> None:
+        with open(path, "rb") as handle:
+            self._put(key, handle.read())
+
+    def _get(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
+        self._call(f"read {key}", self._client.download_file, self.bucket, key, str(tmp))
+        os.replace(tmp, local)
+
+    def _call(self, what: str, function, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return function(*args, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: Exception) -> RegistryError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return RegistryError(
+            f"registry {self.uri}: cannot {what} ({first}); check the bucket, the credentials "
+            f"(boto3's standard chain) and the S3 endpoint ({self.endpoint_url or 'default'})")
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))

@@ -1,0 +1,151 @@
+"""The registry on S3 (moto's S3 server on 127.0.0.1, through real boto3): versions visible only
+when complete, the pointer, the conditional-write lock and its takeover after expiry."""
+
+import json
+import threading
+import time
+
+import boto3
+import pytest
+
+from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
+from ctloop.registry import Registry, open_registry
+from ctloop.registry_s3 import S3Registry
+
+
+@pytest.fixture
+def model(tmp_path):
+    model_dir = tmp_path / "model"
+    (model_dir / "variables").mkdir(parents=True)
+    (model_dir / "saved_model.pb").write_bytes(b"pb")
+    (model_dir / "variables" / "variables.index").write_bytes(b"index")
+    (tmp_path / "schema.pbtxt").write_text("feature {}")
+    return model_dir, tmp_path / "schema.pbtxt"
+
+
+@pytest.fixture
+def s3(s3_bucket, tmp_path):
+    def open_one(name="reader"):
+        return S3Registry(f"{s3_bucket.uri}/registry", "churn", s3_bucket.endpoint_url,
+                          cache_dir=tmp_path / name)
+
+    client = boto3.client("s3", endpoint_url=s3_bucket.endpoint_url)
+    return open_one, client, s3_bucket.uri[5:]
+
+
+def test_open_registry_by_scheme(tmp_path, s3_bucket):
+    assert isinstance(open_registry(str(tmp_path), "churn"), Registry)
+    assert isinstance(open_registry(f"{s3_bucket.uri}/r", "churn", s3_bucket.endpoint_url),
+                      S3Registry)
+    with pytest.raises(ConfigError, match="registry URI 'gs://b/r' is not supported: use a "
+                                          "local folder or s3://BUCKET/PREFIX"):
+        open_registry("gs://b/r", "churn")
+
+
+def test_push_and_read_back_from_another_pod(s3, model):
+    open_one, client, bucket = s3
+    writer = open_one("writer")
+    assert writer.serving() is None and writer.versions() == []
+    writer.push(*model, {"span": 1}, expected_serving=None)
+    writer.push(*model, {"span": 2}, expected_serving=1, serve=False)
+    reader = open_one("reader")  # another task: nothing cached
+    assert [v.number for v in reader.versions()] == [1, 2]
+    serving = reader.serving()
+    assert serving.number == 1 and serving.record() == {"span": 1, "version": 1}
+    assert (serving.model_dir / "variables" / "variables.index").read_bytes() == b"index"
+    assert serving.schema_path.read_text() == "feature {}"
+    assert reader.set_serving(2).number == 2 and open_one("third").serving().number == 2
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "registry/churn/versions/2/model/saved_model.pb" in keys
+    assert "registry/churn/.lock" not in keys  # released
+
+
+def test_a_push_killed_before_its_record_is_invisible_and_its_number_not_reused(s3, model):
+    open_one, client, bucket = s3
+    registry = open_one()
+    registry.push(*model, {}, expected_serving=None)
+    # What a push killed after uploading the model and before record.json leaves behind.
+    client.put_object(Bucket=bucket, Key="registry/churn/versions/2/model/saved_model.pb",
+                      Body=b"half")
+    assert [v.number for v in registry.versions()] == [1]
+    with pytest.raises(RegistryError, match="version 2 does not exist"):
+        registry.set_serving(2)
+    assert registry.push(*model, {}, expected_serving=1).number == 3
+    assert open_one("other").serving().number == 3
+
+
+def test_pointer_to_an_incomplete_version_is_an_error(s3, model):
+    open_one, client, bucket = s3
+    open_one().push(*model, {}, expected_serving=None)
+    client.put_object(Bucket=bucket, Key="registry/churn/SERVING", Body=b'{"version": 7}')
+    with pytest.raises(RegistryError, match="names version 7, which is not complete"):
+        open_one("other").serving()
+
+
+def test_push_refuses_a_stale_baseline(s3, model):
+    open_one, _, _ = s3
+    registry = open_one()
+    registry.push(*model, {}, expected_serving=None)
+    registry.push(*model, {}, expected_serving=1)
+    with pytest.raises(StaleBaselineError, match="now serves version 2, not version 1"):
+        registry.push(*model, {}, expected_serving=1)
+    assert [v.number for v in registry.versions()] == [1, 2]
+
+
+def test_lock_held_by_another_run_makes_the_loser_wait_then_fail(s3, model):
+    open_one, _, _ = s3
+    holder, loser = open_one("a"), open_one("b")
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with holder.lock():
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    try:
+        with pytest.raises(RegistryError, match=r"is locked by another run for over 1s .*"
+                                                r"wait for that run to finish, then rerun"):
+            loser.push(*model, {}, expected_serving=None, lock_timeout_s=1)
+    finally:
+        release.set()
+        thread.join()
+    assert loser.push(*model, {}, expected_serving=None).number == 1
+
+
+def test_expired_lock_of_a_killed_run_is_taken_over(s3, model):
+    open_one, client, bucket = s3
+    client.put_object(Bucket=bucket, Key="registry/churn/.lock",
+                      Body=json.dumps({"owner": "dead", "expires_unix": time.time() - 1}))
+    assert open_one().push(*model, {}, expected_serving=None, lock_timeout_s=5).number == 1
+    # A live one is respected.
+    client.put_object(Bucket=bucket, Key="registry/churn/.lock",
+                      Body=json.dumps({"owner": "alive", "expires_unix": time.time() + 3600}))
+    with pytest.raises(RegistryError, match="locked by another run"):
+        open_one().push(*model, {}, expected_serving=1, lock_timeout_s=1)
+
+
+def test_statistics_of_the_previous_span(s3, tmp_path):
+    open_one, _, _ = s3
+    registry = open_one()
+    for span in (1, 3):
+        stats = tmp_path / f"{span}.tfrecord"
+        stats.write_bytes(f"stats {span}".encode())
+        registry.save_statistics(span, stats)
+    found, path = open_one("other").previous_statistics(3)
+    assert found == 1 and path.read_bytes() == b"stats 1"
+    assert open_one("third").previous_statistics(1) is None
+
+
+def test_unreachable_store_is_a_one_line_error(tmp_path, model, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    registry = S3Registry("s3://bucket/registry", "churn", "http://127.0.0.1:9",
+                          cache_dir=tmp_path / "c")
+    with pytest.raises(RegistryError) as caught:
+        registry.versions()
+    message = str(caught.value)
+    assert message.startswith("registry s3://bucket/registry/churn/: cannot list")
+    assert "http://127.0.0.1:9" in message and "\n" not in message
