@@ -10,6 +10,9 @@ VENV ?= .venv
 WORKDIR ?= work
 PORT ?= 8080
 PYTEST_ARGS ?=
+# make bench: data sizes (rows) and extra flags of `python -m bench.run` (--help lists them).
+BENCH_ROWS ?= 10000 100000 1000000
+BENCH_ARGS ?=
 # The kind path (scripts/kind-up.sh tells the versions it pins; each is a ${VAR:-default} there).
 CLUSTER ?= ctloop
 KFP_HOST ?= http://localhost:8080
@@ -24,7 +27,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export CTLOOP_SERVING_PYTHON := $(abspath $(SERVING))/bin/python
 
-.PHONY: help setup run test lint compile locks clean kind-up images e2e kind-down
+.PHONY: help setup run test bench lint compile locks clean kind-up images e2e kind-down
 
 help:  ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,6 +51,9 @@ run: setup  ## Two CT iterations on built-in data, then serve the model and quer
 
 test: setup  ## The test suite (unit, local pipeline run, serving).
 	$(PIPELINE)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup  ## Benchmark: pipeline vs bare libraries, growth, statistics, serving (docs/BENCHMARKS.md).
+	$(PIPELINE)/bin/python -m bench.run --rows $(BENCH_ROWS) --workdir $(WORKDIR)/bench $(BENCH_ARGS)
 
 lint: setup  ## Static checks.
 	$(PIPELINE)/bin/ruff check .

@@ -1,0 +1,89 @@
+"""Runs a benchmark child process and measures it: wall time and memory of its process tree.
+
+Two memory numbers, because neither alone is the whole story:
+
+- ``max_process_mb``: the largest resident set of any single process in the tree (the child or a
+  descendant it waited for), exact, from the kernel's accounting (``wait4``'s ``ru_maxrss``).
+- ``peak_tree_mb``: the largest sum of resident sets of the child and all its descendants,
+  sampled from ``/proc`` every ``interval_s``. A sum of RSS counts pages shared between
+  processes once per process, and a peak shorter than the interval can be missed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+MB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """A finished child: its wall time, exit code, memory, and the memory samples."""
+
+    wall_s: float
+    returncode: int
+    max_process_mb: float
+    samples: list[tuple[float, float]]  # (time.time(), tree RSS in MB)
+    load_avg: tuple[float, float]  # the 1-minute load average before and after
+
+    @property
+    def peak_tree_mb(self) -> float | None:
+        return max((mb for _, mb in self.samples), default=None)
+
+    def peak_between(self, start: float, end: float) -> float | None:
+        """The peak tree RSS sampled between two ``time.time()`` instants."""
+        return max((mb for t, mb in self.samples if start <= t <= end), default=None)
+
+
+def tree_rss_mb(root: int) -> float:
+    """The summed RSS of ``root`` and all its descendants, in MB (0 once it has exited)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:  # exited while listed
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
+        children.setdefault(parent, []).append(int(entry.name))
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        pending += children.get(pid, [])
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+        except (OSError, IndexError):
+            continue
+    return total / MB
+
+
+def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) -> Measured:
+    """Runs ``command`` with its output in ``log_path``; returns what was measured."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    load_before = os.getloadavg()[0]
+    with open(log_path, "wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+        def sample() -> None:
+            while not stop.wait(interval_s):
+                samples.append((time.time(), tree_rss_mb(process.pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        # wait4, not Popen.wait: its rusage carries the tree's largest resident set.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        sampler.join()
+    return Measured(wall, process.returncode, usage.ru_maxrss / 1024, samples,
+                    (load_before, os.getloadavg()[0]))

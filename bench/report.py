@@ -1,0 +1,134 @@
+"""The benchmark's arithmetic and plain-text tables: pure functions over measured numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+# The issue's targets.
+MAX_PIPELINE_RATIO = 1.25
+RATIO_ROWS = 100_000
+GROWTH_ROWS = 1_000_000
+MAX_SERVING_RATIO = 2.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100): a value that was measured."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+
+
+def latency_summary(latencies_ms: Sequence[float], wall_s: float, rows_per_request: int
+                    ) -> dict[str, float]:
+    """p50, p99 and mean latency, and requests and rows per second over ``wall_s``."""
+    return {
+        "requests": len(latencies_ms),
+        "p50_ms": percentile(latencies_ms, 50),
+        "p99_ms": percentile(latencies_ms, 99),
+        "mean_ms": sum(latencies_ms) / len(latencies_ms),
+        "requests_per_s": len(latencies_ms) / wall_s,
+        "rows_per_s": len(latencies_ms) * rows_per_request / wall_s,
+    }
+
+
+def growth(times: dict[int, float]) -> list[dict[str, Any]]:
+    """How time grows against rows: between consecutive sizes, and from the first to the last.
+
+    Args:
+        times: Rows -> seconds.
+
+    Returns:
+        One step per pair: ``from`` and ``to`` rows, ``rows_x`` and ``time_x`` (the factors),
+        and ``linear_or_better`` (time grew by no more than the rows did).
+    """
+    sizes = sorted(times)
+    pairs = list(zip(sizes, sizes[1:], strict=False))
+    if len(sizes) > 2:
+        pairs.append((sizes[0], sizes[-1]))
+    steps = []
+    for small, large in pairs:
+        rows_x, time_x = large / small, times[large] / times[small]
+        steps.append({"from": small, "to": large, "rows_x": rows_x, "time_x": time_x,
+                      "linear_or_better": time_x <= rows_x})
+    return steps
+
+
+def targets(sizes: dict[int, dict[str, Any]], serving: dict[str, Any] | None
+            ) -> list[dict[str, Any]]:
+    """The issue's three targets, each measured (or why not) and met or missed.
+
+    Args:
+        sizes: Rows -> that size's results (``ratio``: pipeline wall time / floor wall time;
+            ``pipeline.wall_s``).
+        serving: The serving results (``served.single``: clients -> latency summary;
+            ``in_process.single``: a latency summary), or None.
+    """
+    found = []
+    ratio = sizes.get(RATIO_ROWS, {}).get("ratio")
+    found.append(_target(
+        f"pipeline <= {MAX_PIPELINE_RATIO}x the floor at {RATIO_ROWS:,} rows",
+        None if ratio is None else f"{ratio:.2f}x",
+        None if ratio is None else ratio <= MAX_PIPELINE_RATIO))
+
+    times = {n: r["pipeline"]["wall_s"] for n, r in sizes.items() if "pipeline" in r}
+    name = f"pipeline time grows no faster than rows up to {GROWTH_ROWS:,}"
+    if GROWTH_ROWS in times and len(times) > 1:
+        step = growth({n: t for n, t in times.items() if n <= GROWTH_ROWS})[-1]
+        found.append(_target(name, _growth_text(step), step["linear_or_better"]))
+    elif len(times) > 1:
+        step = growth(times)[-1]
+        found.append(_target(name, _growth_text(step) + f"; {GROWTH_ROWS:,} rows not run", None))
+    else:
+        found.append(_target(name, None, None))
+
+    single = (serving or {}).get("served", {}).get("single", {})
+    in_process = (serving or {}).get("in_process", {}).get("single")
+    name = f"served p99 <= {MAX_SERVING_RATIO}x the in-process call (single rows, 1 client)"
+    if 1 in single and in_process:
+        p99_ratio = single[1]["p99_ms"] / in_process["p99_ms"]
+        found.append(_target(
+            name, f"{single[1]['p99_ms']:.2f} ms vs {in_process['p99_ms']:.2f} ms = "
+            f"{p99_ratio:.1f}x", p99_ratio <= MAX_SERVING_RATIO))
+    else:
+        found.append(_target(name, None, None))
+    return found
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(values, widths, strict=True))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _growth_text(step: dict[str, Any]) -> str:
+    return (f"{step['from']:,} -> {step['to']:,} rows ({step['rows_x']:g}x): "
+            f"time {step['time_x']:.2f}x")
+
+
+def _target(name: str, measured: str | None, met: bool | None) -> dict[str, Any]:
+    verdict = "not measured" if measured is None else {True: "met", False: "MISSED",
+                                                        None: "not measured"}[met]
+    return {"target": name, "measured": measured or "-", "met": met, "verdict": verdict}
