@@ -5,7 +5,8 @@ It calls the component logic modules directly, in the order and with the setting
 components use them (the CLI's defaults), on a fresh registry (a cold start, as the pipeline run
 it is compared with): the same TFDV, Keras, TFMA and model-server calls on the same data, paying
 the library imports once instead of once per task. Writes each step's time window
-(``time.time()`` instants) and the step's verdicts as JSON.
+(``time.time()`` instants) and CPU time (this process's and its children's, e.g. the model
+server's), and the steps' verdicts, as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import functools
 import json
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +37,13 @@ def main() -> None:
 
 def run(data: str, workdir: Path, serving_python: str) -> dict:
     """Runs the iteration; returns step windows, statistics passes, verdicts and file paths."""
-    windows: dict[str, list[float]] = {}
+    windows: dict[str, dict[str, float]] = {}
 
     @contextlib.contextmanager
     def step(name: str) -> Iterator[None]:
-        started = time.time()
+        started, cpu = time.time(), _cpu_s()
         yield
-        windows[name] = [started, time.time()]
+        windows[name] = {"start": started, "end": time.time(), "cpu_s": _cpu_s() - cpu}
 
     with step("imports"):
         import apache_beam  # noqa: F401 - imported here so that no step pays for it
@@ -142,6 +144,12 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
         "eval_path": eval_path,
         "model_dir": model_dir,
     }
+
+
+def _cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Two memory numbers, because neither alone is the whole story:
 - ``peak_tree_mb``: the largest sum of resident sets of the child and all its descendants,
   sampled from ``/proc`` every ``interval_s``. A sum of RSS counts pages shared between
   processes once per process, and a peak shorter than the interval can be missed.
+
+And CPU time, since wall time on a shared machine depends on who else runs: ``cpu_s`` is the
+tree's user + system time, ``others_cpu_s`` what the rest of the machine used meanwhile.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Measured:
     max_process_mb: float
     samples: list[tuple[float, float]]  # (time.time(), tree RSS in MB)
     load_avg: tuple[float, float]  # the 1-minute load average before and after
+    cpu_s: float  # user + system time of the child and the descendants it waited for
+    others_cpu_s: float  # CPU time every other process of the machine used meanwhile
 
     @property
     def peak_tree_mb(self) -> float | None:
@@ -64,11 +69,18 @@ def tree_rss_mb(root: int) -> float:
     return total / MB
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``, all CPUs)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) -> Measured:
     """Runs ``command`` with its output in ``log_path``; returns what was measured."""
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
-    load_before = os.getloadavg()[0]
+    load_before, busy_before = os.getloadavg()[0], machine_busy_s()
     with open(log_path, "wb") as log:
         started = time.monotonic()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
@@ -82,8 +94,10 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
         # wait4, not Popen.wait: its rusage carries the tree's largest resident set.
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.monotonic() - started
+        busy = machine_busy_s() - busy_before
         process.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
+    cpu = usage.ru_utime + usage.ru_stime
     return Measured(wall, process.returncode, usage.ru_maxrss / 1024, samples,
-                    (load_before, os.getloadavg()[0]))
+                    (load_before, os.getloadavg()[0]), cpu, max(0.0, busy - cpu))
