@@ -58,8 +58,9 @@ bench: setup  ## Benchmark: pipeline vs bare libraries, growth, statistics, serv
 lint: setup  ## Static checks.
 	$(PIPELINE)/bin/ruff check .
 
-compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline.yaml and pipelines/components/.
+compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline{,_gpu}.yaml and pipelines/components/.
 	$(PIPELINE)/bin/ctloop compile
+	$(PIPELINE)/bin/ctloop compile --gpu
 
 locks: $(UV)  ## Re-resolve the lock files from pyproject.toml.
 	$(UV) pip compile --quiet pyproject.toml --extra pipeline --python-version 3.11 -o locks/pipeline.txt

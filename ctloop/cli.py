@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -64,20 +65,67 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
 
 
 @main.command("compile")
-@click.option("--output", type=click.Path(dir_okay=False), default=str(DEFAULT_PIPELINE_YAML),
-              show_default=True, help="Where to write the pipeline's IR YAML.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Where to write the pipeline's IR YAML [default: pipelines/ct_pipeline.yaml, "
+              "with --gpu pipelines/ct_pipeline_gpu.yaml].")
 @click.option("--components-dir", type=click.Path(file_okay=False),
               help="Where to write each component as its own reusable component YAML, "
               "<name>.yaml [default: components/ beside --output].")
 @click.option("--image", default=None,
               help="Pipeline image for every task (default: ctloop-pipeline:<version>).")
-def compile_(output: str, components_dir: str | None, image: str | None) -> None:
+@click.option("--gpu", is_flag=True,
+              help="The GPU variant: the train task requests gpu_count GPUs (default 1) on GPU "
+              "nodes, tolerates their taint, gets a memory-backed /dev/shm and the GPU image.")
+@click.option("--gpu-image", help="The GPU variant's train image [default: "
+              "ctloop-pipeline-gpu:<version>].")
+@click.option("--gpu-node-selector", "node_selector", multiple=True, metavar="LABEL=VALUE",
+              help="A node label GPU nodes carry (repeatable) [default: "
+              "nvidia.com/gpu.present=true, set by NVIDIA's GPU operator].")
+@click.option("--gpu-toleration", "tolerations", multiple=True, metavar="KEY:EFFECT",
+              help="A taint of GPU nodes to tolerate (repeatable) [default: "
+              "nvidia.com/gpu:NoSchedule].")
+@click.option("--shm-size", default="2Gi", show_default=True,
+              help="Size of the GPU variant's memory-backed /dev/shm.")
+def compile_(output: str | None, components_dir: str | None, image: str | None, gpu: bool,
+             gpu_image: str | None, node_selector: tuple[str, ...], tolerations: tuple[str, ...],
+             shm_size: str) -> None:
     """Compile the CT pipeline, and each of its components, to KFP IR YAML."""
-    compiling.compile_pipeline(Path(output), image)
+    settings = None
+    if gpu:
+        settings = _gpu_settings(gpu_image, node_selector, tolerations, shm_size)
+    elif gpu_image or node_selector or tolerations:
+        raise click.UsageError("--gpu-image, --gpu-node-selector and --gpu-toleration need --gpu")
+    output = output or str(compiling.PIPELINE_GPU_YAML if gpu else DEFAULT_PIPELINE_YAML)
+    compiling.compile_pipeline(Path(output), image, settings)
     click.echo(f"wrote {output}")
     folder = Path(components_dir) if components_dir else Path(output).parent / "components"
     for path in compiling.compile_components(folder, image):
         click.echo(f"wrote {path}")
+
+
+def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
+                  tolerations: tuple[str, ...], shm_size: str):
+    from ctloop.pipelines.ct_pipeline import GpuSettings
+
+    defaults = GpuSettings()
+    taints = []
+    for value in tolerations:
+        key, sep, effect = value.rpartition(":")
+        if not sep or not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise click.BadParameter(
+                f"{value!r} is not KEY:EFFECT with EFFECT NoSchedule, PreferNoSchedule or "
+                "NoExecute (e.g. nvidia.com/gpu:NoSchedule)", param_hint="--gpu-toleration")
+        taints.append((key, effect))
+    if not re.fullmatch(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?", shm_size):
+        raise click.BadParameter(f"{shm_size!r} is not a Kubernetes quantity (e.g. 2Gi)",
+                                 param_hint="--shm-size")
+    return GpuSettings(
+        image=image or defaults.image,
+        node_selector=tuple(_pairs(node_selector, "--gpu-node-selector",
+                                    "nvidia.com/gpu.present=true").items())
+        or defaults.node_selector,
+        tolerations=tuple(taints) or defaults.tolerations,
+        shm_size=shm_size)
 
 
 @main.command()
@@ -147,7 +195,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, regis
         raise click.UsageError(
             f"--serving-python {serving_python} does not exist; pass the python of the serving "
             "environment (make builds .venv/serving/bin/python)")
-    anomaly_policy = logic.check_policy(_pairs(policy, "--anomaly-policy"))
+    anomaly_policy = logic.check_policy(
+        _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
     preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
     params = {
@@ -234,13 +283,12 @@ def predict(url, model_name, data_path, rows, drop, repeat) -> None:
     click.echo(client.describe(result))
 
 
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+def _pairs(values: tuple[str, ...], flag: str, example: str) -> dict[str, str]:
     pairs = {}
     for value in values:
         key, sep, item = value.partition("=")
         if not sep or not key or not item:
-            raise click.UsageError(
-                f"{flag} {value!r} is not KEY=VALUE, e.g. SCHEMA_NEW_COLUMN=warn")
+            raise click.UsageError(f"{flag} {value!r} is not KEY=VALUE, e.g. {example}")
         pairs[key] = item
     return pairs
 

@@ -9,20 +9,29 @@ from pathlib import Path
 import yaml
 
 PIPELINE_YAML = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+PIPELINE_GPU_YAML = PIPELINE_YAML.with_name("ct_pipeline_gpu.yaml")
 # Beside the pipeline's IR: the components it is made of, each reusable on its own.
 COMPONENTS_DIR = PIPELINE_YAML.parent / "components"
 
 
-def compile_pipeline(output: Path, image: str | None = None) -> None:
-    """Writes the CT pipeline's IR YAML; ``image`` replaces the pipeline image of every task."""
+def compile_pipeline(output: Path, image: str | None = None, gpu=None) -> None:
+    """Writes the CT pipeline's IR YAML.
+
+    Args:
+        output: The IR YAML to write.
+        image: Replaces the pipeline image of every task.
+        gpu: A ``GpuSettings``: compile the GPU variant, whose train task runs on ``gpu.image``.
+    """
     from kfp import compiler
 
-    from ctloop.pipelines.ct_pipeline import ct_pipeline
+    from ctloop.pipelines.ct_pipeline import build
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(ct_pipeline, str(output))
+    compiler.Compiler().compile(build(gpu), str(output))
     if image:
         set_image(output, image)
+    if gpu:
+        set_image(output, gpu.image, executors=("exec-train",))
 
 
 def all_components() -> dict:
@@ -61,10 +70,12 @@ def compile_components(out_dir: Path, image: str | None = None) -> list[Path]:
     return written
 
 
-def set_image(ir_path: Path, image: str) -> None:
-    """Points every executor of a compiled pipeline at ``image`` (e.g. your registry's copy)."""
+def set_image(ir_path: Path, image: str, executors: tuple[str, ...] | None = None) -> None:
+    """Points the executors (default: every one) of a compiled pipeline at ``image`` (e.g. your
+    registry's copy)."""
     # The pipeline spec, then (if any task has Kubernetes settings) its platform spec.
     spec, *platform = yaml.safe_load_all(ir_path.read_text())
-    for executor in spec["deploymentSpec"]["executors"].values():
-        executor["container"]["image"] = image
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        if executors is None or name in executors:
+            executor["container"]["image"] = image
     ir_path.write_text(yaml.safe_dump_all([spec, *platform], sort_keys=False))

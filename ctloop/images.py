@@ -8,3 +8,4 @@ from ctloop import __version__
 
 PIPELINE_IMAGE = f"ctloop-pipeline:{__version__}"
 SERVING_IMAGE = f"ctloop-serving:{__version__}"
+PIPELINE_GPU_IMAGE = f"ctloop-pipeline-gpu:{__version__}"

@@ -3,7 +3,8 @@
 # the driver (NVIDIA device plugin / container toolkit); nothing else in the image changes:
 # locks/pipeline-gpu.txt is locks/pipeline.txt plus those wheels (tests/test_images.py checks).
 #   docker build -f docker/pipeline-gpu.Dockerfile -t ctloop-pipeline-gpu:0.1.0 .
-# Run the pipeline on it with `ctloop compile --image ctloop-pipeline-gpu:0.1.0` and gpu_count>0.
+# The GPU variant of the pipeline (`ctloop compile --gpu`, pipelines/ct_pipeline_gpu.yaml) runs
+# its train task on it.
 ARG PIPELINE_IMAGE=ctloop-pipeline:0.1.0
 FROM ${PIPELINE_IMAGE}
 ARG UV_VERSION=0.13.9

@@ -5,7 +5,8 @@ Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only 
 valid and the model is blessed and infra-blessed, and records why not otherwise.
 """
 
-from typing import Dict, List
+import dataclasses
+from typing import Dict, List, Optional
 
 from kfp import dsl, kubernetes
 
@@ -16,207 +17,251 @@ from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
+from ctloop.images import PIPELINE_GPU_IMAGE
 
 PIPELINE_NAME = "ctloop-continuous-training"
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Continuous training: TFDV-validated data, TF training, TFMA blessing against "
-    "the serving model, infra validation in the serving runtime, canary rollout (local server "
-    "or KServe).",
-)
-def ct_pipeline(
-    data_uri: str,
-    label: str,
-    registry_uri: str,
-    model_name: str = "ctloop-model",
-    exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-    eval_percent: int = 20,
-    spans: int = 1,
-    s3_endpoint_url: str = "",
-    storage_secret: str = "mlpipeline-minio-artifact",
-    schema_uri: str = "",
-    drift_jsd_threshold: float = 0.1,
-    drift_linf_threshold: float = 0.1,
-    skew_jsd_threshold: float = 0.1,
-    skew_linf_threshold: float = 0.1,
-    anomaly_policy: Dict[str, str] = {},  # noqa: B006 - a KFP default value, never mutated
-    stats_sample_rate: float = 1.0,
-    epochs: int = 10,
-    batch_size: int = 256,
-    learning_rate: float = 0.001,
-    seed: int = 42,
-    min_auc: float = 0.7,
-    max_auc_decrease: float = 0.01,
-    serving_python: str = "",
-    max_p99_ms: float = 250.0,
-    min_rps: float = 20.0,
-    serving_target: str = "local",
-    serving_url: str = "",
-    canary_percent: int = 20,
-    kserve_namespace: str = "ctloop-serving",
-    kserve_mode: str = "Standard",
-    kserve_service_account: str = "ctloop-storage",
-    serving_image: str = "",
-    gpu_count: int = 0,
-    accelerator_type: str = "nvidia.com/gpu",
-    beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-):
-    """One continuous-training iteration on the latest span(s) of ``data_uri``.
+@dataclasses.dataclass(frozen=True)
+class GpuSettings:
+    """How the GPU variant's train task is scheduled and run: Kubernetes scheduling is fixed at
+    compile time, so these are compile-time settings, not pipeline parameters.
 
-    Pipeline parameters have concrete defaults (no None): kfp 2.13's local runner cannot pass a
-    None pipeline parameter, by default or explicitly.
-
-    Args:
-        data_uri: A pattern with ``{SPAN}`` (optionally ``{VERSION}``) placeholders and ``*``
-            globs, e.g. ``data/span-{SPAN}/*.csv``; or a CSV/Parquet file, a folder of them, or
-            a folder of ``span-<N>/`` folders. Local, gs:// or s3://.
-        label: The binary label column.
-        registry_uri: The model registry root (versions + serving pointer): a local folder, or
-            ``s3://BUCKET/PREFIX`` on a cluster, where every task of every run must see it.
-        model_name: The model's name in the registry (a DNS-1123 label).
-        exclude: Columns that are not features.
-        eval_percent: Share of rows in the eval split, in percent.
-        spans: How many of the latest spans to read and concatenate (a rolling range).
-        s3_endpoint_url: An S3-compatible endpoint for s3:// data and registry (MinIO,
-            SeaweedFS); empty: boto3's default. Credentials come from boto3's standard chain
-            only.
-        storage_secret: On a cluster: the Kubernetes Secret (keys ``accesskey``, ``secretkey``,
-            as KFP's own ``mlpipeline-minio-artifact``) whose values the tasks that read data or
-            the registry get as ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. Unused
-            locally.
-        schema_uri: A curated TFDV schema that wins over the serving model's and inference
-            (empty: none).
-        drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
-            previous span before it is an anomaly.
-        drift_linf_threshold: Largest L-infinity distance of a categorical feature from the
-            previous span.
-        skew_jsd_threshold: Largest Jensen-Shannon divergence between train and eval.
-        skew_linf_threshold: Largest L-infinity distance between train and eval.
-        anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
-        stats_sample_rate: Share of rows TFDV statistics are computed on, in (0, 1].
-        epochs: Training epochs.
-        batch_size: Training batch size.
-        learning_rate: Adam's learning rate.
-        seed: Seed for reproducible training.
-        min_auc: Value threshold: the candidate's eval AUC must reach it.
-        max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
-        serving_python: ``local`` target: the python of the serving environment, in which infra
-            validation runs the candidate's model server (empty: none, so nothing is
-            infra-blessed).
-        max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
-        min_rps: Infra SLO: requests per second under concurrent clients.
-        serving_target: Where models are infra-validated and served: ``local`` (server
-            processes; the registry's pointer is what serves) or ``kserve`` (a short-lived
-            InferenceService for infra validation, then the InferenceService ``model_name``).
-        serving_url: ``local`` target: a running server that follows the registry: the new
-            version is a canary there first, promoted or rolled back on its errors and latency
-            (empty: promote directly).
-        canary_percent: The canary's share of requests, on either target.
-        kserve_namespace: ``kserve`` target: the serving namespace.
-        kserve_mode: ``kserve`` target: ``Standard`` or ``Knative``.
-        kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
-            credentials for KServe's storage initializer.
-        serving_image: ``kserve`` target: the ctloop serving image (empty: this release's).
-        gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16).
-        accelerator_type: The accelerator resource the train task requests.
-        beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
+    Attributes:
+        image: The train task's image (TensorFlow with CUDA).
+        node_selector: (label, value) pairs a node must have; by default the label NVIDIA's GPU
+            operator puts on GPU nodes.
+        tolerations: (taint key, effect) pairs tolerated with operator Exists; by default the
+            taint GKE, AKS and EKS GPU node pools carry.
+        shm_size: Size of the memory-backed /dev/shm.
     """
-    # Tasks that read data or the registry see state outside their inputs: never serve them
-    # from KFP's cache, or a changed span or a new serving model would be ignored. select_span
-    # is the cheap one that looks at the data on every run; ingest is cached, because its inputs
-    # include the data's fingerprint, so its cache key changes exactly when the data does.
-    selected = select_span(
-        data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
-    ).set_caching_options(False)
-    ingested = ingest(
-        files=selected.outputs["files"],
-        fingerprint=selected.outputs["fingerprint"],
-        spans_read=selected.outputs["spans_read"],
-        label=label,
-        exclude=exclude,
-        eval_percent=eval_percent,
-        s3_endpoint_url=s3_endpoint_url,
+
+    image: str = PIPELINE_GPU_IMAGE
+    node_selector: tuple = (("nvidia.com/gpu.present", "true"),)
+    tolerations: tuple = (("nvidia.com/gpu", "NoSchedule"),)
+    shm_size: str = "2Gi"
+
+
+def build(gpu: Optional[GpuSettings] = None):
+    """The CT pipeline; with ``gpu``, its GPU variant (same graph and parameters; the train task
+    on the GPU image, requesting ``gpu_count`` accelerators on nodes ``gpu`` selects)."""
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Continuous training: TFDV-validated data, TF training, TFMA blessing "
+        "against the serving model, infra validation in the serving runtime, canary rollout "
+        "(local server or KServe).",
     )
-    validated = validate_data(
-        train_data=ingested.outputs["train_data"],
-        eval_data=ingested.outputs["eval_data"],
-        label=label,
-        registry_uri=registry_uri,
-        model_name=model_name,
-        exclude=exclude,
-        schema_uri=schema_uri,
-        drift_jsd_threshold=drift_jsd_threshold,
-        drift_linf_threshold=drift_linf_threshold,
-        skew_jsd_threshold=skew_jsd_threshold,
-        skew_linf_threshold=skew_linf_threshold,
-        anomaly_policy=anomaly_policy,
-        stats_sample_rate=stats_sample_rate,
-        beam_pipeline_args=beam_pipeline_args,
-        s3_endpoint_url=s3_endpoint_url,
-    ).set_caching_options(False)
-    trained = train(
-        train_data=ingested.outputs["train_data"],
-        eval_data=ingested.outputs["eval_data"],
-        schema=validated.outputs["schema"],
-        label=label,
-        exclude=exclude,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
-    trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
-    evaluated = evaluate(
-        model=trained.outputs["model"],
-        eval_data=ingested.outputs["eval_data"],
-        label=label,
-        registry_uri=registry_uri,
-        model_name=model_name,
-        min_auc=min_auc,
-        max_auc_decrease=max_auc_decrease,
-        beam_pipeline_args=beam_pipeline_args,
-        s3_endpoint_url=s3_endpoint_url,
-    ).set_caching_options(False)
-    # After evaluation, not beside it: the server under test should not share the two cores
-    # with TFMA, or the latency it measures is the contention's.
-    infra_validated = infra_validate(
-        model=trained.outputs["model"],
-        eval_data=ingested.outputs["eval_data"],
-        model_name=model_name,
-        target=serving_target,
-        serving_python=serving_python,
-        kserve_namespace=kserve_namespace,
-        kserve_mode=kserve_mode,
-        kserve_service_account=kserve_service_account,
-        serving_image=serving_image,
-        max_p99_ms=max_p99_ms,
-        min_rps=min_rps,
-    ).set_caching_options(False).after(evaluated)
-    rolled_out = rollout(
-        model=trained.outputs["model"],
-        schema=validated.outputs["schema"],
-        train_data=ingested.outputs["train_data"],
-        anomalies=validated.outputs["anomalies"],
-        blessing=evaluated.outputs["blessing"],
-        infra_blessing=infra_validated.outputs["infra_blessing"],
-        data_valid=validated.outputs["Output"],
-        registry_uri=registry_uri,
-        model_name=model_name,
-        eval_data=ingested.outputs["eval_data"],
-        target=serving_target,
-        serving_url=serving_url,
-        kserve_namespace=kserve_namespace,
-        kserve_mode=kserve_mode,
-        kserve_service_account=kserve_service_account,
-        serving_image=serving_image,
-        canary_percent=canary_percent,
-        canary_max_p99_ms=max_p99_ms,
-        s3_endpoint_url=s3_endpoint_url,
-    ).set_caching_options(False)
-    # The tasks that read data or the registry get the object store's credentials as boto3's
-    # standard variables, from a Secret on the cluster; ctloop never sees them as parameters.
-    for task in (selected, ingested, validated, evaluated, rolled_out):
-        kubernetes.use_secret_as_env(task, secret_name=storage_secret, secret_key_to_env={
-            "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
+    def ct_pipeline(
+        data_uri: str,
+        label: str,
+        registry_uri: str,
+        model_name: str = "ctloop-model",
+        exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        eval_percent: int = 20,
+        spans: int = 1,
+        s3_endpoint_url: str = "",
+        storage_secret: str = "mlpipeline-minio-artifact",
+        schema_uri: str = "",
+        drift_jsd_threshold: float = 0.1,
+        drift_linf_threshold: float = 0.1,
+        skew_jsd_threshold: float = 0.1,
+        skew_linf_threshold: float = 0.1,
+        anomaly_policy: Dict[str, str] = {},  # noqa: B006 - a KFP default value, never mutated
+        stats_sample_rate: float = 1.0,
+        epochs: int = 10,
+        batch_size: int = 256,
+        learning_rate: float = 0.001,
+        seed: int = 42,
+        min_auc: float = 0.7,
+        max_auc_decrease: float = 0.01,
+        serving_python: str = "",
+        max_p99_ms: float = 250.0,
+        min_rps: float = 20.0,
+        serving_target: str = "local",
+        serving_url: str = "",
+        canary_percent: int = 20,
+        kserve_namespace: str = "ctloop-serving",
+        kserve_mode: str = "Standard",
+        kserve_service_account: str = "ctloop-storage",
+        serving_image: str = "",
+        gpu_count: int = 1 if gpu else 0,
+        accelerator_type: str = "nvidia.com/gpu",
+        mixed_precision: bool = False,
+        beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+    ):
+        """One continuous-training iteration on the latest span(s) of ``data_uri``.
+
+        Pipeline parameters have concrete defaults (no None): kfp 2.13's local runner cannot pass a
+        None pipeline parameter, by default or explicitly.
+
+        Args:
+            data_uri: A pattern with ``{SPAN}`` (optionally ``{VERSION}``) placeholders and ``*``
+                globs, e.g. ``data/span-{SPAN}/*.csv``; or a CSV/Parquet file, a folder of them, or
+                a folder of ``span-<N>/`` folders. Local, gs:// or s3://.
+            label: The binary label column.
+            registry_uri: The model registry root (versions + serving pointer): a local folder, or
+                ``s3://BUCKET/PREFIX`` on a cluster, where every task of every run must see it.
+            model_name: The model's name in the registry (a DNS-1123 label).
+            exclude: Columns that are not features.
+            eval_percent: Share of rows in the eval split, in percent.
+            spans: How many of the latest spans to read and concatenate (a rolling range).
+            s3_endpoint_url: An S3-compatible endpoint for s3:// data and registry (MinIO,
+                SeaweedFS); empty: boto3's default. Credentials come from boto3's standard chain
+                only.
+            storage_secret: On a cluster: the Kubernetes Secret (keys ``accesskey``, ``secretkey``,
+                as KFP's own ``mlpipeline-minio-artifact``) whose values the tasks that read data or
+                the registry get as ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``. Unused
+                locally.
+            schema_uri: A curated TFDV schema that wins over the serving model's and inference
+                (empty: none).
+            drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
+                previous span before it is an anomaly.
+            drift_linf_threshold: Largest L-infinity distance of a categorical feature from the
+                previous span.
+            skew_jsd_threshold: Largest Jensen-Shannon divergence between train and eval.
+            skew_linf_threshold: Largest L-infinity distance between train and eval.
+            anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
+            stats_sample_rate: Share of rows TFDV statistics are computed on, in (0, 1].
+            epochs: Training epochs.
+            batch_size: Training batch size.
+            learning_rate: Adam's learning rate.
+            seed: Seed for reproducible training.
+            min_auc: Value threshold: the candidate's eval AUC must reach it.
+            max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+            serving_python: ``local`` target: the python of the serving environment, in which infra
+                validation runs the candidate's model server (empty: none, so nothing is
+                infra-blessed).
+            max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
+            min_rps: Infra SLO: requests per second under concurrent clients.
+            serving_target: Where models are infra-validated and served: ``local`` (server
+                processes; the registry's pointer is what serves) or ``kserve`` (a short-lived
+                InferenceService for infra validation, then the InferenceService ``model_name``).
+            serving_url: ``local`` target: a running server that follows the registry: the new
+                version is a canary there first, promoted or rolled back on its errors and latency
+                (empty: promote directly).
+            canary_percent: The canary's share of requests, on either target.
+            kserve_namespace: ``kserve`` target: the serving namespace.
+            kserve_mode: ``kserve`` target: ``Standard`` or ``Knative``.
+            kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
+                credentials for KServe's storage initializer.
+            serving_image: ``kserve`` target: the ctloop serving image (empty: this release's).
+            gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16; the GPU
+                variant's default is 1, the CPU pipeline's 0).
+            accelerator_type: The accelerator resource the train task requests.
+            mixed_precision: Train in float16 with float32 variables where a GPU is visible (the
+                trainer says in its log when it falls back to float32 on CPU).
+            beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
+        """
+        # Tasks that read data or the registry see state outside their inputs: never serve them
+        # from KFP's cache, or a changed span or a new serving model would be ignored. select_span
+        # is the cheap one that looks at the data on every run; ingest is cached, because its inputs
+        # include the data's fingerprint, so its cache key changes exactly when the data does.
+        selected = select_span(
+            data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
+        ).set_caching_options(False)
+        ingested = ingest(
+            files=selected.outputs["files"],
+            fingerprint=selected.outputs["fingerprint"],
+            spans_read=selected.outputs["spans_read"],
+            label=label,
+            exclude=exclude,
+            eval_percent=eval_percent,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        validated = validate_data(
+            train_data=ingested.outputs["train_data"],
+            eval_data=ingested.outputs["eval_data"],
+            label=label,
+            registry_uri=registry_uri,
+            model_name=model_name,
+            exclude=exclude,
+            schema_uri=schema_uri,
+            drift_jsd_threshold=drift_jsd_threshold,
+            drift_linf_threshold=drift_linf_threshold,
+            skew_jsd_threshold=skew_jsd_threshold,
+            skew_linf_threshold=skew_linf_threshold,
+            anomaly_policy=anomaly_policy,
+            stats_sample_rate=stats_sample_rate,
+            beam_pipeline_args=beam_pipeline_args,
+            s3_endpoint_url=s3_endpoint_url,
+        ).set_caching_options(False)
+        trained = train(
+            train_data=ingested.outputs["train_data"],
+            eval_data=ingested.outputs["eval_data"],
+            schema=validated.outputs["schema"],
+            label=label,
+            exclude=exclude,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            mixed_precision=mixed_precision,
+        )
+        trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
+        if gpu:
+            for key, value in gpu.node_selector:
+                kubernetes.add_node_selector(trained, label_key=key, label_value=value)
+            for key, effect in gpu.tolerations:
+                kubernetes.add_toleration(trained, key=key, operator="Exists", effect=effect)
+            # NCCL and tf.data exchange buffers through /dev/shm, which is 64 MiB in a container
+            # by default: a memory-backed volume gives them room.
+            kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm",
+                                       medium="Memory", size_limit=gpu.shm_size)
+        evaluated = evaluate(
+            model=trained.outputs["model"],
+            eval_data=ingested.outputs["eval_data"],
+            label=label,
+            registry_uri=registry_uri,
+            model_name=model_name,
+            min_auc=min_auc,
+            max_auc_decrease=max_auc_decrease,
+            beam_pipeline_args=beam_pipeline_args,
+            s3_endpoint_url=s3_endpoint_url,
+        ).set_caching_options(False)
+        # After evaluation, not beside it: the server under test should not share the two cores
+        # with TFMA, or the latency it measures is the contention's.
+        infra_validated = infra_validate(
+            model=trained.outputs["model"],
+            eval_data=ingested.outputs["eval_data"],
+            model_name=model_name,
+            target=serving_target,
+            serving_python=serving_python,
+            kserve_namespace=kserve_namespace,
+            kserve_mode=kserve_mode,
+            kserve_service_account=kserve_service_account,
+            serving_image=serving_image,
+            max_p99_ms=max_p99_ms,
+            min_rps=min_rps,
+        ).set_caching_options(False).after(evaluated)
+        rolled_out = rollout(
+            model=trained.outputs["model"],
+            schema=validated.outputs["schema"],
+            train_data=ingested.outputs["train_data"],
+            anomalies=validated.outputs["anomalies"],
+            blessing=evaluated.outputs["blessing"],
+            infra_blessing=infra_validated.outputs["infra_blessing"],
+            data_valid=validated.outputs["Output"],
+            registry_uri=registry_uri,
+            model_name=model_name,
+            eval_data=ingested.outputs["eval_data"],
+            target=serving_target,
+            serving_url=serving_url,
+            kserve_namespace=kserve_namespace,
+            kserve_mode=kserve_mode,
+            kserve_service_account=kserve_service_account,
+            serving_image=serving_image,
+            canary_percent=canary_percent,
+            canary_max_p99_ms=max_p99_ms,
+            s3_endpoint_url=s3_endpoint_url,
+        ).set_caching_options(False)
+        # The tasks that read data or the registry get the object store's credentials as boto3's
+        # standard variables, from a Secret on the cluster; ctloop never sees them as parameters.
+        for task in (selected, ingested, validated, evaluated, rolled_out):
+            kubernetes.use_secret_as_env(task, secret_name=storage_secret, secret_key_to_env={
+                "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
+
+    return ct_pipeline
+
+
+ct_pipeline = build()

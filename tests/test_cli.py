@@ -115,6 +115,35 @@ def test_run_requires_local_flag(cli, tmp_path):
     assert result.exit_code == 2 and "--local" in result.output
 
 
+def test_compile_gpu_variant_with_cluster_settings(cli, tmp_path):
+    result = cli("compile", "--gpu", "--output", tmp_path / "gpu.yaml", "--gpu-image",
+                 "registry.example/gpu:1", "--gpu-node-selector",
+                 "cloud.google.com/gke-accelerator=nvidia-l4", "--gpu-toleration",
+                 "dedicated:NoExecute", "--shm-size", "8Gi")
+    assert result.exit_code == 0, result.output
+    spec, platform = yaml.safe_load_all((tmp_path / "gpu.yaml").read_text())
+    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == (
+        "registry.example/gpu:1")
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert train["tolerations"] == [{"key": "dedicated", "operator": "Exists",
+                                     "effect": "NoExecute"}]
+    assert train["emptyDirMounts"][0]["sizeLimit"] == "8Gi"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpu-toleration", "nvidia.com/gpu:Sometimes"], "is not KEY:EFFECT"),
+    (["--gpu-node-selector", "no-value"], "is not KEY=VALUE, e.g. nvidia.com/gpu.present=true"),
+    (["--shm-size", "lots"], "'lots' is not a Kubernetes quantity"),
+])
+def test_compile_gpu_settings_are_checked(cli, tmp_path, args, message):
+    result = cli("compile", "--gpu", "--output", tmp_path / "gpu.yaml", *args)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "gpu.yaml").exists()
+    result = cli("compile", "--output", tmp_path / "p.yaml", "--gpu-image", "x:1")
+    assert result.exit_code == 2 and "need --gpu" in result.output
+
+
 def test_compile_writes_ir(cli, tmp_path):
     result = cli("compile", "--output", tmp_path / "p.yaml")
     assert result.exit_code == 0, result.output

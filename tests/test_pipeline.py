@@ -16,6 +16,7 @@ from ctloop.components.validate_data.component import validate_data
 from ctloop.images import PIPELINE_IMAGE
 
 GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+GOLDEN_GPU = GOLDEN.with_name("ct_pipeline_gpu.yaml")
 COMPONENTS = [select_span, ingest, validate_data, train, evaluate, rollout]
 
 
@@ -27,10 +28,46 @@ def ir(tmp_path_factory) -> dict:
     return {"text": path.read_text(), "spec": spec, "platform": platform}
 
 
+@pytest.fixture(scope="module")
+def gpu_ir(tmp_path_factory) -> dict:
+    from ctloop.pipelines.ct_pipeline import GpuSettings
+
+    path = tmp_path_factory.mktemp("ir") / "ct_pipeline_gpu.yaml"
+    compiling.compile_pipeline(path, gpu=GpuSettings())
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return {"text": path.read_text(), "spec": spec, "platform": platform}
+
+
 def test_compiled_pipeline_matches_golden_file(ir):
     assert ir["text"] == GOLDEN.read_text(), (
         "pipelines/ct_pipeline.yaml is stale: run `make compile` and review the diff"
     )
+
+
+def test_compiled_gpu_variant_matches_golden_file(gpu_ir):
+    assert gpu_ir["text"] == GOLDEN_GPU.read_text(), (
+        "pipelines/ct_pipeline_gpu.yaml is stale: run `make compile` and review the diff"
+    )
+
+
+def test_gpu_variant_schedules_the_train_task_on_gpu_nodes(gpu_ir, ir):
+    executors = gpu_ir["spec"]["deploymentSpec"]["executors"]
+    assert executors["exec-train"]["container"]["image"].startswith("ctloop-pipeline-gpu:")
+    assert {e["container"]["image"] for n, e in executors.items() if n != "exec-train"} == {
+        PIPELINE_IMAGE}
+    defaults = gpu_ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert defaults["gpu_count"]["defaultValue"] == 1
+    train = gpu_ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-train"]
+    assert train["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+    assert train["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert train["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm",
+                                        "medium": "Memory", "sizeLimit": "2Gi"}]
+    # The CPU pipeline is the same graph, without GPU scheduling.
+    assert gpu_ir["spec"]["root"]["dag"] == ir["spec"]["root"]["dag"]
+    cpu = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "exec-train" not in cpu
 
 
 def test_train_task_requests_accelerators_from_pipeline_parameters(ir):

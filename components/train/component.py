@@ -22,6 +22,7 @@ def train(
     learning_rate: float = 0.001,
     hidden_units: Optional[List[int]] = None,
     seed: int = 42,
+    mixed_precision: bool = False,
 ):
     """Trains a binary classifier on the train split; uses every GPU it sees, else the CPU.
 
@@ -38,6 +39,8 @@ def train(
         learning_rate: Adam's learning rate.
         hidden_units: Sizes of the hidden layers; [64, 32] when not given or empty.
         seed: Seed of every random choice, for reproducible runs.
+        mixed_precision: Compute in float16 (variables in float32) when a GPU is visible; on CPU
+            the trainer says so in its log and trains in float32.
     """
     import os
 
@@ -56,8 +59,10 @@ def train(
         hp=hp,
         model_dir=model.path,
         label_classes=list(train_data.metadata.get("label_classes", [])),
+        mixed_precision=mixed_precision,
     )
-    model.metadata.update(devices=result.devices, features=[f.name for f in result.features])
+    model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
+                          precision=result.precision)
     training_metrics.log_metric("train_loss", result.train_loss)
     training_metrics.log_metric("eval_auc", result.eval_auc)
     training_metrics.log_metric("epochs_run", result.epochs_run)

@@ -57,6 +57,7 @@ class TrainResult:
     epochs_run: int
     train_loss: float
     eval_auc: float
+    precision: str = "float32"  # the Keras dtype policy trained with
 
 
 def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> list[FeatureSpec]:
@@ -143,7 +144,8 @@ def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: H
     hidden = keras.layers.Concatenate()(encoded)
     for units in hp.hidden_units:
         hidden = keras.layers.Dense(units, activation="relu")(hidden)
-    output = keras.layers.Dense(1, activation="sigmoid")(hidden)
+    # float32 output whatever the policy: a float16 sigmoid rounds probabilities near 0 and 1.
+    output = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(hidden)
     model = keras.Model(inputs, ops.squeeze(output, -1))
     model.compile(
         optimizer=keras.optimizers.Adam(hp.learning_rate),
@@ -153,17 +155,24 @@ def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: H
     return model
 
 
-def distribution_strategy():
-    """MirroredStrategy over the visible GPUs; the default (CPU) strategy without any."""
+def distribution_strategy(mixed_precision: bool = False):
+    """MirroredStrategy over the visible GPUs, else the default (CPU) strategy; and the Keras
+    dtype policy: ``mixed_float16`` if asked for and a GPU is there, else ``float32``."""
+    import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    policy = "mixed_float16" if mixed_precision and gpus else "float32"
+    if mixed_precision and not gpus:
+        log.warning("mixed precision needs a GPU and none is visible: training in float32")
+    keras.mixed_precision.set_global_policy(policy)
     if gpus:
         strategy = tf.distribute.MirroredStrategy()
-        log.info("training on %d GPU(s): %s", len(gpus), [g.name for g in gpus])
-        return strategy, [g.name for g in gpus]
-    log.info("no GPU visible: training on CPU")
-    return tf.distribute.get_strategy(), ["CPU"]
+        log.info("training on %d GPU(s) with MirroredStrategy, %s: %s", len(gpus), policy,
+                 [g.name for g in gpus])
+        return strategy, [g.name for g in gpus], policy
+    log.info("no GPU visible: training on CPU, %s", policy)
+    return tf.distribute.get_strategy(), ["CPU"], policy
 
 
 def export(model, features: list[FeatureSpec], model_dir: str, extra: dict) -> None:
@@ -199,6 +208,7 @@ def run(
     hp: Hyperparameters,
     model_dir: str,
     label_classes: list[str] | None = None,
+    mixed_precision: bool = False,
 ) -> TrainResult:
     """Trains on the train split, reports eval AUC, exports to ``model_dir``."""
     import keras
@@ -212,7 +222,7 @@ def run(
     y_train = train_frame[label].to_numpy(dtype=np.float32)
     y_eval = eval_frame[label].to_numpy(dtype=np.float32)
 
-    strategy, devices = distribution_strategy()
+    strategy, devices, precision = distribution_strategy(mixed_precision)
     with strategy.scope():
         model = build_model(features, train, hp)
     train_ds = (
@@ -231,4 +241,5 @@ def run(
         epochs_run=len(history.history["loss"]),
         train_loss=float(history.history["loss"][-1]),
         eval_auc=float(eval_auc),
+        precision=precision,
     )

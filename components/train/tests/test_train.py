@@ -48,12 +48,24 @@ def test_missing_and_unseen_values_give_finite_scores(prepared):
 
 def test_same_inputs_same_model(prepared, tmp_path):
     hp = logic.Hyperparameters(epochs=2, seed=7)
-    for name in ("a", "b"):
-        logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL, EXCLUDE, hp,
-                  str(tmp_path / name))
+    results = [logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                         EXCLUDE, hp, str(tmp_path / name)) for name in ("a", "b")]
+    assert results[0] == results[1]  # losses and eval AUC to the last bit
     frame = pd.read_parquet(prepared.eval).head(200)
     np.testing.assert_array_equal(_predict(tmp_path / "a", frame, prepared.features),
                                   _predict(tmp_path / "b", frame, prepared.features))
+
+
+def test_mixed_precision_without_a_gpu_trains_in_float32_and_says_so(prepared, tmp_path,
+                                                                     caplog):
+    hp = logic.Hyperparameters(epochs=1, seed=7)
+    with caplog.at_level("INFO"):
+        result = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                           EXCLUDE, hp, str(tmp_path / "m"), mixed_precision=True)
+    assert (result.devices, result.precision) == (["CPU"], "float32")
+    assert "mixed precision needs a GPU and none is visible: training in float32" in caplog.text
+    assert "no GPU visible: training on CPU, float32" in caplog.text
+    assert 0.5 < result.eval_auc <= 1.0
 
 
 def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, caplog):
