@@ -1,27 +1,30 @@
 """The whole CT pipeline under kfp.local: three spans, one registry, real libraries."""
 
 import json
+from pathlib import Path
 
 import pytest
 import tensorflow_data_validation as tfdv
 
 from conftest import EXCLUDE, LABEL
-from ctloop import local_run
+from ctloop import local_run, run_record
 from ctloop.registry import Registry
 
 pytestmark = pytest.mark.local
+LOCK = Path(__file__).resolve().parent.parent / "locks" / "pipeline.txt"
+
+
+def _params(spans_dir, span, serving_python):
+    return {"data_uri": str(spans_dir / f"span-{span}"), "label": LABEL, "exclude": EXCLUDE,
+            "model_name": "churn", "epochs": 4, "serving_python": serving_python}
 
 
 @pytest.fixture(scope="module")
 def runs(spans_dir, serving_python, tmp_path_factory):
     """Span 1 (cold start), span 2 (vs version 1), span 3 (corrupt) into one workdir."""
     workdir = tmp_path_factory.mktemp("ct")
-    summaries = []
-    for span in (1, 2, 3):
-        params = {"data_uri": str(spans_dir / f"span-{span}"), "label": LABEL,
-                  "exclude": EXCLUDE, "model_name": "churn", "epochs": 4,
-                  "serving_python": serving_python}
-        summaries.append(local_run.run(params, workdir))
+    summaries = [local_run.run(_params(spans_dir, span, serving_python), workdir)
+                 for span in (1, 2, 3)]
     return workdir, summaries
 
 
@@ -66,6 +69,31 @@ def test_second_span_is_judged_against_the_serving_model(runs):
     assert not any(k.startswith("drift.") for k in first["drift"])
     record = Registry(workdir / "registry", "churn").versions()[0].record()
     assert record["span"] == 1 and record["data_fingerprint"] == first["data_fingerprint"]
+
+
+def test_each_version_records_what_it_was_made_from(runs):
+    workdir, (first, _, _) = runs
+    record = Registry(workdir / "registry", "churn").versions()[0].record()
+    assert record["parameters"] == {
+        "label": LABEL, "exclude": EXCLUDE, "epochs": 4, "batch_size": 256,
+        "learning_rate": 0.001, "hidden_units": [64, 32], "seed": 42, "mixed_precision": False}
+    assert record["files"] == first["files"] and record["devices"] == ["CPU"]
+    assert record["metrics"] == first["metrics"] and record["baseline_version"] is None
+    assert record["infra"]["p99_ms"] == first["infra"]["p99_ms"]
+    # The code and environment that ran: the same digests as this checkout and its lock file.
+    assert record["code"]["digest"] == run_record.code_digest()
+    assert record["environment"]["digest"] == run_record.lock_digest(LOCK)
+    assert record["environment"]["packages"]["tensorflow-data-validation"] == "1.16.1"
+
+
+def test_rerun_on_the_same_inputs_gives_the_same_metrics(runs, spans_dir, serving_python,
+                                                         tmp_path):
+    _, (first, _, _) = runs
+    again = local_run.run(_params(spans_dir, 1, serving_python), tmp_path)
+    assert again["data_fingerprint"] == first["data_fingerprint"]
+    assert again["rows"] == first["rows"]
+    assert again["training"] == first["training"]
+    assert again["metrics"] == first["metrics"]  # TFMA's, to the last bit
 
 
 def test_corrupt_span_is_blocked_and_serving_model_unchanged(runs):

@@ -80,6 +80,7 @@ def rollout(
     import json
     import os
 
+    from ctloop import run_record
     from ctloop.components.rollout import canary, logic
     from ctloop.contract import serving_target
     from ctloop.errors import ConfigError
@@ -108,12 +109,21 @@ def rollout(
         deploy = logic.local_canary(serving_url, canary.rows(eval_data.path, model.path), slo)
     else:
         deploy = logic.promote_directly
+    # The run record: what the version was made from (data, parameters, code, environment),
+    # what it measured and what it was judged against.
     record = {
         "span": train_data.metadata.get("span"),
+        "spans": train_data.metadata.get("spans"),
         "data_fingerprint": train_data.metadata.get("fingerprint"),
+        "files": train_data.metadata.get("files"),
+        "parameters": dict(model.metadata.get("parameters", {})),
+        "devices": model.metadata.get("devices"),
         "metrics": blessing.metadata.get("metrics", {}),
         "baseline_version": blessing.metadata.get("baseline_version"),
+        "infra": {k: infra_blessing.metadata[k] for k in ("p50_ms", "p99_ms", "rps")
+                  if k in infra_blessing.metadata},
         "target": target,
+        **run_record.provenance(),
     }
     result = logic.run(
         model_dir=model.path,

@@ -61,8 +61,13 @@ def train(
         label_classes=list(train_data.metadata.get("label_classes", [])),
         mixed_precision=mixed_precision,
     )
+    # What the model was trained with, for the version's run record.
+    parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
+                  "batch_size": batch_size, "learning_rate": learning_rate,
+                  "hidden_units": list(hp.hidden_units), "seed": seed,
+                  "mixed_precision": mixed_precision}
     model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
-                          precision=result.precision)
+                          precision=result.precision, parameters=parameters)
     training_metrics.log_metric("train_loss", result.train_loss)
     training_metrics.log_metric("eval_auc", result.eval_auc)
     training_metrics.log_metric("epochs_run", result.epochs_run)
