@@ -198,6 +198,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, regis
     anomaly_policy = logic.check_policy(
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
+    preflight.check_settings(epochs, min_auc, max_auc_decrease, max_p99_ms, min_rps,
+                             canary_percent, stats_sample_rate, schema_uri)
     preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",

@@ -31,7 +31,10 @@ def check_data(
         source = io.BytesIO(storage.read(first, s3_endpoint_url)[0])
     else:
         source = first  # opened in place: only its header is read
-    columns = list(read_table(first, source, header_only=True).columns)
+    header = read_table(first, source, header_only=True)
+    columns = list(header.columns)
+    if label in exclude:
+        raise ConfigError(f"--label {label!r} is also in --exclude; remove it from --exclude")
     if label not in columns:
         raise ConfigError(
             f"--label {label!r} is not a column of {first} (columns: {', '.join(columns)}); "
@@ -43,4 +46,43 @@ def check_data(
             f"--exclude {unknown} not among the columns of {first} ({', '.join(columns)}); "
             "fix the column names"
         )
+    if not storage.is_remote(first):  # a remote file was read whole already; a local one not
+        source = first
+    labels = read_table(first, source)[label]
+    if labels.nunique() > 2:
+        raise ConfigError(
+            f"--label {label!r} has {labels.nunique()} distinct values in {first} (e.g. "
+            f"{sorted(map(str, labels.unique()))[:3]}); a binary task needs a 2-valued label column"
+        )
     return columns
+
+
+def check_settings(
+    epochs: int,
+    min_auc: float,
+    max_auc_decrease: float,
+    max_p99_ms: float,
+    min_rps: float,
+    canary_percent: int,
+    stats_sample_rate: float,
+    schema_uri: str | None,
+) -> None:
+    """Builds the settings objects the tasks will build, so their range checks fail now."""
+    from ctloop.components.evaluate.logic import Thresholds
+    from ctloop.components.infra_validate.logic import SLO
+    from ctloop.components.rollout.canary import CanarySLO
+    from ctloop.components.train.logic import Hyperparameters
+
+    Hyperparameters(epochs=epochs)
+    Thresholds(min_auc, max_auc_decrease)
+    SLO(max_p99_ms=max_p99_ms, min_rps=min_rps)
+    CanarySLO(percent=canary_percent, max_p99_ms=max_p99_ms)
+    if not 0.0 < stats_sample_rate <= 1.0:
+        raise ConfigError(f"--stats-sample-rate {stats_sample_rate} is out of range: use a "
+                          "value in (0, 1]")
+    if schema_uri and not storage.is_remote(schema_uri):
+        from pathlib import Path
+
+        if not Path(schema_uri).is_file():
+            raise ConfigError(f"--schema {schema_uri} does not exist; pass a TFDV schema text "
+                              "proto (e.g. a version's schema.pbtxt)")

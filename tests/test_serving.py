@@ -168,6 +168,18 @@ def server(serving_python, registry_root):
         yield client
 
 
+@pytest.fixture(autouse=True)
+def still_answers_as_before(request):
+    """After every test on the shared server (each bad request among them), the served model
+    still answers the reference rows with the same predictions."""
+    yield
+    if "server" in request.fixturenames:
+        server, reference = (request.getfixturevalue(n) for n in ("server", "reference"))
+        answer = predict_v1(server, {"instances": ROWS})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == pytest.approx(reference, abs=1e-5)
+
+
 def test_health_routes(server):
     assert server.get("/v2/health/ready").json() == {"ready": True}
     assert server.get(f"/v1/models/{MODEL_NAME}").json() == {"name": MODEL_NAME, "ready": True}

@@ -72,7 +72,12 @@ def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[F
     from ctloop import contract
 
     try:
-        signature = tf.saved_model.load(model_dir).signatures[contract.SERVING_SIGNATURE]
+        signatures = tf.saved_model.load(model_dir).signatures
+        if contract.SERVING_SIGNATURE not in signatures:
+            raise ModelError(
+                f"model {model_dir} has no {contract.SERVING_SIGNATURE!r} signature (it has "
+                f"{sorted(signatures) or 'none'}); export it with ctloop's trainer")
+        signature = signatures[contract.SERVING_SIGNATURE]
         inputs = {k: tf.constant(v) for k, v in to_inputs(frame, features).items()}
         return signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
     except (tf.errors.OpError, TypeError, ValueError, KeyError, OSError) as exc:
