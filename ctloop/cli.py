@@ -141,6 +141,9 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "credentials come from boto3's standard chain (AWS_* variables, config files).")
 @click.option("--label", required=True, help="The binary label column.")
 @click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
+@click.option("--positive-label",
+              help="The label value that is the positive class [default: the second of the two "
+              "values in sorted order, e.g. 1 of 0/1, yes of no/yes].")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False),
               help="Holds pipeline_root/ (task outputs) and registry/ (model versions).")
 @click.option("--registry", "registry_uri",
@@ -181,8 +184,8 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
-def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, registry_uri,
-        summary_path, log_path, model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd,
+def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label, workdir,
+        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd,
         skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
         canary_percent, min_auc, max_auc_decrease) -> None:
     """Run one continuous-training iteration."""
@@ -203,7 +206,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, workdir, regis
     preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
-        "label": label, "exclude": list(exclude),
+        "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
         "model_name": model_name, "epochs": epochs, "min_auc": min_auc,
         "max_auc_decrease": max_auc_decrease, "drift_jsd_threshold": drift_jsd,
         "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,

@@ -58,6 +58,7 @@ def build(gpu: Optional[GpuSettings] = None):
         registry_uri: str,
         model_name: str = "ctloop-model",
         exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        positive_label: str = "",
         eval_percent: int = 20,
         spans: int = 1,
         s3_endpoint_url: str = "",
@@ -104,6 +105,8 @@ def build(gpu: Optional[GpuSettings] = None):
                 ``s3://BUCKET/PREFIX`` on a cluster, where every task of every run must see it.
             model_name: The model's name in the registry (a DNS-1123 label).
             exclude: Columns that are not features.
+            positive_label: The label value that is the positive class (empty: the second of
+                the two values in sorted order, e.g. 1 of 0/1, "yes" of no/yes).
             eval_percent: Share of rows in the eval split, in percent.
             spans: How many of the latest spans to read and concatenate (a rolling range).
             s3_endpoint_url: An S3-compatible endpoint for s3:// data and registry (MinIO,
@@ -168,6 +171,7 @@ def build(gpu: Optional[GpuSettings] = None):
             exclude=exclude,
             eval_percent=eval_percent,
             s3_endpoint_url=s3_endpoint_url,
+            positive_label=positive_label,
         )
         validated = validate_data(
             train_data=ingested.outputs["train_data"],

@@ -19,6 +19,7 @@ def ingest(
     exclude: Optional[List[str]] = None,
     eval_percent: int = 20,
     s3_endpoint_url: Optional[str] = None,
+    positive_label: Optional[str] = None,
 ):
     """Reads select_span's files, checks their fingerprint, and splits train/eval by a row hash.
 
@@ -37,6 +38,8 @@ def ingest(
         eval_percent: Share of rows, in percent, that go to the eval split.
         s3_endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS); None: boto3's default.
             Credentials come from boto3's standard chain only.
+        positive_label: The label value that is the positive class (encoded 1), compared as
+            text; None or empty: the second of the two values in sorted order.
     """
     from ctloop.components.ingest import logic
 
@@ -45,6 +48,7 @@ def ingest(
         eval_data.path,
         # ct_pipeline passes "" for "boto3's default": kfp 2.13's local runner cannot pass None.
         s3_endpoint_url or None,
+        positive_label or None,
     )
     for artifact, rows in ((train_data, result.train_rows), (eval_data, result.eval_rows)):
         artifact.metadata.update(

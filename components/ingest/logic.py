@@ -69,8 +69,13 @@ def read_files(files: list[str], fingerprint: str, s3_endpoint_url: str | None =
     return pd.concat(frames, ignore_index=True)
 
 
-def encode_label(frame: pd.DataFrame, label: str) -> tuple[pd.Series, list[str]]:
-    """Maps a binary label to 0/1. Returns the encoded column and the class names [neg, pos]."""
+def encode_label(frame: pd.DataFrame, label: str, positive_label: str | None = None
+                 ) -> tuple[pd.Series, list[str]]:
+    """Maps a binary label to 0/1. Returns the encoded column and the class names [neg, pos].
+
+    The positive class is ``positive_label`` (compared as text, so ``"1"`` names 1), or else the
+    second of the two values in sorted order (1 of 0/1, ``"yes"`` of no/yes).
+    """
     if label not in frame.columns:
         raise DataError(
             f"label column {label!r} is not in the data (columns: {', '.join(frame.columns)}); "
@@ -82,14 +87,20 @@ def encode_label(frame: pd.DataFrame, label: str) -> tuple[pd.Series, list[str]]
             f"label column {label!r} has {int(values.isna().sum())} missing values; "
             "drop or fill those rows"
         )
-    classes = sorted(values.unique().tolist())
+    classes = [str(c) for c in sorted(values.unique().tolist())]
     if len(classes) != 2:
         raise DataError(
             f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; "
             "a binary task needs exactly 2"
         )
-    encoded = (values == classes[1]).astype("int64")
-    return encoded, [str(c) for c in classes]
+    if positive_label is not None and positive_label not in classes:
+        raise ConfigError(
+            f"positive label {positive_label!r} is not a value of label column {label!r} "
+            f"(values: {classes}); pass one of them"
+        )
+    positive = positive_label if positive_label is not None else classes[1]
+    negative = classes[0] if positive == classes[1] else classes[1]
+    return (values.astype(str) == positive).astype("int64"), [negative, positive]
 
 
 def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -115,6 +126,7 @@ def run(
     train_path: str,
     eval_path: str,
     s3_endpoint_url: str | None = None,
+    positive_label: str | None = None,
 ) -> IngestResult:
     """Reads select_span's files and writes the train and eval splits as Parquet.
 
@@ -128,6 +140,8 @@ def run(
         train_path: Where to write the train split.
         eval_path: Where to write the eval split.
         s3_endpoint_url: An S3-compatible endpoint; None: boto3's default.
+        positive_label: The label value that is the positive class (None: the second of the
+            two in sorted order).
     """
     if not spans:
         raise ConfigError("spans is empty; pass select_span's spans_read output")
@@ -143,7 +157,7 @@ def run(
         )
     if label in exclude:
         raise ConfigError(f"label column {label!r} is also excluded; remove it from --exclude")
-    frame[label], classes = encode_label(frame, label)
+    frame[label], classes = encode_label(frame, label, positive_label)
     train, evaluation = split(frame, eval_percent)
     for name, part in (("train", train), ("eval", evaluation)):
         if part[label].nunique() < 2:

@@ -59,6 +59,18 @@ def test_parquet_and_string_labels(tmp_path):
     assert set(train["outcome"].unique()) == {0, 1}
 
 
+def test_positive_label_names_the_positive_class():
+    frame = pd.DataFrame({"outcome": ["stayed", "left", "left"], "churned": [0, 1, 1]})
+    encoded, classes = logic.encode_label(frame, "outcome", "left")
+    assert classes == ["stayed", "left"] and encoded.tolist() == [0, 1, 1]
+    # Compared as text, so a number's label is named as it is written.
+    encoded, classes = logic.encode_label(frame, "churned", "0")
+    assert classes == ["1", "0"] and encoded.tolist() == [1, 0, 0]
+    with pytest.raises(ConfigError, match=r"positive label 'churn' is not a value of label "
+                                          r"column 'outcome' \(values: \['left', 'stayed'\]\)"):
+        logic.encode_label(frame, "outcome", "churn")
+
+
 @pytest.mark.parametrize(
     ("content", "error", "message"),
     [
