@@ -5,8 +5,8 @@ It calls the component logic modules directly, in the order and with the setting
 components use them (the CLI's defaults), on a fresh registry (a cold start, as the pipeline run
 it is compared with): the same TFDV, Keras, TFMA and model-server calls on the same data, paying
 the library imports once instead of once per task. Writes each step's time window
-(``time.time()`` instants) and CPU time (this process's and its children's, e.g. the model
-server's), and the steps' verdicts, as JSON.
+(``time.time()`` instants), CPU time and disk reads (this process's and its children's, e.g. the
+model server's), and the steps' verdicts, as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.pipeline import EXCLUDE, LABEL, MODEL_NAME
+from bench.pipeline import BLOCK_BYTES, EXCLUDE, LABEL, MB, MODEL_NAME
 
 EVAL_PERCENT = 20  # ct_pipeline's default
 
@@ -41,9 +41,11 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
 
     @contextlib.contextmanager
     def step(name: str) -> Iterator[None]:
-        started, cpu = time.time(), _cpu_s()
+        started, (cpu, read) = time.time(), _usage()
         yield
-        windows[name] = {"start": started, "end": time.time(), "cpu_s": _cpu_s() - cpu}
+        cpu_after, read_after = _usage()
+        windows[name] = {"start": started, "end": time.time(), "cpu_s": cpu_after - cpu,
+                         "read_mb": read_after - read}
 
     with step("imports"):
         import apache_beam  # noqa: F401 - imported here so that no step pays for it
@@ -146,10 +148,12 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
     }
 
 
-def _cpu_s() -> float:
+def _usage() -> tuple[float, float]:
+    """CPU seconds and MB read from disk by this process and its waited-for children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return (own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+            (own.ru_inblock + children.ru_inblock) * BLOCK_BYTES / MB)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ Two memory numbers, because neither alone is the whole story:
   sampled from ``/proc`` every ``interval_s``. A sum of RSS counts pages shared between
   processes once per process, and a peak shorter than the interval can be missed.
 
-And CPU time, since wall time on a shared machine depends on who else runs: ``cpu_s`` is the
-tree's user + system time, ``others_cpu_s`` what the rest of the machine used meanwhile.
+And what wall time depends on besides the work: ``cpu_s`` is the tree's user + system time,
+``others_cpu_s`` what the rest of the machine used meanwhile, ``disk_read_mb`` what the tree
+read from disk rather than from the page cache (e.g. shared libraries evicted from it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
+BLOCK_BYTES = 512  # the unit of ru_inblock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Measured:
     load_avg: tuple[float, float]  # the 1-minute load average before and after
     cpu_s: float  # user + system time of the child and the descendants it waited for
     others_cpu_s: float  # CPU time every other process of the machine used meanwhile
+    disk_read_mb: float  # read from disk (not the page cache) by the child and its descendants
 
     @property
     def peak_tree_mb(self) -> float | None:
@@ -100,4 +103,5 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
         sampler.join()
     cpu = usage.ru_utime + usage.ru_stime
     return Measured(wall, process.returncode, usage.ru_maxrss / 1024, samples,
-                    (load_before, os.getloadavg()[0]), cpu, max(0.0, busy - cpu))
+                    (load_before, os.getloadavg()[0]), cpu, max(0.0, busy - cpu),
+                    usage.ru_inblock * BLOCK_BYTES / MB)

@@ -1,12 +1,13 @@
 """Benchmark child: one CT iteration of the real pipeline under kfp.local, as `ctloop run --local`
 runs it (the CLI's default settings), on a fresh workdir: a cold start.
 
-Writes the run summary and each task's window (``time.time()`` instants) and CPU time as JSON.
+Writes the run summary and each task's window (``time.time()`` instants), CPU time and disk
+reads as JSON.
 kfp.local runs tasks one at a time, each as a process; a task's window is that process's life,
-from launch to exit, timed around kfp.local's launcher; its CPU time is that of the process and
-its children (e.g. infra validation's model server). The summary's own ``timings_s`` are gaps
-between the tasks' ``executor_output.json`` writes, so they count a task's process exit into
-the next task; the benchmark reports both.
+from launch to exit, timed around kfp.local's launcher; its CPU time and disk reads are those
+of the process and its children (e.g. infra validation's model server). The summary's own
+``timings_s`` are gaps between the tasks' ``executor_output.json`` writes, so they count a
+task's process exit into the next task; the benchmark reports both.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ from pathlib import Path
 LABEL = "churned"
 EXCLUDE = ["customer_id"]
 MODEL_NAME = "churn"
+MB = 1024 * 1024
+BLOCK_BYTES = 512  # the unit of ru_inblock
 
 
-def children_cpu_s() -> float:
-    """User + system seconds of this process's waited-for children and their descendants."""
+def children_usage() -> tuple[float, float]:
+    """CPU seconds (user + system) and MB read from disk of this process's waited-for children
+    and their descendants."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_inblock * BLOCK_BYTES / MB
 
 
 def time_tasks() -> dict[str, dict[str, float]]:
     """Times every task process kfp.local launches from now on; returns task -> ``start``,
-    ``end`` and ``cpu_s``, filled in as tasks run."""
+    ``end``, ``cpu_s`` and ``read_mb``, filled in as tasks run."""
     from kfp.local import subprocess_task_handler
 
     windows: dict[str, dict[str, float]] = {}
@@ -39,12 +43,13 @@ def time_tasks() -> dict[str, dict[str, float]]:
     def timed(full_command: list[str]) -> int:
         # A lightweight component's command names its function: select_span -> "select-span".
         task = full_command[full_command.index("--function_to_execute") + 1].replace("_", "-")
-        started, cpu = time.time(), children_cpu_s()
+        started, (cpu, read) = time.time(), children_usage()
         try:
             return launch(full_command)
         finally:
-            windows[task] = {"start": started, "end": time.time(),
-                             "cpu_s": children_cpu_s() - cpu}
+            cpu_after, read_after = children_usage()
+            windows[task] = {"start": started, "end": time.time(), "cpu_s": cpu_after - cpu,
+                             "read_mb": read_after - read}
 
     subprocess_task_handler.run_local_subprocess = timed
     return windows

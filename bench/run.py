@@ -176,7 +176,7 @@ def growth(sizes: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def size_table(rows: int, found: dict[str, Any]) -> str:
-    """Per task: pipeline and floor wall and CPU seconds, and peak memory."""
+    """Per task: pipeline and floor wall and CPU seconds, disk reads, and peak memory."""
     pipeline, floor = found.get("pipeline", {}), found.get("floor", {})
     tasks, steps = pipeline.get("tasks", {}), floor.get("steps", {})
     lines = []
@@ -184,30 +184,29 @@ def size_table(rows: int, found: dict[str, Any]) -> str:
         task, step = tasks.get(name, {}), steps.get(name, {})
         lines.append([name, task.get("s"), step.get("s"),
                       task["s"] - step["s"] if task and step else None,
-                      task.get("cpu_s"), step.get("cpu_s"),
-                      task.get("peak_tree_mb"), step.get("peak_tree_mb")])
+                      task.get("cpu_s"), step.get("cpu_s"), task.get("read_mb"),
+                      step.get("read_mb"), task.get("peak_tree_mb"), step.get("peak_tree_mb")])
     # What the steps do not cover: interpreter start and exit; for the pipeline also the
     # driver's kfp import, the pipeline's compilation and the hand-offs between tasks.
-    outside = {kind: (whole["wall_s"] - sum(p["s"] for p in parts.values()),
-                      whole["cpu_s"] - sum(p["cpu_s"] for p in parts.values()))
+    keys = (("wall_s", "s"), ("cpu_s", "cpu_s"), ("read_mb", "read_mb"))
+    outside = {kind: {key: whole[key] - sum(p[part_key] for p in parts.values())
+                      for key, part_key in keys}
                for kind, whole, parts in (("pipeline", pipeline, tasks), ("floor", floor, steps))
                if whole}
     both = pipeline and floor
-    lines.append(["outside the steps", outside.get("pipeline", (None,))[0],
-                  outside.get("floor", (None,))[0],
-                  outside["pipeline"][0] - outside["floor"][0] if both else None,
-                  outside.get("pipeline", (None, None))[1], outside.get("floor", (None, None))[1],
-                  None, None])
-    lines.append(["process (whole run)", pipeline.get("wall_s"), floor.get("wall_s"),
-                  pipeline["wall_s"] - floor["wall_s"] if both else None,
-                  pipeline.get("cpu_s"), floor.get("cpu_s"),
-                  pipeline.get("peak_tree_mb"), floor.get("peak_tree_mb")])
+    for name, found_kind in (("outside the steps", outside),
+                             ("process (whole run)", {"pipeline": pipeline, "floor": floor})):
+        p, f = found_kind.get("pipeline") or {}, found_kind.get("floor") or {}
+        lines.append([name, p.get("wall_s"), f.get("wall_s"),
+                      p["wall_s"] - f["wall_s"] if both else None, p.get("cpu_s"),
+                      f.get("cpu_s"), p.get("read_mb"), f.get("read_mb"),
+                      p.get("peak_tree_mb"), f.get("peak_tree_mb")])
     split = (pipeline or floor).get("split_rows", {})
     text = [f"\n== {rows:,} rows ({split.get('train', 0):,} train / {split.get('eval', 0):,} "
             "eval) ==",
             report.table(["task", "pipeline s", "floor s", "pipeline - floor s",
-                          "pipeline CPU s", "floor CPU s", "pipeline peak MB", "floor peak MB"],
-                         lines)]
+                          "pipeline CPU s", "floor CPU s", "pipeline disk read MB",
+                          "floor disk read MB", "pipeline peak MB", "floor peak MB"], lines)]
     for kind, whole in (("pipeline", pipeline), ("floor", floor)):
         if whole:
             v = whole["verdicts"]
@@ -313,12 +312,14 @@ def _child(kind: str, size_dir: Path, serving_python: str
 
 def _process(measured: measure.Measured) -> dict[str, Any]:
     return {"wall_s": measured.wall_s, "cpu_s": measured.cpu_s,
-            "others_cpu_s": measured.others_cpu_s, "max_process_mb": measured.max_process_mb,
-            "peak_tree_mb": measured.peak_tree_mb, "load_avg": measured.load_avg}
+            "others_cpu_s": measured.others_cpu_s, "read_mb": measured.disk_read_mb,
+            "max_process_mb": measured.max_process_mb, "peak_tree_mb": measured.peak_tree_mb,
+            "load_avg": measured.load_avg}
 
 
 def _window(window: dict[str, float], measured: measure.Measured) -> dict[str, Any]:
     return {"s": window["end"] - window["start"], "cpu_s": window["cpu_s"],
+            "read_mb": window["read_mb"],
             "peak_tree_mb": measured.peak_between(window["start"], window["end"])}
 
 
