@@ -3,7 +3,16 @@
 from typing import List, Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from ctloop.images import PIPELINE_IMAGE
 
@@ -18,9 +27,12 @@ def evaluate(
     blessing: Output[Artifact],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
     report: Output[Markdown],
     min_auc: Optional[float] = 0.7,
     max_auc_decrease: Optional[float] = 0.01,
+    cold_start: str = "bless_on_thresholds",
+    force_bless_reason: Optional[str] = None,
     slice_features: Optional[List[str]] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     s3_endpoint_url: Optional[str] = None,
@@ -28,7 +40,8 @@ def evaluate(
     """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
 
     The baseline is the registry's serving version (open-source KFP has no "latest blessed
-    model" resolver). Fail-safe: with no threshold that applies, the model is not blessed.
+    model" resolver). Fail-safe: with no threshold that applies, the model is not blessed unless
+    the blessing is forced.
 
     Args:
         model: The candidate SavedModel.
@@ -36,14 +49,22 @@ def evaluate(
         label: The label column.
         registry_uri: The model registry root; its serving version is the baseline.
         model_name: The model's name in the registry.
-        blessing: Output: metadata ``blessed``, ``reason``, ``metrics``, ``baseline_version``,
+        blessing: Output: metadata ``blessed``, ``reason``, ``forced``, ``force_reason``,
+            ``tfma_blessed``, ``tfma_reason``, ``checks``, ``metrics``, ``baseline_version``,
             ``baseline_metrics``.
         evaluation: Output: TFMA's output folder (metrics, plots, validations).
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
-        report: Output: candidate vs baseline, overall and per slice, and the verdict.
+        classification_metrics: Output: the candidate's confusion matrix at threshold 0.5 and
+            its ROC curve, from TFMA's plots.
+        report: Output: the verdict, each threshold with pass/fail, and candidate vs baseline
+            (and their difference) per metric, overall and per slice.
         min_auc: Value threshold: the candidate's AUC must reach it (None: no value threshold).
         max_auc_decrease: Change threshold: how far AUC may fall below the serving model's
             (None: no change threshold).
+        cold_start: With no serving model: ``bless_on_thresholds`` blesses a candidate that
+            meets the value threshold, ``require_baseline`` blesses none.
+        force_bless_reason: When not empty, bless the candidate whatever the verdict, recorded
+            with this reason; TFMA still runs and the verdict it overrode is kept.
         slice_features: Features to report metrics per value of.
         beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
         s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
@@ -51,25 +72,35 @@ def evaluate(
     Returns:
         Whether the candidate is blessed.
     """
+    import dataclasses
+
     from ctloop.components.evaluate import logic
     from ctloop.registry import open_registry
 
+    thresholds = logic.Thresholds(min_auc, max_auc_decrease)
+    policy = logic.Policy(cold_start, force_bless_reason)
     baseline = open_registry(registry_uri, model_name, s3_endpoint_url).serving()
     result = logic.run(
         model_dir=model.path,
         eval_path=eval_data.path,
         label=label,
         baseline_dir=str(baseline.model_dir) if baseline else None,
-        thresholds=logic.Thresholds(min_auc, max_auc_decrease),
+        thresholds=thresholds,
         output_dir=evaluation.path,
         slice_features=slice_features,
         beam_pipeline_args=beam_pipeline_args,
+        policy=policy,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    views = result.views
+    classification_metrics.log_confusion_matrix(views.categories, views.confusion_matrix)
+    classification_metrics.log_roc_curve(views.fpr, views.tpr, views.thresholds)
     blessing.metadata.update(
-        blessed=result.blessed, reason=result.reason, metrics=result.metrics,
-        baseline_version=baseline.number if baseline else None,
+        blessed=result.blessed, reason=result.reason, forced=result.forced,
+        force_reason=result.force_reason, tfma_blessed=result.tfma_blessed,
+        tfma_reason=result.tfma_reason, checks=[dataclasses.asdict(c) for c in result.checks],
+        metrics=result.metrics, baseline_version=baseline.number if baseline else None,
         baseline_metrics=result.baseline_metrics,
     )
     with open(blessing.path, "w") as handle:

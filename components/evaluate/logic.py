@@ -4,11 +4,16 @@ TFMA runs inference itself on both SavedModels (``tf_generic`` models whose ``se
 signature takes raw features, fed from Arrow record batches by column name), computes metrics
 overall and per slice, and validates the thresholds: a value threshold on the candidate's AUC and,
 when a baseline serves, a change threshold against it. Thresholds judge the overall slice.
+
+The blessing is TFMA's verdict, then the policy: with no serving model, ``require_baseline``
+blesses nothing; a force-bless reason blesses anything, and the verdict it overrode is kept.
+The candidate's confusion matrix and ROC curve come from TFMA's ``ConfusionMatrixPlot``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,11 +24,20 @@ import pyarrow as pa
 
 from ctloop import beam_options, contract
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError
+from ctloop.errors import ConfigError, ModelError
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 METRICS = ("ExampleCount", "AUC", "BinaryAccuracy", "Precision", "Recall")
+METRIC_NAMES = ("example_count", "auc", "binary_accuracy", "precision", "recall")  # as TFMA names
 BATCH_ROWS = 1000
+# ROC thresholds 0, 0.01, ..., 1: a smooth curve that keeps KFP's metadata small. Even, so that
+# MATRIX_THRESHOLD, the one binary_accuracy, precision and recall use, is among them.
+ROC_THRESHOLDS = 100
+MATRIX_THRESHOLD = 0.5
+DEFAULT_CLASSES = ["0", "1"]
+BLESS_ON_THRESHOLDS, REQUIRE_BASELINE = "bless_on_thresholds", "require_baseline"
+COLD_START_POLICIES = (BLESS_ON_THRESHOLDS, REQUIRE_BASELINE)
+FORCED_PREFIX = "FORCE-BLESSED: "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,16 +58,92 @@ class Thresholds:
 
 
 @dataclasses.dataclass(frozen=True)
+class Policy:
+    """What decides the blessing besides the thresholds.
+
+    ``cold_start``: with no serving model, ``bless_on_thresholds`` blesses a candidate that meets
+    the value threshold, ``require_baseline`` blesses nothing. ``force_bless_reason``: when not
+    empty, the candidate is blessed whatever the verdict, and the reason is recorded for audit.
+    """
+
+    cold_start: str = BLESS_ON_THRESHOLDS
+    force_bless_reason: str | None = None
+
+    def __post_init__(self):
+        if self.cold_start not in COLD_START_POLICIES:
+            raise ConfigError(
+                f"cold_start {self.cold_start!r} is not a cold-start policy: use one of "
+                f"{', '.join(map(repr, COLD_START_POLICIES))}"
+            )
+        if self.force_bless_reason and not self.force_bless_reason.strip():
+            raise ConfigError(
+                f"force_bless_reason {self.force_bless_reason!r} is blank: say why the model is "
+                "blessed without passing its checks (it is recorded for audit), or leave it empty"
+            )
+
+    @property
+    def force_reason(self) -> str | None:
+        """The force-bless reason, or None when the blessing is not forced."""
+        return self.force_bless_reason.strip() if self.force_bless_reason else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A threshold TFMA applied on the overall slice, and how the candidate fared."""
+
+    metric: str  # "auc", or "auc change vs serving model" (candidate - baseline)
+    threshold: str  # e.g. "AUC >= 0.7"
+    value: float | None  # None: TFMA could not compute it
+    passed: bool
+    is_change: bool = False
+
+    @property
+    def shown(self) -> str:
+        return f"{self.metric} = {_number(self.value, signed=self.is_change)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Views:
+    """The candidate's overall confusion matrix and ROC curve, as KFP's UI shows them."""
+
+    categories: list[str]  # label classes [negative, positive]
+    confusion_matrix: list[list[int]]  # rows: actual class, columns: predicted, at 0.5
+    thresholds: list[float]  # ROC points, ascending thresholds (empty: a class is absent)
+    fpr: list[float]
+    tpr: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation:
     blessed: bool
     reason: str
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     slices: dict[str, dict[str, dict[str, float]]]  # model -> slice name -> metrics
+    diffs: dict[str, dict[str, float]]  # slice name -> candidate - baseline per metric (TFMA's)
+    checks: list[Check]
+    tfma_blessed: bool  # the thresholds' verdict, before the cold-start policy and any force
+    tfma_reason: str
+    force_reason: str | None  # None: not forced
+    views: Views
+
+    @property
+    def forced(self) -> bool:
+        return self.force_reason is not None
 
 
 def load_features(model_dir: str | Path) -> list[FeatureSpec]:
     return [FeatureSpec(n, d) for n, d in contract.read_features(model_dir).items()]
+
+
+def label_classes(model_dir: str | Path) -> list[str]:
+    """The label's classes [negative, positive] that train recorded, else ["0", "1"]."""
+    path = Path(model_dir) / contract.FEATURES_FILE
+    classes = json.loads(path.read_text()).get("label_classes") or DEFAULT_CLASSES
+    if len(classes) != 2:
+        raise ModelError(f"{path} lists label_classes {classes}: a binary model has two, "
+                         "[negative, positive]; re-export the model")
+    return [str(c) for c in classes]
 
 
 def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
@@ -83,9 +173,12 @@ def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
         )
         for name in METRICS
     ]
+    plot = tfma.MetricConfig(class_name="ConfusionMatrixPlot",
+                             config=json.dumps({"num_thresholds": ROC_THRESHOLDS}))
     return tfma.EvalConfig(
         model_specs=[spec(CANDIDATE, False)] + ([spec(BASELINE, True)] if with_baseline else []),
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics),
+                       tfma.MetricsSpec(metrics=[plot], model_names=[CANDIDATE])],
         slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in slice_features],
     )
 
@@ -122,16 +215,19 @@ def run(
     output_dir: str,
     slice_features: list[str] | None = None,
     beam_pipeline_args: list[str] | None = None,
+    policy: Policy | None = None,
 ) -> Evaluation:
     """Evaluates the candidate (and the baseline, if any) and decides the blessing."""
     import apache_beam as beam
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    policy = policy or Policy()
     slice_features = slice_features or []
     with_baseline = baseline_dir is not None
     config = eval_config(label, thresholds, with_baseline, slice_features)
     features = {f.name: f for f in load_features(model_dir)}
+    categories = label_classes(model_dir)
     if with_baseline:
         features = {**{f.name: f for f in load_features(baseline_dir)}, **features}
     frame = pd.read_parquet(eval_path)
@@ -164,76 +260,160 @@ def run(
                 output_path=output_dir)
         )
 
+    # With a single model, TFMA keys its results by no model name.
+    candidate = tfma.load_eval_result(output_dir, model_name=CANDIDATE if with_baseline else None)
+    candidate_slices, diffs = _slice_metrics(candidate)
+    slices = {CANDIDATE: candidate_slices}
     if with_baseline:
-        slices = {m: _slice_metrics(output_dir, m) for m in (CANDIDATE, BASELINE)}
-    else:  # with a single model, TFMA keys its metrics by no model name
-        slices = {CANDIDATE: _slice_metrics(output_dir, None)}
-    blessed, reason = bless(tfma.load_validation_result(output_dir), thresholds, with_baseline)
-    return Evaluation(blessed, reason, slices[CANDIDATE]["overall"],
-                      slices.get(BASELINE, {}).get("overall", {}), slices)
+        slices[BASELINE] = _slice_metrics(tfma.load_eval_result(output_dir, model_name=BASELINE))[0]
+    metrics = candidate_slices["overall"]
+    validation = tfma.load_validation_result(output_dir)
+    applied = checks(validation, thresholds, with_baseline, metrics, diffs.get("overall", {}))
+    tfma_blessed, tfma_reason = bless(validation, applied)
+    blessed, reason = decide(tfma_blessed, tfma_reason, policy, with_baseline)
+    return Evaluation(
+        blessed, reason, metrics, slices.get(BASELINE, {}).get("overall", {}), slices, diffs,
+        applied, tfma_blessed, tfma_reason, policy.force_reason, _views(candidate, categories))
 
 
-def bless(validation, thresholds: Thresholds, with_baseline: bool) -> tuple[bool, str]:
-    """The blessing and its reason, from TFMA's ValidationResult."""
+def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dict[str, float],
+           diffs: dict[str, float]) -> list[Check]:
+    """Each threshold TFMA applied, passed unless its ValidationResult names a failure."""
+    # Only AUC has thresholds: a failure is the value threshold's, or the change threshold's.
+    failed = {failure.metric_key.is_diff
+              for per_slice in validation.metric_validations_per_slice
+              for failure in per_slice.failures}
     applied = []
     if thresholds.min_auc is not None:
-        applied.append(f"AUC >= {thresholds.min_auc}")
+        applied.append(Check("auc", f"AUC >= {thresholds.min_auc}",
+                             metrics.get("auc"), False not in failed))
     if with_baseline and thresholds.max_auc_decrease is not None:
-        applied.append(f"AUC >= serving model's AUC - {thresholds.max_auc_decrease}")
+        applied.append(Check(
+            "auc change vs serving model",
+            f"AUC >= serving model's AUC - {thresholds.max_auc_decrease}",
+            diffs.get("auc"), True not in failed, is_change=True))
+    return applied
+
+
+def bless(validation, applied: list[Check]) -> tuple[bool, str]:
+    """The thresholds' verdict and its reason, from the checks and TFMA's ValidationResult."""
     if not applied:
         # Fail safe, as TFX's Evaluator: with nothing to check, TFMA would pass anything.
         return False, "no threshold applies: set min_auc (and max_auc_decrease) to bless models"
-    if validation.validation_ok:
-        return True, "passed " + " and ".join(applied)
-    failures = [
-        f"{_metric_label(f.metric_key)} = {f.metric_value.double_value.value:.4f} fails "
-        f"{_threshold_label(f.metric_threshold)}"
-        for per_slice in validation.metric_validations_per_slice
-        for f in per_slice.failures
-    ]
-    return False, "; ".join(failures) or "TFMA validation failed without details"
+    failures = [f"{c.shown} fails {c.threshold}" for c in applied if not c.passed]
+    if failures:
+        return False, "; ".join(failures)
+    if not validation.validation_ok:  # unknown state blocks like a failure
+        return False, "TFMA validation failed without naming a threshold: see validations.tfrecord"
+    return True, "passed " + " and ".join(c.threshold for c in applied)
 
 
-def _metric_label(key) -> str:
-    return f"{key.name} change vs serving model" if key.is_diff else key.name
+def decide(tfma_blessed: bool, tfma_reason: str, policy: Policy, with_baseline: bool
+           ) -> tuple[bool, str]:
+    """The blessing: the thresholds' verdict, then the cold-start policy, then any force."""
+    blessed, reason = tfma_blessed, tfma_reason
+    if not with_baseline and policy.cold_start == REQUIRE_BASELINE:
+        blessed, reason = False, (
+            f"no serving model to compare against and cold_start is {REQUIRE_BASELINE!r} "
+            f"(thresholds alone: {tfma_reason}); bootstrap the first version with "
+            f"force_bless_reason, or use cold_start {BLESS_ON_THRESHOLDS!r}"
+        )
+    if policy.force_reason:
+        return True, (f"{FORCED_PREFIX}{policy.force_reason} (without force: "
+                      f"{'blessed' if blessed else 'not blessed'}: {reason})")
+    return blessed, reason
 
 
-def _threshold_label(threshold) -> str:
-    if threshold.HasField("change_threshold"):
-        return f"change >= {threshold.change_threshold.absolute.value:g}"
-    return f">= {threshold.value_threshold.lower_bound.value:g}"
-
-
-def _slice_metrics(output_dir: str, model_name: str | None) -> dict[str, dict[str, float]]:
-    import tensorflow_model_analysis as tfma
-
-    result = tfma.load_eval_result(output_dir, model_name=model_name)
-    out = {}
+def _slice_metrics(result) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Slice name -> metric -> value, and slice name -> metric -> change vs the baseline."""
+    values, diffs = {}, {}
     for slice_key, by_output in result.slicing_metrics:
         name = "overall" if not slice_key else ", ".join(
             f"{k}={v.decode() if isinstance(v, bytes) else v}" for k, v in slice_key)
         # Undefined metrics (e.g. precision with no positive prediction) come back as "NaN".
-        values = {
+        numbers = {
             metric: float(value["doubleValue"])
             for metric, value in by_output[""][""].items()
-            if "doubleValue" in value and not metric.endswith("_diff")
+            if "doubleValue" in value and not math.isnan(float(value["doubleValue"]))
         }
-        out[name] = {k: v for k, v in values.items() if not math.isnan(v)}
-    return out
+        values[name] = {k: v for k, v in numbers.items() if not k.endswith("_diff")}
+        diffs[name] = {k.removesuffix("_diff"): v for k, v in numbers.items()
+                       if k.endswith("_diff")}
+    return values, diffs
+
+
+def _views(result, categories: list[str]) -> Views:
+    """The confusion matrix at 0.5 and the ROC curve, from TFMA's overall ConfusionMatrixPlot."""
+    plot = dict(result.plots)[()][""][""]["confusionMatrixAtThresholds"]["matrices"]
+    # TFMA's JSON leaves out zeros (threshold 0.0 included) and prepends a -1e-6 threshold,
+    # which only adds predictions of exactly 0: the points kept are thresholds 0, 0.01, ..., 1.
+    points = [{k: m.get(k, 0.0) for k in ("threshold", "truePositives", "falsePositives",
+                                         "trueNegatives", "falseNegatives")}
+              for m in plot if m.get("threshold", 0.0) >= 0.0]
+    at = next(p for p in points if p["threshold"] == MATRIX_THRESHOLD)
+    matrix = [[int(at["trueNegatives"]), int(at["falsePositives"])],
+              [int(at["falseNegatives"]), int(at["truePositives"])]]
+    positives, negatives = sum(matrix[1]), sum(matrix[0])
+    if not (positives and negatives):  # one class only: no ROC curve is defined
+        return Views(categories, matrix, [], [], [])
+    return Views(categories, matrix, [p["threshold"] for p in points],
+                 [p["falsePositives"] / negatives for p in points],
+                 [p["truePositives"] / positives for p in points])
+
+
+def _number(value: float | None, signed: bool = False, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:{'+' if signed else ''}.{digits}f}"
+
+
+def _cell(metric: str, value: float | None, signed: bool = False) -> str:
+    return _number(value, signed, digits=0 if metric == "example_count" else 4)
 
 
 def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: Any) -> str:
-    """Candidate vs baseline, overall and per slice, and the verdict, for the KFP UI."""
-    names = ["example_count", "auc", "binary_accuracy", "precision", "recall"]
+    """The verdict, each threshold, and candidate vs baseline per metric and slice (Markdown)."""
     verdict = "BLESSED" if evaluation.blessed else "NOT BLESSED"
-    baseline = f"serving version {baseline_version}" if baseline_version else "none (cold start)"
-    lines = [f"# Model evaluation: span {span}", "", f"**{verdict}**: {evaluation.reason}", "",
-             f"Baseline: {baseline}.", ""]
-    for model, slices in evaluation.slices.items():
-        lines += [f"## {model}", "", "| slice | " + " | ".join(names) + " |",
-                  "|---" * (len(names) + 1) + "|"]
-        for slice_name, values in sorted(slices.items(), key=lambda kv: kv[0] != "overall"):
-            cells = [f"{values[m]:.4f}" if m in values else "" for m in names]
-            lines.append(f"| {slice_name} | " + " | ".join(cells) + " |")
+    lines = [f"# Model evaluation: span {span}", ""]
+    if evaluation.forced:
+        tfma_verdict = "BLESSED" if evaluation.tfma_blessed else "NOT BLESSED"
+        lines += [f"> **FORCE-BLESSED**: {evaluation.force_reason}", ">",
+                  f"> TFMA's verdict on the thresholds, recorded but not applied: "
+                  f"**{tfma_verdict}**: {evaluation.tfma_reason}", ""]
+    lines += [f"**{verdict}**: {evaluation.reason}", ""]
+    cold_start = BASELINE not in evaluation.slices
+    lines += ["Baseline: none (cold start): the candidate alone, no change threshold applies."
+              if cold_start else f"Baseline: serving version {baseline_version}.", ""]
+    lines += ["## Thresholds (overall slice)", ""]
+    if evaluation.checks:
+        lines += ["| threshold | value | result |", "|---|---|---|"]
+        lines += [f"| {c.threshold} | {c.shown} | {'pass' if c.passed else 'FAIL'} |"
+                  for c in evaluation.checks]
+    else:
+        lines.append("None applies: nothing is blessed unless forced.")
+    lines.append("")
+
+    def ordered(slices):  # overall first, then the slices by name
+        return sorted(slices, key=lambda name: (name != "overall", name))
+
+    candidate = evaluation.slices[CANDIDATE]
+    if cold_start:
+        lines += ["## Candidate", "", "| slice | " + " | ".join(METRIC_NAMES) + " |",
+                  "|---" * (len(METRIC_NAMES) + 1) + "|"]
+        for name in ordered(candidate):
+            lines.append(f"| {name} | " + " | ".join(
+                _cell(m, candidate[name].get(m)) for m in METRIC_NAMES) + " |")
+        lines.append("")
+        return "\n".join(lines)
+    baseline = evaluation.slices[BASELINE]
+    for metric in METRIC_NAMES:
+        lines += [f"## {metric}", "",
+                  f"| slice | candidate | baseline (v{baseline_version}) | candidate − baseline |",
+                  "|---|---|---|---|"]
+        for name in ordered(set(candidate) | set(baseline)):
+            lines.append(
+                f"| {name} | {_cell(metric, candidate.get(name, {}).get(metric))} | "
+                f"{_cell(metric, baseline.get(name, {}).get(metric))} | "
+                f"{_cell(metric, evaluation.diffs.get(name, {}).get(metric), signed=True)} |")
         lines.append("")
     return "\n".join(lines)

@@ -1,13 +1,27 @@
-"""evaluate logic with real TFMA: blessing on cold start, against a better or worse baseline."""
+"""evaluate with real TFMA: the blessing on cold start and against a better or worse baseline, the
+cold-start policy, forced blessings, the confusion matrix and ROC views, and the report."""
 
+import json
+import shutil
+
+import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from conftest import EXCLUDE, LABEL
+from ctloop import contract
 from ctloop.components.evaluate import logic
+from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train import logic as train
 from ctloop.errors import ConfigError
+from ctloop.registry import Registry
+
+MODEL_NAME = "churn"
+# The ROC's extreme thresholds leave no predicted negatives (or positives): TFMA's confusion
+# matrices then divide 0 by 0 for rates this component does not read, and numpy says so.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 
 
 @pytest.fixture(scope="module")
@@ -21,50 +35,250 @@ def weak_model(prepared, tmp_path_factory):
     return out / "model"
 
 
-def _evaluate(model, prepared, tmp_path, baseline=None, **thresholds):
+@pytest.fixture(scope="module")
+def eval_rows(prepared) -> int:
+    return len(pd.read_parquet(prepared.eval))
+
+
+def _evaluate(model, prepared, tmp_path, baseline=None, policy=None, **thresholds):
     return logic.run(str(model), str(prepared.eval), LABEL, str(baseline) if baseline else None,
                      logic.Thresholds(**thresholds), str(tmp_path / "tfma"),
-                     slice_features=["contract"])
+                     slice_features=["contract"], policy=policy)
 
 
-def test_cold_start_blesses_on_value_threshold(prepared, tmp_path):
+def _run_component(model, prepared, tmp_path, baseline=None, **params):
+    """evaluate's KFP function on hand-built artifacts; ``baseline`` becomes the registry's
+    serving version 1."""
+    registry = tmp_path / "registry"
+    if baseline:
+        Registry(registry, MODEL_NAME).push(baseline, prepared.schema, {}, expected_serving=None)
+    eval_data = Dataset(uri=str(prepared.eval))
+    eval_data.metadata["span"] = 1
+    outputs = {
+        "blessing": Artifact(uri=str(tmp_path / "blessing")),
+        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
+        "metrics": Metrics(uri=str(tmp_path / "metrics")),
+        "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "classification")),
+        "report": Markdown(uri=str(tmp_path / "report.md")),
+    }
+    blessed = evaluate.python_func(
+        model=Model(uri=str(model)), eval_data=eval_data, label=LABEL,
+        registry_uri=str(registry), model_name=MODEL_NAME, slice_features=["contract"],
+        **outputs, **params)
+    return blessed, outputs
+
+
+def _with_label_classes(model_dir, tmp_path, classes):
+    """A copy of the model whose features.json names the label's classes, as train writes them
+    from ingest's ``label_classes``."""
+    copy = tmp_path / "labelled-model"
+    shutil.copytree(model_dir, copy)
+    features = json.loads((copy / contract.FEATURES_FILE).read_text())
+    (copy / contract.FEATURES_FILE).write_text(json.dumps({**features, "label_classes": classes}))
+    return copy
+
+
+def _assert_roc_is_a_bounded_curve(thresholds, fpr, tpr):
+    assert 2 < len(thresholds) <= 101 and len(fpr) == len(tpr) == len(thresholds)
+    assert thresholds == sorted(thresholds) and thresholds[0] == 0.0 and thresholds[-1] == 1.0
+    assert all(0.0 <= x <= 1.0 for x in fpr + tpr)
+    # A higher threshold predicts fewer positives: both rates only fall, from (1, 1) to (0, 0).
+    assert fpr == sorted(fpr, reverse=True) and tpr == sorted(tpr, reverse=True)
+    assert (fpr[0], tpr[0]) == (1.0, 1.0) and (fpr[-1], tpr[-1]) == (0.0, 0.0)
+
+
+def test_cold_start_blesses_on_value_threshold(prepared, eval_rows, tmp_path):
     result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=0.7)
     assert result.blessed, result.reason
-    assert result.reason == "passed AUC >= 0.7"
+    assert result.reason == result.tfma_reason == "passed AUC >= 0.7"
+    assert result.tfma_blessed and not result.forced and result.force_reason is None
     assert 0.72 < result.metrics["auc"] <= 1.0
-    assert result.metrics["example_count"] == len(pd.read_parquet(prepared.eval))
-    assert result.baseline_metrics == {}
+    assert result.metrics["example_count"] == eval_rows
+    assert result.baseline_metrics == {} and result.diffs["overall"] == {}
+    assert result.checks == [logic.Check("auc", "AUC >= 0.7", result.metrics["auc"], True)]
     assert {"contract=month-to-month", "contract=two-year"} <= set(result.slices["candidate"])
     assert tfma.load_validation_result(str(tmp_path / "tfma")).validation_ok
+    # The views: TFMA's confusion matrix at 0.5 agrees with its own accuracy and precision.
+    views = result.views
+    assert views.categories == ["0", "1"]  # this model's features.json names no classes
+    (tn, fp), (fn, tp) = views.confusion_matrix
+    assert tn + fp + fn + tp == eval_rows
+    assert (tn + tp) / eval_rows == pytest.approx(result.metrics["binary_accuracy"])
+    assert tp / (tp + fp) == pytest.approx(result.metrics["precision"])
+    _assert_roc_is_a_bounded_curve(views.thresholds, views.fpr, views.tpr)
+    report = logic.report_markdown(result, None, 1)
+    assert "Baseline: none (cold start): the candidate alone" in report
+    assert "| AUC >= 0.7 | auc = " in report and "| pass |" in report
+    assert "## Candidate" in report and "baseline (v" not in report
 
 
 def test_cold_start_below_value_threshold(prepared, tmp_path):
     result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=0.99)
+    assert not result.blessed and not result.tfma_blessed
+    assert result.reason.startswith("auc = 0.") and result.reason.endswith("fails AUC >= 0.99")
+    assert "| FAIL |" in logic.report_markdown(result, None, 1)
+
+
+def test_require_baseline_blesses_nothing_on_cold_start(prepared, tmp_path):
+    policy = logic.Policy(cold_start="require_baseline")
+    result = _evaluate(prepared.model_dir, prepared, tmp_path, policy=policy, min_auc=0.7)
     assert not result.blessed
-    assert result.reason.startswith("auc = 0.") and result.reason.endswith("fails >= 0.99")
+    # TFMA ran and its verdict is kept: the thresholds alone would have blessed it.
+    assert result.tfma_blessed and result.tfma_reason == "passed AUC >= 0.7"
+    assert result.reason.startswith("no serving model to compare against and cold_start is "
+                                    "'require_baseline' (thresholds alone: passed AUC >= 0.7)")
+    assert "force_bless_reason" in result.reason
+    assert "**NOT BLESSED**: no serving model" in logic.report_markdown(result, None, 1)
 
 
 def test_better_candidate_is_blessed_against_worse_baseline(prepared, weak_model, tmp_path):
-    result = _evaluate(prepared.model_dir, prepared, tmp_path, baseline=weak_model)
+    # require_baseline changes nothing once a model serves.
+    result = _evaluate(prepared.model_dir, prepared, tmp_path, baseline=weak_model,
+                       policy=logic.Policy(cold_start="require_baseline"))
     assert result.blessed, result.reason
-    assert "serving model's AUC - 0.01" in result.reason
-    assert result.metrics["auc"] > result.baseline_metrics["auc"] + 0.05
+    assert result.reason == "passed AUC >= 0.7 and AUC >= serving model's AUC - 0.01"
+    auc, baseline_auc = result.metrics["auc"], result.baseline_metrics["auc"]
+    assert auc > baseline_auc + 0.05
+    diff = result.diffs["overall"]["auc"]
+    assert diff == pytest.approx(auc - baseline_auc)
+    assert [c.passed for c in result.checks] == [True, True]
+    assert result.checks[1].value == diff
     report = logic.report_markdown(result, 3, 1)
-    assert "**BLESSED**" in report and "serving version 3" in report and "## baseline" in report
+    assert "**BLESSED**" in report and "Baseline: serving version 3." in report
+    assert (f"| AUC >= serving model's AUC - 0.01 | auc change vs serving model = {diff:+.4f} "
+            "| pass |") in report
+    auc_table = report.split("## auc\n")[1].split("##")[0]
+    assert "| slice | candidate | baseline (v3) | candidate − baseline |" in auc_table
+    assert f"| overall | {auc:.4f} | {baseline_auc:.4f} | {diff:+.4f} |" in auc_table
+    assert "| contract=month-to-month | " in auc_table
+    for metric in ("example_count", "binary_accuracy", "precision", "recall"):
+        assert f"## {metric}\n" in report
 
 
 def test_worse_candidate_is_not_blessed(prepared, weak_model, tmp_path):
     # min_auc 0 isolates the change threshold: only "worse than serving" can fail it.
     result = _evaluate(weak_model, prepared, tmp_path, baseline=prepared.model_dir, min_auc=0.0)
     assert not result.blessed
-    assert "auc change vs serving model = -0." in result.reason
-    assert "fails change >= -0.01" in result.reason
+    assert result.reason.startswith("auc change vs serving model = -0.")
+    assert result.reason.endswith("fails AUC >= serving model's AUC - 0.01")
+    assert [c.passed for c in result.checks] == [True, False]
+    assert "| auc change vs serving model = -0." in logic.report_markdown(result, 1, 1)
 
 
 def test_no_thresholds_never_blesses(prepared, tmp_path):
     result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=None, max_auc_decrease=None)
-    assert not result.blessed
+    assert not result.blessed and not result.tfma_blessed and result.checks == []
     assert result.reason.startswith("no threshold applies")
+    assert "None applies: nothing is blessed unless forced." in logic.report_markdown(
+        result, None, 1)
+
+
+def test_only_force_blesses_without_thresholds(prepared, tmp_path):
+    policy = logic.Policy(force_bless_reason="  INC-42: bootstrap the registry  ")
+    result = _evaluate(prepared.model_dir, prepared, tmp_path, policy=policy, min_auc=None,
+                       max_auc_decrease=None)
+    assert result.blessed and result.forced
+    assert result.force_reason == "INC-42: bootstrap the registry"
+    assert not result.tfma_blessed and result.tfma_reason.startswith("no threshold applies")
+    assert result.reason.startswith("FORCE-BLESSED: INC-42: bootstrap the registry (without "
+                                    "force: not blessed: no threshold applies")
+
+
+def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_path):
+    import tensorflow as tf
+
+    model = _with_label_classes(prepared.model_dir, tmp_path, ["stayed", "left"])
+    blessed, out = _run_component(model, prepared, tmp_path)
+    assert blessed is True
+    assert (tmp_path / "blessing").read_text() == "BLESSED\n"
+    meta = out["blessing"].metadata
+    assert meta["blessed"] and meta["reason"] == "passed AUC >= 0.7"
+    assert meta["forced"] is False and meta["force_reason"] is None
+    assert meta["tfma_blessed"] is True and meta["tfma_reason"] == "passed AUC >= 0.7"
+    assert meta["checks"] == [{"metric": "auc", "threshold": "AUC >= 0.7",
+                               "value": meta["metrics"]["auc"], "passed": True,
+                               "is_change": False}]
+    assert meta["baseline_version"] is None and meta["baseline_metrics"] == {}
+    assert out["metrics"].metadata == meta["metrics"]
+    assert out["metrics"].metadata["example_count"] == eval_rows
+
+    views = out["classification_metrics"].metadata
+    matrix = views["confusionMatrix"]
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == ["stayed", "left"]
+    rows = [row["row"] for row in matrix["rows"]]
+    assert sum(map(sum, rows)) == eval_rows
+    # Rows are the actual class, columns the predicted one at 0.5: recount from the model.
+    frame = pd.read_parquet(prepared.eval)
+    inputs = train.to_inputs(frame, logic.load_features(model))
+    serve = tf.saved_model.load(str(model)).signatures[contract.SERVING_SIGNATURE]
+    predicted = serve(**{k: tf.constant(v) for k, v in inputs.items()})[contract.OUTPUT_KEY]
+    predicted = predicted.numpy() > 0.5
+    actual = frame[LABEL].to_numpy() == 1
+    assert rows == [[int(np.sum(~actual & ~predicted)), int(np.sum(~actual & predicted))],
+                    [int(np.sum(actual & ~predicted)), int(np.sum(actual & predicted))]]
+    roc = views["confidenceMetrics"]
+    _assert_roc_is_a_bounded_curve([p["confidenceThreshold"] for p in roc],
+                                   [p["falsePositiveRate"] for p in roc],
+                                   [p["recall"] for p in roc])
+    assert "# Model evaluation: span 1" in (tmp_path / "report.md").read_text()
+
+
+def test_force_bless_records_tfma_verdict(prepared, weak_model, tmp_path):
+    reason = "INC-7: roll forward past a known-bad serving model"
+    blessed, out = _run_component(weak_model, prepared, tmp_path, baseline=prepared.model_dir,
+                                  min_auc=0.0, force_bless_reason=reason)
+    assert blessed is True
+    assert (tmp_path / "blessing").read_text() == "BLESSED\n"
+    meta = out["blessing"].metadata
+    assert meta["blessed"] and meta["forced"] is True and meta["force_reason"] == reason
+    assert meta["reason"].startswith(f"FORCE-BLESSED: {reason} (without force: not blessed: "
+                                     "auc change vs serving model = -0.")
+    # TFMA's real verdict is kept: the weak model fails the change threshold.
+    assert meta["tfma_blessed"] is False
+    assert meta["tfma_reason"].endswith("fails AUC >= serving model's AUC - 0.01")
+    assert [c["passed"] for c in meta["checks"]] == [True, False]
+    assert meta["baseline_version"] == 1
+    assert meta["metrics"]["auc"] < meta["baseline_metrics"]["auc"]
+    report = (tmp_path / "report.md").read_text()
+    header = report.split("## Thresholds")[0]
+    assert f"> **FORCE-BLESSED**: {reason}" in header
+    assert f"recorded but not applied: **NOT BLESSED**: {meta['tfma_reason']}" in header
+    assert f"**BLESSED**: FORCE-BLESSED: {reason}" in header
+
+
+def test_unknown_cold_start_fails_before_any_work(prepared, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        _run_component(prepared.model_dir, prepared, tmp_path, cold_start="always")
+    message = str(caught.value)
+    assert message == ("cold_start 'always' is not a cold-start policy: use one of "
+                       "'bless_on_thresholds', 'require_baseline'")
+    assert not (tmp_path / "evaluation").exists() and not (tmp_path / "blessing").exists()
+
+
+@pytest.mark.parametrize("reason", [" ", "\n\t"])
+def test_blank_force_bless_reason_is_refused(reason):
+    with pytest.raises(ConfigError, match="force_bless_reason .* is blank: say why"):
+        logic.Policy(force_bless_reason=reason)
+
+
+@pytest.mark.parametrize("reason", [None, ""])
+def test_no_force_bless_reason_forces_nothing(reason):
+    assert logic.Policy(force_bless_reason=reason).force_reason is None
+
+
+@pytest.mark.parametrize(
+    ("policy", "with_baseline", "expected"),
+    [
+        (logic.Policy(), False, (True, "passed AUC >= 0.7")),
+        (logic.Policy("require_baseline"), True, (True, "passed AUC >= 0.7")),
+        (logic.Policy("require_baseline"), False, (False, "no serving model to compare")),
+        (logic.Policy("require_baseline", "bootstrap v1"), False,
+         (True, "FORCE-BLESSED: bootstrap v1 (without force: not blessed: no serving model")),
+    ],
+)
+def test_policy_decides_after_the_thresholds(policy, with_baseline, expected):
+    blessed, reason = logic.decide(True, "passed AUC >= 0.7", policy, with_baseline)
+    assert (blessed, reason[:len(expected[1])]) == expected
 
 
 def test_thresholds_out_of_range():
