@@ -184,10 +184,17 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Change threshold: largest AUC drop allowed vs the serving model.")
+@click.option("--cold-start", default="bless_on_thresholds", show_default=True,
+              type=click.Choice(["bless_on_thresholds", "require_baseline"]),
+              help="With no serving model: bless a first model that meets --min-auc, or none.")
+@click.option("--force-bless-reason",
+              help="Bless whatever evaluation finds; the reason and the real verdict are "
+              "recorded for audit.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label, workdir,
-        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, drift_jsd, drift_linf, skew_jsd,
-        skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
-        canary_percent, min_auc, max_auc_decrease) -> None:
+        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, drift_jsd,
+        drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms,
+        min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, cold_start,
+        force_bless_reason) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
     from ctloop.components.validate_data import drift, logic
@@ -202,7 +209,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
     preflight.check_settings(epochs, min_auc, max_auc_decrease, max_p99_ms, min_rps,
-                             canary_percent, stats_sample_rate, schema_uri)
+                             canary_percent, stats_sample_rate, schema_uri, force_bless_reason)
     preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
@@ -213,7 +220,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
         "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
         "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
         "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
-        "canary_percent": canary_percent,
+        "canary_percent": canary_percent, "cold_start": cold_start,
+        "force_bless_reason": force_bless_reason or "",
     }
     if registry_uri:
         if "://" not in registry_uri:

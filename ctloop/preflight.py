@@ -66,15 +66,17 @@ def check_settings(
     canary_percent: int,
     stats_sample_rate: float,
     schema_uri: str | None,
+    force_bless_reason: str | None = None,
 ) -> None:
     """Builds the settings objects the tasks will build, so their range checks fail now."""
-    from ctloop.components.evaluate.logic import Thresholds
+    from ctloop.components.evaluate.logic import Policy, Thresholds
     from ctloop.components.infra_validate.logic import SLO
     from ctloop.components.rollout.canary import CanarySLO
     from ctloop.components.train.logic import Hyperparameters
 
     Hyperparameters(epochs=epochs)
     Thresholds(min_auc, max_auc_decrease)
+    Policy(force_bless_reason=force_bless_reason)
     SLO(max_p99_ms=max_p99_ms, min_rps=min_rps)
     CanarySLO(percent=canary_percent, max_p99_ms=max_p99_ms)
     if not 0.0 < stats_sample_rate <= 1.0:

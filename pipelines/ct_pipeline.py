@@ -76,6 +76,8 @@ def build(gpu: Optional[GpuSettings] = None):
         seed: int = 42,
         min_auc: float = 0.7,
         max_auc_decrease: float = 0.01,
+        cold_start: str = "bless_on_thresholds",
+        force_bless_reason: str = "",
         serving_python: str = "",
         max_p99_ms: float = 250.0,
         min_rps: float = 20.0,
@@ -132,6 +134,10 @@ def build(gpu: Optional[GpuSettings] = None):
             seed: Seed for reproducible training.
             min_auc: Value threshold: the candidate's eval AUC must reach it.
             max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+            cold_start: With no serving model: ``bless_on_thresholds`` (bless a first model that
+                meets the value threshold) or ``require_baseline`` (bless none).
+            force_bless_reason: Bless whatever evaluation finds, recording this reason and the
+                real verdict for audit (empty: not forced). For one-off runs, never schedules.
             serving_python: ``local`` target: the python of the serving environment, in which infra
                 validation runs the candidate's model server (empty: none, so nothing is
                 infra-blessed).
@@ -220,6 +226,8 @@ def build(gpu: Optional[GpuSettings] = None):
             model_name=model_name,
             min_auc=min_auc,
             max_auc_decrease=max_auc_decrease,
+            cold_start=cold_start,
+            force_bless_reason=force_bless_reason,
             beam_pipeline_args=beam_pipeline_args,
             s3_endpoint_url=s3_endpoint_url,
         ).set_caching_options(False)

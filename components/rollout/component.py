@@ -120,6 +120,7 @@ def rollout(
         "devices": model.metadata.get("devices"),
         "metrics": blessing.metadata.get("metrics", {}),
         "baseline_version": blessing.metadata.get("baseline_version"),
+        "blessing": {k: blessing.metadata.get(k) for k in ("reason", "forced", "force_reason")},
         "infra": {k: infra_blessing.metadata[k] for k in ("p50_ms", "p99_ms", "rps")
                   if k in infra_blessing.metadata},
         "target": target,
