@@ -288,7 +288,8 @@ def serving_table(serving: dict[str, Any]) -> str:
     lines.append(["server, readiness GET (no model)", 1, ready["p50_ms"], ready["p99_ms"],
                   ready["requests_per_s"], None, None])
     return (f"\n== serving (server ready in {serving['startup_s']:.1f} s, peak RSS "
-            f"{serving['server_peak_mb']:,.0f} MB) ==\n"
+            f"{serving['server_peak_mb']:,.0f} MB; other processes used "
+            f"{serving['others_cpu_s']:.1f} CPU s meanwhile) ==\n"
             + report.table(["request", "clients", "p50 ms", "p99 ms", "req/s", "rows/s",
                             "p99 / in-process p99"], lines))
 

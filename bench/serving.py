@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import resource
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.measure import machine_busy_s
 from bench.report import latency_summary
 
 WARMUP_REQUESTS = 20
@@ -43,6 +45,7 @@ def measure(serving_python: str, model_dir: str, eval_path: str, model_name: str
 
     from ctloop import client, contract, server_process
 
+    busy_before, own_before = machine_busy_s(), _own_cpu_s()
     features = list(contract.read_features(model_dir))
     frame = pd.read_parquet(eval_path, columns=features).head(max(256, batch_rows * 8))
     rows = json.loads(frame.to_json(orient="records"))  # NaN -> null
@@ -83,8 +86,19 @@ def measure(serving_python: str, model_dir: str, eval_path: str, model_name: str
                 served[kind][count] = latency_summary(
                     latencies, time.perf_counter() - started, size)
         server_peak_mb = _peak_rss_mb(server.process.pid)
+    # The clients (this process), the server and the in-process child against everything else.
+    others = machine_busy_s() - busy_before - (_own_cpu_s() - own_before)
     return {"startup_s": startup_s, "server_peak_mb": server_peak_mb, "batch_rows": batch_rows,
-            "served": served, "in_process": in_process, "readiness_get": readiness}
+            "served": served, "in_process": in_process, "readiness_get": readiness,
+            "others_cpu_s": max(0.0, others)}
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (the server, the in-process
+    child)."""
+    own, children = (resource.getrusage(who)
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _peak_rss_mb(pid: int) -> float | None:
