@@ -44,12 +44,15 @@ def main(argv: list[str] | None = None) -> None:
     workdir = args.workdir.resolve()
     result: dict[str, Any] = {
         "started": _now(),
+        "code": _code_version(),
         "machine": machine.info(args.serving_python),
         "settings": {"rows": args.rows, "sections": sorted(sections), "clients": args.clients,
                      "requests": args.requests, "batch_rows": args.batch_rows},
         "sizes": {},
     }
-    print(f"machine: {machine.describe(result['machine'])}")
+    code = result["code"]
+    print(f"machine: {machine.describe(result['machine'])}\ncode: {(code['commit'] or '?')[:12]}"
+          + (" with uncommitted changes" if code["uncommitted_changes"] else ""))
     sizes: dict[int, dict[str, Any]] = result["sizes"]
     for rows in sorted(args.rows):
         sizes[rows] = run_size(rows, sections, workdir / f"rows-{rows}", args.serving_python)
@@ -335,6 +338,21 @@ def _best_time(work) -> float:
         work()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted_changes": None}  # not a git checkout
 
 
 def _progress(message: str) -> None:
