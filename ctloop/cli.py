@@ -156,6 +156,10 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--early-stopping-patience", default=0, show_default=True,
+              help="Stop training after this many epochs without a better eval loss (0: off).")
+@click.option("--slice-feature", "slice_features", multiple=True,
+              help="An eval column to report metrics per value of (repeatable).")
 @click.option("--drift-jsd", default=0.1, show_default=True,
               help="Largest Jensen-Shannon divergence of a numeric feature from the previous span.")
 @click.option("--drift-linf", default=0.1, show_default=True,
@@ -191,7 +195,8 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               help="Bless whatever evaluation finds; the reason and the real verdict are "
               "recorded for audit.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label, workdir,
-        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, drift_jsd,
+        registry_uri, summary_path, log_path, model_name, schema_uri, epochs,
+        early_stopping_patience, slice_features, drift_jsd,
         drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms,
         min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, cold_start,
         force_bless_reason) -> None:
@@ -208,9 +213,14 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
     anomaly_policy = logic.check_policy(
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
-    preflight.check_settings(epochs, min_auc, max_auc_decrease, max_p99_ms, min_rps,
-                             canary_percent, stats_sample_rate, schema_uri, force_bless_reason)
-    preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
+    preflight.check_settings(epochs, early_stopping_patience, min_auc, max_auc_decrease,
+                             max_p99_ms, min_rps, canary_percent, stats_sample_rate, schema_uri,
+                             force_bless_reason)
+    columns = preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
+    unknown = sorted(set(slice_features) - set(columns))
+    if unknown:
+        raise click.UsageError(f"--slice-feature {unknown} not among the data's columns "
+                               f"({', '.join(columns)}); fix the column names")
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
         "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
@@ -221,6 +231,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
         "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
         "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
         "canary_percent": canary_percent, "cold_start": cold_start,
+        "early_stopping_patience": early_stopping_patience, "slice_features": list(slice_features),
         "force_bless_reason": force_bless_reason or "",
     }
     if registry_uri:

@@ -59,6 +59,7 @@ def check_data(
 
 def check_settings(
     epochs: int,
+    early_stopping_patience: int,
     min_auc: float,
     max_auc_decrease: float,
     max_p99_ms: float,
@@ -74,7 +75,7 @@ def check_settings(
     from ctloop.components.rollout.canary import CanarySLO
     from ctloop.components.train.logic import Hyperparameters
 
-    Hyperparameters(epochs=epochs)
+    Hyperparameters(epochs=epochs, early_stopping_patience=early_stopping_patience)
     Thresholds(min_auc, max_auc_decrease)
     Policy(force_bless_reason=force_bless_reason)
     SLO(max_p99_ms=max_p99_ms, min_rps=min_rps)

@@ -73,9 +73,12 @@ def build(gpu: Optional[GpuSettings] = None):
         epochs: int = 10,
         batch_size: int = 256,
         learning_rate: float = 0.001,
+        hidden_units: List[int] = [64, 32],  # noqa: B006 - a KFP default value, never mutated
+        early_stopping_patience: int = 0,
         seed: int = 42,
         min_auc: float = 0.7,
         max_auc_decrease: float = 0.01,
+        slice_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
         cold_start: str = "bless_on_thresholds",
         force_bless_reason: str = "",
         serving_python: str = "",
@@ -131,9 +134,13 @@ def build(gpu: Optional[GpuSettings] = None):
             epochs: Training epochs.
             batch_size: Training batch size.
             learning_rate: Adam's learning rate.
+            hidden_units: Sizes of the hidden layers.
+            early_stopping_patience: Stop training when the eval split's loss has not improved
+                for this many epochs, keeping the best epoch (0: train all ``epochs``).
             seed: Seed for reproducible training.
             min_auc: Value threshold: the candidate's eval AUC must reach it.
             max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+            slice_features: Eval columns to report metrics per value of (overall always).
             cold_start: With no serving model: ``bless_on_thresholds`` (bless a first model that
                 meets the value threshold) or ``require_baseline`` (bless none).
             force_bless_reason: Bless whatever evaluation finds, recording this reason and the
@@ -205,6 +212,8 @@ def build(gpu: Optional[GpuSettings] = None):
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
+            hidden_units=hidden_units,
+            early_stopping_patience=early_stopping_patience,
             seed=seed,
             mixed_precision=mixed_precision,
         )
@@ -226,6 +235,7 @@ def build(gpu: Optional[GpuSettings] = None):
             model_name=model_name,
             min_auc=min_auc,
             max_auc_decrease=max_auc_decrease,
+            slice_features=slice_features,
             cold_start=cold_start,
             force_bless_reason=force_bless_reason,
             beam_pipeline_args=beam_pipeline_args,

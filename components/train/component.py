@@ -23,6 +23,7 @@ def train(
     hidden_units: Optional[List[int]] = None,
     seed: int = 42,
     mixed_precision: bool = False,
+    early_stopping_patience: int = 0,
 ):
     """Trains a binary classifier on the train split; uses every GPU it sees, else the CPU.
 
@@ -41,6 +42,8 @@ def train(
         seed: Seed of every random choice, for reproducible runs.
         mixed_precision: Compute in float16 (variables in float32) when a GPU is visible; on CPU
             the trainer says so in its log and trains in float32.
+        early_stopping_patience: Stop when the eval split's loss has not improved for this many
+            epochs, keeping the best epoch's weights (0: train all ``epochs``).
     """
     import os
 
@@ -49,6 +52,7 @@ def train(
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         hidden_units=tuple(hidden_units or (64, 32)), seed=seed,
+        early_stopping_patience=early_stopping_patience,
     )
     result = logic.run(
         train_path=train_data.path,
@@ -65,7 +69,8 @@ def train(
     parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
                   "batch_size": batch_size, "learning_rate": learning_rate,
                   "hidden_units": list(hp.hidden_units), "seed": seed,
-                  "mixed_precision": mixed_precision}
+                  "mixed_precision": mixed_precision,
+                  "early_stopping_patience": early_stopping_patience}
     model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
                           precision=result.precision, parameters=parameters)
     training_metrics.log_metric("train_loss", result.train_loss)

@@ -32,6 +32,7 @@ class Hyperparameters:
     learning_rate: float = 0.001
     hidden_units: tuple[int, ...] = (64, 32)
     seed: int = 42
+    early_stopping_patience: int = 0  # epochs without a better eval loss before stopping; 0: off
 
     def __post_init__(self):
         if (self.epochs < 1 or self.batch_size < 1 or not self.hidden_units
@@ -40,6 +41,9 @@ class Hyperparameters:
                 f"hyperparameters {self} are invalid: epochs, batch_size and every hidden layer "
                 "size must be >= 1, with at least one hidden layer"
             )
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"early_stopping_patience {self.early_stopping_patience} is "
+                              "invalid: use 0 (off) or a number of epochs >= 1")
         if not 0.0 < self.learning_rate < 1.0:
             raise ConfigError(f"learning_rate {self.learning_rate} is out of range: use (0, 1)")
 
@@ -232,7 +236,14 @@ def run(
         .prefetch(tf.data.AUTOTUNE)
     )
     eval_ds = tf.data.Dataset.from_tensor_slices((evaluation, y_eval)).batch(hp.batch_size)
-    history = model.fit(train_ds, epochs=hp.epochs, shuffle=False, verbose=2)  # ds is shuffled
+    callbacks = []
+    if hp.early_stopping_patience:
+        # Stops when the eval split's loss has not improved for that many epochs, and keeps the
+        # weights of the best epoch.
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+    history = model.fit(train_ds, epochs=hp.epochs, shuffle=False, verbose=2,  # ds is shuffled
+                        validation_data=eval_ds if callbacks else None, callbacks=callbacks)
     _, eval_auc = model.evaluate(eval_ds, verbose=0)
     export(model, features, model_dir, {"label": label, "label_classes": label_classes or []})
     return TrainResult(

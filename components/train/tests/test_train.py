@@ -68,6 +68,15 @@ def test_mixed_precision_without_a_gpu_trains_in_float32_and_says_so(prepared, t
     assert 0.5 < result.eval_auc <= 1.0
 
 
+def test_early_stopping_on_the_eval_split_stops_before_the_epoch_budget(prepared, tmp_path):
+    hp = logic.Hyperparameters(epochs=60, seed=7, early_stopping_patience=2,
+                               learning_rate=0.05)
+    result = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                       EXCLUDE, hp, str(tmp_path / "m"))
+    assert 3 <= result.epochs_run < 60  # patience + 1 at least; long before the budget
+    assert 0.7 < result.eval_auc <= 1.0  # the best epoch's weights, restored
+
+
 def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, caplog):
     frame = pd.read_parquet(prepared.eval).head(2).astype({"age": object}).drop(columns=["region"])
     frame.loc[0, "age"] = "forty"
@@ -80,6 +89,8 @@ def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, c
 
 
 def test_invalid_hyperparameters():
+    with pytest.raises(ConfigError, match="early_stopping_patience -1 is invalid"):
+        logic.Hyperparameters(early_stopping_patience=-1)
     with pytest.raises(ConfigError, match="learning_rate 2.0 is out of range"):
         logic.Hyperparameters(learning_rate=2.0)
     with pytest.raises(ConfigError, match="epochs, batch_size"):
