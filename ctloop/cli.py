@@ -158,6 +158,9 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--early-stopping-patience", default=0, show_default=True,
               help="Stop training after this many epochs without a better eval loss (0: off).")
+@click.option("--user-module",
+              help="A Python file defining build_model(features, train, hp) -> a compiled Keras "
+              "model, which replaces the default model (local, gs:// or s3://).")
 @click.option("--slice-feature", "slice_features", multiple=True,
               help="An eval column to report metrics per value of (repeatable).")
 @click.option("--drift-jsd", default=0.1, show_default=True,
@@ -196,7 +199,7 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "recorded for audit.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label, workdir,
         registry_uri, summary_path, log_path, model_name, schema_uri, epochs,
-        early_stopping_patience, slice_features, drift_jsd,
+        early_stopping_patience, user_module, slice_features, drift_jsd,
         drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms,
         min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, cold_start,
         force_bless_reason) -> None:
@@ -217,6 +220,12 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
                              max_p99_ms, min_rps, canary_percent, stats_sample_rate, schema_uri,
                              force_bless_reason)
     columns = preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
+    if user_module:
+        from ctloop.components.train.logic import load_user_module
+
+        if "://" not in user_module:
+            user_module = str(Path(user_module).resolve())
+        load_user_module(user_module, s3_endpoint_url)  # imports, and defines build_model
     unknown = sorted(set(slice_features) - set(columns))
     if unknown:
         raise click.UsageError(f"--slice-feature {unknown} not among the data's columns "
@@ -232,6 +241,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
         "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
         "canary_percent": canary_percent, "cold_start": cold_start,
         "early_stopping_patience": early_stopping_patience, "slice_features": list(slice_features),
+        "user_module": user_module or "",
         "force_bless_reason": force_bless_reason or "",
     }
     if registry_uri:

@@ -75,6 +75,7 @@ def build(gpu: Optional[GpuSettings] = None):
         learning_rate: float = 0.001,
         hidden_units: List[int] = [64, 32],  # noqa: B006 - a KFP default value, never mutated
         early_stopping_patience: int = 0,
+        user_module: str = "",
         seed: int = 42,
         min_auc: float = 0.7,
         max_auc_decrease: float = 0.01,
@@ -137,6 +138,8 @@ def build(gpu: Optional[GpuSettings] = None):
             hidden_units: Sizes of the hidden layers.
             early_stopping_patience: Stop training when the eval split's loss has not improved
                 for this many epochs, keeping the best epoch (0: train all ``epochs``).
+            user_module: A Python file (in the image, gs:// or s3://) whose
+                ``build_model(features, train, hp)`` replaces the default model (empty: none).
             seed: Seed for reproducible training.
             min_auc: Value threshold: the candidate's eval AUC must reach it.
             max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
@@ -214,6 +217,8 @@ def build(gpu: Optional[GpuSettings] = None):
             learning_rate=learning_rate,
             hidden_units=hidden_units,
             early_stopping_patience=early_stopping_patience,
+            user_module=user_module,
+            s3_endpoint_url=s3_endpoint_url,
             seed=seed,
             mixed_precision=mixed_precision,
         )
@@ -277,9 +282,10 @@ def build(gpu: Optional[GpuSettings] = None):
             canary_max_p99_ms=max_p99_ms,
             s3_endpoint_url=s3_endpoint_url,
         ).set_caching_options(False)
-        # The tasks that read data or the registry get the object store's credentials as boto3's
-        # standard variables, from a Secret on the cluster; ctloop never sees them as parameters.
-        for task in (selected, ingested, validated, evaluated, rolled_out):
+        # The tasks that read data, the registry or a user module get the object store's
+        # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
+        # sees them as parameters.
+        for task in (selected, ingested, validated, trained, evaluated, rolled_out):
             kubernetes.use_secret_as_env(task, secret_name=storage_secret, secret_key_to_env={
                 "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
 

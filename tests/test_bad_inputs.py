@@ -83,6 +83,12 @@ CONFIG = {
                               "--slice-feature ['planet'] not among the data's columns"),
     "negative early-stopping patience": ((*GOOD, "--early-stopping-patience", -1),
                                          "early_stopping_patience -1 is invalid"),
+    "user module that raises": ((*GOOD, "--user-module", "raising_module.py"),
+                                "failed to import: RuntimeError: the user's bug; fix the module"),
+    "user module without build_model": ((*GOOD, "--user-module", "empty_module.py"),
+                                        "defines no build_model(features, train, hp)"),
+    "missing user module": ((*GOOD, "--user-module", "no_such_module.py"),
+                            "no_such_module.py does not exist"),
     "blank force-bless reason": ((*GOOD, "--force-bless-reason", "  "),
                                  "force_bless_reason '  ' is blank"),
     "unknown cold-start policy": ((*GOOD, "--cold-start", "hope"), "'hope' is not one of"),
@@ -97,7 +103,10 @@ CONFIG = {
 
 
 @pytest.mark.parametrize("case", CONFIG, ids=list(CONFIG))
-def test_bad_configuration_is_one_line_before_any_work(case, workdir, spans_dir):
+def test_bad_configuration_is_one_line_before_any_work(case, workdir, spans_dir, monkeypatch):
+    monkeypatch.chdir(workdir)  # relative paths (user modules) are the workdir's
+    (workdir / "raising_module.py").write_text("raise RuntimeError(\"the user's bug\")\n")
+    (workdir / "empty_module.py").write_text("X = 1\n")
     before = _tree_digest(Registry(workdir / "registry", "churn").serving().path)
     args, fragment = CONFIG[case]
     code, output = _run(workdir, spans_dir / "span-1", *args)

@@ -97,6 +97,39 @@ def test_rerun_on_the_same_inputs_gives_the_same_metrics(runs, spans_dir, servin
     assert again["metrics"] == first["metrics"]  # TFMA's, to the last bit
 
 
+def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, serving_python,
+                                                               tmp_path):
+    """One run with the options KFP hands over as parameters (lists, strings, booleans): a
+    user module, a cold start that requires a baseline, bootstrapped by an audited force-bless."""
+    module = tmp_path / "small_model.py"
+    module.write_text(
+        "import keras\nfrom keras import ops\n"
+        "from ctloop.components.train.logic import preprocess\n\n\n"
+        "def build_model(features, train, hp):\n"
+        "    inputs, encoded = preprocess(features, train)\n"
+        "    hidden = encoded\n"
+        "    for units in hp.hidden_units:\n"
+        "        hidden = keras.layers.Dense(units, activation='relu')(hidden)\n"
+        "    output = keras.layers.Dense(1, activation='sigmoid')(hidden)\n"
+        "    model = keras.Model(inputs, ops.squeeze(output, -1))\n"
+        "    model.compile(optimizer='adam', loss='binary_crossentropy')\n"
+        "    return model\n")
+    params = {**_params(spans_dir, 1, serving_python), "user_module": str(module),
+              "hidden_units": [8], "early_stopping_patience": 1, "mixed_precision": True,
+              "positive_label": "1", "slice_features": ["plan"],
+              "cold_start": "require_baseline", "force_bless_reason": "bootstrap: first model"}
+    summary = local_run.run(params, tmp_path / "work")
+    assert summary["blessed"] and summary["blessing_reason"].startswith(
+        "FORCE-BLESSED: bootstrap: first model")
+    assert summary["pushed"] and summary["promoted"]
+    record = Registry(tmp_path / "work" / "registry", "churn").serving().record()
+    assert record["parameters"]["hidden_units"] == [8]
+    assert record["parameters"]["user_module"] == str(module)
+    assert len(record["parameters"]["user_module_sha256"]) == 64
+    assert record["blessing"]["forced"] is True
+    assert record["blessing"]["force_reason"] == "bootstrap: first model"
+
+
 def test_corrupt_span_is_blocked_and_serving_model_unchanged(runs):
     workdir, (_, second, third) = runs
     assert not third["data_valid"] and third["anomaly_count"] >= 1

@@ -66,8 +66,8 @@ def test_gpu_variant_schedules_the_train_task_on_gpu_nodes(gpu_ir, ir):
                                         "medium": "Memory", "sizeLimit": "2Gi"}]
     # The CPU pipeline is the same graph, without GPU scheduling.
     assert gpu_ir["spec"]["root"]["dag"] == ir["spec"]["root"]["dag"]
-    cpu = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert "exec-train" not in cpu
+    cpu = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert set(cpu) == {"secretAsEnv"}
 
 
 def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
@@ -103,9 +103,9 @@ def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
 
 def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
     executors = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    readers = {"exec-select-span", "exec-ingest", "exec-validate-data", "exec-evaluate",
-               "exec-rollout"}
-    assert set(executors) == readers  # train and infra-validate touch no storage themselves
+    readers = {"exec-select-span", "exec-ingest", "exec-validate-data", "exec-train",
+               "exec-evaluate", "exec-rollout"}
+    assert set(executors) == readers  # infra-validate touches no storage itself
     for name in readers:
         (secret,) = executors[name]["secretAsEnv"]
         assert secret["secretNameParameter"] == {"componentInputParameter": "storage_secret"}

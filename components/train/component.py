@@ -24,6 +24,8 @@ def train(
     seed: int = 42,
     mixed_precision: bool = False,
     early_stopping_patience: int = 0,
+    user_module: Optional[str] = None,
+    s3_endpoint_url: Optional[str] = None,
 ):
     """Trains a binary classifier on the train split; uses every GPU it sees, else the CPU.
 
@@ -44,6 +46,10 @@ def train(
             the trainer says so in its log and trains in float32.
         early_stopping_patience: Stop when the eval split's loss has not improved for this many
             epochs, keeping the best epoch's weights (0: train all ``epochs``).
+        user_module: A Python file (local path in the image, gs:// or s3://) defining
+            ``build_model(features, train, hp)`` that returns a compiled Keras model; it replaces
+            the default model, everything else stays (None or empty: the default model).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module.
     """
     import os
 
@@ -51,7 +57,8 @@ def train(
 
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-        hidden_units=tuple(hidden_units or (64, 32)), seed=seed,
+        # A KFP list parameter holds JSON numbers, which arrive as floats.
+        hidden_units=tuple(int(units) for units in hidden_units or (64, 32)), seed=seed,
         early_stopping_patience=early_stopping_patience,
     )
     result = logic.run(
@@ -64,13 +71,17 @@ def train(
         model_dir=model.path,
         label_classes=list(train_data.metadata.get("label_classes", [])),
         mixed_precision=mixed_precision,
+        user_module=user_module or None,
+        s3_endpoint_url=s3_endpoint_url or None,
     )
     # What the model was trained with, for the version's run record.
     parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
                   "batch_size": batch_size, "learning_rate": learning_rate,
                   "hidden_units": list(hp.hidden_units), "seed": seed,
                   "mixed_precision": mixed_precision,
-                  "early_stopping_patience": early_stopping_patience}
+                  "early_stopping_patience": early_stopping_patience,
+                  "user_module": user_module or None,
+                  "user_module_sha256": result.user_module_sha256}
     model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
                           precision=result.precision, parameters=parameters)
     training_metrics.log_metric("train_loss", result.train_loss)

@@ -8,6 +8,7 @@ skew from a separate transform step). Contract: ``ctloop.contract``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ctloop import contract
-from ctloop.errors import ConfigError
+from ctloop.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainResult:
     train_loss: float
     eval_auc: float
     precision: str = "float32"  # the Keras dtype policy trained with
+    user_module_sha256: str | None = None  # the user module's content, when one built the model
 
 
 def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> list[FeatureSpec]:
@@ -115,8 +117,17 @@ def to_inputs(frame: pd.DataFrame, features: list[FeatureSpec]) -> dict[str, np.
     return inputs
 
 
-def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: Hyperparameters):
-    """A Keras functional model over raw features; statistics are taken from ``train``."""
+def preprocess(features: list[FeatureSpec], train: dict[str, np.ndarray]):
+    """The model's raw-feature inputs and their encoding, as Keras tensors.
+
+    Numbers: missing filled with the train mean, standardized, clipped, plus a missing flag;
+    strings: one-hot over the ``MAX_VOCABULARY`` most frequent train values. A user module's
+    ``build_model`` can put its own layers on top of the encoding.
+
+    Returns:
+        ``(inputs, encoded)``: feature name -> ``keras.Input``, and one float tensor
+        ``[batch, width]`` of every feature's encoding.
+    """
     import keras
     from keras import ops
 
@@ -145,7 +156,19 @@ def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: H
             )
             encoded.append(lookup(x))
         inputs[feature.name] = x
-    hidden = keras.layers.Concatenate()(encoded)
+    return inputs, keras.layers.Concatenate()(encoded)
+
+
+def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: Hyperparameters):
+    """The default model: ``preprocess``, ``hp.hidden_units`` ReLU layers, a sigmoid; compiled.
+
+    A user module replaces this with its own function of the same signature returning a
+    compiled Keras model that maps the raw-feature inputs to one probability per row.
+    """
+    import keras
+    from keras import ops
+
+    inputs, hidden = preprocess(features, train)
     for units in hp.hidden_units:
         hidden = keras.layers.Dense(units, activation="relu")(hidden)
     # float32 output whatever the policy: a float16 sigmoid rounds probabilities near 0 and 1.
@@ -157,6 +180,64 @@ def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: H
         metrics=[keras.metrics.AUC(name="auc")],
     )
     return model
+
+
+def load_user_module(uri: str, s3_endpoint_url: str | None = None):
+    """The ``build_model`` function of a user's Python file (a local path, gs:// or s3://), and
+    the SHA-256 of the file, for the run record.
+
+    Raises:
+        ConfigError: The file is missing, does not import, or defines no ``build_model``.
+    """
+    import importlib.util
+    import tempfile
+
+    from ctloop import storage
+
+    try:
+        source = storage.read(uri, s3_endpoint_url)[0]
+    except FileNotFoundError as exc:
+        raise ConfigError(f"user module {uri} does not exist; pass a Python file that defines "
+                          "build_model(features, train, hp)") from exc
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "ctloop_user_module.py"
+        path.write_bytes(source)
+        spec = importlib.util.spec_from_file_location("ctloop_user_module", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # any error in the user's code, named in the message
+            raise ConfigError(f"user module {uri} failed to import: {type(exc).__name__}: "
+                              f"{_first_line(exc)}; fix the module") from exc
+    builder = getattr(module, "build_model", None)
+    if not callable(builder):
+        raise ConfigError(f"user module {uri} defines no build_model(features, train, hp); "
+                          "add one returning a compiled Keras model")
+    return builder, hashlib.sha256(source).hexdigest()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:200] if text else "no message"
+
+
+def check_user_model(model, evaluation: dict[str, np.ndarray], user_module: str) -> None:
+    """A user model must be compiled and answer one probability in [0, 1] per row."""
+    if not getattr(model, "compiled", False):
+        raise ModelError(f"user module {user_module}: build_model returned an uncompiled model; "
+                         "call model.compile(optimizer=..., loss='binary_crossentropy')")
+    sample = {name: values[:8] for name, values in evaluation.items()}
+    try:
+        answer = np.asarray(model(sample, training=False))
+    except Exception as exc:  # the user's graph: one line naming the module
+        raise ModelError(f"user module {user_module}: the model cannot take the raw-feature "
+                         f"inputs ({type(exc).__name__}: {_first_line(exc)}); build it on "
+                         "logic.preprocess(features, train)'s inputs") from exc
+    rows = len(next(iter(sample.values())))
+    if answer.shape != (rows,) or not np.all((answer >= 0) & (answer <= 1)):
+        raise ModelError(f"user module {user_module}: the model answers shape {answer.shape}, "
+                         f"not one probability in [0, 1] per row ({rows},); end it with a "
+                         "sigmoid unit squeezed to [batch]")
 
 
 def distribution_strategy(mixed_precision: bool = False):
@@ -213,8 +294,14 @@ def run(
     model_dir: str,
     label_classes: list[str] | None = None,
     mixed_precision: bool = False,
+    user_module: str | None = None,
+    s3_endpoint_url: str | None = None,
 ) -> TrainResult:
-    """Trains on the train split, reports eval AUC, exports to ``model_dir``."""
+    """Trains on the train split, reports eval AUC, exports to ``model_dir``.
+
+    ``user_module``: a Python file (local, gs:// or s3://) whose ``build_model`` replaces the
+    default model; everything else (inputs, training, export, the contract) stays ctloop's.
+    """
     import keras
     import tensorflow as tf
 
@@ -226,9 +313,20 @@ def run(
     y_train = train_frame[label].to_numpy(dtype=np.float32)
     y_eval = eval_frame[label].to_numpy(dtype=np.float32)
 
+    builder, module_digest = build_model, None
+    if user_module:
+        builder, module_digest = load_user_module(user_module, s3_endpoint_url)
     strategy, devices, precision = distribution_strategy(mixed_precision)
     with strategy.scope():
-        model = build_model(features, train, hp)
+        try:
+            model = builder(features, train, hp)
+        except Exception as exc:  # the user's code: say whose error it is, in one line
+            if builder is build_model:
+                raise
+            raise ModelError(f"user module {user_module}: build_model raised "
+                             f"{type(exc).__name__}: {_first_line(exc)}; fix the module") from exc
+    if builder is not build_model:
+        check_user_model(model, evaluation, user_module)
     train_ds = (
         tf.data.Dataset.from_tensor_slices((train, y_train))
         .shuffle(len(y_train), seed=hp.seed)
@@ -244,7 +342,10 @@ def run(
             monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
     history = model.fit(train_ds, epochs=hp.epochs, shuffle=False, verbose=2,  # ds is shuffled
                         validation_data=eval_ds if callbacks else None, callbacks=callbacks)
-    _, eval_auc = model.evaluate(eval_ds, verbose=0)
+    # Measured here, not from the model's own metrics, so a user model is judged the same way.
+    auc = keras.metrics.AUC()
+    auc.update_state(y_eval, model.predict(eval_ds, verbose=0))
+    eval_auc = auc.result()
     export(model, features, model_dir, {"label": label, "label_classes": label_classes or []})
     return TrainResult(
         features=features,
@@ -253,4 +354,5 @@ def run(
         train_loss=float(history.history["loss"][-1]),
         eval_auc=float(eval_auc),
         precision=precision,
+        user_module_sha256=module_digest,
     )

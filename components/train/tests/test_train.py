@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import EXCLUDE, LABEL
 from ctloop import contract
 from ctloop.components.train import logic
-from ctloop.errors import ConfigError
+from ctloop.errors import ConfigError, ModelError
 
 
 def _predict(model_dir, frame, features):
@@ -75,6 +75,71 @@ def test_early_stopping_on_the_eval_split_stops_before_the_epoch_budget(prepared
                        EXCLUDE, hp, str(tmp_path / "m"))
     assert 3 <= result.epochs_run < 60  # patience + 1 at least; long before the budget
     assert 0.7 < result.eval_auc <= 1.0  # the best epoch's weights, restored
+
+
+LOGISTIC = """
+import keras
+from keras import ops
+
+from ctloop.components.train.logic import preprocess
+
+
+def build_model(features, train, hp):
+    inputs, encoded = preprocess(features, train)
+    output = keras.layers.Dense(1, activation="sigmoid", name="logistic")(encoded)
+    model = keras.Model(inputs, ops.squeeze(output, -1))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
+    return model
+"""
+
+
+def _train_with(prepared, tmp_path, module_text):
+    module = tmp_path / "my_model.py"
+    module.write_text(module_text)
+    hp = logic.Hyperparameters(epochs=2, seed=7)
+    return module, logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema),
+                             LABEL, EXCLUDE, hp, str(tmp_path / "m"), user_module=str(module))
+
+
+def test_a_user_module_replaces_the_model_and_keeps_the_contract(prepared, tmp_path):
+    import hashlib
+
+    module, result = _train_with(prepared, tmp_path, LOGISTIC)
+    assert result.user_module_sha256 == hashlib.sha256(module.read_bytes()).hexdigest()
+    assert 0.7 < result.eval_auc <= 1.0  # logistic regression learns the logistic signal
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    # One dense layer (kernel + bias) beside the lookups, not the default's three.
+    assert [v.name for v in loaded.variables if "kernel" in v.name] == ["logistic/kernel:0"]
+    frame = pd.read_parquet(prepared.eval).head(50)
+    scores = _predict(tmp_path / "m", frame, prepared.features)
+    assert scores.shape == (50,) and np.all((scores >= 0) & (scores <= 1))
+
+
+@pytest.mark.parametrize(("text", "error", "message"), [
+    ("1 / 0\n", ConfigError, "failed to import: ZeroDivisionError: division by zero"),
+    ("def build(features, train, hp):\n    pass\n", ConfigError, "defines no build_model"),
+    ("def build_model(features, train, hp):\n    raise ValueError('no GPU budget')\n",
+     ModelError, "build_model raised ValueError: no GPU budget; fix the module"),
+    (LOGISTIC.replace("    model.compile(optimizer=keras.optimizers.Adam(0.05), "
+                      "loss=\"binary_crossentropy\")\n", ""),
+     ModelError, "returned an uncompiled model"),
+    ("def build_model(:\n", ConfigError, "failed to import: SyntaxError"),
+    (LOGISTIC.replace("Dense(1, activation=\"sigmoid\"", "Dense(3, activation=\"softmax\"")
+     .replace("ops.squeeze(output, -1)", "output"),
+     ModelError, "the model answers shape (8, 3), not one probability"),
+])
+def test_a_broken_user_module_is_a_one_line_error_naming_it(prepared, tmp_path, text, error,
+                                                           message):
+    with pytest.raises(error) as caught:
+        _train_with(prepared, tmp_path, text)
+    assert message in str(caught.value) and "my_model.py" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "m").exists()  # nothing exported
+
+
+def test_a_missing_user_module_is_a_config_error(prepared, tmp_path):
+    with pytest.raises(ConfigError, match="user module .*nope.py does not exist"):
+        logic.load_user_module(str(tmp_path / "nope.py"))
 
 
 def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, caplog):
