@@ -8,8 +8,9 @@ Layout under ``<root>/<model_name>/``::
     versions/.staging-*/       pushes in progress; never visible as a version
     SERVING                    JSON pointer {"version": n}; the model that serves, and the
                                baseline the next run's evaluation compares against
-    CANARY                     JSON {"version": m, "percent": p} while a canary takes p% of a
-                               running server's requests; removed on promote or roll back
+    CANARY                     JSON {"version": m, "percent": p, "started_unix": t} while a
+                               canary takes p% of a running server's requests; removed on
+                               promote or roll back
     statistics/span-<s>.stats.tfrecord
                                TFDV statistics of span s's train split, written by every run's
                                data validation; the next span's drift is measured against them
@@ -44,6 +45,9 @@ POINTER_FILE = "SERVING"
 CANARY_FILE = "CANARY"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
+# A canary older than this was left by a killed run: the next canary replaces it. Longer than
+# any canary phase (its probe deadline plus its requests).
+CANARY_STALE_S = 900.0
 
 STATS_SUFFIX = ".stats.tfrecord"
 _STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
@@ -210,10 +214,17 @@ class Registry:
             return version
 
     def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
-        """Moves the serving pointer to an existing version (promote or roll back)."""
+        """Moves the serving pointer to an existing version (promote or roll back).
+
+        A canary of that same version (left by a run killed while promoting it) ends with it.
+        """
         with self.lock(lock_timeout_s):
             version = self._existing(number)
             self._write_pointer(number)
+            running = self._canary_data()
+            if running and int(running["version"]) == number:
+                (self.path / CANARY_FILE).unlink()
+                _fsync_dir(self.path)
             return version
 
     def save_statistics(self, span: int, stats_file: str | os.PathLike[str]) -> Path:
@@ -241,8 +252,15 @@ class Registry:
 
     def canary(self) -> tuple[Version, int] | None:
         """The canary version and its share of requests in percent, or None."""
+        data = self._canary_data()
+        if data is None:
+            return None
+        return Version(int(data["version"]), self._versions / str(data["version"])), int(
+            data["percent"])
+
+    def _canary_data(self) -> dict[str, Any] | None:
         try:
-            data = json.loads((self.path / CANARY_FILE).read_text())
+            return json.loads((self.path / CANARY_FILE).read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -250,25 +268,46 @@ class Registry:
                 f"canary pointer {self.path / CANARY_FILE} is unreadable ({exc}); delete it to "
                 "end the canary"
             ) from exc
-        return Version(int(data["version"]), self._versions / str(data["version"])), int(
-            data["percent"])
 
     def start_canary(self, number: int, percent: int, *, lock_timeout_s: float = 60.0) -> None:
-        """Sends ``percent`` % of a running server's requests to version ``number``."""
+        """Sends ``percent`` % of a running server's requests to version ``number``.
+
+        Raises:
+            RegistryError: Another version's canary started less than ``CANARY_STALE_S`` ago:
+                another run's rollout is under way. An older one was left by a killed run and
+                is replaced.
+        """
         if not 1 <= percent <= 100:
             raise ConfigError(f"canary percent {percent} is out of range: use 1..100")
         with self.lock(lock_timeout_s):
             self._existing(number)
-            self._write_json(CANARY_FILE, {"version": number, "percent": percent})
+            running = self._canary_data()
+            if running and int(running["version"]) != number:
+                age = time.time() - float(running.get("started_unix", 0))
+                if age < CANARY_STALE_S:
+                    raise RegistryError(
+                        f"registry {self.path} has a canary of version {running['version']} "
+                        f"started {age:.0f} s ago by another run; wait for it to end (or, if "
+                        f"that run died, {CANARY_STALE_S - age:.0f} s more), then rerun")
+            self._write_json(CANARY_FILE, {"version": number, "percent": percent,
+                                           "started_unix": time.time()})
 
-    def end_canary(self, *, promote: bool, lock_timeout_s: float = 60.0) -> Version | None:
+    def end_canary(self, *, promote: bool, number: int | None = None,
+                   lock_timeout_s: float = 60.0) -> Version | None:
         """Ends the canary: promote moves the serving pointer to it; otherwise it is rolled back.
+
+        ``number``: the canary this caller started. If another run's canary replaced it, nothing
+        is promoted or removed (that canary is the other run's to end), and RegistryError says so.
 
         Returns:
             The version that serves afterwards.
         """
         with self.lock(lock_timeout_s):
             current = self.canary()
+            if number is not None and current and current[0].number != number:
+                raise RegistryError(
+                    f"the canary of version {number} in {self.path} was replaced by version "
+                    f"{current[0].number}'s, another run's; version {number} was not promoted")
             if promote and current:
                 self._write_pointer(current[0].number)
             (self.path / CANARY_FILE).unlink(missing_ok=True)

@@ -117,11 +117,13 @@ class S3Registry:
             etag = self._create(key, body.encode())
             if etag:
                 break
-            self._expire_stale_lock(key)
+            expires = self._expire_stale_lock(key)
             if time.monotonic() >= deadline:
+                until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires or 0))
                 raise RegistryError(
-                    f"registry {self.uri} is locked by another run for over {timeout_s:.0f}s "
-                    f"({key}); wait for that run to finish, then rerun")
+                    f"registry {self.uri} is locked by another run for over {timeout_s:g}s "
+                    f"({key}, held until {until}); wait for that run to finish, then rerun "
+                    "(a killed run's lock frees itself then)")
             time.sleep(0.5)
         try:
             yield
@@ -228,19 +230,22 @@ class S3Registry:
                 return None
             raise self._error(f"create {key}", exc) from exc
 
-    def _expire_stale_lock(self, key: str) -> None:
+    def _expire_stale_lock(self, key: str) -> float | None:
+        """Frees the lock if its lease ran out; returns when the lease ends (None: unknown)."""
         from botocore.exceptions import ClientError
 
         try:
             held = self._client.get_object(Bucket=self.bucket, Key=key)
-            expires = json.loads(held["Body"].read()).get("expires_unix", 0)
+            expires = float(json.loads(held["Body"].read()).get("expires_unix", 0))
             if time.time() > expires:  # its run died holding it: free it, unless renewed
                 self._client.delete_object(Bucket=self.bucket, Key=key, IfMatch=held["ETag"])
+            return expires
         except ClientError as exc:
             if _code(exc) not in ("NoSuchKey", "404", "PreconditionFailed", "412"):
                 raise self._error(f"inspect {key}", exc) from exc
         except ValueError:  # not ours to parse: leave it to expire by hand
             pass
+        return None
 
     def _put(self, key: str, body: bytes) -> None:
         self._call(f"write {key}", self._client.put_object, Bucket=self.bucket, Key=key,

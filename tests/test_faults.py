@@ -675,8 +675,10 @@ def test_s3_writer_that_cannot_get_the_lock_in_time_is_told_to_wait_and_rerun(
     assert finish_child(holder, work / "a").result["results"] == [{"ok": 1}]
     (outcome,) = loser.result["results"]
     assert outcome["error"] == "RegistryError", outcome
-    assert re.search(r"is locked by another run for over 1s \(locked/churn/\.lock\); wait for "
-                     r"that run to finish, then rerun$", outcome["message"]), outcome
+    assert re.search(r"is locked by another run for over 1s \(locked/churn/\.lock, held until "
+                     r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC\); wait for that run to finish, then "
+                     r"rerun \(a killed run's lock frees itself then\)$",
+                     outcome["message"]), outcome
     registry = open_s3(uri, s3_bucket.endpoint_url, tmp_path / "rerun")
     assert registry.push(*models["b"], {"writer": "b"}, expected_serving=1).number == 2
     assert [registry.versions()[i].number for i in (0, 1)] == [1, 2]

@@ -137,3 +137,34 @@ def test_canary_promote_and_roll_back(tmp_path, model):
         registry.start_canary(2, 0)
     with pytest.raises(RegistryError, match="version 5 does not exist"):
         registry.start_canary(5, 10)
+
+
+def test_two_runs_canaries_do_not_interleave(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {}, expected_serving=None)
+    for _ in (2, 3):
+        registry.push(*model, {}, expected_serving=1, serve=False)
+    registry.start_canary(2, 20)  # run A's canary, under way
+    with pytest.raises(RegistryError, match="has a canary of version 2 started 0 s ago by "
+                                            "another run; wait for it to end"):
+        registry.start_canary(3, 20)  # run B
+    # Had B's canary replaced A's, A must not promote B's version.
+    (registry.path / "CANARY").write_text(json.dumps({"version": 3, "percent": 20,
+                                                      "started_unix": time.time()}))
+    with pytest.raises(RegistryError, match="canary of version 2 .* was replaced by version 3"):
+        registry.end_canary(promote=True, number=2)
+    assert registry.serving().number == 1 and registry.canary()[0].number == 3
+
+
+def test_a_killed_runs_canary_is_replaced_or_ended_by_a_promote(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {}, expected_serving=None)
+    registry.push(*model, {}, expected_serving=1, serve=False)
+    registry.push(*model, {}, expected_serving=1, serve=False)
+    stale = {"version": 2, "percent": 20, "started_unix": time.time() - 3600}
+    (registry.path / "CANARY").write_text(json.dumps(stale))
+    registry.start_canary(3, 10)  # the stale one, from a run that died, is replaced
+    assert registry.canary()[0].number == 3
+    # A run killed between promoting its canary and removing it: promoting ends the canary.
+    registry.set_serving(3)
+    assert registry.canary() is None and registry.serving().number == 3

@@ -96,7 +96,7 @@ def local_canary(serving_url: str, rows: list[dict[str, Any]], slo: canary.Canar
         finally:
             # Whatever happened (the probe may raise), the canary ends; it is promoted only on
             # a passing verdict.
-            registry.end_canary(promote=promote)
+            registry.end_canary(promote=promote, number=number)
         action = "promoted" if promote else "rolled back"
         return Deployment(promote, f"{slo.percent}% canary {action}: {why}",
                           {"target": "local", "serving_url": serving_url})
