@@ -28,11 +28,15 @@ def check_data(
 
     first = resolve(data_uri, spans, s3_endpoint_url).files[0].uri
     if storage.is_remote(first):
-        source = io.BytesIO(storage.read(first, s3_endpoint_url)[0])
+        content = storage.read(first, s3_endpoint_url)[0]
+
+        def source():
+            return io.BytesIO(content)
     else:
-        source = first  # opened in place: only its header is read
-    header = read_table(first, source, header_only=True)
-    columns = list(header.columns)
+        def source():
+            return first  # opened in place: the header read reads only the header
+
+    columns = list(read_table(first, source(), header_only=True).columns)
     if label in exclude:
         raise ConfigError(f"--label {label!r} is also in --exclude; remove it from --exclude")
     if label not in columns:
@@ -46,9 +50,7 @@ def check_data(
             f"--exclude {unknown} not among the columns of {first} ({', '.join(columns)}); "
             "fix the column names"
         )
-    if not storage.is_remote(first):  # a remote file was read whole already; a local one not
-        source = first
-    labels = read_table(first, source)[label]
+    labels = read_table(first, source())[label]
     if labels.nunique() > 2:
         raise ConfigError(
             f"--label {label!r} has {labels.nunique()} distinct values in {first} (e.g. "

@@ -87,6 +87,10 @@ def test_run_checks_s3_data_through_the_endpoint_given(cli, s3_bucket):
     assert result.exit_code == 1, result.output
     assert f"--label 'nope' is not a column of {s3_bucket.uri}/data/span-1/data.csv" in (
         result.output)
+    s3_bucket.put("data/span-2/data.csv", b"a,churned\n1,0\n2,1\n3,0\n")
+    result = cli("run", "--local", "--data", f"{s3_bucket.uri}/data", "--label", "a",
+                 "--s3-endpoint-url", s3_bucket.endpoint_url, "--workdir", "w")
+    assert result.exit_code == 1 and "--label 'a' has 3 distinct values in " in result.output
     assert cli("run", "--local", "--data", "d", "--label", "x", "--workdir", "w", "--spans",
                0).exit_code == 2
 
