@@ -11,7 +11,6 @@ model server's), and the steps' verdicts, as JSON.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
@@ -20,18 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.pipeline import BLOCK_BYTES, EXCLUDE, LABEL, MB, MODEL_NAME
+from bench.pipeline import BLOCK_BYTES, EXCLUDE, LABEL, MB, MODEL_NAME, child_args
 
 EVAL_PERCENT = 20  # ct_pipeline's default
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="The data folder (span-<N>/ inside).")
-    parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--serving-python", required=True)
-    parser.add_argument("--out", required=True, type=Path, help="The JSON to write.")
-    args = parser.parse_args()
+    args = child_args(__doc__)
     args.out.write_text(json.dumps(run(args.data, args.workdir, args.serving_python), indent=2))
 
 

@@ -55,13 +55,18 @@ def time_tasks() -> dict[str, dict[str, float]]:
     return windows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def child_args(description: str) -> argparse.Namespace:
+    """The arguments of a measured child (this one, and the floor): data, workdir, out."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", required=True, help="The data folder (span-<N>/ inside).")
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--serving-python", required=True)
     parser.add_argument("--out", required=True, type=Path, help="The JSON to write.")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = child_args(__doc__)
 
     from ctloop import local_run
 

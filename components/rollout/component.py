@@ -98,7 +98,6 @@ def rollout(
         config = kserve.ServiceConfig(
             name=model_name, namespace=kserve_namespace, mode=kserve_mode,
             service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE)
-        kserve.storage_uri(model.uri)
         deploy = logic.kserve_rollout(kserve.connect(), config, model.uri,
                                       canary.rows(eval_data.path, model.path), slo,
                                       ready_timeout_s)

@@ -114,6 +114,8 @@ def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
     """
     from ctloop.components.rollout import kserve
 
+    kserve.storage_uri(artifact_uri)  # an unservable URI fails now, before anything is pushed
+
     def deploy(registry: Registry | S3Registry, number: int) -> Deployment:
         outcome = kserve.rollout(api, config, number, artifact_uri, rows, slo,
                                  ready_timeout_s=ready_timeout_s)
