@@ -2,9 +2,16 @@
 
 A ctloop model is a TF SavedModel whose ``serving_default`` signature takes one 1-D tensor per raw
 feature, named after the column: ``tf.float32`` for numeric features (NaN = missing) and
-``tf.string`` for categorical ones ("" = missing). It returns ``{"probability": float32 [batch]}``,
-the probability of the positive class. The feature list and dtypes are stored beside the
-SavedModel in ``features.json`` so servers can validate requests without guessing.
+``tf.string`` for categorical ones ("" = missing). It returns one float32 output, named by the
+task (``OUTPUT_KEYS``):
+
+- ``binary``: ``{"probability": [batch]}``, the probability of the positive class;
+- ``multiclass``: ``{"probabilities": [batch, classes]}``, one probability per label class, in
+  the order of ``label_classes``;
+- ``regression``: ``{"prediction": [batch]}``, the predicted value.
+
+``features.json`` beside the SavedModel holds the feature list and dtypes (so servers can
+validate requests without guessing), the task and the label classes.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from pathlib import Path
 from ctloop.errors import ConfigError, ModelError
 
 SERVING_SIGNATURE = "serving_default"
-OUTPUT_KEY = "probability"
+BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
+TASKS = (BINARY, MULTICLASS, REGRESSION)
+OUTPUT_KEYS = {BINARY: "probability", MULTICLASS: "probabilities", REGRESSION: "prediction"}
+OUTPUT_KEY = OUTPUT_KEYS[BINARY]  # TODO(task types): the server still reads only this one
 FEATURES_FILE = "features.json"
 NUMERIC = "float32"
 CATEGORICAL = "string"
@@ -50,6 +60,49 @@ def read_features(model_dir: str | os.PathLike[str]) -> dict[str, str]:
             f"(offending: {bad or 'empty or duplicate names'}); re-export the model"
         )
     return features
+
+
+def task(value: str) -> str:
+    """``value`` if it names a task type (``TASKS``).
+
+    Raises:
+        ConfigError: Any other value.
+    """
+    if value not in TASKS:
+        raise ConfigError(f"task {value!r} is not supported: use one of "
+                          f"{', '.join(map(repr, TASKS))}")
+    return value
+
+
+def read_task(model_dir: str | os.PathLike[str]) -> tuple[str, list[str]]:
+    """The model's task and label classes, from ``<model_dir>/features.json``.
+
+    Models exported before task types were recorded are binary classifiers.
+
+    Returns:
+        ``(task, classes)``: classes are ``[negative, positive]`` for ``binary``, one name per
+        output column for ``multiclass``, empty for ``regression``.
+
+    Raises:
+        ModelError: The file is unreadable, or names an unknown task or classes that do not fit it.
+    """
+    path = Path(model_dir) / FEATURES_FILE
+    try:
+        described = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is missing or not valid JSON ({exc}); re-export the model"
+                         ) from exc
+    kind = described.get("task", BINARY)
+    classes = [str(c) for c in described.get("label_classes") or []]
+    if kind == BINARY and not classes:
+        classes = ["0", "1"]
+    wanted = {BINARY: len(classes) == 2, MULTICLASS: len(classes) >= 2,
+              REGRESSION: not classes}
+    if not wanted.get(kind, False):
+        raise ModelError(f"{path} names task {kind!r} with label_classes {classes}: a binary model "
+                         "has 2, a multiclass one at least 2, a regression none; re-export the "
+                         "model")
+    return kind, classes
 
 
 SERVING_TARGETS = ("local", "kserve")

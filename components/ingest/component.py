@@ -20,6 +20,7 @@ def ingest(
     eval_percent: int = 20,
     s3_endpoint_url: Optional[str] = None,
     positive_label: Optional[str] = None,
+    task: str = "binary",
 ):
     """Reads select_span's files, checks their fingerprint, and splits train/eval by a row hash.
 
@@ -31,15 +32,18 @@ def ingest(
         fingerprint: Their fingerprint (select_span's ``fingerprint``). If the files read do not
             match it, the task fails: the data changed while the run started; rerun.
         spans_read: The spans the files belong to (select_span's ``spans_read``).
-        label: The binary label column.
-        train_data: Output: the train split (Parquet, label encoded 0/1).
-        eval_data: Output: the eval split (Parquet, label encoded 0/1).
+        label: The label column.
+        train_data: Output: the train split (Parquet, label encoded for the task: 0/1, the class
+            index, or the number).
+        eval_data: Output: the eval split (Parquet, label encoded the same way).
         exclude: Columns that are not features (IDs, timestamps, leaks).
         eval_percent: Share of rows, in percent, that go to the eval split.
         s3_endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS); None: boto3's default.
             Credentials come from boto3's standard chain only.
         positive_label: The label value that is the positive class (encoded 1), compared as
-            text; None or empty: the second of the two values in sorted order.
+            text; None or empty: the second of the two values in sorted order. Binary only.
+        task: ``binary``, ``multiclass`` or ``regression``. The label classes (sorted, the
+            positive one last for binary) go to the splits' metadata ``label_classes``.
     """
     from ctloop.components.ingest import logic
 
@@ -49,9 +53,10 @@ def ingest(
         # ct_pipeline passes "" for "boto3's default": kfp 2.13's local runner cannot pass None.
         s3_endpoint_url or None,
         positive_label or None,
+        task,
     )
     for artifact, rows in ((train_data, result.train_rows), (eval_data, result.eval_rows)):
         artifact.metadata.update(
             rows=rows, span=result.span, spans=result.spans, fingerprint=result.fingerprint,
-            files=result.files, label_classes=result.label_classes,
+            files=result.files, label_classes=result.label_classes, task=task,
         )

@@ -11,8 +11,12 @@ import io
 
 import pandas as pd
 
-from ctloop import storage
+from ctloop import contract, storage
 from ctloop.errors import ConfigError, DataChangedError, DataError
+
+# More classes than this is rarely a classification over tabular rows (IDs, free text); a numeric
+# target belongs to regression.
+MAX_CLASSES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +73,16 @@ def read_files(files: list[str], fingerprint: str, s3_endpoint_url: str | None =
     return pd.concat(frames, ignore_index=True)
 
 
-def encode_label(frame: pd.DataFrame, label: str, positive_label: str | None = None
-                 ) -> tuple[pd.Series, list[str]]:
-    """Maps a binary label to 0/1. Returns the encoded column and the class names [neg, pos].
+def encode_label(frame: pd.DataFrame, label: str, task: str = contract.BINARY,
+                 positive_label: str | None = None) -> tuple[pd.Series, list[str]]:
+    """Encodes the label column for the task. Returns the encoded column and the class names.
 
-    The positive class is ``positive_label`` (compared as text, so ``"1"`` names 1), or else the
-    second of the two values in sorted order (1 of 0/1, ``"yes"`` of no/yes).
+    - ``binary``: 0/1; classes ``[negative, positive]``. The positive class is ``positive_label``
+      (compared as text, so ``"1"`` names 1), or else the second of the two values in sorted
+      order (1 of 0/1, ``"yes"`` of no/yes).
+    - ``multiclass``: the index of the value among the classes in sorted order (int64); the
+      classes as text, at most ``MAX_CLASSES``.
+    - ``regression``: the value as float64; no classes.
     """
     if label not in frame.columns:
         raise DataError(
@@ -87,11 +95,33 @@ def encode_label(frame: pd.DataFrame, label: str, positive_label: str | None = N
             f"label column {label!r} has {int(values.isna().sum())} missing values; "
             "drop or fill those rows"
         )
+    if positive_label is not None and task != contract.BINARY:
+        raise ConfigError(f"positive label {positive_label!r} applies to a binary task, not "
+                          f"{task!r}; leave it empty")
+    if task == contract.REGRESSION:
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna()
+        if bad.any():
+            raise DataError(
+                f"label column {label!r} has {int(bad.sum())} non-numeric values such as "
+                f"{values[bad].iloc[0]!r}; a regression task needs numbers (fix the rows, or use "
+                "task 'multiclass')"
+            )
+        return numbers.astype("float64"), []
     classes = [str(c) for c in sorted(values.unique().tolist())]
+    if task == contract.MULTICLASS:
+        if not 2 <= len(classes) <= MAX_CLASSES:
+            raise DataError(
+                f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; a "
+                f"multiclass task needs 2 to {MAX_CLASSES} (for a numeric target use task "
+                "'regression')"
+            )
+        index = {name: i for i, name in enumerate(classes)}
+        return values.astype(str).map(index).astype("int64"), classes
     if len(classes) != 2:
         raise DataError(
             f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; "
-            "a binary task needs exactly 2"
+            "a binary task needs exactly 2 (use task 'multiclass' or 'regression' for more)"
         )
     if positive_label is not None and positive_label not in classes:
         raise ConfigError(
@@ -101,6 +131,24 @@ def encode_label(frame: pd.DataFrame, label: str, positive_label: str | None = N
     positive = positive_label if positive_label is not None else classes[1]
     negative = classes[0] if positive == classes[1] else classes[1]
     return (values.astype(str) == positive).astype("int64"), [negative, positive]
+
+
+def check_splits(train: pd.DataFrame, evaluation: pd.DataFrame, label: str, task: str,
+                 spans: list[int]) -> None:
+    """Both splits must be able to train and judge a model of the task.
+
+    Binary: both classes in each split (AUC needs both). Multiclass: two classes or more in each.
+    Regression: two distinct values or more in the train split.
+    """
+    needs = {contract.BINARY: (2, 2), contract.MULTICLASS: (2, 2), contract.REGRESSION: (2, 1)}
+    for (name, part), least in zip((("train", train), ("eval", evaluation)), needs[task],
+                                   strict=True):
+        if part[label].nunique() < least:
+            raise DataError(
+                f"the {name} split of spans {spans} has {part[label].nunique()} distinct label "
+                f"value(s) and a {task} task needs {least} or more there; provide more rows "
+                "of every class (or value)"
+            )
 
 
 def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,6 +175,7 @@ def run(
     eval_path: str,
     s3_endpoint_url: str | None = None,
     positive_label: str | None = None,
+    task: str = contract.BINARY,
 ) -> IngestResult:
     """Reads select_span's files and writes the train and eval splits as Parquet.
 
@@ -134,14 +183,15 @@ def run(
         files: The files to read (select_span's ``files``).
         fingerprint: Their fingerprint (select_span's ``fingerprint``), checked on read.
         spans: Their spans (select_span's ``spans_read``); the latest is the run's span.
-        label: The binary label column.
+        label: The label column.
         exclude: Columns that are not features; checked to exist, kept in the splits.
         eval_percent: Share of rows, in percent, that go to the eval split.
         train_path: Where to write the train split.
         eval_path: Where to write the eval split.
         s3_endpoint_url: An S3-compatible endpoint; None: boto3's default.
-        positive_label: The label value that is the positive class (None: the second of the
-            two in sorted order).
+        positive_label: The label value that is the positive class of a binary task (None: the
+            second of the two in sorted order).
+        task: ``binary``, ``multiclass`` or ``regression``: how the label is encoded.
     """
     if not spans:
         raise ConfigError("spans is empty; pass select_span's spans_read output")
@@ -157,14 +207,9 @@ def run(
         )
     if label in exclude:
         raise ConfigError(f"label column {label!r} is also excluded; remove it from --exclude")
-    frame[label], classes = encode_label(frame, label, positive_label)
+    frame[label], classes = encode_label(frame, label, contract.task(task), positive_label)
     train, evaluation = split(frame, eval_percent)
-    for name, part in (("train", train), ("eval", evaluation)):
-        if part[label].nunique() < 2:
-            raise DataError(
-                f"the {name} split of spans {spans} has a single label class; "
-                "provide more rows of both classes"
-            )
+    check_splits(train, evaluation, label, task, spans)
     train.to_parquet(train_path, index=False)
     evaluation.to_parquet(eval_path, index=False)
     return IngestResult(

@@ -26,8 +26,12 @@ def train(
     early_stopping_patience: int = 0,
     user_module: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
+    task: str = "binary",
+    warm_start: bool = False,
+    registry_uri: Optional[str] = None,
+    model_name: Optional[str] = None,
 ):
-    """Trains a binary classifier on the train split; uses every GPU it sees, else the CPU.
+    """Trains a model of the task on the train split; uses every GPU it sees, else the CPU.
 
     Args:
         train_data: The train split.
@@ -35,7 +39,8 @@ def train(
         schema: The schema from validate_data; it decides the features and their types.
         label: The label column.
         model: Output: the SavedModel (``serving_default`` takes raw features) + features.json.
-        training_metrics: Output: train loss, eval AUC, epochs run.
+        training_metrics: Output: train loss, epochs run and the task's eval metrics (eval_auc;
+            eval_accuracy; eval_mae and eval_rmse).
         exclude: Columns that are not features.
         epochs: Passes over the train split.
         batch_size: Rows per step.
@@ -47,13 +52,20 @@ def train(
         early_stopping_patience: Stop when the eval split's loss has not improved for this many
             epochs, keeping the best epoch's weights (0: train all ``epochs``).
         user_module: A Python file (local path in the image, gs:// or s3://) defining
-            ``build_model(features, train, hp)`` that returns a compiled Keras model; it replaces
-            the default model, everything else stays (None or empty: the default model).
-        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module.
+            ``build_model(features, train, hp, task)`` that returns a compiled Keras model; it
+            replaces the default model, everything else stays (None or empty: the default).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module or registry.
+        task: ``binary``, ``multiclass`` or ``regression`` (as ingest encoded the label).
+        warm_start: Start from the weights of the registry's serving version when they fit
+            (same task, classes, features, vocabularies and layers); else, and on a cold start,
+            from the initial weights. The log and the run record say which.
+        registry_uri: The model registry root (for ``warm_start``).
+        model_name: The model's name in the registry (for ``warm_start``).
     """
     import os
 
     from ctloop.components.train import logic
+    from ctloop.registry import open_registry
 
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -61,6 +73,9 @@ def train(
         hidden_units=tuple(int(units) for units in hidden_units or (64, 32)), seed=seed,
         early_stopping_patience=early_stopping_patience,
     )
+    baseline = None
+    if warm_start:
+        baseline = open_registry(registry_uri, model_name, s3_endpoint_url or None).serving()
     result = logic.run(
         train_path=train_data.path,
         eval_path=eval_data.path,
@@ -73,7 +88,15 @@ def train(
         mixed_precision=mixed_precision,
         user_module=user_module or None,
         s3_endpoint_url=s3_endpoint_url or None,
+        task=task,
+        warm_start_from=str(baseline.model_dir) if baseline else None,
     )
+    if not warm_start:
+        warm = "off"
+    elif baseline is None:
+        warm = "no serving model: initial weights"
+    else:
+        warm = f"version {baseline.number}: {result.warm_start}"
     # What the model was trained with, for the version's run record.
     parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
                   "batch_size": batch_size, "learning_rate": learning_rate,
@@ -81,9 +104,11 @@ def train(
                   "mixed_precision": mixed_precision,
                   "early_stopping_patience": early_stopping_patience,
                   "user_module": user_module or None,
-                  "user_module_sha256": result.user_module_sha256}
+                  "user_module_sha256": result.user_module_sha256, "task": task,
+                  "warm_start": warm}
     model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
                           precision=result.precision, parameters=parameters)
     training_metrics.log_metric("train_loss", result.train_loss)
-    training_metrics.log_metric("eval_auc", result.eval_auc)
+    for name, value in result.eval_metrics.items():
+        training_metrics.log_metric(name, value)
     training_metrics.log_metric("epochs_run", result.epochs_run)

@@ -61,14 +61,59 @@ def test_parquet_and_string_labels(tmp_path):
 
 def test_positive_label_names_the_positive_class():
     frame = pd.DataFrame({"outcome": ["stayed", "left", "left"], "churned": [0, 1, 1]})
-    encoded, classes = logic.encode_label(frame, "outcome", "left")
+    encoded, classes = logic.encode_label(frame, "outcome", positive_label="left")
     assert classes == ["stayed", "left"] and encoded.tolist() == [0, 1, 1]
     # Compared as text, so a number's label is named as it is written.
-    encoded, classes = logic.encode_label(frame, "churned", "0")
+    encoded, classes = logic.encode_label(frame, "churned", positive_label="0")
     assert classes == ["1", "0"] and encoded.tolist() == [1, 0, 0]
     with pytest.raises(ConfigError, match=r"positive label 'churn' is not a value of label "
                                           r"column 'outcome' \(values: \['left', 'stayed'\]\)"):
-        logic.encode_label(frame, "outcome", "churn")
+        logic.encode_label(frame, "outcome", positive_label="churn")
+
+
+def test_multiclass_label_is_the_index_of_its_sorted_class():
+    frame = pd.DataFrame({"plan": ["standard", "basic", "premium", "basic"]})
+    encoded, classes = logic.encode_label(frame, "plan", "multiclass")
+    assert classes == ["basic", "premium", "standard"]
+    assert encoded.tolist() == [2, 0, 1, 0] and encoded.dtype == "int64"
+    # Numbers sort as numbers, then are named as written.
+    encoded, classes = logic.encode_label(pd.DataFrame({"grade": [10, 9, 2]}), "grade",
+                                          "multiclass")
+    assert classes == ["2", "9", "10"] and encoded.tolist() == [2, 1, 0]
+
+
+def test_regression_label_is_its_number():
+    frame = pd.DataFrame({"spend": ["12.5", 3, 7.25]})
+    encoded, classes = logic.encode_label(frame, "spend", "regression")
+    assert classes == [] and encoded.tolist() == [12.5, 3.0, 7.25]
+
+
+@pytest.mark.parametrize(
+    ("frame", "task", "positive", "error", "message"),
+    [
+        ({"y": ["a", "b", "c"]}, "binary", None, DataError,
+         r"label column 'y' has 3 distinct values \['a', 'b', 'c'\]; a binary task needs exactly "
+         r"2 \(use task 'multiclass' or 'regression' for more\)"),
+        ({"y": ["a"] * 3}, "multiclass", None, DataError,
+         r"label column 'y' has 1 distinct values \['a'\]; a multiclass task needs 2 to 1000"),
+        ({"y": ["1.5", "n/a", "2"]}, "regression", None, DataError,
+         r"label column 'y' has 1 non-numeric values such as 'n/a'; a regression task needs "
+         r"numbers"),
+        ({"y": ["a", "b", "c"]}, "multiclass", "a", ConfigError,
+         r"positive label 'a' applies to a binary task, not 'multiclass'; leave it empty"),
+    ],
+    ids=["binary-three-values", "multiclass-one-value", "regression-text", "multiclass-positive"],
+)
+def test_labels_that_do_not_fit_the_task(frame, task, positive, error, message):
+    with pytest.raises(error, match=message):
+        logic.encode_label(pd.DataFrame(frame), "y", task, positive)
+
+
+def test_many_values_are_not_a_multiclass_label():
+    frame = pd.DataFrame({"id": [f"row-{i}" for i in range(logic.MAX_CLASSES + 1)]})
+    with pytest.raises(DataError, match=r"has 1001 distinct values .*\(for a numeric target use "
+                                        r"task 'regression'"):
+        logic.encode_label(frame, "id", "multiclass")
 
 
 @pytest.mark.parametrize(

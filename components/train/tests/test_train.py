@@ -65,7 +65,7 @@ def test_mixed_precision_without_a_gpu_trains_in_float32_and_says_so(prepared, t
     assert (result.devices, result.precision) == (["CPU"], "float32")
     assert "mixed precision needs a GPU and none is visible: training in float32" in caplog.text
     assert "no GPU visible: training on CPU, float32" in caplog.text
-    assert 0.5 < result.eval_auc <= 1.0
+    assert 0.5 < result.eval_metrics["eval_auc"] <= 1.0
 
 
 def test_early_stopping_on_the_eval_split_stops_before_the_epoch_budget(prepared, tmp_path):
@@ -74,7 +74,7 @@ def test_early_stopping_on_the_eval_split_stops_before_the_epoch_budget(prepared
     result = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
                        EXCLUDE, hp, str(tmp_path / "m"))
     assert 3 <= result.epochs_run < 60  # patience + 1 at least; long before the budget
-    assert 0.7 < result.eval_auc <= 1.0  # the best epoch's weights, restored
+    assert 0.7 < result.eval_metrics["eval_auc"] <= 1.0  # the best epoch's weights, restored
 
 
 LOGISTIC = """
@@ -84,7 +84,7 @@ from keras import ops
 from ctloop.components.train.logic import preprocess
 
 
-def build_model(features, train, hp):
+def build_model(features, train, hp, task):
     inputs, encoded = preprocess(features, train)
     output = keras.layers.Dense(1, activation="sigmoid", name="logistic")(encoded)
     model = keras.Model(inputs, ops.squeeze(output, -1))
@@ -106,7 +106,7 @@ def test_a_user_module_replaces_the_model_and_keeps_the_contract(prepared, tmp_p
 
     module, result = _train_with(prepared, tmp_path, LOGISTIC)
     assert result.user_module_sha256 == hashlib.sha256(module.read_bytes()).hexdigest()
-    assert 0.7 < result.eval_auc <= 1.0  # logistic regression learns the logistic signal
+    assert 0.7 < result.eval_metrics["eval_auc"] <= 1.0  # logistic regression learns the logistic signal
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     # One dense layer (kernel + bias) beside the lookups, not the default's three.
     assert [v.name for v in loaded.variables if "kernel" in v.name] == ["logistic/kernel:0"]
@@ -117,8 +117,8 @@ def test_a_user_module_replaces_the_model_and_keeps_the_contract(prepared, tmp_p
 
 @pytest.mark.parametrize(("text", "error", "message"), [
     ("1 / 0\n", ConfigError, "failed to import: ZeroDivisionError: division by zero"),
-    ("def build(features, train, hp):\n    pass\n", ConfigError, "defines no build_model"),
-    ("def build_model(features, train, hp):\n    raise ValueError('no GPU budget')\n",
+    ("def build(features, train, hp, task):\n    pass\n", ConfigError, "defines no build_model"),
+    ("def build_model(features, train, hp, task):\n    raise ValueError('no GPU budget')\n",
      ModelError, "build_model raised ValueError: no GPU budget; fix the module"),
     (LOGISTIC.replace("    model.compile(optimizer=keras.optimizers.Adam(0.05), "
                       "loss=\"binary_crossentropy\")\n", ""),
@@ -126,7 +126,7 @@ def test_a_user_module_replaces_the_model_and_keeps_the_contract(prepared, tmp_p
     ("def build_model(:\n", ConfigError, "failed to import: SyntaxError"),
     (LOGISTIC.replace("Dense(1, activation=\"sigmoid\"", "Dense(3, activation=\"softmax\"")
      .replace("ops.squeeze(output, -1)", "output"),
-     ModelError, "the model answers shape (8, 3), not one probability"),
+     ModelError, "the model answers shape (8, 3), not one probability in [0, 1] per row (8,)"),
 ])
 def test_a_broken_user_module_is_a_one_line_error_naming_it(prepared, tmp_path, text, error,
                                                            message):
@@ -168,3 +168,91 @@ def test_schema_without_features(prepared):
     with pytest.raises(ConfigError, match="leaves no feature"):
         everything = [f.name for f in prepared.features] + EXCLUDE
         logic.features_from_schema(str(prepared.schema), LABEL, everything)
+
+
+def _relabel(prepared, tmp_path, label, task):
+    """The prepared splits with ``label`` encoded for ``task`` as ingest does."""
+    from ctloop.components.ingest.logic import encode_label
+
+    paths = []
+    for name, path in (("train", prepared.train), ("eval", prepared.eval)):
+        frame = pd.read_parquet(path)
+        frame[label], classes = encode_label(frame, label, task)
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        paths.append(str(tmp_path / f"{name}.parquet"))
+    return (*paths, classes)
+
+
+def test_multiclass_model_answers_a_probability_per_class(prepared, tmp_path):
+    # The plan sets the base of the monthly charge: the charge tells the plan most of the time.
+    train, evaluation, classes = _relabel(prepared, tmp_path, "plan", "multiclass")
+    result = logic.run(train, evaluation, str(prepared.schema), "plan", [*EXCLUDE, LABEL],
+                       logic.Hyperparameters(epochs=8, seed=7), str(tmp_path / "m"),
+                       label_classes=classes, task="multiclass")
+    assert classes == ["basic", "premium", "standard"]
+    frame = pd.read_parquet(evaluation)
+    features = [f for f in result.features]
+    signature = tf.saved_model.load(str(tmp_path / "m")).signatures[contract.SERVING_SIGNATURE]
+    inputs = {k: tf.constant(v) for k, v in logic.to_inputs(frame, features).items()}
+    probabilities = signature(**inputs)["probabilities"].numpy()
+    assert probabilities.shape == (len(frame), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == frame["plan"].to_numpy()))
+    assert accuracy > 0.85
+    assert result.eval_metrics == {"eval_accuracy": pytest.approx(accuracy, abs=1e-6)}
+    assert contract.read_task(tmp_path / "m") == ("multiclass", classes)
+
+
+def test_regression_model_answers_a_value(prepared, tmp_path):
+    # The charge is the plan's base plus noise of sd 8: the best MAE is about 6.4; guessing the
+    # mean gives about 22.
+    train, evaluation, classes = _relabel(prepared, tmp_path, "monthly_charges", "regression")
+    result = logic.run(train, evaluation, str(prepared.schema), "monthly_charges",
+                       [*EXCLUDE, LABEL], logic.Hyperparameters(epochs=8, seed=7),
+                       str(tmp_path / "m"), task="regression")
+    frame = pd.read_parquet(evaluation)
+    signature = tf.saved_model.load(str(tmp_path / "m")).signatures[contract.SERVING_SIGNATURE]
+    inputs = {k: tf.constant(v) for k, v in logic.to_inputs(frame, result.features).items()}
+    predicted = signature(**inputs)["prediction"].numpy()
+    assert predicted.shape == (len(frame),)
+    mae = float(np.mean(np.abs(predicted - frame["monthly_charges"].to_numpy())))
+    assert mae < 9.0
+    assert result.eval_metrics["eval_mae"] == pytest.approx(mae, rel=1e-4)
+    assert result.eval_metrics["eval_rmse"] >= result.eval_metrics["eval_mae"]
+    assert classes == [] and contract.read_task(tmp_path / "m") == ("regression", [])
+
+
+def test_warm_start_starts_from_the_baseline_weights(prepared, tmp_path):
+    def train(name, **options):
+        hp = options.pop("hp", logic.Hyperparameters(epochs=2, seed=7))
+        return logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                         EXCLUDE, hp, str(tmp_path / name), **options)
+
+    train("baseline")
+    # A learning rate this small leaves the weights where they start: at the baseline's.
+    still = logic.Hyperparameters(epochs=1, seed=8, learning_rate=1e-9)
+    warm = train("warm", hp=still, warm_start_from=str(tmp_path / "baseline"))
+    cold = train("cold", hp=still)
+    assert warm.warm_start == "started from its weights" and cold.warm_start is None
+    frame = pd.read_parquet(prepared.eval).head(100)
+    baseline = _predict(tmp_path / "baseline", frame, prepared.features)
+    np.testing.assert_allclose(_predict(tmp_path / "warm", frame, prepared.features), baseline,
+                               atol=1e-5)
+    assert np.abs(_predict(tmp_path / "cold", frame, prepared.features) - baseline).max() > 0.01
+
+
+def test_warm_start_skips_a_baseline_whose_weights_do_not_fit(prepared, tmp_path, caplog):
+    hp = logic.Hyperparameters(epochs=1, seed=7)
+    logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL, EXCLUDE, hp,
+              str(tmp_path / "baseline"))
+    wider = logic.Hyperparameters(epochs=1, seed=7, hidden_units=(16,))
+    result = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                       EXCLUDE, wider, str(tmp_path / "m"),
+                       warm_start_from=str(tmp_path / "baseline"))
+    assert result.warm_start == ("skipped: different layer shapes (6 weight tensors, this model "
+                                 "has 4)")
+    assert "training from the initial weights" in caplog.text
+    fewer = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
+                      [*EXCLUDE, "plan"], hp, str(tmp_path / "n"),
+                      warm_start_from=str(tmp_path / "baseline"))
+    assert fewer.warm_start == "skipped: different features, vocabularies"
