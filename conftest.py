@@ -95,6 +95,51 @@ def prepared(spans_dir, tmp_path_factory) -> Prepared:
                     work / "schema.pbtxt", work / "model", result.features)
 
 
+# The other task types, on the same generated rows: the plan sets the base of the monthly charge,
+# so the charge tells the plan (multiclass) and the plan the charge (regression), up to noise.
+TASK_LABELS = {"multiclass": "plan", "regression": "monthly_charges"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """``prepared``'s splits with another task's label, and a model trained on them."""
+
+    task: str
+    label: str
+    exclude: list[str]
+    train: Path
+    eval: Path
+    classes: list[str]
+    model_dir: Path
+    result: object  # train's TrainResult
+
+
+@pytest.fixture(scope="session")
+def task_data(prepared, tmp_path_factory) -> dict[str, TaskData]:
+    """Per task type other than binary: the splits relabeled as ingest encodes them, and a model
+    trained on them (8 epochs)."""
+    import pandas as pd
+
+    from ctloop.components.ingest.logic import encode_label
+    from ctloop.components.train import logic as train
+
+    made = {}
+    for task, label in TASK_LABELS.items():
+        work = tmp_path_factory.mktemp(task)
+        for name, path in (("train", prepared.train), ("eval", prepared.eval)):
+            frame = pd.read_parquet(path)
+            frame[label], classes = encode_label(frame, label, task)
+            frame.to_parquet(work / f"{name}.parquet", index=False)
+        exclude = [*EXCLUDE, LABEL]
+        result = train.run(str(work / "train.parquet"), str(work / "eval.parquet"),
+                           str(prepared.schema), label, exclude,
+                           train.Hyperparameters(epochs=8, seed=7), str(work / "model"),
+                           label_classes=classes, task=task)
+        made[task] = TaskData(task, label, exclude, work / "train.parquet",
+                              work / "eval.parquet", classes, work / "model", result)
+    return made
+
+
 @dataclasses.dataclass(frozen=True)
 class Bucket:
     """A fresh bucket on an object-store server on 127.0.0.1, and a way to write objects to it."""

@@ -31,6 +31,10 @@ def evaluate(
     report: Output[Markdown],
     min_auc: Optional[float] = 0.7,
     max_auc_decrease: Optional[float] = 0.01,
+    min_accuracy: Optional[float] = None,
+    max_accuracy_decrease: Optional[float] = 0.01,
+    max_mae: Optional[float] = None,
+    max_mae_increase: Optional[float] = None,
     cold_start: str = "bless_on_thresholds",
     force_bless_reason: Optional[str] = None,
     slice_features: Optional[List[str]] = None,
@@ -38,6 +42,10 @@ def evaluate(
     s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
+
+    The task (binary, multiclass, regression) is the model's own (its ``features.json``); it
+    decides the metrics and which pair of thresholds judges: AUC, accuracy or mean absolute
+    error.
 
     The baseline is the registry's serving version (open-source KFP has no "latest blessed
     model" resolver). Fail-safe: with no threshold that applies, the model is not blessed unless
@@ -54,13 +62,21 @@ def evaluate(
             ``baseline_metrics``.
         evaluation: Output: TFMA's output folder (metrics, plots, validations).
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
-        classification_metrics: Output: the candidate's confusion matrix at threshold 0.5 and
-            its ROC curve, from TFMA's plots.
+        classification_metrics: Output: a classifier's confusion matrix (binary: at threshold
+            0.5, with the ROC curve; multiclass: of the most probable class), from TFMA's plots.
+            Empty for regression.
         report: Output: the verdict, each threshold with pass/fail, and candidate vs baseline
             (and their difference) per metric, overall and per slice.
-        min_auc: Value threshold: the candidate's AUC must reach it (None: no value threshold).
-        max_auc_decrease: Change threshold: how far AUC may fall below the serving model's
-            (None: no change threshold).
+        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none).
+        max_auc_decrease: Binary change threshold: how far AUC may fall below the serving
+            model's (None: none).
+        min_accuracy: Multiclass value threshold on accuracy (None: none).
+        max_accuracy_decrease: Multiclass change threshold: how far accuracy may fall below the
+            serving model's (None: none).
+        max_mae: Regression value threshold: the candidate's mean absolute error must not
+            exceed it, in the label's units (None: none).
+        max_mae_increase: Regression change threshold: how far the MAE may rise above the
+            serving model's (None: none).
         cold_start: With no serving model: ``bless_on_thresholds`` blesses a candidate that
             meets the value threshold, ``require_baseline`` blesses none.
         force_bless_reason: When not empty, bless the candidate whatever the verdict, recorded
@@ -77,7 +93,8 @@ def evaluate(
     from ctloop.components.evaluate import logic
     from ctloop.registry import open_registry
 
-    thresholds = logic.Thresholds(min_auc, max_auc_decrease)
+    thresholds = logic.Thresholds(min_auc, max_auc_decrease, min_accuracy,
+                                  max_accuracy_decrease, max_mae, max_mae_increase)
     policy = logic.Policy(cold_start, force_bless_reason)
     baseline = open_registry(registry_uri, model_name, s3_endpoint_url).serving()
     result = logic.run(
@@ -94,14 +111,17 @@ def evaluate(
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     views = result.views
-    classification_metrics.log_confusion_matrix(views.categories, views.confusion_matrix)
-    classification_metrics.log_roc_curve(views.fpr, views.tpr, views.thresholds)
+    if views:
+        classification_metrics.log_confusion_matrix(views.categories, views.confusion_matrix)
+    if views and views.thresholds:
+        classification_metrics.log_roc_curve(views.fpr, views.tpr, views.thresholds)
     blessing.metadata.update(
         blessed=result.blessed, reason=result.reason, forced=result.forced,
         force_reason=result.force_reason, tfma_blessed=result.tfma_blessed,
         tfma_reason=result.tfma_reason, checks=[dataclasses.asdict(c) for c in result.checks],
         metrics=result.metrics, baseline_version=baseline.number if baseline else None,
-        baseline_metrics=result.baseline_metrics,
+        baseline_metrics=result.baseline_metrics, task=result.task,
+        incomparable=result.incomparable,
     )
     with open(blessing.path, "w") as handle:
         handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")

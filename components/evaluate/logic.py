@@ -1,13 +1,15 @@
 """Evaluate: TFMA on the eval split, candidate vs the serving model, and the blessing.
 
 TFMA runs inference itself on both SavedModels (``tf_generic`` models whose ``serving_default``
-signature takes raw features, fed from Arrow record batches by column name), computes metrics
-overall and per slice, and validates the thresholds: a value threshold on the candidate's AUC and,
-when a baseline serves, a change threshold against it. Thresholds judge the overall slice.
+signature takes raw features, fed from Arrow record batches by column name), computes the task's
+metrics overall and per slice, and validates the thresholds on the task's judged metric (AUC,
+accuracy, or mean absolute error: ``JUDGED``): a value threshold on the candidate's and, when a
+baseline serves, a change threshold against it. Thresholds judge the overall slice. A serving
+model of another task or other label classes cannot be compared: the candidate is not blessed.
 
 The blessing is TFMA's verdict, then the policy: with no serving model, ``require_baseline``
 blesses nothing; a force-bless reason blesses anything, and the verdict it overrode is kept.
-The candidate's confusion matrix and ROC curve come from TFMA's ``ConfusionMatrixPlot``.
+A classifier's confusion matrix (and a binary one's ROC curve) come from TFMA's plots.
 """
 
 from __future__ import annotations
@@ -24,37 +26,87 @@ import pyarrow as pa
 
 from ctloop import beam_options, contract
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError, ModelError
+from ctloop.errors import ConfigError
 
 CANDIDATE, BASELINE = "candidate", "baseline"
-METRICS = ("ExampleCount", "AUC", "BinaryAccuracy", "Precision", "Recall")
-METRIC_NAMES = ("example_count", "auc", "binary_accuracy", "precision", "recall")  # as TFMA names
+# Per task: TFMA metric class -> the name TFMA gives its value.
+METRICS = {
+    contract.BINARY: {"ExampleCount": "example_count", "AUC": "auc",
+                      "BinaryAccuracy": "binary_accuracy", "Precision": "precision",
+                      "Recall": "recall"},
+    contract.MULTICLASS: {"ExampleCount": "example_count",
+                          "SparseCategoricalAccuracy": "sparse_categorical_accuracy"},
+    contract.REGRESSION: {"ExampleCount": "example_count",
+                          "MeanAbsoluteError": "mean_absolute_error",
+                          "MeanSquaredError": "mean_squared_error", "MeanLabel": "mean_label",
+                          "MeanPrediction": "mean_prediction"},
+}
 BATCH_ROWS = 1000
 # ROC thresholds 0, 0.01, ..., 1: a smooth curve that keeps KFP's metadata small. Even, so that
 # MATRIX_THRESHOLD, the one binary_accuracy, precision and recall use, is among them.
 ROC_THRESHOLDS = 100
 MATRIX_THRESHOLD = 0.5
-DEFAULT_CLASSES = ["0", "1"]
 BLESS_ON_THRESHOLDS, REQUIRE_BASELINE = "bless_on_thresholds", "require_baseline"
 COLD_START_POLICIES = (BLESS_ON_THRESHOLDS, REQUIRE_BASELINE)
 FORCED_PREFIX = "FORCE-BLESSED: "
 
 
 @dataclasses.dataclass(frozen=True)
+class Judged:
+    """The metric a task's blessing judges, and which way is better."""
+
+    class_name: str  # TFMA's metric class
+    metric: str  # the name of its value
+    shown: str  # as the report writes it
+    higher_is_better: bool
+    settings: tuple[str, str]  # the Thresholds fields of its value bound and change bound
+
+
+JUDGED = {
+    contract.BINARY: Judged("AUC", "auc", "AUC", True, ("min_auc", "max_auc_decrease")),
+    contract.MULTICLASS: Judged("SparseCategoricalAccuracy", "sparse_categorical_accuracy",
+                                "accuracy", True, ("min_accuracy", "max_accuracy_decrease")),
+    contract.REGRESSION: Judged("MeanAbsoluteError", "mean_absolute_error", "MAE", False,
+                                ("max_mae", "max_mae_increase")),
+}
+
+
+UNITS = ">= 0, in the label's units"
+
+
+@dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """Blessing thresholds on AUC. None disables one; with both None nothing is blessed."""
+    """Blessing thresholds of each task's judged metric; a task uses its own pair. None
+    disables one; with both of a task's None nothing is blessed.
+
+    binary: ``min_auc``, ``max_auc_decrease``; multiclass: ``min_accuracy``,
+    ``max_accuracy_decrease``; regression: ``max_mae``, ``max_mae_increase`` (in the label's
+    units). A change bound is how much worse than the serving model the candidate may be.
+    """
 
     min_auc: float | None = 0.7
     max_auc_decrease: float | None = 0.01
+    min_accuracy: float | None = None
+    max_accuracy_decrease: float | None = 0.01
+    max_mae: float | None = None
+    max_mae_increase: float | None = None
 
     def __post_init__(self):
-        if self.min_auc is not None and not 0.0 <= self.min_auc <= 1.0:
-            raise ConfigError(f"min_auc {self.min_auc} is out of range: use a value in [0, 1]")
-        if self.max_auc_decrease is not None and not 0.0 <= self.max_auc_decrease <= 1.0:
+        changes = {judged.settings[1] for judged in JUDGED.values()}
+        for name, value in dataclasses.asdict(self).items():
+            in_label_units = name.startswith("max_mae")
+            if value is None or (value >= 0 and (in_label_units or value <= 1)):  # NaN fails
+                continue
             raise ConfigError(
-                f"max_auc_decrease {self.max_auc_decrease} is out of range: use a value in [0, 1] "
-                "(0 = the candidate may not be worse than the serving model at all)"
-            )
+                f"{name} {value} is out of range: use a value "
+                f"{UNITS if in_label_units else 'in [0, 1]'}"
+                + (" (0 = the candidate may not be worse than the serving model at all)"
+                   if name in changes else ""))
+
+    def of(self, task: str) -> tuple[float | None, float | None]:
+        """The task's (value bound, change bound)."""
+        value, change = JUDGED[task].settings
+        return getattr(self, value), getattr(self, change)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +143,7 @@ class Policy:
 class Check:
     """A threshold TFMA applied on the overall slice, and how the candidate fared."""
 
-    metric: str  # "auc", or "auc change vs serving model" (candidate - baseline)
+    metric: str  # e.g. "auc", or "auc change vs serving model" (candidate - baseline)
     threshold: str  # e.g. "AUC >= 0.7"
     value: float | None  # None: TFMA could not compute it
     passed: bool
@@ -104,11 +156,12 @@ class Check:
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-    """The candidate's overall confusion matrix and ROC curve, as KFP's UI shows them."""
+    """A classifier's overall confusion matrix and (binary) ROC curve, as KFP's UI shows them."""
 
-    categories: list[str]  # label classes [negative, positive]
-    confusion_matrix: list[list[int]]  # rows: actual class, columns: predicted, at 0.5
-    thresholds: list[float]  # ROC points, ascending thresholds (empty: a class is absent)
+    categories: list[str]  # label classes: [negative, positive], or in the model's output order
+    confusion_matrix: list[list[int]]  # rows: actual class, columns: predicted (binary: at 0.5,
+    # multiclass: the most probable class)
+    thresholds: list[float]  # ROC points, ascending (empty: multiclass, or a class is absent)
     fpr: list[float]
     tpr: list[float]
 
@@ -125,7 +178,9 @@ class Evaluation:
     tfma_blessed: bool  # the thresholds' verdict, before the cold-start policy and any force
     tfma_reason: str
     force_reason: str | None  # None: not forced
-    views: Views
+    views: Views | None  # None: regression
+    task: str = contract.BINARY
+    incomparable: str | None = None  # why the serving model could not be the baseline
 
     @property
     def forced(self) -> bool:
@@ -136,56 +191,62 @@ def load_features(model_dir: str | Path) -> list[FeatureSpec]:
     return [FeatureSpec(n, d) for n, d in contract.read_features(model_dir).items()]
 
 
-def label_classes(model_dir: str | Path) -> list[str]:
-    """The label's classes [negative, positive] that train recorded, else ["0", "1"]."""
-    path = Path(model_dir) / contract.FEATURES_FILE
-    classes = json.loads(path.read_text()).get("label_classes") or DEFAULT_CLASSES
-    if len(classes) != 2:
-        raise ModelError(f"{path} lists label_classes {classes}: a binary model has two, "
-                         "[negative, positive]; re-export the model")
-    return [str(c) for c in classes]
-
-
 def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
-                slice_features: list[str]):
+                slice_features: list[str], task: str = contract.BINARY):
     import tensorflow_model_analysis as tfma
 
     def spec(name: str, is_baseline: bool):
         return tfma.ModelSpec(
             name=name, signature_name=contract.SERVING_SIGNATURE, label_key=label,
-            prediction_key=contract.OUTPUT_KEY, model_type="tf_generic", is_baseline=is_baseline,
+            prediction_key=contract.OUTPUT_KEYS[task], model_type="tf_generic",
+            is_baseline=is_baseline,
         )
 
-    auc_threshold = tfma.MetricThreshold()
-    if thresholds.min_auc is not None:
-        auc_threshold.value_threshold.lower_bound.value = thresholds.min_auc
+    judged = JUDGED[task]
+    value, change = thresholds.of(task)
+    threshold = tfma.MetricThreshold()
+    if value is not None:
+        bound = threshold.value_threshold.lower_bound if judged.higher_is_better else \
+            threshold.value_threshold.upper_bound
+        bound.value = value
     # A change threshold needs a baseline: on cold start only the value threshold applies.
-    if with_baseline and thresholds.max_auc_decrease is not None:
-        auc_threshold.change_threshold.direction = tfma.MetricDirection.HIGHER_IS_BETTER
-        auc_threshold.change_threshold.absolute.value = -thresholds.max_auc_decrease
+    if with_baseline and change is not None:
+        threshold.change_threshold.direction = (
+            tfma.MetricDirection.HIGHER_IS_BETTER if judged.higher_is_better
+            else tfma.MetricDirection.LOWER_IS_BETTER)
+        threshold.change_threshold.absolute.value = -change if judged.higher_is_better else change
     overall = tfma.SlicingSpec()
     metrics = [
         tfma.MetricConfig(
             class_name=name,
             per_slice_thresholds=[
-                tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=auc_threshold)
-            ] if name == "AUC" and auc_threshold.ByteSize() else [],
+                tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=threshold)
+            ] if name == judged.class_name and threshold.ByteSize() else [],
         )
-        for name in METRICS
+        for name in METRICS[task]
     ]
-    plot = tfma.MetricConfig(class_name="ConfusionMatrixPlot",
-                             config=json.dumps({"num_thresholds": ROC_THRESHOLDS}))
+    plots = {
+        contract.BINARY: [tfma.MetricConfig(
+            class_name="ConfusionMatrixPlot",
+            config=json.dumps({"num_thresholds": ROC_THRESHOLDS}))],
+        # Threshold 0: each row counts for its most probable class.
+        contract.MULTICLASS: [tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
+                                                config=json.dumps({"thresholds": [0.0]}))],
+        contract.REGRESSION: [],
+    }[task]
     return tfma.EvalConfig(
         model_specs=[spec(CANDIDATE, False)] + ([spec(BASELINE, True)] if with_baseline else []),
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics),
-                       tfma.MetricsSpec(metrics=[plot], model_names=[CANDIDATE])],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)] + (
+            [tfma.MetricsSpec(metrics=plots, model_names=[CANDIDATE])] if plots else []),
         slicing_specs=[overall] + [tfma.SlicingSpec(feature_keys=[f]) for f in slice_features],
     )
 
 
-def record_batches(frame: pd.DataFrame, features: list[FeatureSpec], label: str
-                   ) -> list[pa.RecordBatch]:
-    """Eval rows as TFMA reads them: one-element list columns, in the signature's dtypes."""
+def record_batches(frame: pd.DataFrame, features: list[FeatureSpec], label: str,
+                   task: str = contract.BINARY) -> list[pa.RecordBatch]:
+    """Eval rows as TFMA reads them: one-element list columns, in the signature's dtypes; the
+    label as ingest encoded it (a class index, or a number for regression)."""
+    labels = frame[label].to_numpy(np.float32 if task == contract.REGRESSION else np.int64)
     inputs = to_inputs(frame, features)
     batches = []
     for start in range(0, len(frame), BATCH_ROWS):
@@ -199,8 +260,7 @@ def record_batches(frame: pd.DataFrame, features: list[FeatureSpec], label: str
                      else pa.array(values.tolist(), type=pa.binary()))
             columns.append(pa.ListArray.from_arrays(offsets, array))
             names.append(feature.name)
-        columns.append(pa.ListArray.from_arrays(
-            offsets, pa.array(frame[label].to_numpy(np.int64)[rows])))
+        columns.append(pa.ListArray.from_arrays(offsets, pa.array(labels[rows])))
         names.append(label)
         batches.append(pa.RecordBatch.from_arrays(columns, names))
     return batches
@@ -224,10 +284,20 @@ def run(
 
     policy = policy or Policy()
     slice_features = slice_features or []
-    with_baseline = baseline_dir is not None
-    config = eval_config(label, thresholds, with_baseline, slice_features)
+    task, categories = contract.read_task(model_dir)
+    incomparable = None
+    if baseline_dir is not None and contract.read_task(baseline_dir) != (task, categories):
+        serving_task, serving_classes = contract.read_task(baseline_dir)
+        incomparable = (
+            f"the serving model is a {serving_task} model of classes {serving_classes}, the "
+            f"candidate a {task} model of classes {categories}: they cannot be compared and the "
+            "serving model's clients would get another output; deploy the candidate under a new "
+            "model name, or force-bless it to replace the serving model"
+        )
+    # Only a comparable serving model is TFMA's baseline; else the candidate is judged alone.
+    with_baseline = baseline_dir is not None and incomparable is None
+    config = eval_config(label, thresholds, with_baseline, slice_features, task)
     features = {f.name: f for f in load_features(model_dir)}
-    categories = label_classes(model_dir)
     if with_baseline:
         features = {**{f.name: f for f in load_features(baseline_dir)}, **features}
     frame = pd.read_parquet(eval_path)
@@ -236,7 +306,7 @@ def run(
         raise ConfigError(f"slice features {unknown} are not columns of the eval data; fix them")
     for name in slice_features:
         features.setdefault(name, FeatureSpec(name, contract.CATEGORICAL))
-    batches = record_batches(frame, list(features.values()), label)
+    batches = record_batches(frame, list(features.values()), label, task)
 
     models = [tfma.default_eval_shared_model(
         eval_saved_model_path=model_dir, model_name=CANDIDATE, eval_config=config)]
@@ -268,38 +338,46 @@ def run(
         slices[BASELINE] = _slice_metrics(tfma.load_eval_result(output_dir, model_name=BASELINE))[0]
     metrics = candidate_slices["overall"]
     validation = tfma.load_validation_result(output_dir)
-    applied = checks(validation, thresholds, with_baseline, metrics, diffs.get("overall", {}))
-    tfma_blessed, tfma_reason = bless(validation, applied)
-    blessed, reason = decide(tfma_blessed, tfma_reason, policy, with_baseline)
+    applied = checks(validation, thresholds, with_baseline, metrics, diffs.get("overall", {}),
+                     task)
+    tfma_blessed, tfma_reason = bless(validation, applied, task)
+    blessed, reason = decide(tfma_blessed, tfma_reason, policy, baseline_dir is not None,
+                             incomparable)
+    views = None if task == contract.REGRESSION else _views(candidate, categories, task)
     return Evaluation(
         blessed, reason, metrics, slices.get(BASELINE, {}).get("overall", {}), slices, diffs,
-        applied, tfma_blessed, tfma_reason, policy.force_reason, _views(candidate, categories))
+        applied, tfma_blessed, tfma_reason, policy.force_reason, views, task, incomparable)
 
 
 def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dict[str, float],
-           diffs: dict[str, float]) -> list[Check]:
+           diffs: dict[str, float], task: str = contract.BINARY) -> list[Check]:
     """Each threshold TFMA applied, passed unless its ValidationResult names a failure."""
-    # Only AUC has thresholds: a failure is the value threshold's, or the change threshold's.
+    # Only the judged metric has thresholds: a failure is the value threshold's, or the change
+    # threshold's.
     failed = {failure.metric_key.is_diff
               for per_slice in validation.metric_validations_per_slice
               for failure in per_slice.failures}
+    judged, (value, change) = JUDGED[task], thresholds.of(task)
+    sign, worse = (">=", "-") if judged.higher_is_better else ("<=", "+")
     applied = []
-    if thresholds.min_auc is not None:
-        applied.append(Check("auc", f"AUC >= {thresholds.min_auc}",
-                             metrics.get("auc"), False not in failed))
-    if with_baseline and thresholds.max_auc_decrease is not None:
+    if value is not None:
+        applied.append(Check(judged.metric, f"{judged.shown} {sign} {value}",
+                             metrics.get(judged.metric), False not in failed))
+    if with_baseline and change is not None:
         applied.append(Check(
-            "auc change vs serving model",
-            f"AUC >= serving model's AUC - {thresholds.max_auc_decrease}",
-            diffs.get("auc"), True not in failed, is_change=True))
+            f"{judged.metric} change vs serving model",
+            f"{judged.shown} {sign} serving model's {judged.shown} {worse} {change}",
+            diffs.get(judged.metric), True not in failed, is_change=True))
     return applied
 
 
-def bless(validation, applied: list[Check]) -> tuple[bool, str]:
+def bless(validation, applied: list[Check], task: str = contract.BINARY) -> tuple[bool, str]:
     """The thresholds' verdict and its reason, from the checks and TFMA's ValidationResult."""
     if not applied:
         # Fail safe, as TFX's Evaluator: with nothing to check, TFMA would pass anything.
-        return False, "no threshold applies: set min_auc (and max_auc_decrease) to bless models"
+        value, change = JUDGED[task].settings
+        return False, (f"no threshold applies: set {value} (and {change}) to bless {task} "
+                       "models")
     failures = [f"{c.shown} fails {c.threshold}" for c in applied if not c.passed]
     if failures:
         return False, "; ".join(failures)
@@ -308,10 +386,13 @@ def bless(validation, applied: list[Check]) -> tuple[bool, str]:
     return True, "passed " + " and ".join(c.threshold for c in applied)
 
 
-def decide(tfma_blessed: bool, tfma_reason: str, policy: Policy, with_baseline: bool
-           ) -> tuple[bool, str]:
-    """The blessing: the thresholds' verdict, then the cold-start policy, then any force."""
+def decide(tfma_blessed: bool, tfma_reason: str, policy: Policy, with_baseline: bool,
+           incomparable: str | None = None) -> tuple[bool, str]:
+    """The blessing: the thresholds' verdict, then the cold-start policy or an incomparable
+    serving model, then any force."""
     blessed, reason = tfma_blessed, tfma_reason
+    if incomparable:
+        blessed, reason = False, f"{incomparable} (thresholds alone: {tfma_reason})"
     if not with_baseline and policy.cold_start == REQUIRE_BASELINE:
         blessed, reason = False, (
             f"no serving model to compare against and cold_start is {REQUIRE_BASELINE!r} "
@@ -342,9 +423,18 @@ def _slice_metrics(result) -> tuple[dict[str, dict[str, float]], dict[str, dict[
     return values, diffs
 
 
-def _views(result, categories: list[str]) -> Views:
-    """The confusion matrix at 0.5 and the ROC curve, from TFMA's overall ConfusionMatrixPlot."""
-    plot = dict(result.plots)[()][""][""]["confusionMatrixAtThresholds"]["matrices"]
+def _views(result, categories: list[str], task: str) -> Views:
+    """The overall confusion matrix (and a binary model's ROC curve), from TFMA's plots."""
+    plots = dict(result.plots)[()][""][""]
+    if task == contract.MULTICLASS:
+        # TFMA's JSON leaves out zero entries; at threshold 0 a row counts for its argmax.
+        (at,) = plots["multiClassConfusionMatrixAtThresholds"]["matrices"]
+        matrix = [[0] * len(categories) for _ in categories]
+        for entry in at.get("entries", []):
+            matrix[int(entry.get("actualClassId", 0))][int(entry.get("predictedClassId", 0))] = \
+                int(entry.get("numWeightedExamples", 0))
+        return Views(categories, matrix, [], [], [])
+    plot = plots["confusionMatrixAtThresholds"]["matrices"]
     # TFMA's JSON leaves out zeros (threshold 0.0 included) and prepends a -1e-6 threshold,
     # which only adds predictions of exactly 0: the points kept are thresholds 0, 0.01, ..., 1.
     points = [{k: m.get(k, 0.0) for k in ("threshold", "truePositives", "falsePositives",
@@ -380,10 +470,16 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
         lines += [f"> **FORCE-BLESSED**: {evaluation.force_reason}", ">",
                   f"> TFMA's verdict on the thresholds, recorded but not applied: "
                   f"**{tfma_verdict}**: {evaluation.tfma_reason}", ""]
-    lines += [f"**{verdict}**: {evaluation.reason}", ""]
+    lines += [f"**{verdict}**: {evaluation.reason}", "", f"Task: {evaluation.task}.", ""]
     cold_start = BASELINE not in evaluation.slices
-    lines += ["Baseline: none (cold start): the candidate alone, no change threshold applies."
-              if cold_start else f"Baseline: serving version {baseline_version}.", ""]
+    if evaluation.incomparable:
+        lines += [f"Baseline: serving version {baseline_version} cannot be compared: the "
+                  "candidate alone, no change threshold applies.", ""]
+    else:
+        lines += ["Baseline: none (cold start): the candidate alone, no change threshold "
+                  "applies." if cold_start else f"Baseline: serving version {baseline_version}.",
+                  ""]
+    names = list(METRICS[evaluation.task].values())
     lines += ["## Thresholds (overall slice)", ""]
     if evaluation.checks:
         lines += ["| threshold | value | result |", "|---|---|---|"]
@@ -398,15 +494,15 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
 
     candidate = evaluation.slices[CANDIDATE]
     if cold_start:
-        lines += ["## Candidate", "", "| slice | " + " | ".join(METRIC_NAMES) + " |",
-                  "|---" * (len(METRIC_NAMES) + 1) + "|"]
+        lines += ["## Candidate", "", "| slice | " + " | ".join(names) + " |",
+                  "|---" * (len(names) + 1) + "|"]
         for name in ordered(candidate):
             lines.append(f"| {name} | " + " | ".join(
-                _cell(m, candidate[name].get(m)) for m in METRIC_NAMES) + " |")
+                _cell(m, candidate[name].get(m)) for m in names) + " |")
         lines.append("")
         return "\n".join(lines)
     baseline = evaluation.slices[BASELINE]
-    for metric in METRIC_NAMES:
+    for metric in names:
         lines += [f"## {metric}", "",
                   f"| slice | candidate | baseline (v{baseline_version}) | candidate − baseline |",
                   "|---|---|---|---|"]

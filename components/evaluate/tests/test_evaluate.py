@@ -3,6 +3,7 @@ cold-start policy, forced blessings, the confusion matrix and ROC views, and the
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -286,3 +287,130 @@ def test_thresholds_out_of_range():
         logic.Thresholds(min_auc=1.5)
     with pytest.raises(ConfigError, match="max_auc_decrease -0.1 is out of range"):
         logic.Thresholds(max_auc_decrease=-0.1)
+
+
+def _evaluate_task(data, tmp_path, model=None, baseline=None, policy=None, **thresholds):
+    return logic.run(str(model or data.model_dir), str(data.eval), data.label,
+                     str(baseline) if baseline else None, logic.Thresholds(**thresholds),
+                     str(tmp_path / "tfma"), slice_features=["contract"], policy=policy)
+
+
+@pytest.fixture(scope="module")
+def weak_task_models(prepared, task_data, tmp_path_factory):
+    """Per task, a deliberately worse model: the region only, one epoch."""
+    out = tmp_path_factory.mktemp("weak-tasks")
+    models = {}
+    for task, data in task_data.items():
+        drop = [f.name for f in data.result.features if f.name != "region"] + data.exclude
+        train.run(str(data.train), str(data.eval), str(prepared.schema), data.label, drop,
+                  train.Hyperparameters(epochs=1), str(out / task), label_classes=data.classes,
+                  task=task)
+        models[task] = out / task
+    return models
+
+
+def test_multiclass_is_judged_on_accuracy_with_a_class_by_class_matrix(task_data, tmp_path):
+    data = task_data["multiclass"]
+    result = _evaluate_task(data, tmp_path, min_accuracy=0.8)
+    assert result.blessed and result.reason == "passed accuracy >= 0.8"
+    accuracy = result.metrics["sparse_categorical_accuracy"]
+    assert accuracy == pytest.approx(data.result.eval_metrics["eval_accuracy"], abs=1e-6)
+    views = result.views
+    assert views.categories == ["basic", "premium", "standard"] and views.thresholds == []
+    matrix = np.array(views.confusion_matrix)
+    assert matrix.shape == (3, 3) and matrix.sum() == result.metrics["example_count"]
+    # TFMA's matrix and its accuracy count the same rows.
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(accuracy, abs=1e-6)
+    frame = pd.read_parquet(data.eval)
+    assert matrix.sum(axis=1).tolist() == np.bincount(frame["plan"], minlength=3).tolist()
+
+
+def test_multiclass_against_a_baseline(task_data, weak_task_models, tmp_path):
+    data, weak = task_data["multiclass"], weak_task_models["multiclass"]
+    better = _evaluate_task(data, tmp_path / "better", baseline=weak, min_accuracy=0.5)
+    assert better.blessed, better.reason
+    assert better.checks[1].threshold == ("accuracy >= serving model's accuracy - 0.01")
+    assert better.diffs["overall"]["sparse_categorical_accuracy"] > 0.2
+    worse = _evaluate_task(data, tmp_path / "worse", model=weak, baseline=data.model_dir,
+                           min_accuracy=0.3)
+    assert not worse.blessed
+    assert "sparse_categorical_accuracy change vs serving model = -0." in worse.reason
+    assert "fails accuracy >= serving model's accuracy - 0.01" in worse.reason
+
+
+def test_multiclass_without_a_value_threshold_is_not_blessed_on_cold_start(task_data,
+                                                                           tmp_path):
+    result = _evaluate_task(task_data["multiclass"], tmp_path)  # min_accuracy defaults to None
+    assert not result.blessed
+    assert result.reason == ("no threshold applies: set min_accuracy (and "
+                             "max_accuracy_decrease) to bless multiclass models")
+
+
+def test_regression_is_judged_on_mean_absolute_error(task_data, weak_task_models, tmp_path):
+    data, weak = task_data["regression"], weak_task_models["regression"]
+    result = _evaluate_task(data, tmp_path / "cold", max_mae=9.0)
+    assert result.blessed and result.reason == "passed MAE <= 9.0"
+    assert result.views is None
+    mae = result.metrics["mean_absolute_error"]
+    assert mae == pytest.approx(data.result.eval_metrics["eval_mae"], rel=1e-4)
+    assert result.metrics["mean_squared_error"] == pytest.approx(
+        data.result.eval_metrics["eval_rmse"] ** 2, rel=1e-3)
+    frame = pd.read_parquet(data.eval)
+    assert result.metrics["mean_label"] == pytest.approx(frame["monthly_charges"].mean(),
+                                                         rel=1e-5)
+    strict = _evaluate_task(data, tmp_path / "strict", max_mae=1.0)
+    assert not strict.blessed
+    assert strict.reason == f"mean_absolute_error = {mae:.4f} fails MAE <= 1.0"
+    better = _evaluate_task(data, tmp_path / "better", baseline=weak, max_mae_increase=0.0)
+    assert better.blessed and better.diffs["overall"]["mean_absolute_error"] < -5
+    worse = _evaluate_task(data, tmp_path / "worse", model=weak, baseline=data.model_dir,
+                           max_mae=100.0, max_mae_increase=0.5)
+    assert not worse.blessed
+    assert "fails MAE <= serving model's MAE + 0.5" in worse.reason
+
+
+def test_a_serving_model_of_another_task_is_no_baseline(prepared, task_data, tmp_path):
+    data = task_data["multiclass"]
+    result = _evaluate_task(data, tmp_path / "blocked", baseline=prepared.model_dir,
+                            min_accuracy=0.5)
+    assert not result.blessed and result.tfma_blessed  # the thresholds alone pass
+    assert result.reason.startswith(
+        "the serving model is a binary model of classes ['0', '1'], the candidate a multiclass "
+        "model of classes ['basic', 'premium', 'standard']: they cannot be compared")
+    assert logic.BASELINE not in result.slices and result.checks[0].threshold == \
+        "accuracy >= 0.5"
+    report = logic.report_markdown(result, 4, 1)
+    assert "Baseline: serving version 4 cannot be compared" in report
+    forced = _evaluate_task(data, tmp_path / "forced", baseline=prepared.model_dir,
+                            min_accuracy=0.5,
+                            policy=logic.Policy(force_bless_reason="new output: plan, ticket 7"))
+    assert forced.blessed and forced.forced and "cannot be compared" in forced.reason
+
+
+def test_component_views_per_task(task_data, tmp_path):
+    def component(task, **params):
+        data = task_data[task]
+        outputs = {
+            "blessing": Artifact(uri=str(tmp_path / task / "blessing")),
+            "evaluation": Artifact(uri=str(tmp_path / task / "evaluation")),
+            "metrics": Metrics(uri=str(tmp_path / task / "metrics")),
+            "classification_metrics": ClassificationMetrics(uri=str(tmp_path / task / "cm")),
+            "report": Markdown(uri=str(tmp_path / task / "report.md")),
+        }
+        (tmp_path / task).mkdir()
+        blessed = evaluate.python_func(
+            model=Model(uri=str(data.model_dir)), eval_data=Dataset(uri=str(data.eval)),
+            label=data.label, registry_uri=str(tmp_path / "registry"), model_name=task,
+            **outputs, **params)
+        return blessed, outputs
+
+    blessed, out = component("multiclass", min_accuracy=0.8)
+    views = out["classification_metrics"].metadata
+    assert blessed and out["blessing"].metadata["task"] == "multiclass"
+    assert [c["displayName"] for c in views["confusionMatrix"]["annotationSpecs"]] == [
+        "basic", "premium", "standard"]
+    assert "confidenceMetrics" not in views  # no ROC curve for multiclass
+    blessed, out = component("regression", max_mae=9.0)
+    assert blessed and out["classification_metrics"].metadata == {}
+    assert "mean_absolute_error" in out["metrics"].metadata
+    assert "| overall |" in Path(out["report"].path).read_text()
