@@ -53,7 +53,8 @@ def infra_validate(
         serving_image: ``kserve``: the ctloop serving image (None or empty: this release's).
         max_p99_ms: SLO: p99 latency of single-row requests under ``concurrency`` clients.
         min_rps: SLO: requests per second under ``concurrency`` clients.
-        tolerance: Largest difference between served and in-process predictions.
+        tolerance: Largest difference between served and in-process predictions, relative to
+            the value beyond magnitude 1 (|diff| <= tolerance x max(1, |value|)).
         concurrency: Clients sending at once during the load test.
         requests: Single-row requests in the load test.
         startup_timeout_s: Deadline for the server to become ready.

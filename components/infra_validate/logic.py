@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from ctloop import client, server_process
@@ -66,11 +67,13 @@ class InfraResult:
 
 
 def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[FeatureSpec]
-                           ) -> list[float]:
+                           ) -> list:
+    """The model's answers for ``frame``, computed here: its task's output (``contract``)."""
     import tensorflow as tf
 
     from ctloop import contract
 
+    task = contract.read_task(model_dir)[0]
     try:
         signatures = tf.saved_model.load(model_dir).signatures
         if contract.SERVING_SIGNATURE not in signatures:
@@ -79,12 +82,30 @@ def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[F
                 f"{sorted(signatures) or 'none'}); export it with ctloop's trainer")
         signature = signatures[contract.SERVING_SIGNATURE]
         inputs = {k: tf.constant(v) for k, v in to_inputs(frame, features).items()}
-        return signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
+        return signature(**inputs)[contract.OUTPUT_KEYS[task]].numpy().tolist()
     except (tf.errors.OpError, TypeError, ValueError, KeyError, OSError) as exc:
         raise ModelError(
             f"model {model_dir} cannot predict in-process ({str(exc).splitlines()[0][:200]}); "
             "re-export it with ctloop's trainer"
         ) from exc
+
+
+def compare(served: list, expected: list) -> tuple[float, float]:
+    """The largest ``|served - expected|`` over all values, absolute and relative to
+    ``max(1, |expected|)``: probabilities compare absolutely, large regression values relative to
+    their size. Infinite when an answer is missing (a NaN reaches JSON as null), not a number,
+    or of another shape."""
+    try:
+        got = np.asarray(served, dtype=np.float64)
+    except (TypeError, ValueError):
+        return math.inf, math.inf
+    want = np.asarray(expected, dtype=np.float64)
+    if got.shape != want.shape:
+        return math.inf, math.inf
+    diff = np.abs(got - want)
+    diff[~np.isfinite(diff)] = math.inf
+    return (float(diff.max(initial=0.0)),
+            float((diff / np.maximum(1.0, np.abs(want))).max(initial=0.0)))
 
 
 def load_test(url: str, model_name: str, rows: list[dict], slo: SLO) -> dict[str, float]:
@@ -191,13 +212,11 @@ def run(model_dir: str, eval_path: str, slo: SLO, serve: Serve) -> InfraResult:
             served = [p for start in range(0, len(rows), BATCH_ROWS)
                       for p in client.predict(endpoint.url, endpoint.model_name,
                                               rows[start:start + BATCH_ROWS])]
-            # A NaN prediction reaches JSON clients as null: either way it is no answer.
-            metrics["max_abs_diff"] = max(
-                (abs(a - b) if isinstance(a, float | int) and math.isfinite(a) else math.inf
-                 for a, b in zip(served, expected, strict=True)), default=0.0)
+            metrics["max_abs_diff"], relative = compare(served, expected)
             checks.append(("served = in-process predictions",
                            f"max |diff| {metrics['max_abs_diff']:.2e} over {len(rows)} rows",
-                           f"<= {slo.tolerance:g}", metrics["max_abs_diff"] <= slo.tolerance))
+                           f"<= {slo.tolerance:g} x max(1, |value|)",
+                           relative <= slo.tolerance))
             metrics.update(load_test(endpoint.url, endpoint.model_name, rows, slo))
     except CtloopError as exc:
         checks.append(("server answers", str(exc), "ready and answering", False))

@@ -140,3 +140,15 @@ def test_invalid_slo():
         logic.SLO(concurrency=0)
     with pytest.raises(ConfigError, match="max_p99_ms -1 is invalid"):
         logic.SLO(max_p99_ms=-1)
+
+
+@pytest.mark.parametrize(("served", "expected", "absolute", "relative"), [
+    ([0.25, 0.5], [0.25, 0.50002], 2e-5, 2e-5),  # probabilities: absolute
+    ([120.0], [120.006], 0.006, 5e-5),  # a large regression value: relative to its size
+    ([[0.2, 0.8], [0.5, 0.5]], [[0.2, 0.8], [0.5, 0.5]], 0.0, 0.0),  # multiclass rows
+    ([0.5, None], [0.5, 0.5], float("inf"), float("inf")),  # NaN reaches JSON as null
+    ([[0.2, 0.8]], [[0.2, 0.7, 0.1]], float("inf"), float("inf")),  # another shape
+    (["yes"], [0.5], float("inf"), float("inf")),  # not a number
+])
+def test_compare_served_with_in_process_answers(served, expected, absolute, relative):
+    assert logic.compare(served, expected) == pytest.approx((absolute, relative), rel=1e-3)
