@@ -139,11 +139,15 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--s3-endpoint-url",
               help="S3-compatible endpoint for s3:// data (MinIO, SeaweedFS) [default: boto3's]; "
               "credentials come from boto3's standard chain (AWS_* variables, config files).")
-@click.option("--label", required=True, help="The binary label column.")
+@click.option("--label", required=True, help="The label column.")
+@click.option("--task", default="binary", show_default=True,
+              type=click.Choice(["binary", "multiclass", "regression"]),
+              help="What the model predicts: a 2-valued label, one of several classes, or a "
+              "number. It sets the head, the loss and the metric that blesses.")
 @click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
 @click.option("--positive-label",
-              help="The label value that is the positive class [default: the second of the two "
-              "values in sorted order, e.g. 1 of 0/1, yes of no/yes].")
+              help="Binary: the label value that is the positive class [default: the second of "
+              "the two values in sorted order, e.g. 1 of 0/1, yes of no/yes].")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False),
               help="Holds pipeline_root/ (task outputs) and registry/ (model versions).")
 @click.option("--registry", "registry_uri",
@@ -159,8 +163,11 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--early-stopping-patience", default=0, show_default=True,
               help="Stop training after this many epochs without a better eval loss (0: off).")
 @click.option("--user-module",
-              help="A Python file defining build_model(features, train, hp) -> a compiled Keras "
-              "model, which replaces the default model (local, gs:// or s3://).")
+              help="A Python file defining build_model(features, train, hp, task) -> a compiled "
+              "Keras model, which replaces the default model (local, gs:// or s3://).")
+@click.option("--warm-start", is_flag=True,
+              help="Start training from the serving version's weights when they fit (same task, "
+              "classes, features, vocabularies and layers).")
 @click.option("--slice-feature", "slice_features", multiple=True,
               help="An eval column to report metrics per value of (repeatable).")
 @click.option("--drift-jsd", default=0.1, show_default=True,
@@ -188,23 +195,38 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "version is a canary there first, promoted or rolled back automatically.")
 @click.option("--canary-percent", default=20, show_default=True,
               help="The canary's share of the running server's requests.")
-@click.option("--min-auc", default=0.7, show_default=True, help="Value threshold on eval AUC.")
+@click.option("--min-auc", default=0.7, show_default=True,
+              help="Binary: value threshold on eval AUC.")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
-              help="Change threshold: largest AUC drop allowed vs the serving model.")
+              help="Binary: change threshold, the largest AUC drop allowed vs the serving model.")
+@click.option("--min-accuracy", type=float,
+              help="Multiclass: value threshold on eval accuracy [default: none].")
+@click.option("--max-accuracy-decrease", default=0.01, show_default=True,
+              help="Multiclass: change threshold, the largest accuracy drop allowed vs the "
+              "serving model.")
+@click.option("--max-mae", type=float,
+              help="Regression: value threshold, the largest eval mean absolute error, in the "
+              "label's units [default: none].")
+@click.option("--max-mae-increase", type=float,
+              help="Regression: change threshold, the largest MAE rise allowed vs the serving "
+              "model, in the label's units [default: none].")
 @click.option("--cold-start", default="bless_on_thresholds", show_default=True,
               type=click.Choice(["bless_on_thresholds", "require_baseline"]),
-              help="With no serving model: bless a first model that meets --min-auc, or none.")
+              help="With no serving model: bless a first model that meets the value threshold, "
+              "or none.")
 @click.option("--force-bless-reason",
               help="Bless whatever evaluation finds; the reason and the real verdict are "
               "recorded for audit.")
-def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label, workdir,
+def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label, workdir,
         registry_uri, summary_path, log_path, model_name, schema_uri, epochs,
-        early_stopping_patience, user_module, slice_features, drift_jsd,
+        early_stopping_patience, user_module, warm_start, slice_features, drift_jsd,
         drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms,
-        min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, cold_start,
+        min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, min_accuracy,
+        max_accuracy_decrease, max_mae, max_mae_increase, cold_start,
         force_bless_reason) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
+    from ctloop.components.evaluate.logic import NO_THRESHOLD
     from ctloop.components.validate_data import drift, logic
     from ctloop.registry import open_registry, validate_model_name
 
@@ -216,10 +238,13 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
     anomaly_policy = logic.check_policy(
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
-    preflight.check_settings(epochs, early_stopping_patience, min_auc, max_auc_decrease,
-                             max_p99_ms, min_rps, canary_percent, stats_sample_rate, schema_uri,
-                             force_bless_reason)
-    columns = preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url)
+    thresholds = {"min_auc": min_auc, "max_auc_decrease": max_auc_decrease,
+                  "min_accuracy": min_accuracy, "max_accuracy_decrease": max_accuracy_decrease,
+                  "max_mae": max_mae, "max_mae_increase": max_mae_increase}
+    preflight.check_settings(epochs, early_stopping_patience, thresholds, max_p99_ms, min_rps,
+                             canary_percent, stats_sample_rate, schema_uri, force_bless_reason,
+                             task, positive_label)
+    columns = preflight.check_data(data_uri, label, list(exclude), spans, s3_endpoint_url, task)
     if user_module:
         from ctloop.components.train.logic import load_user_module
 
@@ -233,8 +258,10 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, exclude, positive_label
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
         "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
-        "model_name": model_name, "epochs": epochs, "min_auc": min_auc,
-        "max_auc_decrease": max_auc_decrease, "drift_jsd_threshold": drift_jsd,
+        "model_name": model_name, "epochs": epochs, "task": task, "warm_start": warm_start,
+        # The pipeline's float parameters cannot be None: a negative threshold means none.
+        **{name: NO_THRESHOLD if value is None else value for name, value in thresholds.items()},
+        "drift_jsd_threshold": drift_jsd,
         "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,
         "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
         "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,

@@ -15,15 +15,19 @@ def check_data(
     exclude: list[str],
     spans: int = 1,
     s3_endpoint_url: str | None = None,
+    task: str = "binary",
 ) -> list[str]:
-    """Checks that the span(s) to read exist and have the label and excluded columns.
+    """Checks that the span(s) to read exist and have the label and excluded columns, and that
+    the first file's label values can be the task's (ingest checks all of them).
 
     Resolves the files exactly as the pipeline's select_span does.
 
     Returns:
         The columns of the first file to read.
     """
-    from ctloop.components.ingest.logic import read_table
+    import pandas as pd
+
+    from ctloop.components.ingest.logic import MAX_CLASSES, read_table
     from ctloop.components.select_span.logic import resolve
 
     first = resolve(data_uri, spans, s3_endpoint_url).files[0].uri
@@ -50,35 +54,59 @@ def check_data(
             f"--exclude {unknown} not among the columns of {first} ({', '.join(columns)}); "
             "fix the column names"
         )
-    labels = read_table(first, source())[label]
-    if labels.nunique() > 2:
+    labels = read_table(first, source())[label].dropna()
+    examples = sorted(map(str, labels.unique()))[:3]
+    if task == "binary" and labels.nunique() > 2:
         raise ConfigError(
             f"--label {label!r} has {labels.nunique()} distinct values in {first} (e.g. "
-            f"{sorted(map(str, labels.unique()))[:3]}); a binary task needs a 2-valued label column"
+            f"{examples}); a binary task needs a 2-valued label column (or pass --task "
+            "multiclass or regression)"
         )
+    if task == "multiclass" and labels.nunique() > MAX_CLASSES:
+        raise ConfigError(
+            f"--label {label!r} has {labels.nunique()} distinct values in {first} (e.g. "
+            f"{examples}); a multiclass task takes at most {MAX_CLASSES} (for a numeric target "
+            "pass --task regression)"
+        )
+    if task == "regression":
+        numbers = pd.to_numeric(labels, errors="coerce")
+        if numbers.isna().any():
+            raise ConfigError(
+                f"--label {label!r} has non-numeric values in {first} such as "
+                f"{labels[numbers.isna()].iloc[0]!r}; a regression task needs a numeric label "
+                "column (or pass --task multiclass)"
+            )
     return columns
 
 
 def check_settings(
     epochs: int,
     early_stopping_patience: int,
-    min_auc: float,
-    max_auc_decrease: float,
+    thresholds: dict[str, float | None],
     max_p99_ms: float,
     min_rps: float,
     canary_percent: int,
     stats_sample_rate: float,
     schema_uri: str | None,
     force_bless_reason: str | None = None,
+    task: str = "binary",
+    positive_label: str | None = None,
 ) -> None:
-    """Builds the settings objects the tasks will build, so their range checks fail now."""
+    """Builds the settings objects the tasks will build, so their range checks fail now.
+
+    ``thresholds``: evaluate's ``Thresholds`` fields (min_auc, max_mae_increase, ...).
+    """
+    from ctloop import contract
     from ctloop.components.evaluate.logic import Policy, Thresholds
     from ctloop.components.infra_validate.logic import SLO
     from ctloop.components.rollout.canary import CanarySLO
     from ctloop.components.train.logic import Hyperparameters
 
     Hyperparameters(epochs=epochs, early_stopping_patience=early_stopping_patience)
-    Thresholds(min_auc, max_auc_decrease)
+    Thresholds(**thresholds)
+    if positive_label and contract.task(task) != contract.BINARY:
+        raise ConfigError(f"--positive-label {positive_label!r} applies to a binary task, not "
+                          f"{task!r}; leave it out")
     Policy(force_bless_reason=force_bless_reason)
     SLO(max_p99_ms=max_p99_ms, min_rps=min_rps)
     CanarySLO(percent=canary_percent, max_p99_ms=max_p99_ms)

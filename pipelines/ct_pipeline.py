@@ -58,6 +58,7 @@ def build(gpu: Optional[GpuSettings] = None):
         registry_uri: str,
         model_name: str = "ctloop-model",
         exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        task: str = "binary",
         positive_label: str = "",
         eval_percent: int = 20,
         spans: int = 1,
@@ -76,9 +77,14 @@ def build(gpu: Optional[GpuSettings] = None):
         hidden_units: List[int] = [64, 32],  # noqa: B006 - a KFP default value, never mutated
         early_stopping_patience: int = 0,
         user_module: str = "",
+        warm_start: bool = False,
         seed: int = 42,
         min_auc: float = 0.7,
         max_auc_decrease: float = 0.01,
+        min_accuracy: float = -1.0,
+        max_accuracy_decrease: float = 0.01,
+        max_mae: float = -1.0,
+        max_mae_increase: float = -1.0,
         slice_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
         cold_start: str = "bless_on_thresholds",
         force_bless_reason: str = "",
@@ -106,13 +112,15 @@ def build(gpu: Optional[GpuSettings] = None):
             data_uri: A pattern with ``{SPAN}`` (optionally ``{VERSION}``) placeholders and ``*``
                 globs, e.g. ``data/span-{SPAN}/*.csv``; or a CSV/Parquet file, a folder of them, or
                 a folder of ``span-<N>/`` folders. Local, gs:// or s3://.
-            label: The binary label column.
+            label: The label column.
             registry_uri: The model registry root (versions + serving pointer): a local folder, or
                 ``s3://BUCKET/PREFIX`` on a cluster, where every task of every run must see it.
             model_name: The model's name in the registry (a DNS-1123 label).
             exclude: Columns that are not features.
-            positive_label: The label value that is the positive class (empty: the second of
-                the two values in sorted order, e.g. 1 of 0/1, "yes" of no/yes).
+            task: ``binary`` (a 2-valued label), ``multiclass`` (one of several classes) or
+                ``regression`` (a number): the head, the loss and the metric that blesses.
+            positive_label: Binary: the label value that is the positive class (empty: the
+                second of the two values in sorted order, e.g. 1 of 0/1, "yes" of no/yes).
             eval_percent: Share of rows in the eval split, in percent.
             spans: How many of the latest spans to read and concatenate (a rolling range).
             s3_endpoint_url: An S3-compatible endpoint for s3:// data and registry (MinIO,
@@ -139,10 +147,22 @@ def build(gpu: Optional[GpuSettings] = None):
             early_stopping_patience: Stop training when the eval split's loss has not improved
                 for this many epochs, keeping the best epoch (0: train all ``epochs``).
             user_module: A Python file (in the image, gs:// or s3://) whose
-                ``build_model(features, train, hp)`` replaces the default model (empty: none).
+                ``build_model(features, train, hp, task)`` replaces the default model (empty:
+                none).
+            warm_start: Start training from the serving version's weights when they fit (same
+                task, classes, features, vocabularies and layers); the run record says which.
             seed: Seed for reproducible training.
-            min_auc: Value threshold: the candidate's eval AUC must reach it.
-            max_auc_decrease: Change threshold: how much AUC may drop below the serving model's.
+            min_auc: Binary value threshold: the candidate's eval AUC must reach it. This and
+                the thresholds below are off when negative.
+            max_auc_decrease: Binary change threshold: how much AUC may drop below the serving
+                model's.
+            min_accuracy: Multiclass value threshold on eval accuracy (default: off).
+            max_accuracy_decrease: Multiclass change threshold: how much accuracy may drop below
+                the serving model's.
+            max_mae: Regression value threshold: the largest eval mean absolute error, in the
+                label's units (default: off).
+            max_mae_increase: Regression change threshold: how much the MAE may rise above the
+                serving model's (default: off).
             slice_features: Eval columns to report metrics per value of (overall always).
             cold_start: With no serving model: ``bless_on_thresholds`` (bless a first model that
                 meets the value threshold) or ``require_baseline`` (bless none).
@@ -188,6 +208,7 @@ def build(gpu: Optional[GpuSettings] = None):
             eval_percent=eval_percent,
             s3_endpoint_url=s3_endpoint_url,
             positive_label=positive_label,
+            task=task,
         )
         validated = validate_data(
             train_data=ingested.outputs["train_data"],
@@ -221,7 +242,11 @@ def build(gpu: Optional[GpuSettings] = None):
             s3_endpoint_url=s3_endpoint_url,
             seed=seed,
             mixed_precision=mixed_precision,
-        )
+            task=task,
+            warm_start=warm_start,
+            registry_uri=registry_uri,
+            model_name=model_name,
+        ).set_caching_options(False)  # a warm start reads the registry's serving version
         trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
         if gpu:
             for key, value in gpu.node_selector:
@@ -240,6 +265,10 @@ def build(gpu: Optional[GpuSettings] = None):
             model_name=model_name,
             min_auc=min_auc,
             max_auc_decrease=max_auc_decrease,
+            min_accuracy=min_accuracy,
+            max_accuracy_decrease=max_accuracy_decrease,
+            max_mae=max_mae,
+            max_mae_increase=max_mae_increase,
             slice_features=slice_features,
             cold_start=cold_start,
             force_bless_reason=force_bless_reason,
@@ -285,8 +314,8 @@ def build(gpu: Optional[GpuSettings] = None):
         # The tasks that read data, the registry or a user module get the object store's
         # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
         # sees them as parameters.
-        for task in (selected, ingested, validated, trained, evaluated, rolled_out):
-            kubernetes.use_secret_as_env(task, secret_name=storage_secret, secret_key_to_env={
+        for step in (selected, ingested, validated, trained, evaluated, rolled_out):
+            kubernetes.use_secret_as_env(step, secret_name=storage_secret, secret_key_to_env={
                 "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
 
     return ct_pipeline

@@ -84,9 +84,9 @@ def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
 
 def test_tasks_reading_outside_state_are_never_cached(ir):
     tasks = ir["spec"]["root"]["dag"]["tasks"]
-    for name in ("select-span", "validate-data", "evaluate", "rollout"):
+    # train reads the registry's serving version when it warm-starts.
+    for name in ("select-span", "validate-data", "train", "evaluate", "rollout"):
         assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
-    assert tasks["train"]["cachingOptions"]["enableCache"] is True
 
 
 def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):

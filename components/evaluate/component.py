@@ -67,7 +67,8 @@ def evaluate(
             Empty for regression.
         report: Output: the verdict, each threshold with pass/fail, and candidate vs baseline
             (and their difference) per metric, overall and per slice.
-        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none).
+        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none). Every
+            threshold below is off when None or negative (a pipeline parameter cannot be None).
         max_auc_decrease: Binary change threshold: how far AUC may fall below the serving
             model's (None: none).
         min_accuracy: Multiclass value threshold on accuracy (None: none).
@@ -93,8 +94,10 @@ def evaluate(
     from ctloop.components.evaluate import logic
     from ctloop.registry import open_registry
 
-    thresholds = logic.Thresholds(min_auc, max_auc_decrease, min_accuracy,
-                                  max_accuracy_decrease, max_mae, max_mae_increase)
+    thresholds = logic.Thresholds.from_parameters(
+        min_auc=min_auc, max_auc_decrease=max_auc_decrease, min_accuracy=min_accuracy,
+        max_accuracy_decrease=max_accuracy_decrease, max_mae=max_mae,
+        max_mae_increase=max_mae_increase)
     policy = logic.Policy(cold_start, force_bless_reason)
     baseline = open_registry(registry_uri, model_name, s3_endpoint_url).serving()
     result = logic.run(

@@ -72,6 +72,8 @@ JUDGED = {
 
 
 UNITS = ">= 0, in the label's units"
+# A KFP float parameter cannot be None: the pipeline passes this for "no threshold".
+NO_THRESHOLD = -1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,13 @@ class Thresholds:
                 f"{UNITS if in_label_units else 'in [0, 1]'}"
                 + (" (0 = the candidate may not be worse than the serving model at all)"
                    if name in changes else ""))
+
+    @classmethod
+    def from_parameters(cls, **values: float | None) -> Thresholds:
+        """Thresholds from pipeline parameters, where a negative value (``NO_THRESHOLD``) means
+        none."""
+        return cls(**{name: None if value is None or value < 0 else value
+                      for name, value in values.items()})
 
     def of(self, task: str) -> tuple[float | None, float | None]:
         """The task's (value bound, change bound)."""
