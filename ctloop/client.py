@@ -1,19 +1,32 @@
 """A small client of the model server's V1 protocol: send rows, time single-row requests.
 
-Standard library only, so it runs in both environments.
+Standard library only, so it runs in both environments. Connections are kept alive and reused:
+each server gets a pool of idle connections that every thread shares (infra validation's load
+test and the canary probe send from thread pools). A request takes an idle connection, or opens
+one, and puts it back once the answer is read. A kept connection that the server has closed
+meanwhile (its keep-alive timeout) is replaced by a new one, once. Connections go straight to the
+server: ``HTTP(S)_PROXY`` is not used.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from ctloop.errors import CtloopError
 
+IDLE_CONNECTIONS = 32  # idle connections kept per server; more are closed after use
+# What writing to or reading from a kept connection raises when the server closed it meanwhile
+# (RemoteDisconnected is a ConnectionResetError).
+_CLOSED_BY_SERVER = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+_idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+_idle_lock = threading.Lock()
 
 def rows_from_file(path: Path, rows: int, drop: list[str]) -> list[dict[str, Any]]:
     """The first ``rows`` rows of a CSV/Parquet file as JSON-ready dicts (missing -> null)."""
@@ -32,23 +45,106 @@ def predict(url: str, model_name: str, instances: list[dict[str, Any]], timeout_
 
 def predict_raw(url: str, model_name: str, instances: list[dict[str, Any]],
                 timeout_s: float = 30.0) -> dict[str, Any]:
-    """POSTs a V1 predict request; returns the whole answer (predictions and model_version)."""
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/v1/models/{model_name}:predict",
-        data=json.dumps({"instances": instances}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+    """POSTs a V1 predict request; returns the whole answer (predictions and model_version).
+
+    Raises:
+        CtloopError: The server is not reachable, dropped the connection, did not answer within
+            ``timeout_s``, or answered with an error status.
+    """
+    parts = urllib.parse.urlsplit(url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number from 0 to 65535
+        usable = False
+    if not usable:
         raise CtloopError(
-            f"model server {url} answered {exc.code}: {exc.read().decode(errors='replace')}"
-        ) from exc
-    except urllib.error.URLError as exc:
+            f"model server URL {url!r} is not an http(s) URL; pass one like http://127.0.0.1:8080"
+        )
+    path = f"{parts.path.rstrip('/')}/v1/models/{model_name}:predict"
+    body = json.dumps({"instances": instances}).encode()
+    status, answer = _post((parts.scheme, parts.netloc), url, path, body, timeout_s)
+    if not 200 <= status < 300:
         raise CtloopError(
-            f"model server {url} is not reachable ({exc.reason}); start it with `ctloop serve`"
+            f"model server {url} answered {status}: {answer.decode(errors='replace')}"
+        )
+    return json.loads(answer)
+
+
+def _post(origin: tuple[str, str], url: str, path: str, body: bytes, timeout_s: float
+          ) -> tuple[int, bytes]:
+    """Sends one POST to ``origin`` on a kept connection, else a new one; returns (status,
+    body)."""
+    kept = _take(origin)
+    if kept is not None:
+        try:
+            return _exchange(origin, kept, path, body, timeout_s)
+        except _CLOSED_BY_SERVER:
+            pass  # the server closed the idle connection meanwhile: send again on a new one
+        except (OSError, http.client.HTTPException) as exc:
+            raise _lost(url, timeout_s, exc) from exc
+    scheme, netloc = origin
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    connection = kind(netloc, timeout=timeout_s)
+    try:
+        connection.connect()
+    except OSError as exc:
+        raise CtloopError(
+            f"model server {url} is not reachable ({exc}); start it with `ctloop serve`"
         ) from exc
+    try:
+        return _exchange(origin, connection, path, body, timeout_s)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _lost(url, timeout_s, exc) from exc
+
+
+def _exchange(origin: tuple[str, str], connection: http.client.HTTPConnection, path: str,
+              body: bytes, timeout_s: float) -> tuple[int, bytes]:
+    """Sends the POST on an open connection and reads the answer; keeps the connection if it
+    stays open, closes it on any failure."""
+    try:
+        connection.sock.settimeout(timeout_s)
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = response.read()
+    except BaseException:
+        connection.close()
+        raise
+    _give(origin, connection)
+    return response.status, answer
+
+
+def _lost(url: str, timeout_s: float, exc: Exception) -> CtloopError:
+    """The error for a connection that failed after it was open: no answer in time, or
+    dropped."""
+    if isinstance(exc, TimeoutError):
+        return CtloopError(
+            f"model server {url} did not answer within {timeout_s:g} s; check its load and log, "
+            "or allow a longer timeout"
+        )
+    return CtloopError(
+        f"model server {url} dropped the connection ({type(exc).__name__}: {exc}); check that "
+        "it is still running (its log says why it stopped), then send the request again"
+    )
+
+
+def _take(origin: tuple[str, str]) -> http.client.HTTPConnection | None:
+    """An idle kept connection to ``origin``, if there is one."""
+    with _idle_lock:
+        idle = _idle.get(origin)
+        return idle.pop() if idle else None
+
+
+def _give(origin: tuple[str, str], connection: http.client.HTTPConnection) -> None:
+    """Keeps ``connection`` for the next request, unless the server closed it or enough are
+    kept."""
+    if connection.sock is None:  # the server answered with "Connection: close"
+        return
+    with _idle_lock:
+        idle = _idle.setdefault(origin, [])
+        if len(idle) < IDLE_CONNECTIONS:
+            idle.append(connection)
+            return
+    connection.close()
 
 
 def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[str], repeat: int
