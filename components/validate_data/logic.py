@@ -25,6 +25,8 @@ SPLITS = ("train", "eval")
 STATS_FILE = "{split}.stats.tfrecord"
 TRAINING, SERVING = "TRAINING", "SERVING"
 MAX_CATEGORICAL_INT_RANGE = 20
+# The name of an integer column's categorical copy in a cold start's single statistics pass.
+COPY = "{} [ctloop categorical copy]"
 BLOCK, WARN = "block", "warn"
 
 
@@ -113,12 +115,22 @@ def sample_rows(batch: pa.RecordBatch, rate: float) -> pa.RecordBatch:
     return batch.filter(pa.array(keep))
 
 
+def with_copies(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.RecordBatch:
+    """Adds a copy of each of ``columns`` that the batch has, named ``COPY.format(name)``."""
+    present = [name for name in columns if name in batch.schema.names]
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *(batch.column(name) for name in present)],
+        [*batch.schema.names, *(COPY.format(name) for name in present)],
+    )
+
+
 def generate_statistics(
     splits: dict[str, str],
     stats_dir: str,
     beam_pipeline_args: list[str] | None = None,
     sample_rate: float | None = None,
     schema=None,
+    categorical_copies: tuple[str, ...] = (),
 ) -> dict:
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
@@ -129,6 +141,9 @@ def generate_statistics(
         sample_rate: Share of rows to compute statistics on (None: all rows).
         schema: A schema whose categorical integer features get value counts (top values),
             which their L-infinity distances need.
+        categorical_copies: Integer columns to also compute as categorical, under the name
+            ``COPY.format(name)`` (see ``cold_start_statistics``); ``schema`` must mark the
+            copies categorical.
 
     Returns:
         Split name -> DatasetFeatureStatisticsList.
@@ -147,6 +162,8 @@ def generate_statistics(
             batches = p | f"Read[{split}]" >> ParquetTFXIO(path).BeamSource()
             if sample_rate is not None and sample_rate < 1.0:
                 batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
+            if categorical_copies:
+                batches |= f"Copy[{split}]" >> beam.Map(with_copies, categorical_copies)
             _ = (
                 batches
                 | f"ToLists[{split}]" >> beam.Map(as_list_batch)
@@ -195,6 +212,76 @@ def infer_schema(train_stats, label: str):
                 and stats.max - stats.min < MAX_CATEGORICAL_INT_RANGE):
             feature.int_domain.is_categorical = True
     return schema
+
+
+def cold_start_statistics(splits: dict[str, str], stats_dir: str, label: str,
+                          beam_pipeline_args: list[str] | None = None,
+                          sample_rate: float | None = None) -> tuple[dict, object]:
+    """Statistics and an inferred schema for a cold start (no schema given), in one pass.
+
+    An integer feature's statistics depend on the schema: a categorical one gets value counts
+    (string statistics) instead of numeric ones, and which integers are categorical is only
+    known once the schema is inferred from the statistics. So the one pass computes every
+    integer column both ways: as itself, and as a copy that the pass's schema marks
+    categorical. The schema is inferred from the statistics without the copies; then each
+    integer feature that schema makes categorical (``infer_schema``'s small integers, and
+    TFDV's 0/1 features with a bool domain) takes its copy's statistics. The result equals a
+    pass without schema followed by a pass with the inferred schema.
+
+    Args:
+        splits: Split name -> Parquet file.
+        stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
+        label: The label column (see ``infer_schema``).
+        beam_pipeline_args: Beam options; see ctloop.beam_options.
+        sample_rate: Share of rows to compute statistics on (None: all rows).
+
+    Returns:
+        (split name -> DatasetFeatureStatisticsList, the inferred schema)
+    """
+    import pyarrow.parquet as pq
+    from tensorflow_data_validation.utils import schema_util
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    integers = tuple(dict.fromkeys(
+        field.name for path in splits.values() for field in pq.read_schema(path)
+        if pa.types.is_integer(field.type)))
+    copies = schema_pb2.Schema()
+    for name in integers:
+        copies.feature.add(name=COPY.format(name), type=schema_pb2.INT,
+                           int_domain=schema_pb2.IntDomain(is_categorical=True))
+    both = generate_statistics(splits, stats_dir, beam_pipeline_args, sample_rate, copies,
+                               integers)
+    copied = {split: _take_copies(stats) for split, stats in both.items()}
+    schema = infer_schema(both["train"], label)
+    categorical = {f.name for f in schema.feature
+                   if f.type == schema_pb2.INT and schema_util.is_categorical_feature(f)}
+    for split, stats in both.items():
+        for feature in stats.datasets[0].features:
+            name = ".".join(feature.path.step)
+            if name in categorical and name in copied[split]:
+                feature.CopyFrom(copied[split][name])
+        Path(stats_dir, STATS_FILE.format(split=split)).write_bytes(stats.SerializeToString())
+    return both, schema
+
+
+def _take_copies(stats) -> dict:
+    """Removes the categorical copies from ``stats``; returns original name -> the copy's
+    statistics, named as the original."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    dataset = stats.datasets[0]
+    suffix = COPY.format("")
+    copies = {}
+    for i in reversed(range(len(dataset.features))):
+        name = ".".join(dataset.features[i].path.step)
+        if name.endswith(suffix):
+            copy = copies[name.removesuffix(suffix)] = statistics_pb2.FeatureNameStatistics()
+            copy.CopyFrom(dataset.features[i])
+            copy.path.step[:] = [name.removesuffix(suffix)]
+            del dataset.features[i]
+    return copies
+
+
 def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: str,
                    previous_stats=None) -> tuple[list[Anomaly], list[drift.Measurement]]:
     """Validates each split; the train split also against the eval split (skew) and the
@@ -299,15 +386,13 @@ def run(
     thresholds = thresholds or drift.Thresholds()
     splits = {"train": train_path, "eval": eval_path}
     schema, source = load_schema(curated_schema, serving_schema)
-    stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate,
-                                schema)
     if schema is None:  # cold start
-        schema = infer_schema(stats["train"], label)
+        stats, schema = cold_start_statistics(splits, outputs.stats_dir, label,
+                                              beam_pipeline_args, sample_rate)
         source = "inferred from this span's train split"
-        if any(f.int_domain.is_categorical for f in schema.feature):
-            # Categorical integer features need value counts, which only a schema asks for.
-            stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args,
-                                        sample_rate, schema)
+    else:
+        stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate,
+                                    schema)
     # Comparators are added to a copy: the stored schema stays as chosen, so changed thresholds
     # take effect on the next run instead of being frozen into the model's schema.
     judged = schema_pb2.Schema()

@@ -63,6 +63,33 @@ def test_cold_start_infers_schema_with_environments_and_writes_views(prepared):
     assert "<td>skew</td>" in (work / "drift.html").read_text()
 
 
+@pytest.mark.parametrize("sample_rate", [None, 0.5])
+def test_cold_start_statistics_in_one_pass_equal_two_passes(prepared, tmp_path, monkeypatch,
+                                                            sample_rate):
+    splits = {"train": str(prepared.train), "eval": str(prepared.eval)}
+    # The reference: a pass without schema, then a pass with the schema inferred from it.
+    first = logic.generate_statistics(splits, str(tmp_path / "first"), sample_rate=sample_rate)
+    expected_schema = logic.infer_schema(first["train"], LABEL)
+    expected = logic.generate_statistics(splits, str(tmp_path / "second"),
+                                         sample_rate=sample_rate, schema=expected_schema)
+    passes = []
+    generate = logic.generate_statistics
+    monkeypatch.setattr(logic, "generate_statistics",
+                        lambda *args, **kwargs: passes.append(1) or generate(*args, **kwargs))
+
+    stats, schema = logic.cold_start_statistics(splits, str(tmp_path / "one"), LABEL,
+                                                sample_rate=sample_rate)
+
+    assert len(passes) == 1 and schema == expected_schema
+    # Categorical integers (value counts) and numeric ones both occur, as the cold start needs.
+    kinds = {f.path.step[0]: f.WhichOneof("stats") for f in stats["train"].datasets[0].features}
+    assert kinds["support_calls"] == "string_stats" and kinds["age"] == "num_stats"
+    for split in splits:
+        assert stats[split] == expected[split]
+        written = tmp_path / "one" / logic.STATS_FILE.format(split=split)
+        assert tfdv.load_stats_binary(str(written)) == expected[split]
+
+
 def test_skew_is_measured_on_every_feature_but_excluded(prepared, tmp_path):
     result = _validate(prepared.train, prepared.eval, tmp_path)
     skew = {m.feature: m for m in result.measurements if m.kind == drift.SKEW}
