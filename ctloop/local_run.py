@@ -3,14 +3,18 @@
 kfp.local's SubprocessRunner runs each task as a subprocess of this interpreter, in topological
 order, one at a time; each task leaves ``executor_output.json`` (its output parameters and the
 metadata of its output artifacts) in ``<pipeline_root>/<run>/<task>/``. The summary is read from
-those files, so it reports exactly what the tasks recorded.
+those files, so it reports exactly what the tasks recorded. Its timings come from kfp.local's own
+log records, written just before it launches each task's process and just after the process has
+exited (see ``TaskClock``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +23,40 @@ from typing import Any
 
 TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
          "rollout")
+# kfp.local's log lines around a task's process (task names in color codes, which are removed).
+_LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
+_EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status ")
+_COLOR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class TaskClock(logging.Filter):
+    """Notes when kfp.local launches each task's process and when the process has exited.
+
+    kfp.local logs "Executing task '<task>'" through the root logger just before it starts a
+    task's process, and "Task '<task>' finished with status ..." as soon as the process has
+    exited. Installed as a filter of the root logger (kfp.local swaps that logger's handlers
+    around each task, but not its filters), this sees both records; their creation times bound
+    the task's process from launch to exit: its start, imports, work and teardown.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.launched: dict[str, float] = {}
+        self.exited: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _COLOR.sub("", record.getMessage())
+        for pattern, times in ((_LAUNCHED, self.launched), (_EXITED, self.exited)):
+            found = pattern.match(message)
+            if found:
+                times[found["task"]] = record.created
+        return True
+
+    def seconds(self) -> dict[str, float]:
+        """Task -> seconds from its process's launch to its exit, for each task seen both
+        times."""
+        return {task: round(self.exited[task] - self.launched[task], 2)
+                for task in self.launched if task in self.exited}
 
 
 def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -38,10 +76,16 @@ def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     params = {"registry_uri": str(workdir / "registry"), **params}
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    started = time.time()
-    ct_pipeline(**params)
+    clock, root_logger = TaskClock(), logging.getLogger()
+    root_logger.addFilter(clock)
+    started = time.monotonic()
+    try:
+        ct_pipeline(**params)
+    finally:
+        root_logger.removeFilter(clock)
+    timings = {**clock.seconds(), "total": round(time.monotonic() - started, 2)}
     (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
-    return summarize(run_dir, started)
+    return summarize(run_dir, timings)
 
 
 @contextlib.contextmanager
@@ -68,16 +112,16 @@ def output_to(log_path: str | None) -> Iterator[None]:
             os.close(saved[1])
 
 
-def summarize(run_dir: Path, started: float) -> dict[str, Any]:
-    """Builds the run summary from the tasks' executor outputs under ``run_dir``."""
-    outputs, timings, previous = {}, {}, started
-    for task in TASKS:
-        path = run_dir / task / "executor_output.json"
-        outputs[task] = json.loads(path.read_text())
-        # Tasks run one after another, so each one's time is the gap since the previous ended.
-        finished = path.stat().st_mtime
-        timings[task] = round(finished - previous, 2)
-        previous = finished
+def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
+    """Builds the run summary from the tasks' executor outputs under ``run_dir``.
+
+    Args:
+        run_dir: The run's folder in the pipeline root.
+        timings_s: Task -> seconds its process ran (``TaskClock``), and "total": the pipeline's
+            wall time, with its compilation and the hand-offs between tasks.
+    """
+    outputs = {task: json.loads((run_dir / task / "executor_output.json").read_text())
+               for task in TASKS}
 
     def meta(task: str, artifact: str) -> dict[str, Any]:
         return outputs[task]["artifacts"][artifact]["artifacts"][0]["metadata"]
@@ -122,7 +166,7 @@ def summarize(run_dir: Path, started: float) -> dict[str, Any]:
             "evaluation_md": str(run_dir / "evaluate" / "report"),
             "infra_md": str(run_dir / "infra-validate" / "report"),
         },
-        "timings_s": {**timings, "total": round(previous - started, 2)},
+        "timings_s": timings_s,
     }
 
 
