@@ -57,7 +57,7 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
         from ctloop.components.validate_data import logic as validate_data
         from ctloop.registry import Registry
 
-    # validate_data computes statistics twice on a cold start; time each pass.
+    # Time each statistics pass of validate_data (one Beam pipeline; a cold start makes one).
     stats_passes: list[float] = []
     generate = validate_data.generate_statistics
 

@@ -6,8 +6,8 @@ reads as JSON.
 kfp.local runs tasks one at a time, each as a process; a task's window is that process's life,
 from launch to exit, timed around kfp.local's launcher; its CPU time and disk reads are those
 of the process and its children (e.g. infra validation's model server). The summary's own
-``timings_s`` are gaps between the tasks' ``executor_output.json`` writes, so they count a
-task's process exit into the next task; the benchmark reports both.
+``timings_s`` bound the same processes by kfp.local's log records (``local_run.TaskClock``); the
+benchmark reports both.
 """
 
 from __future__ import annotations
