@@ -173,10 +173,12 @@ def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[st
 
 def describe(result: dict[str, Any]) -> str:
     by = f" by version {result['model_version']}" if result.get("model_version") else ""
-    lines = [f"served predictions (P(positive class)){by}:"]
-    for row, score in zip(result["instances"], result["predictions"], strict=True):
+    lines = [f"served predictions{by} (binary: P(positive class); multiclass: P(each class); "
+             "regression: the value):"]
+    for row, answer in zip(result["instances"], result["predictions"], strict=True):
         shown = ", ".join(f"{k}={v}" for k, v in list(row.items())[:4])
-        lines.append(f"  {score:.4f}  <- {shown}, ...")
+        values = answer if isinstance(answer, list) else [answer]
+        lines.append(f"  {' '.join(f'{v:.4f}' for v in values)}  <- {shown}, ...")
     latency = result["latency_ms"]
     if latency["requests"]:
         lines.append(

@@ -33,7 +33,15 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ctloop.contract import CATEGORICAL, NUMERIC, OUTPUT_KEY, SERVING_SIGNATURE, read_features
+from ctloop.contract import (
+    CATEGORICAL,
+    MULTICLASS,
+    NUMERIC,
+    OUTPUT_KEYS,
+    SERVING_SIGNATURE,
+    read_features,
+    read_task,
+)
 from ctloop.errors import ConfigError, CtloopError, ModelError, RegistryError
 from ctloop.registry import Registry, validate_model_name
 
@@ -57,11 +65,23 @@ finally:
 
 @dataclasses.dataclass(frozen=True)
 class _Loaded:
-    """A loaded model version: its features (from features.json) and its serving signature."""
+    """A loaded model version: its features, task and label classes (from features.json) and
+    its serving signature."""
 
     version: str | None
     features: dict[str, str]
     signature: Any
+    task: str
+    classes: list[str]
+
+    @property
+    def output_key(self) -> str:
+        return OUTPUT_KEYS[self.task]
+
+    @property
+    def output_shape(self) -> list[int]:
+        """The V2 shape of the output: one value per row, or one probability per class."""
+        return [-1, len(self.classes)] if self.task == MULTICLASS else [-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +101,7 @@ def load_model(model_dir: str | os.PathLike[str], version: str | None = None) ->
         ModelError: The directory is not a SavedModel matching its features.json.
     """
     features = read_features(model_dir)
+    task, classes = read_task(model_dir)
     try:
         signature = tf.saved_model.load(str(model_dir)).signatures.get(SERVING_SIGNATURE)
     except (OSError, ValueError, tf.errors.OpError) as exc:
@@ -97,13 +118,13 @@ def load_model(model_dir: str | os.PathLike[str], version: str | None = None) ->
     specs = sorted(signature.structured_input_signature[1].items())
     actual = {name: spec.dtype.name for name, spec in specs}
     outputs = sorted(signature.structured_outputs)
-    if actual != expected or OUTPUT_KEY not in outputs:
+    if actual != expected or OUTPUT_KEYS[task] not in outputs:
         raise ModelError(
             f"the {SERVING_SIGNATURE!r} signature of {model_dir} takes {actual} and "
             f"returns {outputs}, but features.json needs inputs {expected} and output "
-            f"{OUTPUT_KEY!r}; re-export the model so both agree"
+            f"{OUTPUT_KEYS[task]!r}; re-export the model so both agree"
         )
-    return _Loaded(version, features, signature)
+    return _Loaded(version, features, signature, task, classes)
 
 
 class CtloopModel(kserve.Model):
@@ -151,8 +172,12 @@ class CtloopModel(kserve.Model):
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """The V2 model metadata of the output: the positive-class probability per row."""
-        return [{"name": OUTPUT_KEY, "datatype": "FP32", "shape": [-1]}]
+        """The V2 model metadata of the output, by task: ``probability`` (binary),
+        ``probabilities`` per class (multiclass) or ``prediction`` (regression)."""
+        if not self._current:
+            return []
+        return [{"name": self._current.output_key, "datatype": "FP32",
+                 "shape": self._current.output_shape}]
 
     def preprocess(
         self,
@@ -187,14 +212,17 @@ class CtloopModel(kserve.Model):
             headers: The request headers (unused).
 
         Returns:
-            ``{"predictions": [p, ...]}`` for V1; a V2 response with one FP32 output
-            ``probability`` of shape [N] for V2.
+            ``{"predictions": [...]}`` for V1, one answer per row: a probability (binary), a
+            list of probabilities in the order of the label classes (multiclass), or a value
+            (regression); for V2, a response with the task's one FP32 output, of shape [N] or
+            [N, classes] (its data row-major).
         """
         # TF releases the GIL while it runs: keep the event loop free for health checks meanwhile.
-        probabilities = await asyncio.to_thread(_score, payload.target, payload.columns)
-        request, version = payload.v2_request, payload.target.version
+        target = payload.target
+        answers = await asyncio.to_thread(_score, target, payload.columns)
+        request, version = payload.v2_request, target.version
         if request is None:
-            return {"predictions": probabilities, "model_version": version}
+            return {"predictions": answers.tolist(), "model_version": version}
         return kserve.InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
@@ -202,7 +230,8 @@ class CtloopModel(kserve.Model):
             # A list, not an ndarray: KServe 0.21's to_grpc takes an ndarray's truth value (and
             # fails) when it answers raw gRPC inputs with raw outputs.
             infer_outputs=[
-                kserve.InferOutput(OUTPUT_KEY, [len(probabilities)], "FP32", probabilities)
+                kserve.InferOutput(target.output_key, list(answers.shape), "FP32",
+                                   answers.ravel().tolist())
             ],
             use_binary_outputs=request.use_binary_outputs,
             requested_outputs=request.request_outputs,
@@ -378,9 +407,9 @@ class RegistryModel(CtloopModel):
                 logger.error("registry %s not followed: %s", self.registry.path, exc)
 
 
-def _score(target: _Loaded, columns: dict[str, np.ndarray]) -> list[float]:
+def _score(target: _Loaded, columns: dict[str, np.ndarray]) -> np.ndarray:
     inputs = {name: tf.constant(values) for name, values in columns.items()}
-    return target.signature(**inputs)[OUTPUT_KEY].numpy().tolist()
+    return target.signature(**inputs)[target.output_key].numpy()
 
 
 # The value types _column converts with numpy alone. Exact types: bool, an int subclass, is not
