@@ -68,10 +68,7 @@ def task(value: str) -> str:
     Raises:
         ConfigError: Any other value.
     """
-    if value not in TASKS:
-        raise ConfigError(f"task {value!r} is not supported: use one of "
-                          f"{', '.join(map(repr, TASKS))}")
-    return value
+    return _one_of(value, TASKS, "task")
 
 
 def read_task(model_dir: str | os.PathLike[str]) -> tuple[str, list[str]]:
@@ -115,7 +112,11 @@ def serving_target(value: str) -> str:
     Raises:
         ConfigError: Any other value.
     """
-    if value not in SERVING_TARGETS:
-        raise ConfigError(f"serving target {value!r} is not supported: use one of "
-                          f"{', '.join(map(repr, SERVING_TARGETS))}")
+    return _one_of(value, SERVING_TARGETS, "serving target")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{what} {value!r} is not supported: use one of "
+                          f"{', '.join(map(repr, allowed))}")
     return value
