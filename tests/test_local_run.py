@@ -105,7 +105,7 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
     module.write_text(
         "import keras\nfrom keras import ops\n"
         "from ctloop.components.train.logic import preprocess\n\n\n"
-        "def build_model(features, train, hp):\n"
+        "def build_model(features, train, hp, task):\n"
         "    inputs, encoded = preprocess(features, train)\n"
         "    hidden = encoded\n"
         "    for units in hp.hidden_units:\n"
@@ -117,7 +117,8 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
     params = {**_params(spans_dir, 1, serving_python), "user_module": str(module),
               "hidden_units": [8], "early_stopping_patience": 1, "mixed_precision": True,
               "positive_label": "1", "slice_features": ["plan"],
-              "cold_start": "require_baseline", "force_bless_reason": "bootstrap: first model"}
+              "cold_start": "require_baseline", "force_bless_reason": "bootstrap: first model",
+              "task": "binary", "warm_start": True}
     summary = local_run.run(params, tmp_path / "work")
     assert summary["blessed"] and summary["blessing_reason"].startswith(
         "FORCE-BLESSED: bootstrap: first model")
@@ -126,6 +127,8 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
     assert record["parameters"]["hidden_units"] == [8]
     assert record["parameters"]["user_module"] == str(module)
     assert len(record["parameters"]["user_module_sha256"]) == 64
+    assert record["parameters"]["task"] == "binary"
+    assert record["parameters"]["warm_start"] == "no serving model: initial weights"
     assert record["blessing"]["forced"] is True
     assert record["blessing"]["force_reason"] == "bootstrap: first model"
 
