@@ -77,7 +77,8 @@ def test_each_version_records_what_it_was_made_from(runs):
     assert record["parameters"] == {
         "label": LABEL, "exclude": EXCLUDE, "epochs": 4, "batch_size": 256,
         "learning_rate": 0.001, "hidden_units": [64, 32], "seed": 42, "mixed_precision": False,
-        "early_stopping_patience": 0, "user_module": None, "user_module_sha256": None}
+        "early_stopping_patience": 0, "user_module": None, "user_module_sha256": None,
+        "task": "binary", "warm_start": "off"}
     assert record["files"] == first["files"] and record["devices"] == ["CPU"]
     assert record["metrics"] == first["metrics"] and record["baseline_version"] is None
     assert record["infra"]["p99_ms"] == first["infra"]["p99_ms"]
