@@ -26,7 +26,6 @@ SERVING_SIGNATURE = "serving_default"
 BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
 TASKS = (BINARY, MULTICLASS, REGRESSION)
 OUTPUT_KEYS = {BINARY: "probability", MULTICLASS: "probabilities", REGRESSION: "prediction"}
-OUTPUT_KEY = OUTPUT_KEYS[BINARY]  # TODO(task types): the server still reads only this one
 FEATURES_FILE = "features.json"
 NUMERIC = "float32"
 CATEGORICAL = "string"

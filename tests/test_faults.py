@@ -70,7 +70,7 @@ def model(tmp_path_factory) -> tuple[Path, Path]:
         def serve(self, raw):
             tenure = tf.where(tf.math.is_nan(raw["tenure"]), 12.0, raw["tenure"])
             logit = tenure * self.weight + self.bias + self.plans.lookup(raw["plan"])
-            return {contract.OUTPUT_KEY: tf.sigmoid(logit)}
+            return {contract.OUTPUT_KEYS[contract.BINARY]: tf.sigmoid(logit)}
 
     folder = tmp_path_factory.mktemp("model")
     scorer = Scorer()

@@ -89,7 +89,8 @@ def export_model(model_dir: Path) -> None:
             numbers = tf.stack([raw["age"], raw["income"]], axis=1)
             numbers = tf.where(tf.math.is_nan(numbers), self.means, numbers)
             logit = tf.linalg.matvec(numbers - self.means, self.weights)
-            return {contract.OUTPUT_KEY: tf.sigmoid(logit + self.plans.lookup(raw["plan"]))}
+            score = tf.sigmoid(logit + self.plans.lookup(raw["plan"]))
+            return {contract.OUTPUT_KEYS[contract.BINARY]: score}
 
     scorer = Scorer()
     tf.saved_model.save(
@@ -159,7 +160,7 @@ def reference(registry_root) -> list[float]:
     model_dir = Registry(registry_root, MODEL_NAME).serving().model_dir
     signature = tf.saved_model.load(str(model_dir)).signatures[contract.SERVING_SIGNATURE]
     inputs = {name: tf.constant(values) for name, values in contract_inputs(ROWS).items()}
-    return signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
+    return signature(**inputs)[contract.OUTPUT_KEYS[contract.BINARY]].numpy().tolist()
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,7 @@ def test_v2_infer_matches_savedmodel(server, reference):
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == (
-        contract.OUTPUT_KEY, "FP32", [len(ROWS)]
+        contract.OUTPUT_KEYS[contract.BINARY], "FP32", [len(ROWS)]
     )  # fmt: skip
     assert output["data"] == pytest.approx(reference, abs=1e-5)
 
@@ -345,7 +346,7 @@ def test_trained_model_serves_its_in_process_predictions(trained_server, prepare
     frame.loc[1, "region"] = None
     signature = tf.saved_model.load(str(prepared.model_dir)).signatures["serving_default"]
     inputs = {k: tf.constant(v) for k, v in to_inputs(frame, prepared.features).items()}
-    expected = signature(**inputs)[contract.OUTPUT_KEY].numpy().tolist()
+    expected = signature(**inputs)[contract.OUTPUT_KEYS[contract.BINARY]].numpy().tolist()
 
     names = [f.name for f in prepared.features]
     rows = json.loads(frame[names].to_json(orient="records"))  # NaN -> null

@@ -212,7 +212,7 @@ def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_p
     frame = pd.read_parquet(prepared.eval)
     inputs = train.to_inputs(frame, logic.load_features(model))
     serve = tf.saved_model.load(str(model)).signatures[contract.SERVING_SIGNATURE]
-    predicted = serve(**{k: tf.constant(v) for k, v in inputs.items()})[contract.OUTPUT_KEY]
+    predicted = serve(**{k: tf.constant(v) for k, v in inputs.items()})["probability"]
     predicted = predicted.numpy() > 0.5
     actual = frame[LABEL].to_numpy() == 1
     assert rows == [[int(np.sum(~actual & ~predicted)), int(np.sum(~actual & predicted))],

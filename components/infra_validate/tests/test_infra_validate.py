@@ -65,7 +65,7 @@ def test_model_answering_nan_is_not_infra_blessed(prepared, serving_python, tmp_
         @tf.function(input_signature=[spec])
         def serve(self, raw):
             rows = tf.shape(raw[next(iter(spec))])[0]
-            return {contract.OUTPUT_KEY: tf.fill([rows], float("nan"))}
+            return {contract.OUTPUT_KEYS[contract.BINARY]: tf.fill([rows], float("nan"))}
 
     model = NaNModel()
     tf.saved_model.save(model, str(tmp_path / "nan"), signatures={"serving_default": model.serve})

@@ -16,7 +16,7 @@ from ctloop.errors import ConfigError, ModelError
 def _predict(model_dir, frame, features):
     signature = tf.saved_model.load(str(model_dir)).signatures[contract.SERVING_SIGNATURE]
     inputs = {k: tf.constant(v) for k, v in logic.to_inputs(frame, features).items()}
-    return signature(**inputs)[contract.OUTPUT_KEY].numpy()
+    return signature(**inputs)[contract.OUTPUT_KEYS[contract.BINARY]].numpy()
 
 
 def test_model_learns_and_exports_raw_feature_signature(prepared):
@@ -106,7 +106,8 @@ def test_a_user_module_replaces_the_model_and_keeps_the_contract(prepared, tmp_p
 
     module, result = _train_with(prepared, tmp_path, LOGISTIC)
     assert result.user_module_sha256 == hashlib.sha256(module.read_bytes()).hexdigest()
-    assert 0.7 < result.eval_metrics["eval_auc"] <= 1.0  # logistic regression learns the logistic signal
+    # Logistic regression learns the logistic signal.
+    assert 0.7 < result.eval_metrics["eval_auc"] <= 1.0
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     # One dense layer (kernel + bias) beside the lookups, not the default's three.
     assert [v.name for v in loaded.variables if "kernel" in v.name] == ["logistic/kernel:0"]
