@@ -11,8 +11,12 @@ layout (``versions/<n>/{model/,schema.pbtxt,record.json}``, ``SERVING``,
   Numbers come from every prefix under ``versions/``, complete or not, so one is never reused.
 - ``SERVING`` and the statistics are single PUTs, which S3 makes visible whole or not at all.
 - The push lock is ``.lock``, created only if absent (``If-None-Match: *``, conditional writes
-  of AWS S3, MinIO and SeaweedFS) and holding an expiry: a lock left by a killed run is taken
-  over once expired, by a delete conditional on its ETag, so two runs cannot both take it.
+  of AWS S3, MinIO and SeaweedFS) and holding an expiry a minute ahead, which its holder renews
+  (a PUT conditional on the ETag it wrote) while it holds the lock. A lock left by a killed run
+  is taken over once expired, by a delete conditional on its ETag, so two runs cannot both take
+  it; a holder whose renewal fails stops before it completes a version or moves the pointer.
+- The objects of versions a killed push left incomplete are deleted by the next push, once its
+  own version is complete (so their numbers stay below every complete one, never reused).
 
 Readers get a ``Version`` whose files are downloaded to a local cache folder, so TFDV and TF
 read them as they read the local registry's.
@@ -22,10 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +51,9 @@ from ctloop.registry import (
     validate_model_name,
 )
 
-LOCK_LEASE_S = 900.0  # longer than any push's uploads; a killed run's lock is free after this
+LOCK_LEASE_S = 60.0  # a killed run's lock is free this long after its last renewal
+LOCK_RENEW_S = 15.0  # how often the holder renews its lease: a few times per lease
+log = logging.getLogger(__name__)
 _STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
 
 
@@ -107,14 +115,15 @@ class S3Registry:
         return f"s3://{self.bucket}/{key}"
 
     @contextlib.contextmanager
-    def lock(self, timeout_s: float = 60.0) -> Iterator[None]:
-        """Holds the registry's push lock; raises RegistryError if another run keeps it."""
+    def lock(self, timeout_s: float = 60.0) -> Iterator[_Lease]:
+        """Holds the registry's push lock, renewing its lease in the background; raises
+        RegistryError if another run keeps it. The ``_Lease`` yielded says whether it is still
+        held: check it before each write that must be the holder's alone."""
         key = self.prefix + LOCK_FILE
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + timeout_s
         while True:
-            body = json.dumps({"owner": owner, "expires_unix": time.time() + LOCK_LEASE_S})
-            etag = self._create(key, body.encode())
+            etag = self._create(key, _lease_body(owner))
             if etag:
                 break
             expires = self._expire_stale_lock(key)
@@ -125,11 +134,13 @@ class S3Registry:
                     f"({key}, held until {until}); wait for that run to finish, then rerun "
                     "(a killed run's lock frees itself then)")
             time.sleep(0.5)
+        lease = _Lease(self, key, owner, etag)
         try:
-            yield
+            yield lease
         finally:
-            self._call("release the lock", self._client.delete_object, Bucket=self.bucket,
-                       Key=key, IfMatch=etag)
+            if lease.stop():  # still ours: release it (a lost lock is another run's now)
+                self._call("release the lock", self._client.delete_object, Bucket=self.bucket,
+                           Key=key, IfMatch=lease.etag)
 
     def push(self, model_dir: str | os.PathLike[str], schema_path: str | os.PathLike[str],
              record: dict[str, Any], *, expected_serving: int | None, serve: bool = True,
@@ -138,7 +149,7 @@ class S3Registry:
 
         ``record.json`` goes last: until it is there the version does not exist for readers.
         """
-        with self.lock(lock_timeout_s):
+        with self.lock(lock_timeout_s) as lease:
             data = self._read_json(POINTER_FILE)
             current = int(data["version"]) if data else None
             if current != expected_serving:
@@ -152,10 +163,13 @@ class S3Registry:
                 if path.is_file():
                     self._put_file(path, f"{base}{MODEL_DIR}/{path.relative_to(model_dir)}")
             self._put_file(schema_path, base + SCHEMA_FILE)
+            lease.check(f"making version {number} complete")
             self._put(base + RECORD_FILE, json.dumps({**record, "version": number}, indent=2,
                                                      sort_keys=True).encode())
             if serve:
+                lease.check(f"pointing serving at version {number}")
                 self._write_pointer(number)
+            self._delete_incomplete(below=number)
         local = self._cache / "versions" / str(number)
         shutil.copytree(model_dir, local / MODEL_DIR, dirs_exist_ok=True)
         shutil.copyfile(schema_path, local / SCHEMA_FILE)
@@ -164,11 +178,12 @@ class S3Registry:
 
     def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
         """Moves the serving pointer to an existing, complete version."""
-        with self.lock(lock_timeout_s):
+        with self.lock(lock_timeout_s) as lease:
             if number not in self._numbers():
                 raise RegistryError(
                     f"version {number} does not exist in {self.uri}; choose one of "
                     f"{sorted(self._numbers())}")
+            lease.check(f"pointing serving at version {number}")
             self._write_pointer(number)
         return Version(number, self._cache / "versions" / str(number))
 
@@ -181,6 +196,17 @@ class S3Registry:
             if number.isdigit() and (rest == RECORD_FILE or not complete):
                 numbers.add(int(number))
         return numbers
+
+    def _delete_incomplete(self, below: int) -> None:
+        """Deletes the objects of incomplete versions numbered below ``below``: pushes killed
+        half-way, invisible to readers. Called by the lock holder once its own version is
+        complete, so no push is writing them and their numbers stay below a complete one."""
+        complete = self._numbers()
+        for key in self._keys("versions/"):
+            number = key[len(self.prefix) + len("versions/"):].partition("/")[0]
+            if number.isdigit() and int(number) < below and int(number) not in complete:
+                self._call(f"delete {key}", self._client.delete_object, Bucket=self.bucket,
+                           Key=key)
 
     def _keys(self, under: str) -> list[str]:
         pages = self._call("list", lambda: list(
@@ -274,6 +300,60 @@ class S3Registry:
         return RegistryError(
             f"registry {self.uri}: cannot {what} ({first}); check the bucket, the credentials "
             f"(boto3's standard chain) and the S3 endpoint ({self.endpoint_url or 'default'})")
+
+
+def _lease_body(owner: str) -> bytes:
+    return json.dumps({"owner": owner, "expires_unix": time.time() + LOCK_LEASE_S}).encode()
+
+
+class _Lease:
+    """A held push lock whose expiry a daemon thread moves ahead every ``LOCK_RENEW_S``.
+
+    Each renewal is a PUT conditional on the ETag of the previous one: if another run took the
+    lock over (this one's lease ran out, e.g. the process was frozen), the renewal fails and
+    the lease is lost. A renewal failing for another reason (the network) is retried until the
+    lease would run out.
+    """
+
+    def __init__(self, registry: S3Registry, key: str, owner: str, etag: str):
+        self.registry, self.key, self.owner, self.etag = registry, key, owner, etag
+        self.lost: str | None = None
+        self._expires = time.time() + LOCK_LEASE_S
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name="ctloop-lease")
+        self._thread.start()
+
+    def check(self, before: str) -> None:
+        """Raises RegistryError if the lock is no longer this run's."""
+        if self.lost:
+            raise RegistryError(
+                f"registry {self.registry.uri} lost its push lock before {before} "
+                f"({self.lost}); nothing more was written, another run may hold the lock now: "
+                "rerun")
+
+    def stop(self) -> bool:
+        """Stops renewing; True if the lock is still this run's."""
+        self._stopped.set()
+        self._thread.join()
+        return self.lost is None
+
+    def _renew(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client, bucket = self.registry._client, self.registry.bucket
+        while not self._stopped.wait(LOCK_RENEW_S):
+            expires = time.time() + LOCK_LEASE_S
+            try:
+                self.etag = client.put_object(Bucket=bucket, Key=self.key, IfMatch=self.etag,
+                                              Body=_lease_body(self.owner))["ETag"]
+                self._expires = expires
+            except (BotoCoreError, ClientError) as exc:
+                taken = _code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404")
+                if taken or time.time() + LOCK_RENEW_S >= self._expires:
+                    self.lost = ("taken over by another run" if taken else
+                                 f"could not renew it before it expired: {exc}")
+                    log.error("registry %s: push lock lost: %s", self.registry.uri, self.lost)
+                    return
 
 
 def _code(exc: Exception) -> str:

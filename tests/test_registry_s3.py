@@ -1,5 +1,6 @@
 """The registry on S3 (moto's S3 server on 127.0.0.1, through real boto3): versions visible only
-when complete, the pointer, the conditional-write lock and its takeover after expiry."""
+when complete, the pointer, the conditional-write lock, its renewal and its takeover after
+expiry, and the clean-up of versions a killed push left incomplete."""
 
 import json
 import threading
@@ -8,6 +9,7 @@ import time
 import boto3
 import pytest
 
+from ctloop import registry_s3
 from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
 from ctloop.registry import Registry, open_registry
 from ctloop.registry_s3 import S3Registry
@@ -125,6 +127,67 @@ def test_expired_lock_of_a_killed_run_is_taken_over(s3, model):
                       Body=json.dumps({"owner": "alive", "expires_unix": time.time() + 3600}))
     with pytest.raises(RegistryError, match="locked by another run"):
         open_one().push(*model, {}, expected_serving=1, lock_timeout_s=1)
+
+
+@pytest.fixture
+def short_lease(monkeypatch):
+    """A lease of 1 s renewed every 0.1 s, so tests outlive leases in seconds, not minutes."""
+    monkeypatch.setattr(registry_s3, "LOCK_LEASE_S", 1.0)
+    monkeypatch.setattr(registry_s3, "LOCK_RENEW_S", 0.1)
+
+
+def test_a_holder_keeps_its_lock_for_longer_than_a_lease(s3, model, short_lease):
+    open_one, client, bucket = s3
+    holder, other = open_one("a"), open_one("b")
+    with holder.lock() as lease:
+        time.sleep(2.5)  # 2.5 leases: without renewal, the other run would take the lock over
+        with pytest.raises(RegistryError, match="locked by another run for over 0.5s"):
+            other.push(*model, {}, expected_serving=None, lock_timeout_s=0.5)
+        lock = json.loads(client.get_object(Bucket=bucket, Key="registry/churn/.lock")
+                          ["Body"].read())
+        assert 0 < lock["expires_unix"] - time.time() <= 1.0
+        lease.check("anything")  # still held
+    assert other.push(*model, {}, expected_serving=None).number == 1
+
+
+def test_a_holder_whose_lock_was_taken_over_stops_before_completing(s3, model, short_lease,
+                                                                     monkeypatch):
+    open_one, client, bucket = s3
+    registry = open_one("a")
+    upload = S3Registry._put_file
+
+    def taken_over_during_upload(self, path, key):
+        upload(self, path, key)
+        if key.endswith("schema.pbtxt"):  # e.g. the process froze past its lease meanwhile
+            client.put_object(Bucket=bucket, Key="registry/churn/.lock",
+                              Body=json.dumps({"owner": "other", "expires_unix": 0}))
+            time.sleep(0.5)
+
+    monkeypatch.setattr(S3Registry, "_put_file", taken_over_during_upload)
+    with pytest.raises(RegistryError, match=r"registry s3://.*/registry/churn/ lost its push "
+                                            r"lock before making version 1 complete \(taken "
+                                            r"over by another run\); nothing more was written"):
+        registry.push(*model, {}, expected_serving=None)
+    reader = open_one("reader")
+    assert reader.versions() == [] and reader.serving() is None
+    # The other run's lock is left alone.
+    lock = client.get_object(Bucket=bucket, Key="registry/churn/.lock")["Body"].read()
+    assert json.loads(lock)["owner"] == "other"
+
+
+def test_a_push_deletes_what_killed_pushes_left_incomplete(s3, model):
+    open_one, client, bucket = s3
+    registry = open_one()
+    registry.push(*model, {"span": 1}, expected_serving=None)
+    for key in ("versions/2/model/saved_model.pb", "versions/2/schema.pbtxt",
+                "versions/3/model/variables/variables.index"):
+        client.put_object(Bucket=bucket, Key=f"registry/churn/{key}", Body=b"half-written")
+    assert registry.push(*model, {"span": 2}, expected_serving=1).number == 4  # none reused
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    numbers = {k.split("/")[3] for k in keys if k.startswith("registry/churn/versions/")}
+    assert numbers == {"1", "4"}
+    assert [v.number for v in open_one("reader").versions()] == [1, 4]
+    assert open_one("other").serving().record() == {"span": 2, "version": 4}
 
 
 def test_statistics_of_the_previous_span(s3, tmp_path):
