@@ -102,10 +102,10 @@ class TrainResult:
     devices: list[str]
     epochs_run: int
     train_loss: float
-    eval_metrics: dict[str, float]  # measured by ctloop on the eval split, per task (EVAL_METRICS)
+    eval_metrics: dict[str, float]  # measured by ctloop on the eval split: evaluate_predictions
     precision: str = "float32"  # the Keras dtype policy trained with
     user_module_sha256: str | None = None  # the user module's content, when one built the model
-    warm_start: str | None = None  # None: off; else what happened, e.g. "from version 3"
+    warm_start: str | None = None  # None: off; else what happened (``warm_start``'s answer)
 
 
 def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> list[FeatureSpec]:
