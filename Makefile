@@ -63,8 +63,10 @@ compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline{,_gpu}.yaml 
 	$(PIPELINE)/bin/ctloop compile --gpu
 
 locks: $(UV)  ## Re-resolve the lock files from pyproject.toml.
-	$(UV) pip compile --quiet pyproject.toml --extra pipeline --python-version 3.11 -o locks/pipeline.txt
-	$(UV) pip compile --quiet pyproject.toml --extra pipeline --extra gpu --python-version 3.11 -o locks/pipeline-gpu.txt
+	$(UV) pip compile --quiet pyproject.toml --extra pipeline --python-version 3.11 \
+		--override locks/overrides.txt -o locks/pipeline.txt
+	$(UV) pip compile --quiet pyproject.toml --extra pipeline --extra gpu --python-version 3.11 \
+		--override locks/overrides.txt -o locks/pipeline-gpu.txt
 	$(UV) pip compile --quiet pyproject.toml --extra serving --python-version 3.11 -o locks/serving.txt
 
 kind-up:  ## A kind cluster with KFP, KServe and ctloop's manifests (needs docker, kind, kubectl).
