@@ -14,7 +14,9 @@ layout (``versions/<n>/{model/,schema.pbtxt,record.json}``, ``SERVING``,
   of AWS S3, MinIO and SeaweedFS) and holding an expiry a minute ahead, which its holder renews
   (a PUT conditional on the ETag it wrote) while it holds the lock. A lock left by a killed run
   is taken over once expired, by a delete conditional on its ETag, so two runs cannot both take
-  it; a holder whose renewal fails stops before it completes a version or moves the pointer.
+  it. A holder stops before it completes a version or moves the pointer if its renewal failed
+  (taken over) or its lease is within ``LOCK_RENEW_S`` of running out unrenewed (renewals
+  failing, or the process frozen): the lock is then no longer surely its own.
 - The objects of versions a killed push left incomplete are deleted by the next push, once its
   own version is complete (so their numbers stay below every complete one, never reused).
 
@@ -52,7 +54,7 @@ from ctloop.registry import (
 )
 
 LOCK_LEASE_S = 60.0  # a killed run's lock is free this long after its last renewal
-LOCK_RENEW_S = 15.0  # how often the holder renews its lease: a few times per lease
+LOCK_RENEW_S = 15.0  # how often the holder renews; with less lease than this left, it stops writing
 log = logging.getLogger(__name__)
 _STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
 
@@ -123,24 +125,25 @@ class S3Registry:
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + timeout_s
         while True:
-            etag = self._create(key, _lease_body(owner))
+            expires = time.time() + LOCK_LEASE_S  # before the PUT: never later than stored
+            etag = self._create(key, _lease_body(owner, expires))
             if etag:
                 break
-            expires = self._expire_stale_lock(key)
+            held_until = self._expire_stale_lock(key)
             if time.monotonic() >= deadline:
-                until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires or 0))
+                until = ("a time it does not say" if held_until is None else
+                         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held_until)))
                 raise RegistryError(
                     f"registry {self.uri} is locked by another run for over {timeout_s:g}s "
                     f"({key}, held until {until}); wait for that run to finish, then rerun "
                     "(a killed run's lock frees itself then)")
             time.sleep(0.5)
-        lease = _Lease(self, key, owner, etag)
+        lease = _Lease(self, key, owner, etag, expires)
         try:
             yield lease
         finally:
-            if lease.stop():  # still ours: release it (a lost lock is another run's now)
-                self._call("release the lock", self._client.delete_object, Bucket=self.bucket,
-                           Key=key, IfMatch=lease.etag)
+            if lease.stop():  # not taken over: release it (a lost lock is another run's now)
+                self._release(key, lease)
 
     def push(self, model_dir: str | os.PathLike[str], schema_path: str | os.PathLike[str],
              record: dict[str, Any], *, expected_serving: int | None, serve: bool = True,
@@ -169,7 +172,7 @@ class S3Registry:
             if serve:
                 lease.check(f"pointing serving at version {number}")
                 self._write_pointer(number)
-            self._delete_incomplete(below=number)
+            self._delete_incomplete(below=number, lease=lease)
         local = self._cache / "versions" / str(number)
         shutil.copytree(model_dir, local / MODEL_DIR, dirs_exist_ok=True)
         shutil.copyfile(schema_path, local / SCHEMA_FILE)
@@ -190,23 +193,54 @@ class S3Registry:
     # --- S3 -------------------------------------------------------------------------------
 
     def _numbers(self, complete: bool = True) -> set[int]:
-        numbers = set()
-        for key in self._keys("versions/"):
-            number, _, rest = key[len(self.prefix) + len("versions/"):].partition("/")
-            if number.isdigit() and (rest == RECORD_FILE or not complete):
-                numbers.add(int(number))
-        return numbers
+        """Numbers of complete versions; with ``complete=False``, of every version prefix."""
+        return {number for number, rest in map(self._split_version, self._keys("versions/"))
+                if number is not None and (rest == RECORD_FILE or not complete)}
 
-    def _delete_incomplete(self, below: int) -> None:
+    def _delete_incomplete(self, below: int, lease: _Lease) -> None:
         """Deletes the objects of incomplete versions numbered below ``below``: pushes killed
-        half-way, invisible to readers. Called by the lock holder once its own version is
-        complete, so no push is writing them and their numbers stay below a complete one."""
-        complete = self._numbers()
-        for key in self._keys("versions/"):
-            number = key[len(self.prefix) + len("versions/"):].partition("/")[0]
-            if number.isdigit() and int(number) < below and int(number) not in complete:
+        half-way, invisible to readers. Called by the lock holder once its own version
+        ``below`` is complete: numbers are allocated above every prefix under the lock, so no
+        push is writing these, and with ``below`` complete above them they are never reused.
+
+        Best effort: the push is complete, so a failure here is logged, not raised; the next
+        push deletes what is left.
+        """
+        if not lease.holds():
+            return
+        try:
+            keys = self._keys("versions/")
+            complete = {number for number, rest in map(self._split_version, keys)
+                        if rest == RECORD_FILE}
+            stale = [key for key in keys
+                     if (n := self._split_version(key)[0]) is not None and n < below
+                     and n not in complete]
+            for key in stale:
                 self._call(f"delete {key}", self._client.delete_object, Bucket=self.bucket,
                            Key=key)
+        except RegistryError as exc:
+            log.warning("%s; the next push deletes the rest of the incomplete versions", exc)
+            return
+        if stale:
+            log.info("registry %s: deleted %d objects of incomplete versions %s", self.uri,
+                     len(stale), sorted({self._split_version(key)[0] for key in stale}))
+
+    def _split_version(self, key: str) -> tuple[int | None, str]:
+        """``(number, rest)`` of a key under ``versions/``; number None if not a version's."""
+        number, _, rest = key[len(self.prefix) + len("versions/"):].partition("/")
+        return (int(number) if number.isdigit() else None), rest
+
+    def _release(self, key: str, lease: _Lease) -> None:
+        """Deletes the lock if it is still this run's (its ETag). Best effort: a lock taken
+        over meanwhile is left to its new holder, and one not deleted expires by itself."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key, IfMatch=lease.etag)
+        except (BotoCoreError, ClientError) as exc:
+            if _code(exc) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                log.warning("registry %s: could not release the push lock %s (%s); it frees "
+                            "itself in %gs", self.uri, key, exc, LOCK_LEASE_S)
 
     def _keys(self, under: str) -> list[str]:
         pages = self._call("list", lambda: list(
@@ -302,8 +336,8 @@ class S3Registry:
             f"(boto3's standard chain) and the S3 endpoint ({self.endpoint_url or 'default'})")
 
 
-def _lease_body(owner: str) -> bytes:
-    return json.dumps({"owner": owner, "expires_unix": time.time() + LOCK_LEASE_S}).encode()
+def _lease_body(owner: str, expires: float) -> bytes:
+    return json.dumps({"owner": owner, "expires_unix": expires}).encode()
 
 
 class _Lease:
@@ -315,24 +349,34 @@ class _Lease:
     lease would run out.
     """
 
-    def __init__(self, registry: S3Registry, key: str, owner: str, etag: str):
+    def __init__(self, registry: S3Registry, key: str, owner: str, etag: str, expires: float):
         self.registry, self.key, self.owner, self.etag = registry, key, owner, etag
         self.lost: str | None = None
-        self._expires = time.time() + LOCK_LEASE_S
+        self._expires = expires  # as written, from a clock read before the PUT
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True, name="ctloop-lease")
         self._thread.start()
 
+    def holds(self) -> bool:
+        """Whether the lock is surely still this run's: not taken over, and its lease not
+        within ``LOCK_RENEW_S`` of running out (then renewals failed or the process froze, and
+        another run may take it over before a write lands)."""
+        return self.lost is None and time.time() + LOCK_RENEW_S < self._expires
+
     def check(self, before: str) -> None:
-        """Raises RegistryError if the lock is no longer this run's."""
-        if self.lost:
-            raise RegistryError(
-                f"registry {self.registry.uri} lost its push lock before {before} "
-                f"({self.lost}); nothing more was written, another run may hold the lock now: "
-                "rerun")
+        """Raises RegistryError unless the lock is surely still this run's (``holds``)."""
+        if self.holds():
+            return
+        why = self.lost or (
+            "its lease, until "
+            + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self._expires))
+            + f", was not renewed {LOCK_RENEW_S:g}s before it ends")
+        raise RegistryError(
+            f"registry {self.registry.uri} lost its push lock before {before} ({why}); nothing "
+            "more was written, another run may hold the lock now: rerun")
 
     def stop(self) -> bool:
-        """Stops renewing; True if the lock is still this run's."""
+        """Stops renewing; True unless another run took the lock over (then it is theirs)."""
         self._stopped.set()
         self._thread.join()
         return self.lost is None
@@ -345,13 +389,14 @@ class _Lease:
             expires = time.time() + LOCK_LEASE_S
             try:
                 self.etag = client.put_object(Bucket=bucket, Key=self.key, IfMatch=self.etag,
-                                              Body=_lease_body(self.owner))["ETag"]
+                                              Body=_lease_body(self.owner, expires))["ETag"]
                 self._expires = expires
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, OSError) as exc:
                 taken = _code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404")
                 if taken or time.time() + LOCK_RENEW_S >= self._expires:
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     self.lost = ("taken over by another run" if taken else
-                                 f"could not renew it before it expired: {exc}")
+                                 f"could not renew it before it expired: {first}")
                     log.error("registry %s: push lock lost: %s", self.registry.uri, self.lost)
                     return
 

@@ -5,7 +5,8 @@ registries write with: for the local ``Registry`` ``os.mkdir`` (also under ``os.
 ``Path.mkdir``), ``open`` for writing and every ``write`` on such a file, ``shutil.copyfile``
 (also under ``copytree``), ``os.fsync``, ``os.rename``, ``os.replace``, ``os.unlink``,
 ``shutil.rmtree`` and ``fcntl.flock``, on paths under the registry root; for ``S3Registry`` its
-client's ``put_object`` and ``delete_object``. Each call is one numbered operation. The spec's
+client's ``put_object`` and ``delete_object`` made by the main thread (not the lock lease's
+renewals, whose timing varies). Each call is one numbered operation. The spec's
 ``kill_at`` ``[n, phase]`` sends SIGKILL to this process before operation n, after it, or
 ("mid") half-way through it: half of a write or of a file copy on disk, or half of a PUT's body
 sent over the socket. Every operation is appended to the spec's ``trace`` file (one JSON list
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -183,6 +185,8 @@ def _sendall_killing_half_way(faults: Faults, n: int):
     state = {"head": b"", "length": None, "sent": 0}
 
     def sendall(sock, data, *args):
+        if threading.current_thread() is not threading.main_thread():  # the lease's renewals
+            return real(sock, data, *args)
         data = bytes(data)
         if state["length"] is None:
             state["head"] += data
@@ -210,6 +214,9 @@ def wrap_s3(faults: Faults, registry: S3Registry) -> None:
     real_put, real_delete = client.put_object, client.delete_object
 
     def put_object(**kwargs):
+        if threading.current_thread() is not threading.main_thread():  # the lease's renewals
+            return real_put(**kwargs)
+
         def half():
             socket.socket.sendall = _sendall_killing_half_way(faults, faults.count)
             real_put(**kwargs)
@@ -259,7 +266,9 @@ def main(spec_path: str) -> None:
     if spec["kind"] == "local":
         registry = Registry(spec["root"], spec["model_name"])
     else:
-        registry_s3.LOCK_LEASE_S = spec.get("lease_s", registry_s3.LOCK_LEASE_S)
+        if spec.get("lease_s"):  # a short lease, renewed four times per lease as by default
+            registry_s3.LOCK_LEASE_S = spec["lease_s"]
+            registry_s3.LOCK_RENEW_S = spec["lease_s"] / 4
         registry = S3Registry(spec["root"], spec["model_name"], spec["endpoint"],
                               cache_dir=spec["cache"])
     faults = Faults(spec)

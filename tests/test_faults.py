@@ -377,7 +377,7 @@ def assert_durable_order(trace: list[list]) -> None:
 # --- the S3 registry under SIGKILL ------------------------------------------------------------
 
 S3_KILLS = 12
-S3_LEASE_S = 0.2  # the child's lock lease, so a rerun can take a killed push's lock over
+S3_LEASE_S = 1.0  # the child's lock lease (renewed every 0.25 s), so a rerun soon takes over
 
 
 def s3_digests(s3, bucket: str, prefix: str) -> dict[str, str]:
@@ -511,6 +511,31 @@ def test_s3_lock_left_by_a_killed_push_holds_until_its_lease_expires(model, s3_b
                                             rf"until {until}\); wait for that run to finish"):
         rerun.push(*model, {"writer": "rerun"}, expected_serving=None, lock_timeout_s=1)
     assert rerun.versions() == []
+
+
+def test_s3_lock_left_by_a_killed_push_is_taken_over_once_its_lease_ends(model, s3_bucket,
+                                                                          tmp_path):
+    """The same kill with a one-second lease the child renewed: a rerun waits until the lease
+    ends (not longer), takes the lock over, and pushes version 1."""
+    uri = f"{s3_bucket.uri}/takeover"
+    spec = {"kind": "s3", "root": uri, "model_name": MODEL_NAME,
+            "endpoint": s3_bucket.endpoint_url, "cache": str(tmp_path / "child"),
+            "lease_s": S3_LEASE_S, "model": str(model[0]), "schema": str(model[1]),
+            "kill_at": [3, "before"],
+            "steps": [["push", {"record": {"writer": "child"}, "expected_serving": None}]]}
+    run = run_child(spec, tmp_path / "run")
+    assert_killed_at(run, (3, "before"))  # lock taken, part of the model uploaded
+    s3 = boto3.client("s3", endpoint_url=s3_bucket.endpoint_url)
+    bucket = s3_bucket.uri[len("s3://"):]
+    lock = json.loads(s3.get_object(Bucket=bucket, Key=f"takeover/{MODEL_NAME}/.lock")[
+        "Body"].read())
+    rerun = open_s3(uri, s3_bucket.endpoint_url, tmp_path / "rerun")
+    assert rerun.push(*model, {"writer": "rerun"}, expected_serving=None,
+                      lock_timeout_s=10).number == 2
+    assert lock["expires_unix"] <= time.time() < lock["expires_unix"] + 2
+    assert [v.number for v in rerun.versions()] == [2]
+    assert {k.split("/")[1] for k in s3_digests(s3, bucket, f"takeover/{MODEL_NAME}/")
+            if k.startswith("versions/")} == {"2"}  # the killed push's objects deleted
 
 
 # --- two writers at once -----------------------------------------------------------------------

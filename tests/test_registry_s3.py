@@ -175,6 +175,33 @@ def test_a_holder_whose_lock_was_taken_over_stops_before_completing(s3, model, s
     assert json.loads(lock)["owner"] == "other"
 
 
+def test_a_holder_whose_lease_ran_out_unrenewed_stops_before_completing(s3, model, short_lease,
+                                                                       monkeypatch):
+    """A holder frozen past its lease (its renewal thread had no chance to fail yet) stops on
+    its own clock, and leaves the lock of the run that took it over alone."""
+    open_one, client, bucket = s3
+    registry = open_one("a")
+    upload = S3Registry._put_file
+
+    def frozen_during_upload(self, path, key):
+        upload(self, path, key)
+        if key.endswith("schema.pbtxt"):
+            time.sleep(1.2)  # past the 1 s lease, then another run takes the lock over
+            client.put_object(Bucket=bucket, Key="registry/churn/.lock",
+                              Body=json.dumps({"owner": "other", "expires_unix": 0}))
+
+    monkeypatch.setattr(registry_s3._Lease, "_renew", lambda self: None)  # as if frozen
+    monkeypatch.setattr(S3Registry, "_put_file", frozen_during_upload)
+    with pytest.raises(RegistryError, match=r"registry s3://.*/registry/churn/ lost its push "
+                                            r"lock before making version 1 complete \(its "
+                                            r"lease, until .* UTC, was not renewed 0.1s before "
+                                            r"it ends\); nothing more was written.*: rerun$"):
+        registry.push(*model, {}, expected_serving=None)
+    assert open_one("reader").versions() == []
+    lock = client.get_object(Bucket=bucket, Key="registry/churn/.lock")["Body"].read()
+    assert json.loads(lock)["owner"] == "other"
+
+
 def test_a_push_deletes_what_killed_pushes_left_incomplete(s3, model):
     open_one, client, bucket = s3
     registry = open_one()
@@ -188,6 +215,37 @@ def test_a_push_deletes_what_killed_pushes_left_incomplete(s3, model):
     assert numbers == {"1", "4"}
     assert [v.number for v in open_one("reader").versions()] == [1, 4]
     assert open_one("other").serving().record() == {"span": 2, "version": 4}
+    assert {k for k in keys if k.startswith("registry/churn/versions/1/")} == {
+        f"registry/churn/versions/1/{name}" for name in (
+            "model/saved_model.pb", "model/variables/variables.index", "schema.pbtxt",
+            "record.json")}  # the complete version intact
+
+
+def test_a_failed_clean_up_does_not_fail_the_push_it_follows(s3, model, monkeypatch, caplog):
+    open_one, client, bucket = s3
+    registry = open_one()
+    client.put_object(Bucket=bucket, Key="registry/churn/versions/1/schema.pbtxt", Body=b"half")
+    delete = registry._client.delete_object
+
+    def refuse_version_deletes(**kwargs):
+        if "/versions/" in kwargs["Key"]:
+            raise client_error("AccessDenied")
+        return delete(**kwargs)
+
+    monkeypatch.setattr(registry._client, "delete_object", refuse_version_deletes)
+    assert registry.push(*model, {}, expected_serving=None).number == 2
+    assert "cannot delete registry/churn/versions/1/schema.pbtxt (" in caplog.text
+    assert open_one("other").serving().number == 2
+    monkeypatch.undo()
+    assert open_one("third").push(*model, {}, expected_serving=2).number == 3
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert not any(k.startswith("registry/churn/versions/1/") for k in keys)
+
+
+def client_error(code: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}}, "DeleteObject")
 
 
 def test_statistics_of_the_previous_span(s3, tmp_path):
