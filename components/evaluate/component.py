@@ -91,8 +91,11 @@ def evaluate(
     """
     import dataclasses
 
+    from ctloop import task_exit
     from ctloop.components.evaluate import logic
     from ctloop.registry import open_registry
+
+    task_exit.exit_after_outputs()
 
     thresholds = logic.Thresholds.from_parameters(
         min_auc=min_auc, max_auc_decrease=max_auc_decrease, min_accuracy=min_accuracy,

@@ -64,8 +64,11 @@ def infra_validate(
     """
     import math
 
+    from ctloop import task_exit
     from ctloop.components.infra_validate import logic
     from ctloop.contract import serving_target
+
+    task_exit.exit_after_outputs()
 
     slo = logic.SLO(max_p99_ms=max_p99_ms, min_rps=min_rps, tolerance=tolerance,
                     concurrency=concurrency, requests=requests,

@@ -45,7 +45,10 @@ def ingest(
         task: ``binary``, ``multiclass`` or ``regression``. The label classes (sorted, the
             positive one last for binary) go to the splits' metadata ``label_classes``.
     """
+    from ctloop import task_exit
     from ctloop.components.ingest import logic
+
+    task_exit.exit_after_outputs()
 
     result = logic.run(
         files, fingerprint, spans_read, label, exclude or [], eval_percent, train_data.path,

@@ -80,10 +80,12 @@ def rollout(
     import json
     import os
 
-    from ctloop import run_record
+    from ctloop import run_record, task_exit
     from ctloop.components.rollout import canary, logic
     from ctloop.contract import serving_target
     from ctloop.errors import ConfigError
+
+    task_exit.exit_after_outputs()
 
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)

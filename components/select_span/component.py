@@ -39,7 +39,10 @@ def select_span(
     """
     from collections import namedtuple
 
+    from ctloop import task_exit
     from ctloop.components.select_span import logic
+
+    task_exit.exit_after_outputs()
 
     # ct_pipeline passes "" for "boto3's default": kfp 2.13's local runner cannot pass None.
     result = logic.run(data_uri, spans, s3_endpoint_url or None)

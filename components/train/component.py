@@ -64,8 +64,11 @@ def train(
     """
     import os
 
+    from ctloop import task_exit
     from ctloop.components.train import logic
     from ctloop.registry import open_registry
+
+    task_exit.exit_after_outputs()
 
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,

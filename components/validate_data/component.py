@@ -73,8 +73,11 @@ def validate_data(
     """
     import os
 
+    from ctloop import task_exit
     from ctloop.components.validate_data import drift, logic
     from ctloop.registry import open_registry
+
+    task_exit.exit_after_outputs()
 
     registry = open_registry(registry_uri, model_name, s3_endpoint_url)
     serving = registry.serving()
