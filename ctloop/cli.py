@@ -160,6 +160,14 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=256, show_default=True, help="Training rows per step.")
+@click.option("--learning-rate", default=0.001, show_default=True,
+              help="Adam's learning rate, in (0, 1).")
+@click.option("--hidden-units", multiple=True, type=int, metavar="N",
+              help="The size of a hidden layer, in order (repeatable, e.g. --hidden-units 128 "
+              "--hidden-units 64) [default: 64, 32].")
+@click.option("--seed", default=42, show_default=True,
+              help="Seed of every random choice in training, for reproducible runs.")
 @click.option("--early-stopping-patience", default=0, show_default=True,
               help="Stop training after this many epochs without a better eval loss (0: off).")
 @click.option("--user-module",
@@ -218,15 +226,16 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               help="Bless whatever evaluation finds; the reason and the real verdict are "
               "recorded for audit.")
 def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label, workdir,
-        registry_uri, summary_path, log_path, model_name, schema_uri, epochs,
-        early_stopping_patience, user_module, warm_start, slice_features, drift_jsd,
-        drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate, serving_python, max_p99_ms,
-        min_rps, serving_url, canary_percent, min_auc, max_auc_decrease, min_accuracy,
-        max_accuracy_decrease, max_mae, max_mae_increase, cold_start,
-        force_bless_reason) -> None:
+        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, batch_size,
+        learning_rate, hidden_units, seed, early_stopping_patience, user_module, warm_start,
+        slice_features, drift_jsd, drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate,
+        serving_python, max_p99_ms, min_rps, serving_url, canary_percent, min_auc,
+        max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae, max_mae_increase,
+        cold_start, force_bless_reason) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
     from ctloop.components.evaluate.logic import NO_THRESHOLD
+    from ctloop.components.train.logic import Hyperparameters
     from ctloop.components.validate_data import drift, logic
     from ctloop.registry import open_registry, validate_model_name
 
@@ -238,6 +247,10 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
     anomaly_policy = logic.check_policy(
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
+    # Train's own range checks; no --hidden-units: the default layers (the pipeline's too).
+    Hyperparameters(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                    hidden_units=hidden_units or Hyperparameters.hidden_units, seed=seed,
+                    early_stopping_patience=early_stopping_patience)
     thresholds = {"min_auc": min_auc, "max_auc_decrease": max_auc_decrease,
                   "min_accuracy": min_accuracy, "max_accuracy_decrease": max_accuracy_decrease,
                   "max_mae": max_mae, "max_mae_increase": max_mae_increase}
@@ -258,7 +271,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
         "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
-        "model_name": model_name, "epochs": epochs, "task": task, "warm_start": warm_start,
+        "model_name": model_name, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "seed": seed, "task": task, "warm_start": warm_start,
         # The pipeline's float parameters cannot be None: a negative threshold means none.
         **{name: NO_THRESHOLD if value is None else value for name, value in thresholds.items()},
         "drift_jsd_threshold": drift_jsd,
@@ -271,6 +285,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         "user_module": user_module or "",
         "force_bless_reason": force_bless_reason or "",
     }
+    if hidden_units:
+        params["hidden_units"] = list(hidden_units)
     if registry_uri:
         if "://" not in registry_uri:
             registry_uri = str(Path(registry_uri).resolve())

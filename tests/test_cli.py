@@ -114,6 +114,26 @@ def test_run_checks_the_serving_environment(cli, tmp_path):
         result.output
 
 
+def test_run_passes_hyperparameters_to_the_pipeline(cli, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
+    runs = []
+    monkeypatch.setattr(local_run, "run", lambda params, workdir: runs.append(params) or {})
+    monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
+    common = ("run", "--local", "--data", data, "--label", "churned", "--workdir", tmp_path / "w")
+    result = cli(*common, "--epochs", 3, "--batch-size", 64, "--learning-rate", 0.01,
+                 "--hidden-units", 128, "--hidden-units", 64, "--seed", 7)
+    assert result.exit_code == 0, result.output
+    assert {k: runs[0][k] for k in ("epochs", "batch_size", "learning_rate", "hidden_units",
+                                    "seed")} == {"epochs": 3, "batch_size": 64,
+                                                 "learning_rate": 0.01, "hidden_units": [128, 64],
+                                                 "seed": 7}
+    assert cli(*common).exit_code == 0  # the defaults: the pipeline's, hidden_units left to it
+    assert (runs[1]["batch_size"], runs[1]["learning_rate"], runs[1]["seed"]) == (256, 0.001, 42)
+    assert "hidden_units" not in runs[1]
+    assert len(runs) == 2
+
+
 def test_run_requires_local_flag(cli, tmp_path):
     result = cli("run", "--data", tmp_path, "--label", "x", "--workdir", tmp_path)
     assert result.exit_code == 2 and "--local" in result.output

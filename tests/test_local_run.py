@@ -116,7 +116,8 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
         "    model.compile(optimizer='adam', loss='binary_crossentropy')\n"
         "    return model\n")
     params = {**_params(spans_dir, 1, serving_python), "user_module": str(module),
-              "hidden_units": [8], "early_stopping_patience": 1, "mixed_precision": True,
+              "hidden_units": [8], "batch_size": 512, "learning_rate": 0.005, "seed": 7,
+              "early_stopping_patience": 1, "mixed_precision": True,
               "positive_label": "1", "slice_features": ["plan"],
               "cold_start": "require_baseline", "force_bless_reason": "bootstrap: first model",
               "task": "binary", "warm_start": True}
@@ -126,6 +127,8 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
     assert summary["pushed"] and summary["promoted"]
     record = Registry(tmp_path / "work" / "registry", "churn").serving().record()
     assert record["parameters"]["hidden_units"] == [8]
+    assert (record["parameters"]["batch_size"], record["parameters"]["learning_rate"],
+            record["parameters"]["seed"]) == (512, 0.005, 7)
     assert record["parameters"]["user_module"] == str(module)
     assert len(record["parameters"]["user_module_sha256"]) == 64
     assert record["parameters"]["task"] == "binary"

@@ -40,12 +40,14 @@ class Hyperparameters:
     early_stopping_patience: int = 0  # epochs without a better eval loss before stopping; 0: off
 
     def __post_init__(self):
-        if (self.epochs < 1 or self.batch_size < 1 or not self.hidden_units
-                or min(self.hidden_units) < 1):
-            raise ConfigError(
-                f"hyperparameters {self} are invalid: epochs, batch_size and every hidden layer "
-                "size must be >= 1, with at least one hidden layer"
-            )
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ConfigError(f"hidden_units {list(self.hidden_units)} is invalid: use one or "
+                              "more layer sizes, each at least 1")
+        if not 0 <= self.seed < 2**32:  # what Keras and NumPy accept as a seed
+            raise ConfigError(f"seed {self.seed} is out of range: use 0 to {2**32 - 1}")
         if self.early_stopping_patience < 0:
             raise ConfigError(f"early_stopping_patience {self.early_stopping_patience} is "
                               "invalid: use 0 (off) or a number of epochs >= 1")

@@ -159,10 +159,16 @@ def test_invalid_hyperparameters():
         logic.Hyperparameters(early_stopping_patience=-1)
     with pytest.raises(ConfigError, match="learning_rate 2.0 is out of range"):
         logic.Hyperparameters(learning_rate=2.0)
-    with pytest.raises(ConfigError, match="epochs, batch_size"):
+    with pytest.raises(ConfigError, match="epochs 0 is invalid: use at least 1"):
         logic.Hyperparameters(epochs=0)
-    with pytest.raises(ConfigError, match="every hidden layer"):
+    with pytest.raises(ConfigError, match="batch_size 0 is invalid: use at least 1"):
+        logic.Hyperparameters(batch_size=0)
+    with pytest.raises(ConfigError, match=r"hidden_units \[64, 0\] is invalid"):
         logic.Hyperparameters(hidden_units=(64, 0))
+    with pytest.raises(ConfigError, match=r"hidden_units \[\] is invalid"):
+        logic.Hyperparameters(hidden_units=())
+    with pytest.raises(ConfigError, match="seed 4294967296 is out of range"):
+        logic.Hyperparameters(seed=2**32)
 
 
 def test_schema_without_features(prepared):
