@@ -10,6 +10,8 @@
   publishes is fsynced before it, and the folder it lands in after it.
 - A model server killed mid-traffic and restarted on the same registry answers as before.
 - Two writers at once: one version, the loser told why and how to rerun.
+- Two whole CT runs at once (``ctloop run --local``, two processes, one registry): one
+  version, the loser's summary and output say why and to rerun.
 """
 
 from __future__ import annotations
@@ -645,6 +647,126 @@ def test_local_writer_that_cannot_get_the_lock_in_time_is_told_to_wait_and_rerun
     # The rerun, against what serves now.
     assert registry.push(*models["b"], {"writer": "b"}, expected_serving=1).number == 2
     assert [v.record()["writer"] for v in registry.versions()] == ["a", "b"]
+
+
+# Two whole CT runs at once: `ctloop run --local` twice, as two processes, on one registry. Each
+# run's rollout task waits at its push (a start file, as for the writers above) until both are
+# there, so both have been evaluated against no serving model, then both push. The push that
+# wins returns and lingers HOLD_S, as a process the machine preempts between its push and what
+# follows would; the other must not slip a second version in meanwhile.
+PUSH_GATE = '''\
+import os
+import time
+
+_gate = os.environ.get("CTLOOP_TEST_PUSH_GATE")
+if _gate:
+    try:
+        from ctloop import registry as _registry
+    except ImportError:  # a python without ctloop
+        _registry = None
+    if _registry is not None:
+        _push = _registry.Registry.push
+
+        def _gated_push(self, *args, **kwargs):
+            open(os.path.join(_gate, "ready-" + os.environ["CTLOOP_TEST_RUN"]), "w").close()
+            deadline = time.monotonic() + 600
+            while (not os.path.exists(os.path.join(_gate, "start"))
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            version = _push(self, *args, **kwargs)
+            time.sleep(float(os.environ["CTLOOP_TEST_HOLD_S"]))
+            return version
+
+        _registry.Registry.push = _gated_push
+'''
+HOLD_S = 1.0
+RUN_TIMEOUT_S = 900.0
+
+
+@pytest.mark.local
+def test_two_whole_ct_runs_at_once_push_one_version_the_loser_told_to_rerun(serving_python,
+                                                                            tmp_path):
+    from ctloop import datagen
+
+    datagen.write_spans(tmp_path / "data", 1, rows=1000)
+    hook, gate, registry_root = tmp_path / "hook", tmp_path / "gate", tmp_path / "registry"
+    hook.mkdir()
+    gate.mkdir()
+    (hook / "sitecustomize.py").write_text(PUSH_GATE)
+    epochs = {"a": 4, "b": 5}  # both bless; the version's record and model tell whose it is
+    processes = {}
+    for name in epochs:
+        work = tmp_path / name
+        work.mkdir()
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CTLOOP_TEST_PUSH_GATE": str(gate),
+               "CTLOOP_TEST_RUN": name, "CTLOOP_TEST_HOLD_S": str(HOLD_S),
+               "CTLOOP_SERVING_PYTHON": serving_python,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(hook),
+                                                           os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "ctloop.cli", "run", "--local",
+                   "--data", str(tmp_path / "data" / "span-1"), "--label", datagen.LABEL,
+                   "--exclude", datagen.ID_COLUMN, "--model-name", MODEL_NAME,
+                   "--epochs", str(epochs[name]), "--max-p99-ms", "5000", "--min-rps", "1",
+                   "--workdir", str(work / "workdir"), "--registry", str(registry_root),
+                   "--summary", str(work / "summary.json"), "--log", str(work / "log.txt")]
+        with open(work / "stdout", "w") as out, open(work / "stderr", "w") as err:
+            processes[name] = subprocess.Popen(command, env=env, stdout=out, stderr=err)
+    try:
+        wait_for(lambda: all((gate / f"ready-{name}").exists() for name in epochs)
+                 or any(p.poll() is not None for p in processes.values()),
+                 "both runs at their push", RUN_TIMEOUT_S)
+    finally:
+        (gate / "start").touch()
+        try:
+            codes = {name: p.wait(RUN_TIMEOUT_S) for name, p in processes.items()}
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    runs = {name: {"code": codes[name],
+                   "stdout": (tmp_path / name / "stdout").read_text(),
+                   "stderr": (tmp_path / name / "stderr").read_text()} for name in epochs}
+    assert codes == {"a": 0, "b": 0}, runs
+    summaries = {name: json.loads((tmp_path / name / "summary.json").read_text())
+                 for name in epochs}
+    for summary in summaries.values():  # both judged against no serving model: they overlapped
+        assert summary["blessed"] and summary["infra_blessed"], summary
+        assert summary["baseline_version"] is None, summary
+    winners = [name for name, summary in summaries.items() if summary["pushed"]]
+    assert len(winners) == 1, {n: s["push_reason"] for n, s in summaries.items()}
+    (winner,), (loser,) = winners, set(epochs) - set(winners)
+    won, lost = summaries[winner], summaries[loser]
+    assert won["pushed_version"] == 1 and won["promoted"], won["push_reason"]
+    assert lost["pushed_version"] is None and not lost["promoted"]
+    stale = (f"registry {registry_root / MODEL_NAME} now serves version 1, not version None the "
+             "model was evaluated against; rerun to evaluate against the new serving model")
+    assert lost["push_reason"] == stale
+    assert f"rollout: {stale}" in runs[loser]["stdout"].splitlines(), runs[loser]
+
+    registry = Registry(registry_root, MODEL_NAME)
+    assert [v.number for v in registry.versions()] == [1]
+    assert json.loads((registry.path / "SERVING").read_text())["version"] == 1
+    assert registry.serving().number == 1 and registry.canary() is None
+    # Version 1 is the winner's push, every file of it: record, model and schema.
+    version = registry.versions()[0]
+    record = version.record()
+    assert record["parameters"]["epochs"] == epochs[winner]
+    assert record["metrics"] == won["metrics"] != lost["metrics"]
+    assert record["infra"]["p99_ms"] == won["infra"]["p99_ms"]
+    assert (record["files"], record["data_fingerprint"]) == (won["files"],
+                                                             won["data_fingerprint"])
+    assert record["baseline_version"] is None and record["previous_version"] is None
+    run_dir = Path(won["run_dir"])
+    assert tree(version.model_dir) == tree(run_dir / "train" / "model")
+    assert version.schema_path.read_bytes() == (
+        run_dir / "validate-data" / "schema" / "schema.pbtxt").read_bytes()
+    # Nothing half-done is left: no staging folder, no temporary pointer or statistics file.
+    assert {p.name for p in registry.path.iterdir()} == {".lock", "SERVING", "statistics",
+                                                         "versions"}
+    assert [p.name for p in (registry.path / "versions").iterdir()] == ["1"]
+    assert [p.name for p in (registry.path / "statistics").iterdir()] == [
+        "span-1.stats.tfrecord"]
 
 
 @pytest.fixture

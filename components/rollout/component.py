@@ -109,7 +109,7 @@ def rollout(
                               f"{registry_uri!r}: a local server follows a local registry")
         deploy = logic.local_canary(serving_url, canary.rows(eval_data.path, model.path), slo)
     else:
-        deploy = logic.promote_directly
+        deploy = None  # nothing serves to canary against: promoted directly
     # The run record: what the version was made from (data, parameters, code, environment),
     # what it measured and what it was judged against.
     record = {

@@ -6,7 +6,9 @@ checks its own preconditions cannot be wired around by mistake (TFX's Pusher doe
 After the push (an unserved version), a *deploy* puts it into service on a target and says
 whether it was promoted; the registry's serving pointer names the new version only then:
 
-- ``promote_directly``: nothing serves to canary against; the pointer moves at once.
+- no deploy: nothing serves to canary against; the pointer moves at once, in the push itself
+  (under its lock), so a run judged against the same serving version that pushes next finds
+  its baseline stale instead of pushing a second version.
 - ``local_canary``: a running ``ctloop serve --registry`` takes a share of its requests from
   the new version, then promotes or rolls it back.
 - ``kserve_rollout``: the version becomes an InferenceService (canary first when one serves),
@@ -39,6 +41,9 @@ class Deployment:
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# No deploy: nothing serves to canary against.
+PROMOTED_DIRECTLY = Deployment(True, "promoted (no running server to canary against)")
+
 # (registry, new version number) -> what happened. A deploy moves the serving pointer itself,
 # and only when the version serves all traffic.
 Deploy = Callable[["Registry | S3Registry", int], Deployment]
@@ -70,13 +75,6 @@ def gate(data_valid: bool | None, anomaly_count: int, blessed: bool | None, bles
     if infra_blessed is not True:
         return f"model not infra-blessed: {infra_reason or 'no infra blessing recorded'}"
     return None
-
-
-def promote_directly(registry: Registry | S3Registry, number: int) -> Deployment:
-    """Points serving at the version: the infra-validated model needs no canary when nothing
-    serves to compare it with."""
-    registry.set_serving(number)
-    return Deployment(True, "promoted (no running server to canary against)")
 
 
 def local_canary(serving_url: str, rows: list[dict[str, Any]], slo: canary.CanarySLO) -> Deploy:
@@ -145,13 +143,15 @@ def run(
     registry_uri: str,
     model_name: str,
     record: dict[str, Any],
-    deploy: Deploy = promote_directly,
+    deploy: Deploy | None = None,
     s3_endpoint_url: str | None = None,
 ) -> RolloutResult:
     """Pushes the model as a new, unserved version if the gate allows it, then deploys it.
 
     ``baseline_version`` is the serving version the model was evaluated against; if another run
     has moved the pointer since, the blessing no longer holds and nothing is pushed.
+    ``deploy`` None: nothing serves to canary against, and the infra-validated model is promoted
+    directly.
     ``registry_uri`` is a local folder or ``s3://`` (``s3_endpoint_url``: its endpoint).
     """
     registry = open_registry(registry_uri, model_name, s3_endpoint_url)
@@ -161,12 +161,15 @@ def run(
                   infra_reason)
     if reason:
         return RolloutResult(False, reason, None, previous)
+    # Promoting directly, the pointer moves in the push, under the same lock as its baseline
+    # check: pushed unserved and promoted after, a second run judged against the same baseline
+    # could push between the two and find that baseline still serving.
     try:
         version = registry.push(model_dir, schema_path, {**record, "previous_version": previous},
-                                expected_serving=baseline_version, serve=False)
+                                expected_serving=baseline_version, serve=deploy is None)
     except StaleBaselineError as exc:
         return RolloutResult(False, str(exc), None, previous)
-    deployment = deploy(registry, version.number)
+    deployment = PROMOTED_DIRECTLY if deploy is None else deploy(registry, version.number)
     return RolloutResult(True, f"pushed as version {version.number}; {deployment.reason}",
                          version.number, previous, deployment.promoted, deployment.details)
 
