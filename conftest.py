@@ -23,8 +23,9 @@ from ctloop import datagen
 ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 LABEL = datagen.LABEL
 EXCLUDE = [datagen.ID_COLUMN]
-# The S3 test server's secret: tests check it never reaches an output, a record or a log.
+# The S3 test server's credentials: tests check they never reach an output, a record or a log.
 S3_TEST_SECRET = "ctloop-test-secret-4f1c9a"
+S3_TEST_KEY_ID = "ctloop-test-key-id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +141,64 @@ def task_data(prepared, tmp_path_factory) -> dict[str, TaskData]:
     return made
 
 
+def export_nan_model(prepared: Prepared, target: Path) -> None:
+    """A SavedModel with ``prepared``'s features and signature that answers NaN for every row."""
+    import tensorflow as tf
+
+    from ctloop import contract
+
+    features = json.loads((prepared.model_dir / contract.FEATURES_FILE).read_text())
+    spec = {f["name"]: tf.TensorSpec([None], tf.float32 if f["dtype"] == "float32" else tf.string,
+                                     name=f["name"]) for f in features["features"]}
+
+    class NaNModel(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, raw):
+            rows = tf.shape(raw[next(iter(spec))])[0]
+            return {contract.OUTPUT_KEYS[contract.BINARY]: tf.fill([rows], float("nan"))}
+
+    model = NaNModel()
+    tf.saved_model.save(model, str(target), signatures={"serving_default": model.serve})
+    (target / contract.FEATURES_FILE).write_text(json.dumps(features))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedRegistry:
+    """A registry serving ``prepared``'s model as version 1, a model server following it, and
+    that server's answer to a few eval rows, taken before any test used the registry."""
+
+    registry: object  # ctloop.registry.Registry
+    url: str
+    rows: list[dict]
+    reference: dict  # the whole V1 answer: predictions and model_version
+
+    def assert_answers_as_before(self) -> None:
+        from ctloop import client
+
+        answer = client.predict_raw(self.url, "churn", self.rows)
+        assert answer == self.reference, (answer, self.reference)
+
+
+@pytest.fixture(scope="session")
+def served_registry(prepared, serving_python, tmp_path_factory) -> Iterator[ServedRegistry]:
+    """One `ctloop serve --registry` for the bad-input corpus (tests/test_bad_*.py), whose
+    cases run against this registry: after each, the server must answer as before."""
+    import pandas as pd
+
+    from ctloop import client, server_process
+    from ctloop.registry import Registry
+
+    registry = Registry(tmp_path_factory.mktemp("served") / "registry", "churn")
+    registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
+    frame = pd.read_parquet(prepared.eval).head(5)
+    rows = json.loads(frame[[f.name for f in prepared.features]].to_json(orient="records"))
+    with server_process.serve(serving_python, "churn", registry=str(registry.root)) as server:
+        server.wait_ready("churn", 120)
+        reference = client.predict_raw(server.url, "churn", rows)
+        assert reference["model_version"] == "1" and len(reference["predictions"]) == len(rows)
+        yield ServedRegistry(registry, server.url, rows, reference)
+
+
 @dataclasses.dataclass(frozen=True)
 class Bucket:
     """A fresh bucket on an object-store server on 127.0.0.1, and a way to write objects to it."""
@@ -172,7 +231,7 @@ def s3_bucket(s3_endpoint, monkeypatch, tmp_path) -> Bucket:
     """A new bucket on the S3 server; boto3's standard chain finds test credentials in the env."""
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ctloop-test-key-id")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_TEST_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_TEST_SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     # Nothing from this machine's AWS configuration may leak in, the endpoint least of all:

@@ -2,7 +2,9 @@
 the data-validation gate with a report, and the serving model stays the serving model.
 
 Every case runs the pipeline's own steps in-process (select_span -> ingest -> validate_data ->
-rollout, with a model that would otherwise be blessed) against a registry that serves version 1.
+rollout, with a model that would otherwise be blessed) against a registry that serves version 1
+(conftest's ``served_registry``); after each, the model server following that registry answers
+the reference rows with the same predictions and version.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from ctloop.registry import Registry
 
 
 @pytest.fixture
-def registry(prepared, tmp_path) -> Registry:
-    registry = Registry(tmp_path / "registry", "churn")
-    registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
-    return registry
+def registry(served_registry) -> Registry:
+    """The registry the shared model server follows, serving version 1."""
+    return served_registry.registry
 
 
-def _serving_unchanged(registry: Registry) -> None:
+def _serving_unchanged(served) -> None:
+    registry = Registry(served.registry.root, "churn")
     assert registry.serving().number == 1
     assert [v.number for v in registry.versions()] == [1]
+    served.assert_answers_as_before()
 
 
 def _run(data_uri, registry: Registry, prepared, out):
@@ -96,16 +99,18 @@ ERRORS = {
 
 
 @pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
-def test_unreadable_input_is_a_one_line_error(case, registry, prepared, tmp_path):
+def test_unreadable_input_is_a_one_line_error(case, registry, prepared, tmp_path,
+                                               served_registry):
     make, message = ERRORS[case]
     with pytest.raises(CtloopError) as caught:
         _run(make(tmp_path), registry, prepared, tmp_path)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
-    _serving_unchanged(registry)
+    _serving_unchanged(served_registry)
 
 
-def test_parquet_files_with_different_schemas_in_one_span(registry, prepared, tmp_path):
+def test_parquet_files_with_different_schemas_in_one_span(registry, prepared, tmp_path,
+                                                           served_registry):
     folder = tmp_path / "data" / "span-7"
     folder.mkdir(parents=True)
     rows = _good_rows()
@@ -114,7 +119,7 @@ def test_parquet_files_with_different_schemas_in_one_span(registry, prepared, tm
     with pytest.raises(DataError, match="part-1.parquet has columns .* give every file of the "
                                         "spans read the same columns"):
         _run(tmp_path / "data", registry, prepared, tmp_path)
-    _serving_unchanged(registry)
+    _serving_unchanged(served_registry)
 
 
 # --- Readable data that breaks the serving model's schema: the gate blocks, with a report. ---
@@ -136,7 +141,8 @@ GATED = {
 
 
 @pytest.mark.parametrize("case", GATED, ids=list(GATED))
-def test_schema_breaking_data_is_blocked_with_a_report(case, registry, prepared, tmp_path):
+def test_schema_breaking_data_is_blocked_with_a_report(case, registry, prepared, tmp_path,
+                                                        served_registry):
     change, feature, short = GATED[case]
     checked, pushed = _run(_span(tmp_path, change(_good_rows())), registry, prepared, tmp_path)
     assert not checked.valid
@@ -144,10 +150,13 @@ def test_schema_breaking_data_is_blocked_with_a_report(case, registry, prepared,
     assert not pushed.pushed and pushed.reason.startswith("data validation did not pass")
     report = (tmp_path / "anomalies.md").read_text()
     assert "deployment is blocked" in report and f"`{feature}`" in report and short in report
-    _serving_unchanged(registry)
+    _serving_unchanged(served_registry)
 
 
-def test_clean_span_passes_the_same_path(registry, prepared, tmp_path):
+def test_clean_span_passes_the_same_path(prepared, tmp_path):
     # The control: the same steps on good data do push, so the cases above fail for their data.
+    # It pushes, so on a registry of its own, not the served one.
+    registry = Registry(tmp_path / "registry", "churn")
+    registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
     checked, pushed = _run(_span(tmp_path, _good_rows()), registry, prepared, tmp_path)
     assert checked.valid and pushed.pushed and pushed.version == 2

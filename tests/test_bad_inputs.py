@@ -1,6 +1,7 @@
 """Bad configuration and bad models never deploy: each case ends in a one-line error naming the
 input and the fix, before any work starts, or in a gate with a report; the registry keeps
-serving version 1, byte for byte.
+serving version 1, byte for byte, and the model server following it (conftest's
+``served_registry``) answers the reference rows with the same predictions and version.
 
 The data cases are in test_bad_data.py; bad serving requests in test_serving.py, where every
 test on the shared server is followed by a check that it still answers as before.
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXCLUDE, LABEL
+from conftest import EXCLUDE, LABEL, export_nan_model
 from ctloop import contract
 from ctloop.cli import main
 from ctloop.components.infra_validate import logic as infra
@@ -43,10 +44,11 @@ def _tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _serving_unchanged(root: Path, before: str) -> None:
-    registry = Registry(root / "registry", "churn")
+def _serving_unchanged(served, before: str) -> None:
+    registry = Registry(served.registry.root, "churn")
     assert registry.serving().number == 1 and [v.number for v in registry.versions()] == [1]
     assert _tree_digest(registry.serving().path) == before
+    served.assert_answers_as_before()
 
 
 def _run(workdir: Path, data: Path, *args) -> tuple[int, str]:
@@ -75,7 +77,15 @@ CONFIG = {
     "anomaly policy not block/warn": ((*GOOD, "--anomaly-policy", "SCHEMA_NEW_COLUMN=maybe"),
                                       "'maybe'"),
     "sample rate 0": ((*GOOD, "--stats-sample-rate", 0), "--stats-sample-rate 0.0 is out of range"),
-    "zero epochs": ((*GOOD, "--epochs", 0), "epochs, batch_size and every hidden layer size"),
+    "zero epochs": ((*GOOD, "--epochs", 0), "epochs 0 is invalid: use at least 1"),
+    "batch size 0": ((*GOOD, "--batch-size", 0), "batch_size 0 is invalid: use at least 1"),
+    "learning rate 0": ((*GOOD, "--learning-rate", 0), "learning_rate 0.0 is out of range: use "
+                        "(0, 1)"),
+    "negative learning rate": ((*GOOD, "--learning-rate", -0.01),
+                               "learning_rate -0.01 is out of range"),
+    "hidden unit of 0": ((*GOOD, "--hidden-units", 64, "--hidden-units", 0),
+                         "hidden_units [64, 0] is invalid: use one or more layer sizes"),
+    "seed out of range": ((*GOOD, "--seed", -1), "seed -1 is out of range: use 0 to 4294967295"),
     "AUC threshold above 1": ((*GOOD, "--min-auc", 1.5), "min_auc 1.5 is out of range"),
     "negative latency SLO": ((*GOOD, "--max-p99-ms", -1), "max_p99_ms -1.0 is invalid"),
     "canary of 0 percent": ((*GOOD, "--canary-percent", 0), "canary percent 0 is out of range"),
@@ -113,18 +123,21 @@ CONFIG = {
 
 
 @pytest.mark.parametrize("case", CONFIG, ids=list(CONFIG))
-def test_bad_configuration_is_one_line_before_any_work(case, workdir, spans_dir, monkeypatch):
+def test_bad_configuration_is_one_line_before_any_work(case, workdir, spans_dir, monkeypatch,
+                                                       served_registry):
     monkeypatch.chdir(workdir)  # relative paths (user modules) are the workdir's
     (workdir / "raising_module.py").write_text("raise RuntimeError(\"the user's bug\")\n")
     (workdir / "empty_module.py").write_text("X = 1\n")
-    before = _tree_digest(Registry(workdir / "registry", "churn").serving().path)
+    before = _tree_digest(served_registry.registry.serving().path)
     args, fragment = CONFIG[case]
-    code, output = _run(workdir, spans_dir / "span-1", *args)
+    # The served registry, unless the case names its own (the last --registry wins).
+    code, output = _run(workdir, spans_dir / "span-1", "--registry",
+                        served_registry.registry.root, *args)
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     assert code in (1, 2) and len(errors) == 1 and fragment in errors[0], output
     assert "Traceback" not in output
     assert not (workdir / "pipeline_root").exists()  # refused before any task ran
-    _serving_unchanged(workdir, before)
+    _serving_unchanged(served_registry, before)
 
 
 @pytest.mark.parametrize(("name", "fragment"), [
@@ -156,10 +169,14 @@ def test_bad_cluster_settings_are_one_line_config_errors(build, fragment):
 # --- models that must not deploy: infra validation's gate, then rollout's --------------------
 
 
-def _gate(prepared, registry: Registry, model_dir: Path):
-    """Infra-validates ``model_dir`` (failing before any server starts) and rolls out."""
-    result = infra.run(str(model_dir), str(prepared.eval), infra.SLO(),
-                       infra.local_server(str(model_dir), "churn", sys.executable, 5))
+def _gate(prepared, registry: Registry, model_dir: Path, serving_python: str | None = None):
+    """Infra-validates ``model_dir`` and rolls out. Without ``serving_python`` the candidate's
+    server cannot start (this python has no kserve): the model must fail before it is needed."""
+    slo = infra.SLO() if serving_python is None else infra.SLO(requests=40, rows=64,
+                                                               concurrency=2)
+    result = infra.run(str(model_dir), str(prepared.eval), slo,
+                       infra.local_server(str(model_dir), "churn", serving_python or sys.executable,
+                                          5 if serving_python is None else 120))
     pushed = rollout.run(str(model_dir), str(prepared.schema), True, 0, True, "AUC passed",
                          result.blessed, result.reason, 1, str(registry.root), "churn",
                          {"span": 2})
@@ -200,9 +217,8 @@ MODELS = {
 
 
 @pytest.mark.parametrize("case", MODELS, ids=list(MODELS))
-def test_broken_model_is_gated_with_a_report(case, prepared, tmp_path):
-    registry = Registry(tmp_path / "registry", "churn")
-    registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
+def test_broken_model_is_gated_with_a_report(case, prepared, tmp_path, served_registry):
+    registry = served_registry.registry
     before = _tree_digest(registry.serving().path)
     build, fragment = MODELS[case]
     build(prepared, tmp_path / "candidate")
@@ -210,7 +226,22 @@ def test_broken_model_is_gated_with_a_report(case, prepared, tmp_path):
     assert not result.blessed and fragment in result.reason and "\n" not in result.reason
     assert "**NOT INFRA-BLESSED**" in infra.report_markdown(result, "churn")
     assert not pushed.pushed and pushed.reason.startswith("model not infra-blessed: ")
-    _serving_unchanged(tmp_path, before)
+    _serving_unchanged(served_registry, before)
+
+
+def test_model_answering_nan_is_gated_with_a_report(prepared, serving_python, tmp_path,
+                                                    served_registry):
+    """The NaN model loads and serves: only comparing the server's answers with the in-process
+    ones (NaN != NaN: |diff| inf) refuses it, so this one starts a real candidate server."""
+    registry = served_registry.registry
+    before = _tree_digest(registry.serving().path)
+    export_nan_model(prepared, tmp_path / "candidate")
+    result, pushed = _gate(prepared, registry, tmp_path / "candidate", serving_python)
+    assert not result.blessed and "\n" not in result.reason
+    assert "served = in-process predictions: max |diff| inf over 64 rows" in result.reason
+    assert "**NOT INFRA-BLESSED**" in infra.report_markdown(result, "churn")
+    assert not pushed.pushed and pushed.reason.startswith("model not infra-blessed: served = ")
+    _serving_unchanged(served_registry, before)
 
 
 def test_every_error_is_a_ctloop_error_with_one_line(prepared, tmp_path):

@@ -6,7 +6,7 @@ import json
 import boto3
 import pytest
 
-from conftest import EXCLUDE, LABEL, S3_TEST_SECRET
+from conftest import EXCLUDE, LABEL, S3_TEST_KEY_ID, S3_TEST_SECRET
 from ctloop import local_run
 from ctloop.registry_s3 import S3Registry
 
@@ -41,13 +41,19 @@ def test_two_runs_share_a_registry_on_s3(spans_dir, serving_python, s3_bucket, t
     serving = registry.serving()
     assert serving.number == 2 and (serving.model_dir / "saved_model.pb").is_file()
     assert serving.record()["data_fingerprint"] == second["data_fingerprint"]
-    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=s3_bucket.endpoint_url)
-            .list_objects_v2(Bucket=s3_bucket.uri[5:])["Contents"]}
+    s3 = boto3.client("s3", endpoint_url=s3_bucket.endpoint_url)
+    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=s3_bucket.uri[5:]) for o in page["Contents"]}
     assert {"registry/churn/statistics/span-1.stats.tfrecord",
             "registry/churn/statistics/span-2.stats.tfrecord"} <= keys
-    # Nothing under the workdirs (task outputs, summaries) or in the logs names the secret.
+    assert any(k.startswith("registry/churn/") and k.endswith("saved_model.pb") for k in keys)
+    # Nothing under the workdirs (task outputs, summaries), in the logs or in what the runs
+    # wrote to the bucket names the secret key or the access key id.
     logs = capfd.readouterr()
-    assert S3_TEST_SECRET not in logs.out + logs.err
-    for path in tmp_path.rglob("*"):
-        assert not path.is_file() or S3_TEST_SECRET.encode() not in path.read_bytes(), path
-    assert S3_TEST_SECRET not in json.dumps(summaries)
+    scanned = {"logs": (logs.out + logs.err).encode(), "summaries": json.dumps(summaries).encode()}
+    scanned.update({str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()})
+    scanned.update({f"s3 object {k}": k.encode() + b"\0" + s3.get_object(
+        Bucket=s3_bucket.uri[5:], Key=k)["Body"].read() for k in keys})
+    for secret in (S3_TEST_SECRET, S3_TEST_KEY_ID):
+        assert [where for where, content in scanned.items() if secret.encode() in content] == [], (
+            secret)

@@ -185,6 +185,29 @@ def test_rollout_role_grants_inference_services_in_the_serving_namespace_only(ov
             {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
 
 
+RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def test_rollout_gets_no_cluster_wide_grant(overlays):
+    """ctloop's own objects, the ones manifests/ builds, grant rollout nothing cluster-wide: no
+    ClusterRole, no ClusterRoleBinding, and its RoleBinding refers to its namespaced Role, not to
+    a ClusterRole. KFP's, KServe's and cert-manager's cluster-scoped resources are not ctloop's:
+    scripts/kind-up.sh applies them from upstream, no kustomization here refers to them, and
+    this test does not check them."""
+    for path in MANIFESTS.rglob("kustomization.yaml"):  # every resource is a file of ours
+        for resource in yaml.safe_load(path.read_text()).get("resources", []):
+            assert "://" not in resource and (path.parent / resource).exists(), (path, resource)
+    for name, objects in overlays.items():
+        rbac = sorted((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+                      for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")
+                      or o["kind"] in RBAC_KINDS)
+        assert rbac == [("Role", "ctloop-serving", "ctloop-rollout"),
+                        ("RoleBinding", "ctloop-serving", "ctloop-rollout")], name
+        binding = _one(objects, "RoleBinding", "ctloop-rollout")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "ctloop-rollout"}, name
+
+
 def test_storage_service_account_and_secret(overlays):
     for objects in overlays.values():
         account = _one(objects, "ServiceAccount", "ctloop-storage")

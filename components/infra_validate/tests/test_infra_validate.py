@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from conftest import export_nan_model
 from ctloop.components.infra_validate import logic
 from ctloop.errors import ConfigError
 
@@ -53,23 +54,7 @@ def test_server_not_ready_by_the_deadline_is_not_infra_blessed(prepared, serving
 
 
 def test_model_answering_nan_is_not_infra_blessed(prepared, serving_python, tmp_path):
-    import tensorflow as tf
-
-    from ctloop import contract
-
-    features = json.loads((prepared.model_dir / "features.json").read_text())
-    spec = {f["name"]: tf.TensorSpec([None], tf.float32 if f["dtype"] == "float32" else tf.string,
-                                     name=f["name"]) for f in features["features"]}
-
-    class NaNModel(tf.Module):
-        @tf.function(input_signature=[spec])
-        def serve(self, raw):
-            rows = tf.shape(raw[next(iter(spec))])[0]
-            return {contract.OUTPUT_KEYS[contract.BINARY]: tf.fill([rows], float("nan"))}
-
-    model = NaNModel()
-    tf.saved_model.save(model, str(tmp_path / "nan"), signatures={"serving_default": model.serve})
-    (tmp_path / "nan" / "features.json").write_text(json.dumps(features))
+    export_nan_model(prepared, tmp_path / "nan")
     result = _run(tmp_path / "nan", prepared, serving_python, tmp_path)
     assert not result.blessed
     assert "served = in-process predictions: max |diff| inf" in result.reason
