@@ -324,7 +324,10 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
               help="Also serve V2 over gRPC on this port [default: off].")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Most rows per request; more is a 400.")
-def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_batch) -> None:
+@click.option("--request-log", is_flag=True,
+              help="Log a line per request (access and latency); /metrics counts them anyway.")
+def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_batch,
+          request_log) -> None:
     """Serve a model with the KServe model server (serving environment)."""
     if (registry_uri is None) == (model_dir is None):
         raise click.UsageError("pass exactly one of --registry or --model-dir")
@@ -339,7 +342,7 @@ def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_bat
         path = Path(model_dir) if model_dir else server.resolve_model_dir(
             registry_uri, model_name, version)
         model = server.CtloopModel(model_name, path, max_batch, version=version and str(version))
-    server.run_server(model, http_port=port, grpc_port=grpc_port)
+    server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log)
 
 
 @main.command()

@@ -62,7 +62,7 @@ class ServerProcess:
 @contextlib.contextmanager
 def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
           registry: str | None = None, port: int | None = None, max_batch: int | None = None,
-          log_path: str | None = None) -> Iterator[ServerProcess]:
+          log_path: str | None = None, request_log: bool = False) -> Iterator[ServerProcess]:
     """Runs ``ctloop serve`` (a model folder or a registry) until the block ends.
 
     Args:
@@ -73,6 +73,7 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
         port: The HTTP port on 127.0.0.1 (default: a free one).
         max_batch: The most rows per request (default: the server's).
         log_path: Keep the server's log here (default: a temporary file, deleted at the end).
+        request_log: Log a line per request too.
     """
     if not serving_python or not Path(serving_python).exists():
         raise ConfigError(
@@ -82,7 +83,8 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
     port = port or free_port()
     source = ["--model-dir", model_dir] if model_dir else ["--registry", registry]
     command = [serving_python, "-m", "ctloop.cli", "serve", *source, "--model-name", model_name,
-               "--port", str(port), *(["--max-batch", str(max_batch)] if max_batch else [])]
+               "--port", str(port), *(["--max-batch", str(max_batch)] if max_batch else []),
+               *(["--request-log"] if request_log else [])]
     log = Path(log_path) if log_path else Path(
         tempfile.NamedTemporaryFile(prefix="ctloop-serve-", suffix=".log", delete=False).name)
     with open(log, "w") as handle:

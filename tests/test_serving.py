@@ -190,6 +190,25 @@ def test_health_routes(server):
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("request_log", [False, True], ids=["quiet", "request-log"])
+def test_a_line_per_request_only_with_request_log(serving_python, registry_root, tmp_path,
+                                                  request_log):
+    log = tmp_path / "server.log"
+    with server_process.serve(serving_python, MODEL_NAME, registry=str(registry_root),
+                              log_path=str(log), request_log=request_log) as server:
+        server.wait_ready(MODEL_NAME, STARTUP_TIMEOUT_S)
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            for _ in range(3):
+                assert predict_v1(client, {"instances": ROWS}).status_code == 200
+            assert predict_count(client) == 3  # /metrics counts them either way
+    text = log.read_text()
+    assert "ctloop serving model" in text
+    # uvicorn's access line, KServe's timing middleware and its per-request latency line.
+    counts = [text.count(f) for f in (f"POST /v1/models/{MODEL_NAME}",
+                                      f"kserve.io.v1.models.{MODEL_NAME}:predict", "predict_ms")]
+    assert counts == ([3, 6, 3] if request_log else [0, 0, 0]), text
+
+
 def test_v1_predictions_match_savedmodel(server, reference):
     response = predict_v1(server, {"instances": ROWS})
     assert response.status_code == 200, response.text
