@@ -104,6 +104,18 @@ def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None)
     return Registry(uri, model_name)
 
 
+def stale_baseline(where: object, serving: int | None,
+                   expected_serving: int | None) -> StaleBaselineError | None:
+    """Why a model evaluated against serving version ``expected_serving`` may not be served by
+    the registry at ``where``, which serves ``serving`` now (another run moved its pointer); None
+    if it may."""
+    if serving == expected_serving:
+        return None
+    return StaleBaselineError(
+        f"registry {where} now serves version {serving}, not version {expected_serving} the "
+        "model was evaluated against; rerun to evaluate against the new serving model")
+
+
 class Registry:
     """The versions of one model under a local registry root."""
 
@@ -112,6 +124,11 @@ class Registry:
         self.root = Path(root)
         self.path = self.root / model_name
         self._versions = self.path / "versions"
+
+    @property
+    def uri(self) -> str:
+        """Where the registry is, for messages (as ``S3Registry.uri``)."""
+        return str(self.path)
 
     def versions(self) -> list[Version]:
         """Complete versions, oldest first."""
@@ -188,13 +205,7 @@ class Registry:
             The new version.
         """
         with self.lock(lock_timeout_s):
-            current = self.serving()
-            if (current.number if current else None) != expected_serving:
-                raise StaleBaselineError(
-                    f"registry {self.path} now serves version "
-                    f"{current.number if current else None}, not version {expected_serving} the "
-                    "model was evaluated against; rerun to evaluate against the new serving model"
-                )
+            self._check_baseline(expected_serving)
             self._versions.mkdir(parents=True, exist_ok=True)
             self._remove_stale_staging()
             number = max((v.number for v in self.versions()), default=0) + 1
@@ -269,10 +280,15 @@ class Registry:
                 "end the canary"
             ) from exc
 
-    def start_canary(self, number: int, percent: int, *, lock_timeout_s: float = 60.0) -> None:
+    def start_canary(self, number: int, percent: int, *, expected_serving: int | None,
+                     lock_timeout_s: float = 60.0) -> None:
         """Sends ``percent`` % of a running server's requests to version ``number``.
 
+        ``expected_serving``: the serving version the canary's model was evaluated against. The
+        canary starts only over that version, and is promoted only if it still serves then.
+
         Raises:
+            StaleBaselineError: Another version serves now: the evaluation no longer holds.
             RegistryError: Another version's canary started less than ``CANARY_STALE_S`` ago:
                 another run's rollout is under way. An older one was left by a killed run and
                 is replaced.
@@ -281,6 +297,7 @@ class Registry:
             raise ConfigError(f"canary percent {percent} is out of range: use 1..100")
         with self.lock(lock_timeout_s):
             self._existing(number)
+            self._check_baseline(expected_serving)
             running = self._canary_data()
             if running and int(running["version"]) != number:
                 age = time.time() - float(running.get("started_unix", 0))
@@ -290,7 +307,7 @@ class Registry:
                         f"started {age:.0f} s ago by another run; wait for it to end (or, if "
                         f"that run died, {CANARY_STALE_S - age:.0f} s more), then rerun")
             self._write_json(CANARY_FILE, {"version": number, "percent": percent,
-                                           "started_unix": time.time()})
+                                           "over": expected_serving, "started_unix": time.time()})
 
     def end_canary(self, *, promote: bool, number: int | None = None,
                    lock_timeout_s: float = 60.0) -> Version | None:
@@ -301,18 +318,36 @@ class Registry:
 
         Returns:
             The version that serves afterwards.
+
+        Raises:
+            StaleBaselineError: Promoting, but another version than the one the canary started
+                over serves now (another run moved the pointer): the canary is rolled back.
         """
         with self.lock(lock_timeout_s):
+            data = self._canary_data()
             current = self.canary()
             if number is not None and current and current[0].number != number:
                 raise RegistryError(
                     f"the canary of version {number} in {self.path} was replaced by version "
                     f"{current[0].number}'s, another run's; version {number} was not promoted")
-            if promote and current:
+            # A canary pointer written before canaries recorded what they started over: unchecked.
+            stale = self._stale_baseline(data["over"]) if current and "over" in data else None
+            if promote and current and stale is None:
                 self._write_pointer(current[0].number)
             (self.path / CANARY_FILE).unlink(missing_ok=True)
             _fsync_dir(self.path)
+            if promote and stale:
+                raise stale
             return self.serving()
+
+    def _stale_baseline(self, expected_serving: int | None) -> StaleBaselineError | None:
+        current = self.serving()
+        return stale_baseline(self.uri, current.number if current else None, expected_serving)
+
+    def _check_baseline(self, expected_serving: int | None) -> None:
+        stale = self._stale_baseline(expected_serving)
+        if stale:
+            raise stale
 
     def _existing(self, number: int) -> Version:
         version = Version(number, self._versions / str(number))

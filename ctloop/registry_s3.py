@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ctloop import storage
-from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
+from ctloop.errors import ConfigError, RegistryError
 from ctloop.registry import (
     LOCK_FILE,
     MODEL_DIR,
@@ -50,6 +50,7 @@ from ctloop.registry import (
     SCHEMA_FILE,
     STATS_SUFFIX,
     Version,
+    stale_baseline,
     validate_model_name,
 )
 
@@ -154,12 +155,10 @@ class S3Registry:
         """
         with self.lock(lock_timeout_s) as lease:
             data = self._read_json(POINTER_FILE)
-            current = int(data["version"]) if data else None
-            if current != expected_serving:
-                raise StaleBaselineError(
-                    f"registry {self.uri} now serves version {current}, not version "
-                    f"{expected_serving} the model was evaluated against; rerun to evaluate "
-                    "against the new serving model")
+            stale = stale_baseline(self.uri, int(data["version"]) if data else None,
+                                   expected_serving)
+            if stale:
+                raise stale
             number = max(self._numbers(complete=False), default=0) + 1
             base = f"{self.prefix}versions/{number}/"
             for path in sorted(Path(model_dir).rglob("*")):

@@ -253,7 +253,9 @@ def run_step(registry, step: list, spec: dict):
     if name == "set_serving":
         return registry.set_serving(args[0]).number
     if name == "start_canary":
-        registry.start_canary(args[0], args[1])
+        current = registry.serving()  # the canary's model was judged against what serves
+        registry.start_canary(args[0], args[1],
+                              expected_serving=current.number if current else None)
         return None
     if name == "end_canary":
         ended = registry.end_canary(promote=args[0])

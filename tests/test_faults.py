@@ -341,7 +341,9 @@ def rerun_local_steps(registry: Registry, scenario: Scenario, model, expected: d
     against what serves now."""
     for step in scenario.rerun_steps:
         if step[0] == "start_canary":
-            registry.start_canary(step[1], step[2])
+            serving = registry.serving()
+            registry.start_canary(step[1], step[2],
+                                  expected_serving=serving.number if serving else None)
         elif step[0] == "end_canary":
             ended = registry.end_canary(promote=step[1])
             assert ended.number == (scenario.new_serving if step[1] else scenario.serving)

@@ -127,16 +127,16 @@ def test_canary_promote_and_roll_back(tmp_path, model):
     registry.push(*model, {}, expected_serving=None)
     registry.push(*model, {}, expected_serving=1, serve=False)
     assert registry.canary() is None
-    registry.start_canary(2, 10)
+    registry.start_canary(2, 10, expected_serving=1)
     version, percent = registry.canary()
     assert (version.number, percent) == (2, 10) and registry.serving().number == 1
     assert registry.end_canary(promote=False).number == 1 and registry.canary() is None
-    registry.start_canary(2, 25)
+    registry.start_canary(2, 25, expected_serving=1)
     assert registry.end_canary(promote=True).number == 2 and registry.canary() is None
     with pytest.raises(ConfigError, match="canary percent 0 is out of range"):
-        registry.start_canary(2, 0)
+        registry.start_canary(2, 0, expected_serving=1)
     with pytest.raises(RegistryError, match="version 5 does not exist"):
-        registry.start_canary(5, 10)
+        registry.start_canary(5, 10, expected_serving=1)
 
 
 def test_two_runs_canaries_do_not_interleave(tmp_path, model):
@@ -144,16 +144,43 @@ def test_two_runs_canaries_do_not_interleave(tmp_path, model):
     registry.push(*model, {}, expected_serving=None)
     for _ in (2, 3):
         registry.push(*model, {}, expected_serving=1, serve=False)
-    registry.start_canary(2, 20)  # run A's canary, under way
+    registry.start_canary(2, 20, expected_serving=1)  # run A's canary, under way
     with pytest.raises(RegistryError, match="has a canary of version 2 started 0 s ago by "
                                             "another run; wait for it to end"):
-        registry.start_canary(3, 20)  # run B
+        registry.start_canary(3, 20, expected_serving=1)  # run B
     # Had B's canary replaced A's, A must not promote B's version.
     (registry.path / "CANARY").write_text(json.dumps({"version": 3, "percent": 20,
                                                       "started_unix": time.time()}))
     with pytest.raises(RegistryError, match="canary of version 2 .* was replaced by version 3"):
         registry.end_canary(promote=True, number=2)
     assert registry.serving().number == 1 and registry.canary()[0].number == 3
+
+
+def test_a_canary_serves_only_over_the_version_it_was_judged_against(tmp_path, model):
+    registry = Registry(tmp_path / "reg", "churn")
+    registry.push(*model, {}, expected_serving=None)
+    for _ in (2, 3, 4):  # three runs' candidates, each judged against version 1
+        registry.push(*model, {}, expected_serving=1, serve=False)
+    stale = (f"registry {registry.path} now serves version 2, not version 1 the model was "
+             "evaluated against; rerun to evaluate against the new serving model")
+    registry.start_canary(2, 20, expected_serving=1)
+    assert registry.end_canary(promote=True, number=2).number == 2
+    # Run B's canary would start after A's promote: refused, nothing changes.
+    with pytest.raises(StaleBaselineError) as caught:
+        registry.start_canary(3, 20, expected_serving=1)
+    assert str(caught.value) == stale
+    assert registry.canary() is None and registry.serving().number == 2
+    # Run C's canary started over version 2; meanwhile another run promotes version 4 directly.
+    registry.start_canary(3, 20, expected_serving=2)
+    registry.set_serving(4)
+    with pytest.raises(StaleBaselineError, match="now serves version 4, not version 2"):
+        registry.end_canary(promote=True, number=3)
+    assert registry.canary() is None and registry.serving().number == 4  # rolled back
+    # Rolling back is allowed whatever serves meanwhile.
+    registry.start_canary(3, 20, expected_serving=4)
+    registry.set_serving(2)
+    assert registry.end_canary(promote=False, number=3).number == 2
+    assert registry.canary() is None
 
 
 def test_a_killed_runs_canary_is_replaced_or_ended_by_a_promote(tmp_path, model):
@@ -163,7 +190,8 @@ def test_a_killed_runs_canary_is_replaced_or_ended_by_a_promote(tmp_path, model)
     registry.push(*model, {}, expected_serving=1, serve=False)
     stale = {"version": 2, "percent": 20, "started_unix": time.time() - 3600}
     (registry.path / "CANARY").write_text(json.dumps(stale))
-    registry.start_canary(3, 10)  # the stale one, from a run that died, is replaced
+    # The stale one, from a run that died, is replaced.
+    registry.start_canary(3, 10, expected_serving=1)
     assert registry.canary()[0].number == 3
     # A run killed between promoting its canary and removing it: promoting ends the canary.
     registry.set_serving(3)

@@ -79,7 +79,7 @@ def test_switch_under_load_fails_no_request(registry_with_two_versions, rows, se
         server.wait_ready("churn", 120)
         with Traffic(server.url, rows) as traffic:
             traffic.wait_for(lambda last: last and set(last) == {"1"}, "version 1 serving")
-            registry.start_canary(2, 50)
+            registry.start_canary(2, 50, expected_serving=1)
             traffic.wait_for(lambda last: {"1", "2"} <= set(last), "a 50% canary of version 2")
             canary_phase = collections.Counter(traffic.versions[-30:])
             registry.end_canary(promote=promote)

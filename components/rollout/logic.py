@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.components.rollout import canary
 from ctloop.errors import StaleBaselineError
-from ctloop.registry import Registry, open_registry
+from ctloop.registry import Registry, open_registry, stale_baseline
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
@@ -44,9 +44,10 @@ class Deployment:
 # No deploy: nothing serves to canary against.
 PROMOTED_DIRECTLY = Deployment(True, "promoted (no running server to canary against)")
 
-# (registry, new version number) -> what happened. A deploy moves the serving pointer itself,
-# and only when the version serves all traffic.
-Deploy = Callable[["Registry | S3Registry", int], Deployment]
+# (registry, new version number, the serving version it was evaluated against) -> what
+# happened. A deploy moves the serving pointer itself, only when the version serves all traffic
+# and only over the version it was evaluated against.
+Deploy = Callable[["Registry | S3Registry", int, "int | None"], Deployment]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,22 +83,29 @@ def local_canary(serving_url: str, rows: list[dict[str, Any]], slo: canary.Canar
 
     The version takes ``slo.percent`` % of the server's requests while ``rows`` are sent; it is
     promoted only if the canary meets the SLO, else rolled back (it stays in the registry,
-    unserved).
+    unserved). Another run's version that came to serve since this one was evaluated (its
+    canary ended first) means no canary, or a rolled back one: the evaluation no longer holds.
     """
 
-    def deploy(registry: Registry, number: int) -> Deployment:
+    def deploy(registry: Registry, number: int, baseline: int | None) -> Deployment:
+        details = {"target": "local", "serving_url": serving_url}
         promote = False
-        registry.start_canary(number, slo.percent)
+        try:
+            registry.start_canary(number, slo.percent, expected_serving=baseline)
+        except StaleBaselineError as exc:
+            return Deployment(False, f"no canary: {exc}", details)
         try:
             stats = canary.probe(serving_url, registry.model_name, rows, str(number), slo)
             promote, why = canary.verdict(stats, str(number), slo)
         finally:
             # Whatever happened (the probe may raise), the canary ends; it is promoted only on
-            # a passing verdict.
-            registry.end_canary(promote=promote, number=number)
+            # a passing verdict, and only over the version it started over.
+            try:
+                registry.end_canary(promote=promote, number=number)
+            except StaleBaselineError as exc:
+                promote, why = False, str(exc)
         action = "promoted" if promote else "rolled back"
-        return Deployment(promote, f"{slo.percent}% canary {action}: {why}",
-                          {"target": "local", "serving_url": serving_url})
+        return Deployment(promote, f"{slo.percent}% canary {action}: {why}", details)
 
     return deploy
 
@@ -114,7 +122,14 @@ def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
 
     kserve.storage_uri(artifact_uri)  # an unservable URI fails now, before anything is pushed
 
-    def deploy(registry: Registry | S3Registry, number: int) -> Deployment:
+    def deploy(registry: Registry | S3Registry, number: int, baseline: int | None) -> Deployment:
+        # Before KServe takes the version: another run's version may serve since this one was
+        # evaluated. (A run promoting during this rollout is not excluded: on a cluster the
+        # InferenceService, not a registry lock, is what serves.)
+        current = registry.serving()
+        stale = stale_baseline(registry.uri, current.number if current else None, baseline)
+        if stale:
+            return Deployment(False, f"not deployed: {stale}", {"target": "kserve"})
         outcome = kserve.rollout(api, config, number, artifact_uri, rows, slo,
                                  ready_timeout_s=ready_timeout_s)
         if outcome["promoted"]:
@@ -169,7 +184,8 @@ def run(
                                 expected_serving=baseline_version, serve=deploy is None)
     except StaleBaselineError as exc:
         return RolloutResult(False, str(exc), None, previous)
-    deployment = PROMOTED_DIRECTLY if deploy is None else deploy(registry, version.number)
+    deployment = (PROMOTED_DIRECTLY if deploy is None
+                  else deploy(registry, version.number, baseline_version))
     return RolloutResult(True, f"pushed as version {version.number}; {deployment.reason}",
                          version.number, previous, deployment.promoted, deployment.details)
 

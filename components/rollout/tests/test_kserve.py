@@ -705,6 +705,23 @@ def test_kserve_target_moves_the_registry_pointer_only_on_promote(fake_kube, v1_
     assert "| rollback |" in report and "(Knative mode, canary)" in report
 
 
+def test_kserve_target_deploys_nothing_over_a_version_promoted_since_the_push(fake_kube,
+                                                                              prepared,
+                                                                              tmp_path):
+    server, api = fake_kube
+    registry = Registry(tmp_path / "registry", "churn")
+    for expected, serve in ((None, True), (1, False), (1, False)):
+        registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=expected,
+                      serve=serve)
+    registry.set_serving(2)  # another run, judged against version 1 too, promoted first
+    deploy = logic.kserve_rollout(api, config(Mode.KNATIVE), URI_V2, ROWS, SLO, 5)
+    deployment = deploy(registry, 3, 1)
+    assert not deployment.promoted
+    assert deployment.reason.startswith(f"not deployed: registry {registry.path} now serves "
+                                        "version 2, not version 1 the model was evaluated")
+    assert "churn" not in server.objects and registry.serving().number == 2
+
+
 def test_rollout_refuses_to_change_the_mode(fake_kube, v1_server):
     _roll(fake_kube, v1_server, 1, URI_V1, Mode.KNATIVE)
     with pytest.raises(ConfigError, match="runs in Knative mode, not Standard"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ctloop.components.rollout import logic
+from ctloop.components.rollout import canary, logic
 from ctloop.registry import Registry
 
 
@@ -61,3 +61,20 @@ def test_model_judged_against_an_older_serving_version_is_not_pushed(prepared, t
     assert not result.pushed
     assert "now serves version 2, not version 1" in result.reason
     assert Registry(tmp_path, "churn").serving().number == 2
+
+
+def test_no_canary_over_a_version_another_run_promoted_since_the_push(prepared, tmp_path):
+    # Runs A and B were both judged against version 1 and pushed versions 2 and 3 unserved;
+    # A's canary promoted version 2 before B's started.
+    registry = Registry(tmp_path, "churn")
+    _rollout(prepared, tmp_path)
+    for _ in (2, 3):
+        registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
+    registry.set_serving(2)
+    deploy = logic.local_canary("http://127.0.0.1:9", [], canary.CanarySLO())
+    deployment = deploy(registry, 3, 1)
+    assert not deployment.promoted
+    assert deployment.reason == (
+        f"no canary: registry {registry.path} now serves version 2, not version 1 the model was "
+        "evaluated against; rerun to evaluate against the new serving model")
+    assert registry.serving().number == 2 and registry.canary() is None
