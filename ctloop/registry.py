@@ -104,6 +104,16 @@ def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None)
     return Registry(uri, model_name)
 
 
+class _AnyServing:
+    """``set_serving``'s default: move the pointer whatever version serves now."""
+
+    def __repr__(self) -> str:
+        return "ANY_SERVING"
+
+
+ANY_SERVING = _AnyServing()
+
+
 def stale_baseline(where: object, serving: int | None,
                    expected_serving: int | None) -> StaleBaselineError | None:
     """Why a model evaluated against serving version ``expected_serving`` may not be served by
@@ -224,13 +234,22 @@ class Registry:
                 self._write_pointer(number)
             return version
 
-    def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
+    def set_serving(self, number: int, *, expected_serving: int | None | _AnyServing = ANY_SERVING,
+                    lock_timeout_s: float = 60.0) -> Version:
         """Moves the serving pointer to an existing version (promote or roll back).
 
+        ``expected_serving``: move it only over this version (None: only while none serves),
+        checked under the lock, so a promotion never lands on another run's promotion that came
+        first; ``ANY_SERVING`` (the default, for an operator's own switch): whatever serves.
         A canary of that same version (left by a run killed while promoting it) ends with it.
+
+        Raises:
+            StaleBaselineError: Another version than ``expected_serving`` serves now.
         """
         with self.lock(lock_timeout_s):
             version = self._existing(number)
+            if expected_serving is not ANY_SERVING:
+                self._check_baseline(expected_serving)
             self._write_pointer(number)
             running = self._canary_data()
             if running and int(running["version"]) == number:

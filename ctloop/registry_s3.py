@@ -43,6 +43,7 @@ from typing import Any
 from ctloop import storage
 from ctloop.errors import ConfigError, RegistryError
 from ctloop.registry import (
+    ANY_SERVING,
     LOCK_FILE,
     MODEL_DIR,
     POINTER_FILE,
@@ -178,13 +179,26 @@ class S3Registry:
         (local / RECORD_FILE).write_text(json.dumps({**record, "version": number}))
         return Version(number, local)
 
-    def set_serving(self, number: int, *, lock_timeout_s: float = 60.0) -> Version:
-        """Moves the serving pointer to an existing, complete version."""
+    def set_serving(self, number: int, *, expected_serving: Any = ANY_SERVING,
+                    lock_timeout_s: float = 60.0) -> Version:
+        """Moves the serving pointer to an existing, complete version; with
+        ``expected_serving``, only over that version (checked under the lock; see
+        ``Registry.set_serving``).
+
+        Raises:
+            StaleBaselineError: Another version than ``expected_serving`` serves now.
+        """
         with self.lock(lock_timeout_s) as lease:
             if number not in self._numbers():
                 raise RegistryError(
                     f"version {number} does not exist in {self.uri}; choose one of "
                     f"{sorted(self._numbers())}")
+            if expected_serving is not ANY_SERVING:
+                data = self._read_json(POINTER_FILE)
+                stale = stale_baseline(self.uri, int(data["version"]) if data else None,
+                                       expected_serving)
+                if stale:
+                    raise stale
             lease.check(f"pointing serving at version {number}")
             self._write_pointer(number)
         return Version(number, self._cache / "versions" / str(number))

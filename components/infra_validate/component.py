@@ -28,7 +28,7 @@ def infra_validate(
     tolerance: float = 1e-4,
     concurrency: int = 4,
     requests: int = 200,
-    startup_timeout_s: float = 180.0,
+    startup_timeout_s: float = 600.0,
 ) -> bool:
     """Starts the candidate in the KServe model server and tests it like a deployment would.
 
@@ -44,8 +44,8 @@ def infra_validate(
         report: Output: every check, measured vs required.
         server_log: Output: the model server's log (``local`` target).
         target: ``local``: a server process of the serving environment (``serving_python``).
-            ``kserve``: a short-lived InferenceService ``<model_name>-infra`` beside the
-            serving one, from the model artifact, deleted afterwards.
+            ``kserve``: a short-lived InferenceService ``<model_name>-infra-<run token>``
+            beside the serving one, from the model artifact, deleted afterwards.
         serving_python: ``local``: the python of the serving environment (kserve installed).
         kserve_namespace: ``kserve``: the serving namespace.
         kserve_mode: ``kserve``: ``Standard`` or ``Knative``.
@@ -57,12 +57,15 @@ def infra_validate(
             the value beyond magnitude 1 (|diff| <= tolerance x max(1, |value|)).
         concurrency: Clients sending at once during the load test.
         requests: Single-row requests in the load test.
-        startup_timeout_s: Deadline for the server to become ready.
+        startup_timeout_s: Deadline for the server to become ready. On a fresh cluster the
+            candidate's first pod pulls the storage initializer and the model first; a pod that
+            cannot pull its image or keeps crashing fails at once, not at the deadline.
 
     Returns:
         Whether the candidate is infra-blessed.
     """
     import math
+    import uuid
 
     from ctloop import task_exit
     from ctloop.components.infra_validate import logic
@@ -79,10 +82,13 @@ def infra_validate(
         config = kserve.ServiceConfig(
             name=model_name, namespace=kserve_namespace, mode=kserve_mode,
             service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE)
-        serve = logic.kserve_candidate(kserve.connect(), config, model.uri, startup_timeout_s)
+        api = kserve.connect()
+        kserve.delete_stale_candidates(api, config)  # left by runs killed mid-validation
+        token = uuid.uuid4().hex[:6]  # this run's own candidate: no other run's is touched
+        serve = logic.kserve_candidate(api, config, model.uri, startup_timeout_s, token)
         with open(server_log.path, "w") as handle:  # the pods' logs are the cluster's
             handle.write(f"served by InferenceService {kserve_namespace}/"
-                         f"{kserve.candidate_name(model_name)}; see its pods' logs\n")
+                         f"{kserve.candidate_name(model_name, token)}; see its pods' logs\n")
     else:
         serve = logic.local_server(model.path, model_name, serving_python or "",
                                    startup_timeout_s, server_log.path)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ctloop import client, server_process
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ClusterError, ConfigError, CtloopError, ModelError
+from ctloop.errors import ConfigError, CtloopError, ModelError
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
@@ -175,32 +175,22 @@ def local_server(model_dir: str, model_name: str, serving_python: str, startup_t
 
 
 def kserve_candidate(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
-                     startup_timeout_s: float, poll_s: float = 5.0) -> Serve:
-    """The candidate as a short-lived InferenceService beside the serving one, deleted after.
+                     startup_timeout_s: float, token: str, poll_s: float = 5.0) -> Serve:
+    """The candidate as a short-lived InferenceService beside the serving one, named for this
+    run (``token``), deleted after (``kserve.candidate``).
 
     Its address is the in-cluster one KServe reports, so this runs in the cluster (a KFP pod).
     """
     from ctloop.components.rollout import kserve
 
-    manifest = kserve.candidate_service(config, artifact_uri)  # bad names or URIs fail here
-    name, namespace = manifest["metadata"]["name"], config.namespace
+    kserve.candidate_service(config, artifact_uri, token)  # bad names or URIs fail here
 
     @contextlib.contextmanager
     def serve() -> Iterator[Endpoint]:
-        started = time.monotonic()
-        try:
-            # A leftover from a killed run would keep its status: start from a fresh object.
-            kserve.delete(api, name, namespace)
-            generation = kserve.apply(api, manifest)
-            kserve.wait_ready(api, name, namespace, generation, startup_timeout_s, poll_s)
-            url = kserve.probe_url(kserve.get(api, name, namespace) or {}, canary=False)
-            if url is None:
-                raise ClusterError(f"InferenceService {namespace}/{name} is ready but reports "
-                                   "no address to send requests to")
-            yield Endpoint(url, name, time.monotonic() - started,
-                           f"a short-lived InferenceService {namespace}/{name}")
-        finally:
-            kserve.delete(api, name, namespace)
+        with kserve.candidate(api, config, artifact_uri, token, startup_timeout_s,
+                              poll_s) as ready:
+            yield Endpoint(ready.url, ready.name, ready.startup_s,
+                           f"a short-lived InferenceService {ready.namespace}/{ready.name}")
 
     return serve
 

@@ -19,19 +19,39 @@ KServe's two deployment modes canary differently (kserve 0.21's Python models,
   ``<isvc>-<name>-predictor``. Promotion sets ``spec.predictor.name`` to the canary's name and
   drops the entry, so the canary's pods take over without a restart; status reports
   ``status.canaryStatuses[]`` (``name``, ``ready``, ``trafficPercent``) and a
-  ``CanaryPredictorReady`` condition.
+  ``CanaryPredictorReady`` condition. A canary gets its ``trafficPercent`` of requests only
+  through Gateway API HTTPRoutes (``ingress.enableGatewayApi``); without them it is a dark
+  launch that answers only requests sent to its own Service, which is what the probe does.
+
+What KServe does that this module relies on, as its source has it (kserve/kserve):
+
+- Standard mode: ``status.observedGeneration`` is the stable predictor Deployment's
+  (``PropagateRawStatus``, pkg/apis/serving/v1beta1/inference_service_status.go), a counter of
+  its own, so readiness is judged on the predictor Deployments themselves (generation,
+  observedGeneration, updated and available replicas, as ``kubectl rollout status`` does), on
+  their pods (an image that cannot be pulled or a crashing container fails at once), and on the
+  InferenceService's conditions.
+- InferenceService labels and annotations (but for a short disallowed list) are copied into
+  every predictor Deployment's pod template (``buildPredictorResources``/``buildObjectMeta``,
+  pkg/controller/v1beta1/inferenceservice/components/predictor.go): a changed annotation
+  restarts pods. ctloop's bookkeeping (which registry version a predictor serves) is therefore a
+  ``spec.predictor.annotations`` entry, which reaches only that predictor's own Deployment and
+  changes only when its model does.
+- Deleting an InferenceService waits for KServe's finalizer (``inferenceservice.finalizers``,
+  pkg/controller/v1beta1/inferenceservice/controller.go): the object lingers while it goes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
 import enum
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ctloop import client
@@ -49,19 +69,26 @@ FIELD_MANAGER = "ctloop"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAME_LABEL = "app.kubernetes.io/name"
 ROLE_LABEL = "ctloop/role"
-VERSION_ANNOTATION = "ctloop/model-version"  # the registry version serving the stable traffic
-CANARY_VERSION_ANNOTATION = "ctloop/canary-version"
+# The registry version a predictor serves, in that predictor's own ``annotations`` (never the
+# InferenceService's, which KServe copies into every predictor's pods).
+VERSION_ANNOTATION = "ctloop/model-version"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 STOP_ANNOTATION = "serving.kserve.io/stop"
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts the model
 CONTAINER_NAME = "kserve-container"  # the container KServe's custom predictor attaches storage to
 SERVING_PORT = 8080
+# Labels and annotations KServe puts on what it creates (pkg/constants/constants.go).
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+POD_APP_LABEL = "app"  # "isvc.<deployment name>" on each predictor Deployment's pods
+SOURCE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+STORAGE_INITIALIZER = "storage-initializer"
+DNS_LABEL_MAX = 63  # a Deployment's and Service's name: "<isvc>[-<predictor name>]-predictor"
+MAX_VERSION_DIGITS = 6  # canary predictors are named v<version>
 
 # What ctloop writes to metadata: only these keys are compared, restored and owned.
 _OWNED_LABELS = (MANAGED_BY_LABEL, NAME_LABEL)
-_OWNED_ANNOTATIONS = (VERSION_ANNOTATION, CANARY_VERSION_ANNOTATION, MODE_ANNOTATION,
-                      TAG_ROUTING_ANNOTATION, STOP_ANNOTATION)
+_OWNED_ANNOTATIONS = (MODE_ANNOTATION, TAG_ROUTING_ANNOTATION, STOP_ANNOTATION)
 # Fields ctloop sets in some applies and leaves out of others (server-side apply then removes
 # them): on the cluster but not in the desired manifest is a difference, not a server default.
 _DROPPABLE = (("spec", "canary"), ("spec", "predictor", "canaryTrafficPercent"),
@@ -74,9 +101,29 @@ TERMINAL_REASONS = frozenset({
     "CreateContainerConfigError", "ProgressDeadlineExceeded", "FailedCreate", "Stopped",
 })
 _TERMINAL_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+# A pod's container waiting for one of these will not start by waiting longer: no image (kind
+# pulls nothing it was not given), a container that keeps crashing, a bad spec. ErrImagePull is
+# left out: kubelet reports it for a pull that fails once, then ImagePullBackOff.
+TERMINAL_POD_REASONS = frozenset({
+    "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff", "CreateContainerConfigError",
+    "CreateContainerError", "RunContainerError",
+})
+# What Kubernetes' own rollout status checks say a Deployment cannot get past.
+_DEPLOYMENT_FAILURES = {("Progressing", "False"): "ProgressDeadlineExceeded",
+                        ("ReplicaFailure", "True"): None}
 _ISVC_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # KServe's IsvcNameFmt
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _STORAGE_SCHEMES = {"minio": "s3", "s3": "s3", "gs": "gs"}  # KFP's MinIO store speaks S3
+
+
+# KServe's Standard mode routes a canary's trafficPercent only through Gateway API HTTPRoutes
+# (applyCanaryWeights, pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/
+# httproute_reconciler.go); its Ingress and the InferenceService's own Service send everything
+# to the stable predictor.
+STANDARD_CANARY_TRAFFIC = (
+    "dark launch unless the cluster routes through Gateway API HTTPRoutes: KServe's Standard "
+    "mode gives a canary its share of requests only there (on the kind cluster of `make "
+    "kind-up` there are none), so it was judged on the probe's requests to its own Service")
 
 
 class Mode(str, enum.Enum):
@@ -157,6 +204,13 @@ class ServiceConfig:
         if not _ISVC_NAME.match(self.name):
             raise ConfigError(f"InferenceService name {self.name!r} is invalid: KServe needs it "
                               "to start with a letter (e.g. 'churn-model')")
+        longest = len(deployment_name(self.name, canary_name(10 ** MAX_VERSION_DIGITS - 1)))
+        if longest > DNS_LABEL_MAX:
+            raise ConfigError(
+                f"InferenceService name {self.name!r} is too long ({len(self.name)} characters): "
+                f"KServe names a canary's Deployment '<name>-v<version>-predictor', which must "
+                f"fit {DNS_LABEL_MAX} characters; use at most "
+                f"{len(self.name) - (longest - DNS_LABEL_MAX)}")
         for what, value in (("namespace", self.namespace),
                             ("service account", self.service_account)):
             if not _ISVC_NAME.match(value or "") or len(value) > 63:
@@ -191,16 +245,29 @@ def canary_name(version: int) -> str:
     return f"v{version}"
 
 
-def predictor(config: ServiceConfig, artifact_uri: str) -> dict[str, Any]:
-    """The predictor spec serving the model at ``artifact_uri`` with ``config``'s runtime."""
+def deployment_name(isvc_name: str, predictor_name: str | None = None) -> str:
+    """The name KServe gives a predictor's Deployment and Service in Standard mode
+    (``constants.PredictorServiceName``)."""
+    return f"{isvc_name}-{predictor_name}-predictor" if predictor_name else (
+        f"{isvc_name}-predictor")
+
+
+def predictor(config: ServiceConfig, artifact_uri: str, version: int | None = None
+              ) -> dict[str, Any]:
+    """The predictor spec serving the model at ``artifact_uri`` with ``config``'s runtime;
+    annotated with the registry ``version`` it serves, if given."""
     uri = storage_uri(artifact_uri)
     resources = config.resources.as_dict()
+    spec: dict[str, Any] = {"serviceAccountName": config.service_account}
+    if version is not None:
+        spec["annotations"] = {VERSION_ANNOTATION: str(version)}
     if config.runtime is Runtime.TENSORFLOW:
-        return {"serviceAccountName": config.service_account,
-                "model": {"modelFormat": {"name": "tensorflow"}, "storageUri": uri,
-                          "resources": resources}}
+        # KServe's CRD requires the model container's name inside spec.canary[] (not in
+        # spec.predictor); the same name everywhere keeps promotion a plain move.
+        return {**spec, "model": {"name": CONTAINER_NAME, "modelFormat": {"name": "tensorflow"},
+                                  "storageUri": uri, "resources": resources}}
     return {
-        "serviceAccountName": config.service_account,
+        **spec,
         "containers": [{
             "name": CONTAINER_NAME,
             "image": config.image,
@@ -220,9 +287,29 @@ def _runtime_of(spec: dict[str, Any]) -> Runtime:
     return Runtime.CTLOOP if spec.get("containers") else Runtime.TENSORFLOW
 
 
-def _version_of(isvc: dict[str, Any] | None, key: str = VERSION_ANNOTATION) -> int | None:
-    value = ((isvc or {}).get("metadata") or {}).get("annotations", {}).get(key)
+def _predictor_version(spec: dict[str, Any] | None) -> int | None:
+    value = ((spec or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
     return int(value) if value and str(value).isdigit() else None
+
+
+def serving_version(isvc: dict[str, Any] | None) -> int | None:
+    """The registry version ``isvc`` serves to its stable traffic, as its spec says; None if
+    unknown. A Knative canary in progress (0 < ``canaryTrafficPercent`` < 100) leaves the rest
+    to the last rolled-out revision, whose spec the object no longer holds."""
+    spec = ((isvc or {}).get("spec") or {}).get("predictor") or {}
+    if 0 < (spec.get("canaryTrafficPercent") or 0) < 100:
+        return None
+    return _predictor_version(spec)
+
+
+def canary_version(isvc: dict[str, Any] | None) -> int | None:
+    """The registry version of ``isvc``'s canary, if it has one."""
+    spec = (isvc or {}).get("spec") or {}
+    if spec.get("canary"):
+        return _predictor_version(spec["canary"][0].get("predictor"))
+    if (spec.get("predictor") or {}).get("canaryTrafficPercent") is not None:
+        return _predictor_version(spec["predictor"])
+    return None
 
 
 def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
@@ -256,8 +343,7 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
     if config.mode is Mode.KNATIVE:
         # Tag routing gives the latest revision its own URL, so the canary can be probed alone.
         annotations[TAG_ROUTING_ANNOTATION] = "true"
-    versions = {VERSION_ANNOTATION: str(version)}
-    new = predictor(config, artifact_uri)
+    new = predictor(config, artifact_uri, version)
     stable_predictor = copy.deepcopy(((stable or {}).get("spec") or {}).get("predictor") or {})
     spec: dict[str, Any] = {"predictor": new}
     if canary_percent is not None:
@@ -267,9 +353,6 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
             raise ConfigError(
                 f"a canary of {config.name!r} needs the InferenceService serving now (stable); "
                 "deploy the first version without a canary")
-        stable_version = _version_of(stable)
-        versions = {VERSION_ANNOTATION: str(stable_version)} if stable_version else {}
-        versions[CANARY_VERSION_ANNOTATION] = str(version)
         if config.mode is Mode.KNATIVE:
             new["canaryTrafficPercent"] = canary_percent
         else:
@@ -280,6 +363,11 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
                     f"runtime {config.runtime.value!r} differs from the serving predictor's "
                     f"({_runtime_of(stable_predictor).value!r}): a Standard-mode canary must use "
                     "the same runtime; switch runtimes without a canary")
+            if stable_predictor.get("name") == canary_name(version):
+                # KServe's webhook refuses a canary named like the stable predictor.
+                raise ConfigError(
+                    f"the serving predictor of {config.name!r} is already named "
+                    f"{canary_name(version)!r}: deploy version {version} without a canary")
             spec = {"predictor": stable_predictor,
                     "canary": [{"trafficPercent": canary_percent,
                                 "predictor": {"name": canary_name(version), **new}}]}
@@ -292,28 +380,43 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
             "name": config.name,
             "namespace": config.namespace,
             "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, NAME_LABEL: config.name},
-            "annotations": {**annotations, **versions},
+            "annotations": annotations,
         },
         "spec": spec,
     }
 
 
-def candidate_name(name: str) -> str:
-    """The name of ``name``'s short-lived infra-validation InferenceService."""
-    return f"{name}-infra"
+CANDIDATE_ROLE = "infra-validation"
+_TOKEN = re.compile(r"^[a-z0-9]{1,8}$")
 
 
-def candidate_service(config: ServiceConfig, artifact_uri: str) -> dict[str, Any]:
+def candidate_name(name: str, token: str) -> str:
+    """The name of one run's short-lived infra-validation InferenceService of model ``name``:
+    ``<name>-infra-<token>``, the model's name shortened so that it stays a valid serving name
+    (``ServiceConfig``). Unique per run: two runs of one model never probe, replace or delete
+    each other's candidate, and a run never waits on a predecessor's that is still going.
+
+    Raises:
+        ConfigError: ``token`` is not 1-8 lowercase letters or digits.
+    """
+    if not _TOKEN.match(token or ""):
+        raise ConfigError(f"candidate token {token!r} is invalid: use 1-8 lowercase letters or "
+                          "digits, e.g. a few hex digits of a UUID")
+    keep = 45 - len(f"-infra-{token}")  # ServiceConfig's limit for a name that canaries
+    return f"{name[:keep].rstrip('-')}-infra-{token}"
+
+
+def candidate_service(config: ServiceConfig, artifact_uri: str, token: str) -> dict[str, Any]:
     """A short-lived InferenceService serving the candidate alone, for infra validation.
 
-    Named ``candidate_name(config.name)`` (also its model name in request paths), beside the
-    serving one and never taking its traffic; ``config``'s mode, runtime, resources and
+    Named ``candidate_name(config.name, token)`` (also its model name in request paths), beside
+    the serving one and never taking its traffic; ``config``'s mode, runtime, resources and
     credentials, so it is tested as it would serve.
 
     Raises:
-        ConfigError: The name grows past a DNS-1123 label, or a bad artifact URI.
+        ConfigError: A bad token or artifact URI.
     """
-    candidate = dataclasses.replace(config, name=candidate_name(config.name))
+    candidate = dataclasses.replace(config, name=candidate_name(config.name, token))
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -321,7 +424,7 @@ def candidate_service(config: ServiceConfig, artifact_uri: str) -> dict[str, Any
             "name": candidate.name,
             "namespace": candidate.namespace,
             "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, NAME_LABEL: config.name,
-                       ROLE_LABEL: "infra-validation"},
+                       ROLE_LABEL: CANDIDATE_ROLE},
             "annotations": {MODE_ANNOTATION: candidate.mode.value},
         },
         "spec": {"predictor": predictor(candidate, artifact_uri)},
@@ -336,8 +439,6 @@ def promoted(canary_manifest: dict[str, Any]) -> dict[str, Any]:
     ``spec.predictor`` and the canary list goes, so its Deployment keeps running.
     """
     manifest = copy.deepcopy(canary_manifest)
-    annotations = manifest["metadata"]["annotations"]
-    annotations[VERSION_ANNOTATION] = annotations.pop(CANARY_VERSION_ANNOTATION)
     canaries = manifest["spec"].pop("canary", None)
     if canaries:
         manifest["spec"]["predictor"] = canaries[0]["predictor"]
@@ -430,22 +531,18 @@ def _describe(condition: dict[str, Any]) -> str:
 
 
 def readiness(isvc: dict[str, Any], written_generation: int) -> Readiness:
-    """How far ``isvc`` (as the API returns it) is in serving the generation written.
+    """Knative mode: how far ``isvc`` (as the API returns it) is in serving the generation
+    written.
 
     READY needs the ``Ready`` condition True **and** ``status.observedGeneration`` >= the
-    generation written: a Ready status from before the write says nothing about it. Beyond
-    that, with canaries (Standard mode) ``CanaryPredictorReady`` and each ``canaryStatuses``
-    entry must be ready too (KServe's ``Ready`` covers only the stable predictor), and in
-    Standard mode ``PredictorReady`` must carry the Deployment's ``NewReplicaSetAvailable``:
-    during a rolling update KServe reports Ready while the old pods still answer.
+    generation written: a Ready status from before the write says nothing about it. (KServe
+    copies the Knative Service's observedGeneration, which advances with each spec it is given;
+    ``PropagateStatus``, pkg/apis/serving/v1beta1/inference_service_status.go. Standard mode
+    copies a Deployment's instead: see ``standard_readiness``.)
 
     FAILED: the status is for the generation written and says waiting will not help: the model
     failed to load (``modelStatus.transitionStatus``, with ``lastFailureInfo``), or a condition
     is False for a reason in ``TERMINAL_REASONS``.
-
-    Unverified on a cluster: KServe's source (``PropagateRawStatus``) copies Standard mode's
-    ``observedGeneration`` from the predictor Deployment, which a change to ``spec.canary``
-    alone does not advance; the e2e rollout test is where that would show as a timeout.
     """
     status = isvc.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -455,6 +552,13 @@ def readiness(isvc: dict[str, Any], written_generation: int) -> Readiness:
     if observed < written_generation:
         return Readiness(State.PENDING, f"status is for generation {observed}, waiting for "
                          f"{written_generation}")
+    failed = _isvc_failure(status, conditions)
+    if failed:
+        return failed
+    return _ready_condition(conditions)
+
+
+def _isvc_failure(status: dict[str, Any], conditions: dict[str, Any]) -> Readiness | None:
     model = status.get("modelStatus") or {}
     if model.get("transitionStatus") in _TERMINAL_TRANSITIONS:
         failure = model.get("lastFailureInfo") or {}
@@ -466,25 +570,151 @@ def readiness(isvc: dict[str, Any], written_generation: int) -> Readiness:
         condition = conditions.get(kind) or {}
         if condition.get("status") == "False" and condition.get("reason") in TERMINAL_REASONS:
             return Readiness(State.FAILED, f"{kind} False: {_describe(condition)}")
+    return None
+
+
+def _ready_condition(conditions: dict[str, Any]) -> Readiness:
     ready = conditions.get("Ready") or {}
     if ready.get("status") != "True":
         return Readiness(State.PENDING, f"Ready {ready.get('status', 'not reported')}: "
                          f"{_describe(ready) or 'no reason given yet'}")
-    # KServe keeps PredictorReady True from the Deployment's Available condition while its
-    # Progressing reason is ReplicaSetUpdated; only NewReplicaSetAvailable means the new pods
-    # took over.
-    predictor_ready = conditions.get("PredictorReady") or {}
-    if mode_of(isvc) is Mode.STANDARD and predictor_ready.get("reason") != "NewReplicaSetAvailable":
-        return Readiness(State.PENDING, "predictor Deployment still rolling out: "
-                         f"{_describe(predictor_ready) or 'no reason given'}")
-    canaries = (isvc.get("spec") or {}).get("canary") or []
+    return Readiness(State.READY)
+
+
+def expected_deployments(manifest: dict[str, Any]) -> dict[str, int | None]:
+    """Standard mode: the predictor Deployments KServe runs for ``manifest``, by name, each with
+    the registry version its pods must serve (None: not annotated, e.g. a candidate)."""
+    name, spec = manifest["metadata"]["name"], manifest["spec"]
+    stable = spec["predictor"]
+    wanted = {deployment_name(name, stable.get("name")): _predictor_version(stable)}
+    for entry in spec.get("canary") or []:
+        wanted[deployment_name(name, entry["predictor"]["name"])] = _predictor_version(
+            entry["predictor"])
+    return wanted
+
+
+def _template_version(deployment: dict[str, Any]) -> int | None:
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    value = (template.get("annotations") or {}).get(VERSION_ANNOTATION)
+    return int(value) if value and str(value).isdigit() else None
+
+
+def pod_failure(pods: list[dict[str, Any]]) -> str | None:
+    """Why ``pods`` will not become ready by waiting, or None: a container (the storage
+    initializer included) waiting for a reason in ``TERMINAL_POD_REASONS``, or the storage
+    initializer ended with an error (KServe's ``PropagateModelStatus`` reads the same states as
+    a model that failed to load)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        where = (pod.get("metadata") or {}).get("name", "a pod")
+        for container in [*(status.get("initContainerStatuses") or []),
+                          *(status.get("containerStatuses") or [])]:
+            state = container.get("state") or {}
+            waiting, ended = state.get("waiting") or {}, state.get("terminated") or {}
+            last = ((container.get("lastState") or {}).get("terminated") or {})
+            stuck = waiting.get("reason") in TERMINAL_POD_REASONS
+            if container.get("name") == STORAGE_INITIALIZER and (
+                    ended.get("reason") == "Error" or stuck):
+                how = (f"exit code {ended.get('exitCode')}" if ended else waiting["reason"])
+                detail = ended.get("message") or last.get("message") or "no message"
+                return _one_line(f"pod {where}: the model could not be downloaded "
+                                 f"({STORAGE_INITIALIZER} {how}): {detail}")
+            if waiting.get("reason") in TERMINAL_POD_REASONS:
+                detail = last.get("message") or waiting.get("message") or ""
+                return _one_line(f"pod {where}: container {container.get('name')} "
+                                 f"{waiting['reason']}" + (f": {detail}" if detail else ""))
+    return None
+
+
+def _rollout_progress(name: str, deployment: dict[str, Any]) -> Readiness | None:
+    """What ``kubectl rollout status`` would say of a Deployment: None once rolled out."""
+    meta, spec = deployment.get("metadata") or {}, deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    for condition in status.get("conditions") or []:
+        key = (condition.get("type"), condition.get("status"))
+        if key in _DEPLOYMENT_FAILURES and _DEPLOYMENT_FAILURES[key] in (
+                None, condition.get("reason")):
+            return Readiness(State.FAILED, f"Deployment {name} {condition['type']} "
+                             f"{condition['status']}: {_describe(condition)}")
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        return Readiness(State.PENDING, f"Deployment {name}: its controller has not seen "
+                         f"generation {meta.get('generation')} yet")
+    wanted = spec.get("replicas", 1)
+    updated = status.get("updatedReplicas") or 0
+    if updated < wanted:
+        return Readiness(State.PENDING, f"Deployment {name}: {updated} of {wanted} new pods "
+                         "updated")
+    if (status.get("replicas") or 0) > updated:
+        return Readiness(State.PENDING, f"Deployment {name}: "
+                         f"{status['replicas'] - updated} old pods still terminating")
+    if (status.get("availableReplicas") or 0) < updated:
+        return Readiness(State.PENDING, f"Deployment {name}: "
+                         f"{status.get('availableReplicas') or 0} of {updated} new pods "
+                         "available")
+    return None
+
+
+def standard_readiness(isvc: dict[str, Any], expected: dict[str, int | None],
+                       deployments: dict[str, dict[str, Any]], pods: list[dict[str, Any]]
+                       ) -> Readiness:
+    """Standard mode: how far ``isvc`` is in serving what was written, judged on what KServe
+    really reports there.
+
+    ``status.observedGeneration`` is not compared: KServe copies it from the stable predictor
+    Deployment (``PropagateRawStatus``, pkg/apis/serving/v1beta1/inference_service_status.go),
+    whose counter has nothing to do with the InferenceService's. Instead every Deployment in
+    ``expected`` (``expected_deployments`` of the manifest written) must exist with pods of the
+    version written (``VERSION_ANNOTATION``, copied into the pod template from the predictor's
+    annotations) and be rolled out (generation observed, every replica updated and available,
+    no old pod left); then the InferenceService's ``Ready`` and, with canaries,
+    ``CanaryPredictorReady`` and each ``canaryStatuses`` entry must say so too.
+
+    FAILED: a pod of the version written is stuck (``pod_failure``: no image, a crashing
+    container, a model that cannot be downloaded), a Deployment is past its progress deadline
+    or cannot create pods, or the InferenceService reports a terminal failure.
+
+    Args:
+        isvc: The InferenceService as read.
+        expected: Deployment name -> registry version its pods must serve.
+        deployments: The InferenceService's Deployments as read, by name.
+        pods: Its pods as read (label ``serving.kserve.io/inferenceservice``).
+    """
+    status = isvc.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if not conditions:
+        return Readiness(State.PENDING, "no status yet: KServe has not reconciled it")
+    for name, version in expected.items():
+        deployment = deployments.get(name)
+        if deployment is None:
+            return Readiness(State.PENDING, f"Deployment {name} not created yet")
+        if version is not None and _template_version(deployment) != version:
+            return Readiness(State.PENDING, f"Deployment {name} still runs version "
+                             f"{_template_version(deployment)}, waiting for {version}")
+        mine = [p for p in pods
+                if ((p.get("metadata") or {}).get("labels") or {}).get(POD_APP_LABEL)
+                == f"isvc.{name}"
+                and (version is None or str(version) == ((p.get("metadata") or {}).get(
+                    "annotations") or {}).get(VERSION_ANNOTATION))]
+        stuck = pod_failure(mine)
+        if stuck:
+            return Readiness(State.FAILED, stuck)
+        progress = _rollout_progress(name, deployment)
+        if progress:
+            return progress
+    failed = _isvc_failure(status, conditions)
+    if failed:
+        return failed
+    ready = _ready_condition(conditions)
+    if ready.state is not State.READY:
+        return ready
+    canaries = [name for name in expected if name != next(iter(expected))]
     if canaries:
         canary_ready = conditions.get("CanaryPredictorReady") or {}
-        ready_names = {s.get("name") for s in status.get("canaryStatuses") or [] if s.get("ready")}
-        waiting = [c["predictor"].get("name") for c in canaries
-                   if c["predictor"].get("name") not in ready_names]
+        ready_names = {deployment_name(isvc["metadata"]["name"], s.get("name"))
+                       for s in status.get("canaryStatuses") or [] if s.get("ready")}
+        waiting = [name for name in canaries if name not in ready_names]
         if canary_ready.get("status") != "True" or waiting:
-            who = f"canary {', '.join(map(str, waiting))}" if waiting else "canaries"
+            who = f"canary {', '.join(waiting)}" if waiting else "canaries"
             return Readiness(State.PENDING, f"{who} not ready: "
                              f"{_describe(canary_ready) or 'not reported yet'}")
     return Readiness(State.READY)
@@ -573,8 +803,8 @@ def probe_url(isvc: dict[str, Any], canary: bool) -> str | None:
         if not canaries:
             return None
         meta = isvc["metadata"]
-        return (f"http://{meta['name']}-{canaries[0]['predictor']['name']}-predictor."
-                f"{meta['namespace']}.svc.cluster.local")
+        service = deployment_name(meta["name"], canaries[0]["predictor"]["name"])
+        return f"http://{service}.{meta['namespace']}.svc.cluster.local"
     if canary:
         traffic = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
         return next((t.get("url") for t in traffic if t.get("tag") == "latest"), None)
@@ -668,8 +898,16 @@ def apply(api: DynamicClient, manifest: dict[str, Any]) -> int:
     return int(applied.metadata.generation)
 
 
-def delete(api: DynamicClient, name: str, namespace: str) -> None:
+def delete(api: DynamicClient, name: str, namespace: str, *, wait_s: float = 0.0,
+           poll_s: float = 2.0) -> bool:
     """Deletes the InferenceService; one that is already gone is no error.
+
+    The API server keeps the object (with a deletionTimestamp) until KServe's finalizer has
+    run (pkg/controller/v1beta1/inferenceservice/controller.go); ``wait_s`` > 0 waits that long
+    for it to be gone.
+
+    Returns:
+        Whether it is gone.
 
     Raises:
         ClusterError: The API server refused (RBAC) or is unreachable.
@@ -680,19 +918,54 @@ def delete(api: DynamicClient, name: str, namespace: str) -> None:
     try:
         _isvc_api(api).delete(name=name, namespace=namespace)
     except NotFoundError:
-        pass
+        return True
     except (DynamicApiError, urllib3.exceptions.HTTPError) as exc:
         raise _cluster_error(f"deleting InferenceService {namespace}/{name}", exc) from exc
+    deadline = time.monotonic() + wait_s
+    while True:
+        if get(api, name, namespace) is None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
-def wait_ready(api: DynamicClient, name: str, namespace: str, generation: int, timeout_s: float,
+def _list(api: DynamicClient, api_version: str, kind: str, namespace: str,
+          selector: str) -> list[dict[str, Any]]:
+    import urllib3
+    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+    try:
+        listed = api.resources.get(api_version=api_version, kind=kind).get(
+            namespace=namespace, label_selector=selector)
+    except (DynamicApiError, ResourceNotFoundError, urllib3.exceptions.HTTPError) as exc:
+        raise _cluster_error(f"listing {kind}s {selector} in {namespace} (the Role needs get "
+                             f"and list on them)", exc) from exc
+    return listed.to_dict().get("items") or []
+
+
+def predictor_objects(api: DynamicClient, name: str, namespace: str
+                      ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The Deployments (by name) and pods KServe runs for InferenceService ``name`` in
+    Standard mode: both carry its ``serving.kserve.io/inferenceservice`` label.
+
+    Raises:
+        ClusterError: The API server refused (RBAC) or is unreachable.
+    """
+    selector = f"{ISVC_LABEL}={name}"
+    deployments = _list(api, "apps/v1", "Deployment", namespace, selector)
+    pods = _list(api, "v1", "Pod", namespace, selector)
+    return {d["metadata"]["name"]: d for d in deployments}, pods
+
+
+def wait_ready(api: DynamicClient, manifest: dict[str, Any], generation: int, timeout_s: float,
                poll_s: float, history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Polls until ``readiness`` is READY for ``generation``; returns what it saw.
+    """Polls until what ``manifest`` says serves: ``standard_readiness`` in Standard mode,
+    ``readiness`` for ``generation`` in Knative mode; returns what it saw.
 
     Args:
         api: A client from ``connect``.
-        name: The InferenceService.
-        namespace: Its namespace.
+        manifest: The manifest applied.
         generation: The generation ``apply`` returned.
         timeout_s: How long to wait.
         poll_s: Seconds between reads.
@@ -706,13 +979,19 @@ def wait_ready(api: DynamicClient, name: str, namespace: str, generation: int, t
         ClusterError: FAILED, gone, or not READY within ``timeout_s``; carries the status.
     """
     history = [] if history is None else history
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    standard = mode_of(manifest) is Mode.STANDARD
+    expected = expected_deployments(manifest) if standard else {}
     started = time.monotonic()
     while True:
         isvc = get(api, name, namespace)
-        if isvc is None:
+        if isvc is None or (isvc.get("metadata") or {}).get("deletionTimestamp"):
             raise ClusterError(f"InferenceService {namespace}/{name} disappeared while waiting "
                                "for it to become ready")
-        now = readiness(isvc, generation)
+        if standard:
+            now = standard_readiness(isvc, expected, *predictor_objects(api, name, namespace))
+        else:
+            now = readiness(isvc, generation)
         elapsed = round(time.monotonic() - started, 1)
         if not history or (history[-1]["state"], history[-1]["reason"]) != (now.state.value,
                                                                             now.reason):
@@ -831,8 +1110,9 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
     Returns:
         The outcome: ``action`` (promoted, rolled_back, unchanged), ``promoted``, ``reason``,
         ``strategy``, ``mode``, ``name``, ``namespace``, ``version``, ``previous_version``,
-        ``canary_percent``, ``verdict``, ``probe``, ``readiness`` (per phase: canary/deploy,
-        promote, rollback) and ``generations``.
+        ``canary_percent``, ``traffic`` (what share of real requests the canary saw, when that
+        is not ``canary_percent``), ``verdict``, ``probe``, ``readiness`` (per phase:
+        canary/deploy, promote, rollback) and ``generations``.
 
     Raises:
         ConfigError: Bad parameters, or a mode or canary KServe cannot run.
@@ -845,7 +1125,9 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
     # A stopped service (a first version that failed) serves nothing: no canary against it, and
     # stopping it again is the way back.
     serving = None if _serves_nothing(existing) else existing
-    as_canary = canary and serving is not None
+    # A version that already serves is not its own canary: the plain manifest then shows
+    # whether anything is left to do.
+    as_canary = canary and serving is not None and serving_version(serving) != version
     desired = inference_service(config, version, artifact_uri,
                                 canary_percent=slo.percent if as_canary else None,
                                 stable=existing)
@@ -854,9 +1136,11 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
     outcome: dict[str, Any] = {
         "action": "unchanged", "promoted": False, "reason": "", "mode": config.mode.value,
         "strategy": "canary" if as_canary else "direct", "name": name, "namespace": namespace,
-        "version": version, "previous_version": _version_of(serving),
-        "canary_percent": slo.percent if as_canary else None, "verdict": None, "probe": None,
-        "readiness": {phase: []}, "generations": {},
+        "version": version, "previous_version": serving_version(serving),
+        "canary_percent": slo.percent if as_canary else None,
+        "traffic": (STANDARD_CANARY_TRAFFIC if as_canary and config.mode is Mode.STANDARD
+                    else None),
+        "verdict": None, "probe": None, "readiness": {phase: []}, "generations": {},
     }
     if existing is not None and plan_apply(existing, final) is Action.UNCHANGED:
         outcome.update(promoted=True, reason=f"version {version} already serves all traffic")
@@ -864,7 +1148,7 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
 
     generation = outcome["generations"][phase] = apply(api, desired)
     try:
-        wait_ready(api, name, namespace, generation, ready_timeout_s, poll_s,
+        wait_ready(api, desired, generation, ready_timeout_s, poll_s,
                    outcome["readiness"][phase])
     except ClusterError as exc:
         judged = Verdict(False, f"not ready: {exc}")
@@ -882,7 +1166,7 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
         outcome["readiness"]["promote"] = []
         generation = outcome["generations"]["promote"] = apply(api, final)
         try:
-            wait_ready(api, name, namespace, generation, ready_timeout_s, poll_s,
+            wait_ready(api, final, generation, ready_timeout_s, poll_s,
                        outcome["readiness"]["promote"])
         except ClusterError as exc:
             judged = Verdict(False, f"canary passed ({judged.reason}) but its promotion was "
@@ -903,10 +1187,79 @@ def rollout(api: DynamicClient, config: ServiceConfig, version: int, artifact_ur
     back = restore(serving, pin_traffic=as_canary and config.mode is Mode.KNATIVE)
     generation = outcome["generations"]["rollback"] = apply(api, back)
     try:
-        wait_ready(api, name, namespace, generation, ready_timeout_s, poll_s,
+        wait_ready(api, back, generation, ready_timeout_s, poll_s,
                    outcome["readiness"]["rollback"])
     except ClusterError as exc:
         raise ClusterError(f"rolled {namespace}/{name} back to version "
                            f"{outcome['previous_version']} after: {judged.reason}; but the "
                            f"restored spec is not ready: {exc}") from exc
     return outcome
+
+
+# --- infra validation's short-lived candidate -----------------------------------------------
+
+
+def delete_stale_candidates(api: DynamicClient, config: ServiceConfig,
+                            older_than_s: float = 3600.0, now: float | None = None) -> list[str]:
+    """Deletes the candidates of ``config.name`` that runs killed mid-validation left, those
+    created more than ``older_than_s`` ago (a run's own lives minutes); returns their names.
+    Younger ones may be another run's, still validating: they are left alone.
+
+    Raises:
+        ClusterError: The API server refused (RBAC) or is unreachable.
+    """
+    import datetime
+
+    now = time.time() if now is None else now
+    selector = f"{NAME_LABEL}={config.name},{ROLE_LABEL}={CANDIDATE_ROLE}"
+    stale = []
+    for item in _list(api, API_VERSION, KIND, config.namespace, selector):
+        meta = item["metadata"]
+        created = datetime.datetime.fromisoformat(
+            str(meta.get("creationTimestamp")).replace("Z", "+00:00")).timestamp()
+        if now - created > older_than_s and not meta.get("deletionTimestamp"):
+            delete(api, meta["name"], config.namespace)
+            stale.append(meta["name"])
+    return stale
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A ready candidate: its name (also the model name in request paths), its in-cluster
+    address, and how long it took to become ready."""
+
+    name: str
+    namespace: str
+    url: str
+    startup_s: float
+
+
+@contextlib.contextmanager
+def candidate(api: DynamicClient, config: ServiceConfig, artifact_uri: str, token: str,
+              startup_timeout_s: float, poll_s: float = 5.0,
+              gone_timeout_s: float = 120.0) -> Iterator[Candidate]:
+    """Runs the candidate as its own short-lived InferenceService until the block ends.
+
+    Named per run (``candidate_name``), so no other run's candidate is ever waited on, probed or
+    replaced. Ready means what ``wait_ready`` says, so a pod that cannot pull its image or keeps
+    crashing fails at once instead of at the deadline. Afterwards it is deleted and waited for
+    (KServe's finalizer) up to ``gone_timeout_s``.
+
+    Raises:
+        ConfigError: A bad token or artifact URI.
+        ClusterError: Not ready within ``startup_timeout_s``, failed, or refused; carries the
+            status.
+    """
+    manifest = candidate_service(config, artifact_uri, token)
+    name, namespace = manifest["metadata"]["name"], config.namespace
+    started = time.monotonic()
+    try:
+        generation = apply(api, manifest)
+        wait_ready(api, manifest, generation, startup_timeout_s, poll_s)
+        url = probe_url(get(api, name, namespace) or {}, canary=False)
+        if url is None:
+            raise ClusterError(f"InferenceService {namespace}/{name} is ready but reports no "
+                               "address to send requests to")
+        yield Candidate(name, namespace, url, time.monotonic() - started)
+    finally:
+        delete(api, name, namespace, wait_s=gone_timeout_s, poll_s=poll_s)

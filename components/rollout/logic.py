@@ -112,13 +112,18 @@ def local_canary(serving_url: str, rows: list[dict[str, Any]], slo: canary.Canar
 
 def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
                    rows: list[dict[str, Any]], slo: canary.CanarySLO,
-                   ready_timeout_s: float = 600.0) -> Deploy:
+                   ready_timeout_s: float = 600.0,
+                   url_for: Callable[[dict[str, Any], bool], str | None] | None = None) -> Deploy:
     """The version as ``config``'s InferenceService, from ``artifact_uri`` (the model artifact).
 
     ``kserve.rollout`` canaries it when a version serves, promotes or rolls back; the registry's
-    pointer moves to the version only when KServe serves it to all traffic.
+    pointer moves to the version only when KServe serves it to all traffic, and only over the
+    version it was judged against. ``url_for``: where to probe (default: the in-cluster
+    addresses, ``kserve.probe_url``).
     """
     from ctloop.components.rollout import kserve
+
+    url_for = url_for or kserve.probe_url
 
     kserve.storage_uri(artifact_uri)  # an unservable URI fails now, before anything is pushed
 
@@ -131,11 +136,21 @@ def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
         if stale:
             return Deployment(False, f"not deployed: {stale}", {"target": "kserve"})
         outcome = kserve.rollout(api, config, number, artifact_uri, rows, slo,
-                                 ready_timeout_s=ready_timeout_s)
+                                 ready_timeout_s=ready_timeout_s, url_for=url_for)
         if outcome["promoted"]:
-            registry.set_serving(number)
+            # Only over the version this one was judged against, checked under the registry's
+            # lock: another run promoted since would otherwise lose its pointer to this one.
+            try:
+                registry.set_serving(number, expected_serving=baseline)
+            except StaleBaselineError as exc:
+                outcome.update(promoted=False, action="not_recorded",
+                               reason=f"{outcome['reason']}; but the registry's pointer was not "
+                                      f"moved: {exc}")
         where = f"InferenceService {config.namespace}/{config.name}"
-        if outcome["strategy"] == "canary":
+        if outcome["strategy"] == "canary" and outcome.get("traffic"):
+            what = (f"canary ({slo.percent}% asked; {outcome['traffic']}) "
+                    f"{outcome['action'].replace('_', ' ')} on {where}")
+        elif outcome["strategy"] == "canary":
             what = f"{slo.percent}% canary {outcome['action'].replace('_', ' ')} on {where}"
         else:
             what = f"{outcome['action'].replace('_', ' ')} on {where}"
@@ -206,6 +221,8 @@ def report_markdown(result: RolloutResult, model_name: str) -> str:
     if details.get("target") == "kserve":
         lines.append(f"| InferenceService | {details['namespace']}/{details['name']} "
                      f"({details['mode']} mode, {details['strategy']}) |")
+        if details.get("traffic"):
+            lines.append(f"| canary traffic | {details['traffic']} |")
         probe = details.get("probe") or {}
         if probe:
             p99 = "-" if probe.get("p99_ms") is None else f"{probe['p99_ms']} ms"

@@ -75,49 +75,63 @@ def test_missing_serving_environment_is_not_infra_blessed(prepared, tmp_path):
 MODEL_URI = "s3://models/churn/candidate"
 
 
-def _candidate(fake_kube):
+def _candidate(kserve_cluster, token="a1b2c3", timeout_s=10.0):
     from ctloop.components.rollout import kserve
 
-    return logic.kserve_candidate(fake_kube[1], kserve.ServiceConfig(name="churn"), MODEL_URI,
-                                  startup_timeout_s=5, poll_s=0.05)
+    return logic.kserve_candidate(kserve_cluster[1], kserve.ServiceConfig(name="churn"),
+                                  MODEL_URI, startup_timeout_s=timeout_s, token=token,
+                                  poll_s=0.02)
 
 
 def test_candidate_as_a_short_lived_inference_service(prepared, serving_python, tmp_path,
-                                                      fake_kube):
+                                                      kserve_cluster):
     from ctloop import server_process
 
-    server, _ = fake_kube
+    server, _ = kserve_cluster
     # What the candidate's pods would run, reached at the address the API server reports.
-    with server_process.serve(serving_python, "churn-infra",
+    with server_process.serve(serving_python, "churn-infra-a1b2c3",
                               model_dir=str(prepared.model_dir)) as pod:
-        pod.wait_ready("churn-infra", 120)
+        pod.wait_ready("churn-infra-a1b2c3", 120)
         server.address = pod.url
         result = logic.run(str(prepared.model_dir), str(prepared.eval), logic.SLO(**FAST),
-                           _candidate(fake_kube))
+                           _candidate(kserve_cluster))
     assert result.blessed, result.reason
     assert result.metrics["max_abs_diff"] <= 1e-4
     applied = server.applied[-1]
-    assert applied["metadata"]["name"] == "churn-infra"
+    assert applied["metadata"]["name"] == "churn-infra-a1b2c3"
     assert applied["spec"]["predictor"]["containers"][0]["env"][0]["value"] == MODEL_URI
-    assert server.objects == {} and server.deleted == ["churn-infra"]
+    # Deleted, and waited for until KServe's finalizer let it go.
+    assert server.isvcs == {} and server.deleted == ["churn-infra-a1b2c3"]
     report = logic.report_markdown(result, "churn")
-    assert "short-lived InferenceService ctloop-serving/churn-infra" in report
+    assert "short-lived InferenceService ctloop-serving/churn-infra-a1b2c3" in report
 
 
-@pytest.mark.parametrize("leftover", [False, True])
-def test_candidate_that_cannot_load_is_not_infra_blessed_and_is_deleted(prepared, fake_kube,
-                                                                       leftover):
-    server, _ = fake_kube
-    if leftover:  # from a run killed mid-validation
-        server.objects["churn-infra"] = {"metadata": {"name": "churn-infra"}, "spec": {}}
+def test_candidate_that_cannot_load_is_not_infra_blessed_and_is_deleted(prepared,
+                                                                       kserve_cluster):
+    server, _ = kserve_cluster
     server.broken.add(MODEL_URI)
     result = logic.run(str(prepared.model_dir), str(prepared.eval), logic.SLO(**FAST),
-                       _candidate(fake_kube))
+                       _candidate(kserve_cluster, timeout_s=120))
     assert not result.blessed
-    assert ("server answers: InferenceService ctloop-serving/churn-infra generation 1 failed: "
-            "model BlockedByFailedLoad: ModelLoadFailed: no SavedModel found") in result.reason
-    assert server.objects == {}
-    assert server.deleted == ["churn-infra"] * (2 if leftover else 1)
+    assert ("server answers: InferenceService ctloop-serving/churn-infra-a1b2c3 generation 1 "
+            "failed: pod churn-infra-a1b2c3-predictor-") in result.reason
+    assert "the model could not be downloaded (storage-initializer" in result.reason
+    assert result.metrics == {}  # failed at once, not after the 120 s deadline
+    assert server.isvcs == {} and server.deleted == ["churn-infra-a1b2c3"]
+
+
+def test_a_leftover_candidate_of_another_run_is_left_alone(prepared, kserve_cluster):
+    from ctloop.components.rollout import kserve
+
+    server, _ = kserve_cluster
+    # Another run of the same model is validating its own candidate right now.
+    server.apply(kserve.candidate_service(kserve.ServiceConfig(name="churn"), MODEL_URI,
+                                          "other1"))
+    server.broken.add(MODEL_URI)
+    logic.run(str(prepared.model_dir), str(prepared.eval), logic.SLO(**FAST),
+              _candidate(kserve_cluster))
+    assert set(server.isvcs) == {"churn-infra-other1"}
+    assert server.deleted == ["churn-infra-a1b2c3"]
 
 
 def test_invalid_slo():

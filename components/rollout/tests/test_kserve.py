@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,7 +51,8 @@ def golden_cases():
             yield (f"{runtime.value}-{mode.value.lower()}-v2-canary",
                    kserve.inference_service(config(mode, runtime), 2, URI_V2, canary_percent=20,
                                             stable=v1))
-    yield "ctloop-standard-infra-candidate", kserve.candidate_service(config(), URI_V1)
+    yield "ctloop-standard-infra-candidate", kserve.candidate_service(config(), URI_V1,
+                                                                               "a1b2c3")
 
 
 GOLDEN_CASES = dict(golden_cases())
@@ -240,8 +242,9 @@ def test_standard_promotion_hands_over_to_the_canary_deployment():
     assert manifest["spec"]["predictor"]["name"] == "v2"
     assert manifest["spec"]["predictor"]["containers"][0]["env"] == [
         {"name": "STORAGE_URI", "value": "s3://mlpipeline/v2/artifacts/ct-pipeline/run-2/train/model"}]
-    assert manifest["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "2"
-    assert kserve.CANARY_VERSION_ANNOTATION not in manifest["metadata"]["annotations"]
+    assert kserve.serving_version(manifest) == 2 and kserve.canary_version(manifest) is None
+    # The version is the predictor's own annotation: the InferenceService's reach every pod.
+    assert kserve.VERSION_ANNOTATION not in manifest["metadata"]["annotations"]
     # The next direct switch keeps the name: the same Deployment, rolled over.
     v3 = kserve.inference_service(config(), 3, "s3://models/churn/3", stable=manifest)
     assert v3["spec"]["predictor"]["name"] == "v2"
@@ -433,14 +436,118 @@ def test_failure_recorded_for_an_older_generation_is_only_pending():
     assert kserve.readiness(isvc, 3).state is State.PENDING
 
 
-def test_standard_rolling_update_is_pending_while_old_pods_answer():
-    # KServe reports Ready from the Deployment's Available condition, which old pods satisfy.
-    isvc = condition(isvc_with(STANDARD_READY), "PredictorReady",
-                     reason="MinimumReplicasAvailable",
-                     message="Deployment has minimum availability.")
-    assert kserve.readiness(isvc, 3) == kserve.Readiness(
-        State.PENDING, "predictor Deployment still rolling out: MinimumReplicasAvailable: "
-        "Deployment has minimum availability.")
+# Standard mode: Deployments and pods as Kubernetes reports them; a rolled-out one as KServe's
+# own canary test marks it (markCanaryAvailable, canary_controller_test.go).
+
+
+def deployment(name: str, version: int | None, *, generation: int = 1, observed: int = 1,
+               replicas: int = 1, updated: int = 1, available: int = 1, total: int = 1,
+               conditions: list | None = None) -> dict:
+    annotations = {} if version is None else {kserve.VERSION_ANNOTATION: str(version)}
+    return {"metadata": {"name": name, "generation": generation},
+            "spec": {"replicas": replicas, "template": {"metadata": {"annotations": annotations}}},
+            "status": {"observedGeneration": observed, "replicas": total,
+                       "updatedReplicas": updated, "readyReplicas": available,
+                       "availableReplicas": available, "conditions": conditions or [
+                           {"type": "Available", "status": "True"},
+                           {"type": "Progressing", "status": "True",
+                            "reason": "NewReplicaSetAvailable"}]}}
+
+
+def pod(deployment_name: str, version: int, **state) -> dict:
+    return {"metadata": {"name": f"{deployment_name}-7d9c-0",
+                         "labels": {"app": f"isvc.{deployment_name}"},
+                         "annotations": {kserve.VERSION_ANNOTATION: str(version)}},
+            "status": {"phase": "Pending", **state}}
+
+
+def standard(manifest: dict, status_changes: dict | None = None) -> dict:
+    isvc = isvc_with(STANDARD_READY, manifest)
+    # What KServe copies in Standard mode: the stable Deployment's own counter, here 1 while
+    # the InferenceService is at generation 5 (PropagateRawStatus).
+    isvc["metadata"]["generation"] = 5
+    isvc["status"].update(observedGeneration=1, **(status_changes or {}))
+    return isvc
+
+
+def test_standard_readiness_is_judged_on_the_deployments_not_observed_generation():
+    manifest = kserve.inference_service(config(), 1, URI_V1)
+    assert kserve.expected_deployments(manifest) == {"churn-predictor": 1}
+    isvc = standard(manifest)
+    # Today's Knative rule would wait for generation 5 forever.
+    assert kserve.readiness(isvc, 5).state is State.PENDING
+    assert kserve.standard_readiness(
+        isvc, {"churn-predictor": 1}, {"churn-predictor": deployment("churn-predictor", 1)},
+        []) == kserve.Readiness(State.READY)
+
+
+@pytest.mark.parametrize(("dep", "reason"), [
+    (None, "Deployment churn-predictor not created yet"),
+    (deployment("churn-predictor", 1), "Deployment churn-predictor still runs version 1, "
+     "waiting for 2"),
+    (deployment("churn-predictor", 2, generation=3, observed=2),
+     "Deployment churn-predictor: its controller has not seen generation 3 yet"),
+    (deployment("churn-predictor", 2, updated=0, available=0),
+     "Deployment churn-predictor: 0 of 1 new pods updated"),
+    (deployment("churn-predictor", 2, total=2),
+     "Deployment churn-predictor: 1 old pods still terminating"),
+    (deployment("churn-predictor", 2, available=0),
+     "Deployment churn-predictor: 0 of 1 new pods available"),
+])
+def test_standard_rolling_update_is_pending_until_the_new_pods_serve(dep, reason):
+    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    deployments = {} if dep is None else {"churn-predictor": dep}
+    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, deployments, []) == (
+        kserve.Readiness(State.PENDING, reason))
+
+
+@pytest.mark.parametrize(("state", "reason"), [
+    ({"containerStatuses": [{"name": "kserve-container", "state": {"waiting": {
+        "reason": "ImagePullBackOff",
+        "message": 'Back-off pulling image "ctloop-serving:0.1.0"'}}}]},
+     'pod churn-predictor-7d9c-0: container kserve-container ImagePullBackOff: Back-off pulling '
+     'image "ctloop-serving:0.1.0"'),
+    ({"containerStatuses": [{"name": "kserve-container", "state": {"waiting": {
+        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
+            "reason": "Error", "exitCode": 1, "message": "ModelError: no serving_default"}}}]},
+     "pod churn-predictor-7d9c-0: container kserve-container CrashLoopBackOff: ModelError: no "
+     "serving_default"),
+    ({"initContainerStatuses": [{"name": "storage-initializer", "state": {"terminated": {
+        "reason": "Error", "exitCode": 1, "message": "NoCredentialsError"}}}]},
+     "pod churn-predictor-7d9c-0: the model could not be downloaded (storage-initializer exit "
+     "code 1): NoCredentialsError"),
+])
+def test_a_stuck_pod_of_the_version_written_fails_at_once(state, reason):
+    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    rolling = deployment("churn-predictor", 2, available=0)
+    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
+                                     [pod("churn-predictor", 2, **state)]) == (
+        kserve.Readiness(State.FAILED, reason))
+    # The same state on a pod of the version before (still serving during the update) is not
+    # this version's failure.
+    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
+                                     [pod("churn-predictor", 1, **state)]).state is State.PENDING
+
+
+def test_a_first_pull_that_failed_once_is_not_yet_a_failure():
+    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    state = {"containerStatuses": [{"name": "kserve-container",
+                                    "state": {"waiting": {"reason": "ErrImagePull"}}}]}
+    assert kserve.standard_readiness(
+        isvc, {"churn-predictor": 2},
+        {"churn-predictor": deployment("churn-predictor", 2, available=0)},
+        [pod("churn-predictor", 2, **state)]).state is State.PENDING
+
+
+def test_a_deployment_past_its_progress_deadline_has_failed():
+    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    stuck = deployment("churn-predictor", 2, available=0, conditions=[
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+         "message": 'ReplicaSet "churn-predictor-7d9c" has timed out progressing.'}])
+    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": stuck},
+                                     []) == kserve.Readiness(
+        State.FAILED, "Deployment churn-predictor Progressing False: ProgressDeadlineExceeded: "
+        'ReplicaSet "churn-predictor-7d9c" has timed out progressing.')
 
 
 def standard_canary(ready: bool) -> dict:
@@ -456,9 +563,13 @@ def standard_canary(ready: bool) -> dict:
 
 def test_standard_canary_must_be_ready_too():
     # KServe's Ready covers the stable predictor only.
-    assert kserve.readiness(standard_canary(False), 3) == kserve.Readiness(
-        State.PENDING, "canary v2 not ready: CanariesNotReady")
-    assert kserve.readiness(standard_canary(True), 3).state is State.READY
+    expected = kserve.expected_deployments(standard_canary(True))
+    assert expected == {"churn-predictor": 1, "churn-v2-predictor": 2}
+    rolled_out = {name: deployment(name, version) for name, version in expected.items()}
+    assert kserve.standard_readiness(standard_canary(False), expected, rolled_out, []) == (
+        kserve.Readiness(State.PENDING, "canary churn-v2-predictor not ready: CanariesNotReady"))
+    assert kserve.standard_readiness(standard_canary(True), expected, rolled_out, []).state is (
+        State.READY)
 
 
 def test_probe_url():
@@ -582,95 +693,224 @@ def test_probe_of_the_real_model_server_passes(prepared, serving_python):
     assert judged.promote, judged.reason
 
 
-# --- rollout against the simulated API server (conftest.py's fake_kube) -------------------
+# --- rollout against the simulated cluster (kserve_double: KServe's controllers) -----------
 
 
-def _roll(fake_kube, target, version, uri, mode=Mode.STANDARD, slo=SLO):
-    _, api = fake_kube
-    return kserve.rollout(api, config(mode), version, uri, ROWS, slo, ready_timeout_s=5,
-                          poll_s=0.05, url_for=lambda isvc, as_canary: target.url)
+def _roll(kserve_cluster, target, version, uri, mode=Mode.STANDARD, slo=SLO, **overrides):
+    _, api = kserve_cluster
+    return kserve.rollout(api, config(mode, **overrides), version, uri, ROWS, slo,
+                          ready_timeout_s=10, poll_s=0.02,
+                          url_for=lambda isvc, as_canary: target.url)
 
 
-def test_rollout_first_version_then_a_promoted_canary(fake_kube, v1_server):
-    server, _ = fake_kube
-    first = _roll(fake_kube, v1_server, 1, URI_V1)
+def test_rollout_first_version_then_a_promoted_canary(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    first = _roll(kserve_cluster, v1_server, 1, URI_V1)
     assert (first["action"], first["strategy"], first["promoted"]) == ("promoted", "direct", True)
-    second = _roll(fake_kube, v1_server, 2, URI_V2)
+    second = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert (second["action"], second["strategy"], second["previous_version"]) == (
-        "promoted", "canary", 1)
+        "promoted", "canary", 1), second
     assert second["probe"]["answered"] == SLO.requests and second["probe"]["errors"] == 0
-    assert [entry["state"] for entry in second["readiness"]["promote"]] == ["READY"]
-    serving = server.objects["churn"]
+    assert [entry["state"] for entry in second["readiness"]["promote"]][-1] == "READY"
+    serving = server.isvcs["churn"]
     assert serving["spec"]["predictor"]["name"] == "v2" and "canary" not in serving["spec"]
-    assert serving["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "2"
+    assert kserve.serving_version(serving) == 2
+    # KServe ran the canary as churn-v2-predictor, which now serves; the old stable Deployment
+    # is gone (reconcileCanaryDeployments' clean-up).
+    assert set(server.deployments) == {"churn-v2-predictor"}
     # The same version again: nothing is written.
     applies = len(server.applied)
-    assert _roll(fake_kube, v1_server, 2, URI_V2)["action"] == "unchanged"
+    assert _roll(kserve_cluster, v1_server, 2, URI_V2)["action"] == "unchanged"
     assert len(server.applied) == applies
 
 
+def test_standard_readiness_does_not_wait_for_the_deployments_counter(kserve_cluster, v1_server):
+    # KServe copies the stable Deployment's observedGeneration (1: its template never changed)
+    # while the InferenceService is at generation 3 after the canary's promotion.
+    server, _ = kserve_cluster
+    _roll(kserve_cluster, v1_server, 1, URI_V1)
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
+    assert outcome["action"] == "promoted", outcome["reason"]
+    isvc = server.isvcs["churn"]
+    assert isvc["metadata"]["generation"] == 3 and isvc["status"]["observedGeneration"] == 1
+    assert outcome["generations"] == {"canary": 2, "promote": 3}
+
+
+def test_canary_and_promotion_restart_no_pods(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    _roll(kserve_cluster, v1_server, 1, URI_V1)
+    stable_pods = [p for p in server.pods if p.startswith("churn-predictor-")]
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2, slo=SLO)
+    assert outcome["action"] == "promoted", outcome["reason"]
+    # Starting the canary left the stable pods alone until the promotion retired them, and the
+    # promotion moved traffic to the canary's own pods, not to restarted ones.
+    assert server.restarts("churn-v2-predictor") == 0
+    assert "churn-predictor" not in server.template_history or server.restarts(
+        "churn-predictor") == 0
+    assert stable_pods and not set(stable_pods) & set(server.pods)
+    (pod_name,) = server.pods
+    assert server.pods[pod_name]["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "2"
+
+
+def test_tensorflow_runtime_canary_passes_kserves_schema_and_webhook(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    first = _roll(kserve_cluster, v1_server, 1, URI_V1, runtime=Runtime.TENSORFLOW)
+    second = _roll(kserve_cluster, v1_server, 2, URI_V2, runtime=Runtime.TENSORFLOW)
+    assert (first["action"], second["action"]) == ("promoted", "promoted"), second["reason"]
+    # Without the model container's name, KServe's CRD refuses the canary.
+    nameless = kserve.inference_service(config(runtime=Runtime.TENSORFLOW), 3, "s3://m/3",
+                                        canary_percent=20, stable=server.isvcs["churn"])
+    del nameless["spec"]["canary"][0]["predictor"]["model"]["name"]
+    with pytest.raises(ClusterError, match="canary.0..predictor.model.name: Required value"):
+        kserve.apply(kserve_cluster[1], nameless)
+
+
 @pytest.mark.parametrize("v1_server", [1], indirect=True)
-def test_rollout_rolls_back_a_failing_canary_to_the_previous_spec(fake_kube, v1_server):
-    server, _ = fake_kube
-    serving = kserve.inference_service(config(), 1, URI_V1)  # serving since an earlier run
-    serving["metadata"]["generation"] = 4
-    server.objects["churn"] = serving
-    before = json.loads(json.dumps(serving["spec"]))
-    outcome = _roll(fake_kube, v1_server, 2, URI_V2)
+def test_rollout_rolls_back_a_failing_canary_to_the_previous_spec(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    server.apply(kserve.inference_service(config(), 1, URI_V1))  # serving since an earlier run
+    before = json.loads(json.dumps(server.isvcs["churn"]["spec"]))
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert (outcome["action"], outcome["promoted"]) == ("rolled_back", False)
     assert outcome["reason"].startswith("canary answered 0 of 40 requests")
-    assert outcome["generations"] == {"canary": 5, "rollback": 6}
-    assert server.objects["churn"]["spec"] == before
-    assert server.objects["churn"]["metadata"]["annotations"] == {
-        kserve.MODE_ANNOTATION: "Standard", kserve.VERSION_ANNOTATION: "1"}
+    assert outcome["generations"] == {"canary": 2, "rollback": 3}
+    assert server.isvcs["churn"]["spec"] == before
+    assert server.isvcs["churn"]["metadata"]["annotations"] == {
+        kserve.MODE_ANNOTATION: "Standard"}
+    assert set(server.deployments) == {"churn-predictor"}  # the canary's Deployment went
 
 
-def test_rollout_rolls_back_a_canary_that_cannot_load(fake_kube, v1_server):
-    server, _ = fake_kube
-    _roll(fake_kube, v1_server, 1, URI_V1)
+def test_rollout_rolls_back_a_canary_that_cannot_load(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    _roll(kserve_cluster, v1_server, 1, URI_V1)
     server.broken.add(kserve.storage_uri(URI_V2))
-    outcome = _roll(fake_kube, v1_server, 2, URI_V2)
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert outcome["action"] == "rolled_back" and outcome["probe"] is None
-    assert "not ready: InferenceService ctloop-serving/churn generation 2 failed: model " \
-        "BlockedByFailedLoad: ModelLoadFailed: no SavedModel found" in outcome["reason"]
-    assert [e["state"] for e in outcome["readiness"]["canary"]] == ["FAILED"]
-    assert [e["state"] for e in outcome["readiness"]["rollback"]] == ["READY"]
+    assert ("not ready: InferenceService ctloop-serving/churn generation 2 failed: pod "
+            "churn-v2-predictor-") in outcome["reason"]
+    assert "the model could not be downloaded (storage-initializer " in outcome["reason"]
+    assert "Failed to download model from s3://" in outcome["reason"]
+    assert [e["state"] for e in outcome["readiness"]["canary"]][-1] == "FAILED"
+    assert [e["state"] for e in outcome["readiness"]["rollback"]][-1] == "READY"
 
 
-def test_rollout_pins_knative_traffic_when_rolling_a_canary_back(fake_kube, v1_server):
-    server, _ = fake_kube
-    _roll(fake_kube, v1_server, 1, URI_V1, Mode.KNATIVE)
+def test_rollout_pins_knative_traffic_when_rolling_a_canary_back(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
+    _roll(kserve_cluster, v1_server, 1, URI_V1, Mode.KNATIVE)
     slow = canary.CanarySLO(percent=20, requests=20, min_canary_requests=10, max_p99_ms=0.001)
-    outcome = _roll(fake_kube, v1_server, 2, URI_V2, Mode.KNATIVE, slow)
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2, Mode.KNATIVE, slow)
     assert outcome["action"] == "rolled_back" and "ms above 0.001 ms" in outcome["reason"]
-    predictor = server.objects["churn"]["spec"]["predictor"]
+    predictor = server.isvcs["churn"]["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 0
     assert predictor["containers"][0]["env"][0]["value"] == kserve.storage_uri(URI_V1)
+    assert kserve.serving_version(server.isvcs["churn"]) == 1
 
 
-def test_rollout_stops_a_first_version_that_fails(fake_kube, v1_server):
-    server, _ = fake_kube
+def test_rollout_stops_a_first_version_that_fails(kserve_cluster, v1_server):
+    server, _ = kserve_cluster
     server.broken.add(kserve.storage_uri(URI_V1))
-    outcome = _roll(fake_kube, v1_server, 1, URI_V1)
+    outcome = _roll(kserve_cluster, v1_server, 1, URI_V1)
     assert outcome["action"] == "rolled_back" and "the InferenceService is stopped" in \
         outcome["reason"]
-    assert server.objects["churn"]["metadata"]["annotations"][kserve.STOP_ANNOTATION] == "true"
+    assert server.isvcs["churn"]["metadata"]["annotations"][kserve.STOP_ANNOTATION] == "true"
     # The next version starts it again, directly: a stopped service is no stable to canary against.
     server.broken.clear()
-    outcome = _roll(fake_kube, v1_server, 2, URI_V2)
+    outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert (outcome["action"], outcome["strategy"], outcome["previous_version"]) == (
-        "promoted", "direct", None)
-    assert kserve.STOP_ANNOTATION not in server.objects["churn"]["metadata"]["annotations"]
+        "promoted", "direct", None), outcome["reason"]
+    assert kserve.STOP_ANNOTATION not in server.isvcs["churn"]["metadata"]["annotations"]
 
 
-def test_candidate_is_a_separate_service_named_after_the_model():
-    manifest = kserve.candidate_service(config(), URI_V1)
-    assert manifest["metadata"]["name"] == "churn-infra"
+def test_standard_canary_outcome_says_it_was_a_dark_launch(kserve_cluster, v1_server, prepared,
+                                                         tmp_path):
+    _, api = kserve_cluster
+    registry = Registry(tmp_path / "registry", "churn")
+    for uri in (URI_V1, URI_V2):
+        deploy = logic.kserve_rollout(api, config(), uri, ROWS, SLO, 10,
+                                      url_for=lambda isvc, as_canary: v1_server.url)
+        result = _registry_rollout(registry, prepared, deploy)
+    assert result.promoted, result.reason
+    assert result.details["traffic"] == kserve.STANDARD_CANARY_TRAFFIC
+    assert "dark launch" in result.reason and "20% asked" in result.reason
+    report = logic.report_markdown(result, "churn")
+    assert f"| canary traffic | {kserve.STANDARD_CANARY_TRAFFIC} |" in report
+
+
+# --- infra validation's candidate on the simulated cluster ----------------------------------
+
+
+def test_candidate_is_a_separate_service_named_after_the_model_and_the_run():
+    manifest = kserve.candidate_service(config(), URI_V1, "a1b2c3")
+    assert manifest["metadata"]["name"] == "churn-infra-a1b2c3"
     assert manifest["metadata"]["labels"][kserve.NAME_LABEL] == "churn"
     args = manifest["spec"]["predictor"]["containers"][0]["args"]
-    assert args[args.index("--model-name") + 1] == "churn-infra"
-    with pytest.raises(ConfigError, match="model name 'c{58}-infra' is invalid"):
-        kserve.candidate_service(config(name="c" * 58), URI_V1)
+    assert args[args.index("--model-name") + 1] == "churn-infra-a1b2c3"
+    with pytest.raises(ConfigError, match="candidate token 'A!' is invalid"):
+        kserve.candidate_service(config(), URI_V1, "A!")
+
+
+def test_names_fit_kubernetes_for_every_deployment_kserve_derives():
+    longest = config(name="c" * 45)
+    assert len(kserve.deployment_name(longest.name, kserve.canary_name(999999))) == 63
+    candidate = kserve.candidate_name(longest.name, "a1b2c3")
+    assert len(kserve.deployment_name(candidate)) <= 63
+    with pytest.raises(ConfigError, match="'<name>-v<version>-predictor', which must fit 63 "
+                                          "characters; use at most 45"):
+        config(name="c" * 46)
+
+
+def _candidate(kserve_cluster, token, timeout_s=10.0):
+    return kserve.candidate(kserve_cluster[1], config(), URI_V1, token, timeout_s, poll_s=0.02)
+
+
+def test_two_runs_of_one_model_each_probe_their_own_candidate(kserve_cluster):
+    server, _ = kserve_cluster
+    with _candidate(kserve_cluster, "aaaaaa") as first, _candidate(kserve_cluster, "bbbbbb") as \
+            second:
+        assert (first.name, second.name) == ("churn-infra-aaaaaa", "churn-infra-bbbbbb")
+        assert first.url != second.url
+        assert {"churn-infra-aaaaaa-predictor", "churn-infra-bbbbbb-predictor"} <= set(
+            server.deployments)
+    assert server.isvcs == {} and server.deployments == {}
+
+
+def test_candidate_is_gone_once_validation_ends(kserve_cluster):
+    # KServe's finalizer keeps a deleted InferenceService around for a while; the run waits it
+    # out rather than leave a terminating object behind.
+    server, _ = kserve_cluster
+    with _candidate(kserve_cluster, "cccccc"):
+        pass
+    assert server.deleted == ["churn-infra-cccccc"] and server.isvcs == {}
+
+
+@pytest.mark.parametrize(("knob", "reason"), [
+    ("unpullable", "container kserve-container ImagePullBackOff: Back-off pulling image"),
+    ("broken", "the model could not be downloaded (storage-initializer "),
+])
+def test_candidate_that_cannot_start_fails_fast_not_at_the_deadline(kserve_cluster, knob, reason):
+    server, _ = kserve_cluster
+    getattr(server, knob).add("registry.example/ctloop-serving:0.1.0" if knob == "unpullable"
+                              else kserve.storage_uri(URI_V1))
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="churn-infra-dddddd generation 1 failed: pod "
+                                           "churn-infra-dddddd-predictor-") as failed:
+        with _candidate(kserve_cluster, "dddddd", timeout_s=60):
+            pass
+    assert reason in str(failed.value)
+    assert time.monotonic() - started < 10
+    assert server.isvcs == {}
+
+
+def test_only_stale_candidates_of_the_model_are_cleaned_up(kserve_cluster):
+    server, api = kserve_cluster
+    for token in ("old111", "new222"):
+        server.apply(kserve.candidate_service(config(), URI_V1, token))
+    server.apply(kserve.candidate_service(config(name="other"), URI_V1, "old333"))
+    server.isvcs["churn-infra-old111"]["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    server.isvcs["other-infra-old333"]["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    assert kserve.delete_stale_candidates(api, config()) == ["churn-infra-old111"]
+    server.step()
+    assert set(server.isvcs) == {"churn-infra-new222", "other-infra-old333"}
 
 
 def _registry_rollout(registry, prepared, deploy):
@@ -680,9 +920,9 @@ def _registry_rollout(registry, prepared, deploy):
                      str(registry.root), registry.model_name, {"span": 1}, deploy)
 
 
-def test_kserve_target_moves_the_registry_pointer_only_on_promote(fake_kube, v1_server,
+def test_kserve_target_moves_the_registry_pointer_only_on_promote(kserve_cluster, v1_server,
                                                                    prepared, tmp_path):
-    server, api = fake_kube
+    server, api = kserve_cluster
     server.address = v1_server.url  # Knative: the service's and the canary's address
     registry = Registry(tmp_path / "registry", "churn")
     knative = config(Mode.KNATIVE)
@@ -699,16 +939,16 @@ def test_kserve_target_moves_the_registry_pointer_only_on_promote(fake_kube, v1_
     assert (second.pushed, second.promoted, second.version) == (True, False, 2)
     assert "20% canary rolled back on InferenceService ctloop-serving/churn" in second.reason
     assert registry.serving().number == 1 and [v.number for v in registry.versions()] == [1, 2]
-    assert server.objects["churn"]["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "1"
+    assert kserve.serving_version(server.isvcs["churn"]) == 1
     report = logic.report_markdown(second, "churn")
     assert "**PUSHED, NOT SERVING**" in report and "| serving now | version 1 |" in report
     assert "| rollback |" in report and "(Knative mode, canary)" in report
 
 
-def test_kserve_target_deploys_nothing_over_a_version_promoted_since_the_push(fake_kube,
+def test_kserve_target_deploys_nothing_over_a_version_promoted_since_the_push(kserve_cluster,
                                                                               prepared,
                                                                               tmp_path):
-    server, api = fake_kube
+    server, api = kserve_cluster
     registry = Registry(tmp_path / "registry", "churn")
     for expected, serve in ((None, True), (1, False), (1, False)):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=expected,
@@ -719,13 +959,43 @@ def test_kserve_target_deploys_nothing_over_a_version_promoted_since_the_push(fa
     assert not deployment.promoted
     assert deployment.reason.startswith(f"not deployed: registry {registry.path} now serves "
                                         "version 2, not version 1 the model was evaluated")
-    assert "churn" not in server.objects and registry.serving().number == 2
+    assert "churn" not in server.isvcs and registry.serving().number == 2
 
 
-def test_rollout_refuses_to_change_the_mode(fake_kube, v1_server):
-    _roll(fake_kube, v1_server, 1, URI_V1, Mode.KNATIVE)
+def test_kserve_target_keeps_a_promotion_made_during_its_rollout(kserve_cluster, v1_server,
+                                                                  prepared, tmp_path):
+    # Runs A and B were both judged against version 1. B's rollout starts while version 1
+    # serves; A promotes version 2 while B's canary is being probed. B's promotion must not
+    # move the pointer over A's: set_serving checks the version under the registry's lock.
+    server, api = kserve_cluster
+    server.address = v1_server.url
+    registry = Registry(tmp_path / "registry", "churn")
+    registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
+    for _ in (2, 3):
+        registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
+    server.apply(kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1))
+    deploy = logic.kserve_rollout(api, config(Mode.KNATIVE), URI_V2, ROWS, SLO, 5)
+    original = kserve.probe
+
+    def probe_while_another_run_promotes(*args, **kwargs):
+        registry.set_serving(2, expected_serving=1)  # run A's promotion
+        return original(*args, **kwargs)
+
+    kserve.probe = probe_while_another_run_promotes
+    try:
+        deployment = deploy(registry, 3, 1)
+    finally:
+        kserve.probe = original
+    assert not deployment.promoted
+    assert "the registry's pointer was not moved: registry" in deployment.reason
+    assert "now serves version 2, not version 1" in deployment.reason
+    assert registry.serving().number == 2
+
+
+def test_rollout_refuses_to_change_the_mode(kserve_cluster, v1_server):
+    _roll(kserve_cluster, v1_server, 1, URI_V1, Mode.KNATIVE)
     with pytest.raises(ConfigError, match="runs in Knative mode, not Standard"):
-        _roll(fake_kube, v1_server, 2, URI_V2, Mode.STANDARD)
+        _roll(kserve_cluster, v1_server, 2, URI_V2, Mode.STANDARD)
 
 
 # --- e2e: the API layer on a cluster with KServe 0.21 ----------------------------------------

@@ -78,3 +78,24 @@ def test_no_canary_over_a_version_another_run_promoted_since_the_push(prepared, 
         f"no canary: registry {registry.path} now serves version 2, not version 1 the model was "
         "evaluated against; rerun to evaluate against the new serving model")
     assert registry.serving().number == 2 and registry.canary() is None
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_set_serving_moves_the_pointer_only_over_the_expected_version(prepared, tmp_path,
+                                                                      where, request):
+    from ctloop.errors import StaleBaselineError
+    from ctloop.registry import open_registry
+
+    if where == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        registry = open_registry(f"{bucket.uri}/registry", "churn", bucket.endpoint_url)
+    else:
+        registry = Registry(tmp_path, "churn")
+    registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
+    for _ in (2, 3):
+        registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
+    assert registry.set_serving(2, expected_serving=1).number == 2  # run A's promotion
+    with pytest.raises(StaleBaselineError, match="now serves version 2, not version 1"):
+        registry.set_serving(3, expected_serving=1)  # run B, judged against version 1 too
+    assert registry.serving().number == 2
+    assert registry.set_serving(3).number == 3  # an operator's own switch checks nothing
