@@ -91,6 +91,7 @@ def build(gpu: Optional[GpuSettings] = None):
         serving_python: str = "",
         max_p99_ms: float = 250.0,
         min_rps: float = 20.0,
+        infra_startup_timeout_s: float = 600.0,
         serving_target: str = "local",
         serving_url: str = "",
         canary_percent: int = 20,
@@ -98,7 +99,9 @@ def build(gpu: Optional[GpuSettings] = None):
         kserve_mode: str = "Standard",
         kserve_service_account: str = "ctloop-storage",
         serving_image: str = "",
-        gpu_count: int = 1 if gpu else 0,
+        # A string: KFP's driver reads the accelerator count with GetStringValue()
+        # (backend/src/v2/driver/resolve.go), which is "" for a number, and no GPU is requested.
+        gpu_count: str = "1" if gpu else "0",
         accelerator_type: str = "nvidia.com/gpu",
         mixed_precision: bool = False,
         beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
@@ -173,6 +176,9 @@ def build(gpu: Optional[GpuSettings] = None):
                 infra-blessed).
             max_p99_ms: Infra SLO: p99 latency of single-row requests under concurrent clients.
             min_rps: Infra SLO: requests per second under concurrent clients.
+            infra_startup_timeout_s: Infra validation: longest wait for the candidate's server to
+                become ready. On a fresh cluster its first pod pulls the storage initializer's
+                image and the model before TensorFlow even imports: minutes on a laptop.
             serving_target: Where models are infra-validated and served: ``local`` (server
                 processes; the registry's pointer is what serves) or ``kserve`` (a short-lived
                 InferenceService for infra validation, then the InferenceService ``model_name``).
@@ -185,8 +191,8 @@ def build(gpu: Optional[GpuSettings] = None):
             kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
                 credentials for KServe's storage initializer.
             serving_image: ``kserve`` target: the ctloop serving image (empty: this release's).
-            gpu_count: GPUs the train task requests on a cluster (0, 1, 2, 4, 8 or 16; the GPU
-                variant's default is 1, the CPU pipeline's 0).
+            gpu_count: GPUs the train task requests on a cluster, as a string ("0", "1", "2",
+                "4", "8" or "16"; the GPU variant's default is "1", the CPU pipeline's "0").
             accelerator_type: The accelerator resource the train task requests.
             mixed_precision: Train in float16 with float32 variables where a GPU is visible (the
                 trainer says in its log when it falls back to float32 on CPU).
@@ -289,6 +295,7 @@ def build(gpu: Optional[GpuSettings] = None):
             serving_image=serving_image,
             max_p99_ms=max_p99_ms,
             min_rps=min_rps,
+            startup_timeout_s=infra_startup_timeout_s,
         ).set_caching_options(False).after(evaluated)
         rolled_out = rollout(
             model=trained.outputs["model"],

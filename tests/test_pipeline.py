@@ -1,5 +1,6 @@
 """The compiled pipeline: golden IR, the settings a cluster needs, components compile alone."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_gpu_variant_schedules_the_train_task_on_gpu_nodes(gpu_ir, ir):
     assert {e["container"]["image"] for n, e in executors.items() if n != "exec-train"} == {
         PIPELINE_IMAGE}
     defaults = gpu_ir["spec"]["root"]["inputDefinitions"]["parameters"]
-    assert defaults["gpu_count"]["defaultValue"] == 1
+    assert defaults["gpu_count"]["defaultValue"] == "1"
     train = gpu_ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
         "exec-train"]
     assert train["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
@@ -78,8 +79,40 @@ def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
     inputs = tasks["train"]["inputs"]["parameters"]
     assert inputs["pipelinechannel--gpu_count"]["componentInputParameter"] == "gpu_count"
     defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
-    assert defaults["gpu_count"]["defaultValue"] == 0
+    assert defaults["gpu_count"]["defaultValue"] == "0"
     assert defaults["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
+
+
+def driver_accelerator(ir: dict, task: str, arguments: dict) -> tuple[str, str]:
+    """The accelerator (type, count) KFP's driver puts on ``task``'s pod for a run with
+    ``arguments``, as backend/src/v2/driver/resolve.go's resolvePodSpecInputRuntimeParameter
+    does: a channel resolves to the executor input's value read with GetStringValue(), which is
+    "" for anything but a string (a NUMBER parameter arrives as a number_value)."""
+    executor = ir["spec"]["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace(
+        "comp-", "exec-")
+    accelerator = ir["spec"]["deploymentSpec"]["executors"][executor]["container"][
+        "resources"]["accelerator"]
+    channels = ir["spec"]["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    root = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+
+    def resolve(value: str) -> str:
+        match = re.fullmatch(r"\{\{\$\.inputs\.parameters\['(.+)'\]\}\}", value)
+        if not match:
+            return value  # a constant
+        # The channel carries the pipeline parameter's value with the parameter's type.
+        pipeline_param = channels[match.group(1)]["componentInputParameter"]
+        given = arguments.get(pipeline_param, root[pipeline_param].get("defaultValue"))
+        return given if root[pipeline_param]["parameterType"] == "STRING" else ""
+
+    return resolve(accelerator["resourceType"]), resolve(accelerator["resourceCount"])
+
+
+def test_kfps_driver_resolves_the_gpu_count_of_the_gpu_variant(gpu_ir, ir):
+    assert driver_accelerator(gpu_ir, "train", {}) == ("nvidia.com/gpu", "1")
+    assert driver_accelerator(gpu_ir, "train", {"gpu_count": "4"}) == ("nvidia.com/gpu", "4")
+    assert gpu_ir["spec"]["root"]["inputDefinitions"]["parameters"]["gpu_count"][
+        "parameterType"] == "STRING"
+    assert driver_accelerator(ir, "train", {}) == ("nvidia.com/gpu", "0")
 
 
 def test_tasks_reading_outside_state_are_never_cached(ir):
