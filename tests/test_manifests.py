@@ -96,6 +96,11 @@ def inferenceservice_validator() -> jsonschema.protocols.Validator:
     model["properties"].update(MODEL_FIELDS)
     model["required"] = ["modelFormat"]
     predictor["properties"].update(PREDICTOR_FIELDS, model=model)
+    # KServe's CRD (config/crd/full/serving.kserve.io_inferenceservices.yaml) is stricter
+    # inside spec.canary[]: each entry needs trafficPercent, and a canary's model needs the
+    # container's name as well as modelFormat.
+    canary_predictor = copy.deepcopy(predictor)
+    canary_predictor["properties"]["model"]["required"] = ["modelFormat", "name"]
     schema = {
         # The copied definitions refer to each other as #/$defs/<name>: keep them beside.
         "$defs": core,
@@ -108,9 +113,9 @@ def inferenceservice_validator() -> jsonschema.protocols.Validator:
             "spec": {"type": "object", "required": ["predictor"], "additionalProperties": False,
                      "properties": {"predictor": predictor, "canary": {
                          "type": "array", "items": {
-                             "type": "object", "required": ["predictor"],
+                             "type": "object", "required": ["predictor", "trafficPercent"],
                              "additionalProperties": False, "properties": {
-                                 "predictor": predictor,
+                                 "predictor": canary_predictor,
                                  "trafficPercent": {"type": "integer", "minimum": 0,
                                                     "maximum": 100}}}},
                                     **{k: {"type": "object"} for k in (
@@ -129,7 +134,7 @@ def validate(obj: dict) -> None:
 
 
 def test_every_overlay_builds(overlays):
-    assert set(OVERLAYS) == {"kind", "generic"}
+    assert set(OVERLAYS) == {"kind", "generic", "multi-user"}
     for objects in overlays.values():
         kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
         assert {("Namespace", "ctloop-serving"), ("Role", "ctloop-rollout"),
@@ -174,15 +179,41 @@ def test_rollout_role_grants_inference_services_in_the_serving_namespace_only(ov
         role = _one(objects, "Role", "ctloop-rollout")
         assert role["metadata"]["namespace"] == "ctloop-serving"
         # What rollout (get, create/patch by server-side apply, watch) and infra validation
-        # (delete its candidate) do; no wildcard, no other resource, no other API group.
+        # (delete its candidate) do, and what Standard-mode readiness reads (the predictor
+        # Deployments and their pods); no wildcard, no writes beyond InferenceServices.
         assert role["rules"] == [
             {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
              "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices/status"],
-             "verbs": ["get"]}]
-        binding = _one(objects, "RoleBinding", "ctloop-rollout")
+             "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    for name in ("kind", "generic"):  # KFP standalone runs pipelines as pipeline-runner
+        binding = _one(overlays[name], "RoleBinding", "ctloop-rollout")
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}]
+    # Multi-user Kubeflow runs them as the profile's default-editor, in the profile namespace.
+    binding = _one(overlays["multi-user"], "RoleBinding", "ctloop-rollout")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor",
+                                    "namespace": "kubeflow-user-example-com"}]
+
+
+def test_the_rollout_role_covers_what_the_kserve_target_reads():
+    # Every API call of the rollout's cluster layer, against the Role's rules.
+    import inspect
+
+    from ctloop.components.rollout import kserve
+
+    source = inspect.getsource(kserve)
+    role = next(o for o in yaml.safe_load_all((MANIFESTS / "base/rbac.yaml").read_text())
+                if o["kind"] == "Role")
+    granted = {(group, resource, verb) for rule in role["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    assert '_list(api, "apps/v1", "Deployment"' in source
+    assert '_list(api, "v1", "Pod"' in source
+    assert {("apps", "deployments", "list"), ("", "pods", "list"),
+            ("serving.kserve.io", "inferenceservices", "list")} <= granted
 
 
 RBAC_KINDS = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
@@ -213,6 +244,8 @@ def test_storage_service_account_and_secret(overlays):
         account = _one(objects, "ServiceAccount", "ctloop-storage")
         assert account["secrets"] == [{"name": "ctloop-storage"}]
         assert account["metadata"]["namespace"] == "ctloop-serving"
+        # Model pods run as it for the storage credentials only: no API token in them.
+        assert account["automountServiceAccountToken"] is False
     kind = _one(overlays["kind"], "Secret", "ctloop-storage")["metadata"]["annotations"]
     assert kind["serving.kserve.io/s3-endpoint"] == "seaweedfs.kubeflow:9000"
     assert kind["serving.kserve.io/s3-usehttps"] == "0"
@@ -234,6 +267,7 @@ def test_network_policy_opens_only_the_s3_port_to_the_serving_namespace(overlays
         "kubernetes.io/metadata.name": "ctloop-serving"}}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8333}]
     assert not [o for o in overlays["generic"] if o["kind"] == "NetworkPolicy"]
+    assert not [o for o in overlays["multi-user"] if o["kind"] == "NetworkPolicy"]
 
 
 # --- the InferenceService check itself -------------------------------------------------------
@@ -269,10 +303,14 @@ def test_valid_inferenceservices_pass(service):
     (("spec", "predictor", "model", "resources"), {"limit": {}}, "'limit' was unexpected"),
     (("spec", "predictor", "model", "protocolVersion"), "v3", "'v3' is not one of"),
     (("spec", "predictors"), {}, "'predictors' was unexpected"),
-    (("spec", "canary"), [{"predictor": {"name": "v2", "minReplica": 1}}],
+    (("spec", "canary"), [{"predictor": {"name": "v2", "minReplica": 1}, "trafficPercent": 20}],
      "'minReplica' was unexpected"),
     (("spec", "canary"), [{"predictor": {"name": "v2"}, "trafficPercent": 120}],
      "120 is greater than the maximum of 100"),
+    (("spec", "canary"), [{"predictor": {"name": "v2"}}], "'trafficPercent' is a required"),
+    (("spec", "canary"), [{"trafficPercent": 20, "predictor": {"name": "v2", "model": {
+        "modelFormat": {"name": "tensorflow"}, "storageUri": "s3://m/2"}}}],
+     "'name' is a required property"),
     (("metadata", "labels"), {"a": 1}, "1 is not of type 'string'"),
     (("apiVersion",), "serving.kserve.io/v1alpha1", "'serving.kserve.io/v1beta1' was expected"),
 ])
