@@ -29,7 +29,7 @@ def evaluate(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Markdown],
-    min_auc: Optional[float] = 0.7,
+    min_auc: Optional[float] = None,
     max_auc_decrease: Optional[float] = 0.01,
     min_accuracy: Optional[float] = None,
     max_accuracy_decrease: Optional[float] = 0.01,
@@ -48,8 +48,10 @@ def evaluate(
     error.
 
     The baseline is the registry's serving version (open-source KFP has no "latest blessed
-    model" resolver). Fail-safe: with no threshold that applies, the model is not blessed unless
-    the blessing is forced.
+    model" resolver). With no value threshold of the task set, the candidate must beat a
+    no-skill predictor on the same eval rows (binary: a constant, AUC 0.5; multiclass: the
+    majority class; regression: the labels' median) by a margin whose one-sided 95% paired-
+    bootstrap lower bound is above 0, with or without a serving model: guessing is never blessed.
 
     Args:
         model: The candidate SavedModel.
@@ -59,27 +61,30 @@ def evaluate(
         model_name: The model's name in the registry.
         blessing: Output: metadata ``blessed``, ``reason``, ``forced``, ``force_reason``,
             ``tfma_blessed``, ``tfma_reason``, ``checks``, ``metrics``, ``baseline_version``,
-            ``baseline_metrics``.
+            ``baseline_metrics``, ``no_skill`` (the no-skill and candidate values, the margin
+            and its bootstrap lower bound; None when a value threshold judged).
         evaluation: Output: TFMA's output folder (metrics, plots, validations).
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
         classification_metrics: Output: a classifier's confusion matrix (binary: at threshold
             0.5, with the ROC curve; multiclass: of the most probable class), from TFMA's plots.
             Empty for regression.
-        report: Output: the verdict, each threshold with pass/fail, and candidate vs baseline
-            (and their difference) per metric, overall and per slice.
-        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none). Every
-            threshold below is off when None or negative (a pipeline parameter cannot be None).
+        report: Output: the verdict, each threshold with pass/fail, the no-skill comparison,
+            and candidate vs baseline (and their difference) per metric, overall and per slice.
+        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none, the
+            no-skill check judges). Every threshold below is off when None or exactly -1.0 (a
+            pipeline parameter cannot be None); any other negative value is refused.
         max_auc_decrease: Binary change threshold: how far AUC may fall below the serving
             model's (None: none).
-        min_accuracy: Multiclass value threshold on accuracy (None: none).
+        min_accuracy: Multiclass value threshold on accuracy (None: none, the no-skill check
+            judges).
         max_accuracy_decrease: Multiclass change threshold: how far accuracy may fall below the
             serving model's (None: none).
         max_mae: Regression value threshold: the candidate's mean absolute error must not
-            exceed it, in the label's units (None: none).
+            exceed it, in the label's units (None: none, the no-skill check judges).
         max_mae_increase: Regression change threshold: how far the MAE may rise above the
-            serving model's (None: none).
+            serving model's, in the label's units (None: at most 1% above it).
         cold_start: With no serving model: ``bless_on_thresholds`` blesses a candidate that
-            meets the value threshold, ``require_baseline`` blesses none.
+            passes its checks, ``require_baseline`` blesses none.
         force_bless_reason: When not empty, bless the candidate whatever the verdict, recorded
             with this reason; TFMA still runs and the verdict it overrode is kept.
         slice_features: Features to report metrics per value of.
@@ -128,6 +133,8 @@ def evaluate(
         metrics=result.metrics, baseline_version=baseline.number if baseline else None,
         baseline_metrics=result.baseline_metrics, task=result.task,
         incomparable=result.incomparable,
+        no_skill={**dataclasses.asdict(result.no_skill), "passed": result.no_skill.passed,
+                  "summary": result.no_skill.summary} if result.no_skill else None,
     )
     with open(blessing.path, "w") as handle:
         handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")

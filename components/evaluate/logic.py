@@ -7,9 +7,14 @@ accuracy, or mean absolute error: ``JUDGED``): a value threshold on the candidat
 baseline serves, a change threshold against it. Thresholds judge the overall slice. A serving
 model of another task or other label classes cannot be compared: the candidate is not blessed.
 
-The blessing is TFMA's verdict, then the policy: with no serving model, ``require_baseline``
-blesses nothing; a force-bless reason blesses anything, and the verdict it overrode is kept.
-A classifier's confusion matrix (and a binary one's ROC curve) come from TFMA's plots.
+With no hand-set value threshold, the candidate must beat a no-skill predictor on the same eval
+rows (``no_skill``): a constant (AUC 0.5), the majority class, or the labels' median, by a
+margin whose one-sided 95% paired-bootstrap lower bound is above 0.
+
+The blessing is the checks' verdict, then the policy: with no serving model,
+``require_baseline`` blesses nothing; a force-bless reason blesses anything, and the verdict it
+overrode is kept. A classifier's confusion matrix (and a binary one's ROC curve) come from
+TFMA's plots.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pyarrow as pa
 
 from ctloop import beam_options, contract
 from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError
+from ctloop.errors import ConfigError, ModelError
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 # Per task: TFMA metric class -> the name TFMA gives its value.
@@ -49,6 +54,15 @@ MATRIX_THRESHOLD = 0.5
 BLESS_ON_THRESHOLDS, REQUIRE_BASELINE = "bless_on_thresholds", "require_baseline"
 COLD_START_POLICIES = (BLESS_ON_THRESHOLDS, REQUIRE_BASELINE)
 FORCED_PREFIX = "FORCE-BLESSED: "
+# The no-skill check: a paired bootstrap over the eval rows, seeded so that a rerun on the same
+# rows decides the same; 1000 resamples put the 5th percentile within about 0.1 standard errors.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+CONFIDENCE = 0.95  # one-sided: the margin's lower bound is its 5th bootstrap percentile
+PREDICT_ROWS = 4096  # rows per in-process call of the candidate's signature
+# Regression with a serving model and no max_mae_increase: the label's units are unknown, so the
+# default change bound is relative: the candidate's MAE may be at most 1% above the serving one's.
+MAE_RELATIVE_INCREASE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +92,17 @@ NO_THRESHOLD = -1.0
 
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
-    """Blessing thresholds of each task's judged metric; a task uses its own pair. None
-    disables one; with both of a task's None nothing is blessed.
+    """Blessing thresholds of each task's judged metric; a task uses its own pair.
 
     binary: ``min_auc``, ``max_auc_decrease``; multiclass: ``min_accuracy``,
     ``max_accuracy_decrease``; regression: ``max_mae``, ``max_mae_increase`` (in the label's
-    units). A change bound is how much worse than the serving model the candidate may be.
+    units). A value bound of None leaves the judgement to the no-skill check (the candidate must
+    beat guessing); a hand-set one replaces it. A change bound is how much worse than the serving
+    model the candidate may be; None disables it, except regression's, where None means at most
+    ``MAE_RELATIVE_INCREASE`` (1%) above the serving model's MAE.
     """
 
-    min_auc: float | None = 0.7
+    min_auc: float | None = None
     max_auc_decrease: float | None = 0.01
     min_accuracy: float | None = None
     max_accuracy_decrease: float | None = 0.01
@@ -107,23 +123,42 @@ class Thresholds:
 
     @classmethod
     def from_parameters(cls, **values: float | None) -> Thresholds:
-        """Thresholds from pipeline parameters, where a negative value (``NO_THRESHOLD``) means
-        none."""
-        return cls(**{name: None if value is None or value < 0 else value
+        """Thresholds from pipeline parameters, where exactly ``NO_THRESHOLD`` means none.
+
+        Raises:
+            ConfigError: Any other negative value: on a cluster a typo such as -0.7 must not
+                silently turn a gate off.
+        """
+        for name, value in values.items():
+            if value is not None and value < 0 and value != NO_THRESHOLD:
+                raise ConfigError(
+                    f"{name} {value} is negative: only {NO_THRESHOLD} means no threshold; pass "
+                    f"a value {UNITS if name.startswith('max_mae') else 'in [0, 1]'}, or "
+                    f"{NO_THRESHOLD} to turn it off")
+        return cls(**{name: None if value == NO_THRESHOLD else value
                       for name, value in values.items()})
 
     def of(self, task: str) -> tuple[float | None, float | None]:
-        """The task's (value bound, change bound)."""
+        """The task's (value bound, change bound) as set."""
         value, change = JUDGED[task].settings
         return getattr(self, value), getattr(self, change)
+
+    def change_of(self, task: str) -> tuple[float | None, bool]:
+        """The change bound that applies against a serving model, and whether it is relative
+        (regression's default when ``max_mae_increase`` is None)."""
+        change = self.of(task)[1]
+        if change is None and task == contract.REGRESSION:
+            return MAE_RELATIVE_INCREASE, True
+        return change, False
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """What decides the blessing besides the thresholds.
 
-    ``cold_start``: with no serving model, ``bless_on_thresholds`` blesses a candidate that meets
-    the value threshold, ``require_baseline`` blesses nothing. ``force_bless_reason``: when not
+    ``cold_start``: with no serving model, ``bless_on_thresholds`` blesses a candidate that passes
+    its checks (the value threshold, or else the no-skill check), ``require_baseline`` blesses
+    nothing. ``force_bless_reason``: when not
     empty, the candidate is blessed whatever the verdict, and the reason is recorded for audit.
     """
 
@@ -150,17 +185,57 @@ class Policy:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """A threshold TFMA applied on the overall slice, and how the candidate fared."""
+    """A threshold applied on the overall slice (by TFMA, or the no-skill check), and how the
+    candidate fared."""
 
     metric: str  # e.g. "auc", or "auc change vs serving model" (candidate - baseline)
     threshold: str  # e.g. "AUC >= 0.7"
-    value: float | None  # None: TFMA could not compute it
+    value: float | None  # None: it could not be computed
     passed: bool
     is_change: bool = False
+    detail: str | None = None  # the no-skill check's: "beats no-skill by X, 95% lower bound Y"
 
     @property
     def shown(self) -> str:
         return f"{self.metric} = {_number(self.value, signed=self.is_change)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSkill:
+    """The candidate against a predictor with no skill, on the same eval rows.
+
+    ``margin`` is how much better the candidate is (AUC or accuracy: candidate - no-skill; MAE:
+    no-skill - candidate), ``lower_bound`` its one-sided ``CONFIDENCE`` lower bound from a paired
+    bootstrap over the rows. The check passes only when ``lower_bound`` > 0.
+    """
+
+    predictor: str  # e.g. "the majority class 'basic'"
+    shown: str  # the judged metric as the report writes it
+    no_skill: float | None
+    candidate: float | None
+    margin: float | None
+    lower_bound: float | None
+    resamples: int
+    seed: int
+    problem: str | None = None  # why the margin could not be measured (then it fails)
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and self.lower_bound is not None and self.lower_bound > 0
+
+    @property
+    def summary(self) -> str:
+        if self.problem:
+            return self.problem
+        return (f"beats no-skill by {_number(self.margin, signed=True)}, "
+                f"{CONFIDENCE:.0%} lower bound {_number(self.lower_bound, signed=True)} "
+                f"({self.shown} {_number(self.candidate)} vs {_number(self.no_skill)})")
+
+    def check(self) -> Check:
+        return Check(f"{self.shown} margin over no-skill, {CONFIDENCE:.0%} lower bound",
+                     f"{self.shown} beats no-skill ({self.predictor}: {self.shown} "
+                     f"{_number(self.no_skill)})", self.lower_bound, self.passed,
+                     is_change=True, detail=self.summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +265,7 @@ class Evaluation:
     views: Views | None  # None: regression
     task: str = contract.BINARY
     incomparable: str | None = None  # why the serving model could not be the baseline
+    no_skill: NoSkill | None = None  # None: a hand-set value threshold judged instead
 
     @property
     def forced(self) -> bool:
@@ -212,7 +288,8 @@ def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
         )
 
     judged = JUDGED[task]
-    value, change = thresholds.of(task)
+    value = thresholds.of(task)[0]
+    change, relative = thresholds.change_of(task)
     threshold = tfma.MetricThreshold()
     if value is not None:
         bound = threshold.value_threshold.lower_bound if judged.higher_is_better else \
@@ -223,7 +300,11 @@ def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
         threshold.change_threshold.direction = (
             tfma.MetricDirection.HIGHER_IS_BETTER if judged.higher_is_better
             else tfma.MetricDirection.LOWER_IS_BETTER)
-        threshold.change_threshold.absolute.value = -change if judged.higher_is_better else change
+        if relative:
+            threshold.change_threshold.relative.value = change
+        else:
+            threshold.change_threshold.absolute.value = (-change if judged.higher_is_better
+                                                         else change)
     overall = tfma.SlicingSpec()
     metrics = [
         tfma.MetricConfig(
@@ -349,13 +430,136 @@ def run(
     validation = tfma.load_validation_result(output_dir)
     applied = checks(validation, thresholds, with_baseline, metrics, diffs.get("overall", {}),
                      task)
-    tfma_blessed, tfma_reason = bless(validation, applied, task)
+    # With no threshold of its own TFMA reports "missing thresholds", not a verdict.
+    validated = validation if applied else None
+    skill = None
+    # Fail safe and right: with no hand-set value threshold, a model is still never blessed for
+    # being no better than guessing, with or without a serving model.
+    if thresholds.of(task)[0] is None:
+        predicted = predictions(model_dir, frame, load_features(model_dir))
+        skill = no_skill(task, frame[label].to_numpy(), predicted, categories)
+        applied.insert(0, skill.check())  # in the value threshold's place
+    tfma_blessed, tfma_reason = bless(validated, applied, task)
     blessed, reason = decide(tfma_blessed, tfma_reason, policy, baseline_dir is not None,
                              incomparable)
     views = None if task == contract.REGRESSION else _views(candidate, categories, task)
     return Evaluation(
         blessed, reason, metrics, slices.get(BASELINE, {}).get("overall", {}), slices, diffs,
-        applied, tfma_blessed, tfma_reason, policy.force_reason, views, task, incomparable)
+        applied, tfma_blessed, tfma_reason, policy.force_reason, views, task, incomparable,
+        skill)
+
+
+def predictions(model_dir: str, frame: pd.DataFrame, features: list[FeatureSpec]) -> np.ndarray:
+    """The model's answer for every row of ``frame``, in order, computed in-process through its
+    ``serving_default`` signature (``contract``), ``PREDICT_ROWS`` rows at a time: ``[rows]``, or
+    ``[rows, classes]`` for multiclass."""
+    import tensorflow as tf
+
+    task = contract.read_task(model_dir)[0]
+    signatures = tf.saved_model.load(model_dir).signatures
+    if contract.SERVING_SIGNATURE not in signatures:
+        raise ModelError(f"model {model_dir} has no {contract.SERVING_SIGNATURE!r} signature; "
+                         "export it with ctloop's trainer")
+    serve = signatures[contract.SERVING_SIGNATURE]
+    inputs = to_inputs(frame, features)
+    answers = [serve(**{name: tf.constant(values[start:start + PREDICT_ROWS])
+                        for name, values in inputs.items()})[contract.OUTPUT_KEYS[task]].numpy()
+               for start in range(0, len(frame), PREDICT_ROWS)]
+    if not answers:
+        return np.zeros((0, len(contract.read_task(model_dir)[1])) if task == contract.MULTICLASS
+                        else (0,), np.float32)
+    return np.concatenate(answers)
+
+
+def no_skill(task: str, labels: np.ndarray, predicted: np.ndarray, categories: list[str],
+             resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> NoSkill:
+    """The candidate's margin over a no-skill predictor on the same rows, with its paired
+    bootstrap lower bound.
+
+    binary: any constant (e.g. the positive rate) has AUC 0.5, on every resample.
+    multiclass: always the majority class of these rows, judged on accuracy.
+    regression: always the median of these labels, judged on MAE.
+
+    The multiclass and regression constants are chosen with the eval labels themselves: the
+    majority class is the best constant for accuracy on these rows and the median the best
+    constant for MAE, so no-skill is as strong as a constant can be there, which favours it,
+    never the candidate (a conservative check).
+
+    Args:
+        task: The task type.
+        labels: The eval rows' labels, as ingest encoded them.
+        predicted: The candidate's answers for the same rows (``predictions``).
+        categories: The label classes (multiclass: the names of the columns of ``predicted``).
+        resamples: Bootstrap resamples of the rows.
+        seed: The resampling's seed: the same rows and answers give the same bound.
+    """
+    judged = JUDGED[task]
+    rows = len(labels)
+    finite = np.isfinite(predicted).all(axis=-1) if predicted.ndim > 1 else \
+        np.isfinite(predicted)
+    if task == contract.BINARY:
+        labels = labels.astype(np.int64)
+        predictor = f"a constant, e.g. the positive rate {_number(np.mean(labels) if rows else None)}"
+    elif task == contract.MULTICLASS:
+        labels = labels.astype(np.int64)
+        majority = int(np.bincount(labels).argmax()) if rows else 0
+        name = categories[majority] if majority < len(categories) else str(majority)
+        predictor = f"always the majority class {name!r}"
+    else:
+        labels = labels.astype(np.float64)
+        median = float(np.median(labels)) if rows else 0.0
+        predictor = f"always the eval labels' median {median:.4g}"
+
+    def failed(problem: str) -> NoSkill:
+        return NoSkill(predictor, judged.shown, None, None, None, None, resamples, seed,
+                       problem)
+
+    if not rows:
+        return failed("no eval rows to compare the candidate with no-skill on")
+    if not finite.all():
+        return failed(f"the candidate answered NaN or infinity for {int((~finite).sum())} of "
+                      f"{rows} eval rows: it cannot be shown to beat no-skill")
+    rng = np.random.default_rng(seed)
+    counts = (np.bincount(rng.integers(0, rows, rows), minlength=rows) for _ in range(resamples))
+    if task == contract.BINARY:
+        if labels.min() == labels.max():
+            return failed(f"the eval rows hold one class only ({labels[0]}): AUC is undefined, "
+                          "so the candidate cannot be shown to beat no-skill; evaluate on rows "
+                          "of both classes")
+        groups = np.unique(predicted.astype(np.float64), return_inverse=True)[1].ravel()
+        baseline, candidate = 0.5, _auc(labels, groups)
+        margins = np.array([_auc(labels, groups, weights) for weights in counts]) - baseline
+    else:
+        if task == contract.MULTICLASS:
+            # Per row, 1 when right: the candidate's most probable class, and no-skill's.
+            theirs = (labels == majority).astype(np.float64)
+            ours = (predicted.argmax(axis=-1) == labels).astype(np.float64)
+            gains = ours - theirs
+        else:
+            # Per row, how much smaller the candidate's absolute error is than no-skill's.
+            theirs = np.abs(labels - median)
+            ours = np.abs(labels - predicted.astype(np.float64))
+            gains = theirs - ours
+        baseline, candidate = float(theirs.mean()), float(ours.mean())
+        margins = np.array([weights @ gains / rows for weights in counts])
+    margins = margins[np.isfinite(margins)]  # a resample of one class has no AUC
+    margin = candidate - baseline if judged.higher_is_better else baseline - candidate
+    lower = float(np.quantile(margins, 1 - CONFIDENCE)) if len(margins) else None
+    return NoSkill(predictor, judged.shown, baseline, candidate, float(margin), lower,
+                   resamples, seed)
+
+
+def _auc(labels: np.ndarray, groups: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The exact (weighted) AUC: the chance that a positive row scores above a negative one, a
+    tie counting half. ``groups``: each row's rank among the distinct scores."""
+    weights = np.ones(len(labels)) if weights is None else weights
+    positives = np.bincount(groups, weights=weights * labels)
+    negatives = np.bincount(groups, weights=weights * (1 - labels))
+    pairs = positives.sum() * negatives.sum()
+    if not pairs:
+        return math.nan
+    below = np.cumsum(negatives) - negatives
+    return float(positives @ (below + negatives / 2) / pairs)
 
 
 def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dict[str, float],
@@ -366,33 +570,40 @@ def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dic
     failed = {failure.metric_key.is_diff
               for per_slice in validation.metric_validations_per_slice
               for failure in per_slice.failures}
-    judged, (value, change) = JUDGED[task], thresholds.of(task)
+    judged, value = JUDGED[task], thresholds.of(task)[0]
+    change, relative = thresholds.change_of(task)
     sign, worse = (">=", "-") if judged.higher_is_better else ("<=", "+")
     applied = []
     if value is not None:
         applied.append(Check(judged.metric, f"{judged.shown} {sign} {value}",
                              metrics.get(judged.metric), False not in failed))
     if with_baseline and change is not None:
+        bound = f"{change:.0%} (max_mae_increase not set)" if relative else f"{change}"
         applied.append(Check(
             f"{judged.metric} change vs serving model",
-            f"{judged.shown} {sign} serving model's {judged.shown} {worse} {change}",
+            f"{judged.shown} {sign} serving model's {judged.shown} {worse} {bound}",
             diffs.get(judged.metric), True not in failed, is_change=True))
     return applied
 
 
 def bless(validation, applied: list[Check], task: str = contract.BINARY) -> tuple[bool, str]:
-    """The thresholds' verdict and its reason, from the checks and TFMA's ValidationResult."""
+    """The checks' verdict and its reason, from the checks and TFMA's ValidationResult (None:
+    TFMA had no threshold to validate)."""
     if not applied:
         # Fail safe, as TFX's Evaluator: with nothing to check, TFMA would pass anything.
         value, change = JUDGED[task].settings
         return False, (f"no threshold applies: set {value} (and {change}) to bless {task} "
                        "models")
-    failures = [f"{c.shown} fails {c.threshold}" for c in applied if not c.passed]
+
+    def detail(check: Check) -> str:
+        return f": {check.detail}" if check.detail else ""
+
+    failures = [f"{c.shown} fails {c.threshold}{detail(c)}" for c in applied if not c.passed]
     if failures:
         return False, "; ".join(failures)
-    if not validation.validation_ok:  # unknown state blocks like a failure
+    if validation is not None and not validation.validation_ok:  # unknown state blocks
         return False, "TFMA validation failed without naming a threshold: see validations.tfrecord"
-    return True, "passed " + " and ".join(c.threshold for c in applied)
+    return True, "passed " + " and ".join(c.threshold + detail(c) for c in applied)
 
 
 def decide(tfma_blessed: bool, tfma_reason: str, policy: Policy, with_baseline: bool,
@@ -470,6 +681,25 @@ def _cell(metric: str, value: float | None, signed: bool = False) -> str:
     return _number(value, signed, digits=0 if metric == "example_count" else 4)
 
 
+def _no_skill_lines(skill: NoSkill, rows: float | None) -> list[str]:
+    shown = skill.shown
+    lines = ["## No-skill baseline", "",
+             f"No value threshold is set, so the candidate must beat a predictor with no skill "
+             f"on the same {_cell('example_count', rows)} eval rows ({skill.predictor}) by a "
+             f"margin whose one-sided {CONFIDENCE:.0%} lower bound is above 0 (paired bootstrap "
+             f"over the rows: {skill.resamples} resamples, seed {skill.seed}).", ""]
+    if skill.problem:
+        return lines + [f"Not measured: {skill.problem}.", ""]
+    return lines + [
+        f"| | {shown} |", "|---|---|",
+        f"| no-skill | {_number(skill.no_skill)} |",
+        f"| candidate | {_number(skill.candidate)} |",
+        f"| margin (better is +) | {_number(skill.margin, signed=True)} |",
+        f"| margin, {CONFIDENCE:.0%} lower bound | {_number(skill.lower_bound, signed=True)} |",
+        "", f"The candidate {skill.summary}: "
+        f"{'pass' if skill.passed else 'FAIL'}.", ""]
+
+
 def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: Any) -> str:
     """The verdict, each threshold, and candidate vs baseline per metric and slice (Markdown)."""
     verdict = "BLESSED" if evaluation.blessed else "NOT BLESSED"
@@ -477,7 +707,7 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
     if evaluation.forced:
         tfma_verdict = "BLESSED" if evaluation.tfma_blessed else "NOT BLESSED"
         lines += [f"> **FORCE-BLESSED**: {evaluation.force_reason}", ">",
-                  f"> TFMA's verdict on the thresholds, recorded but not applied: "
+                  f"> The checks' verdict, recorded but not applied: "
                   f"**{tfma_verdict}**: {evaluation.tfma_reason}", ""]
     lines += [f"**{verdict}**: {evaluation.reason}", "", f"Task: {evaluation.task}.", ""]
     cold_start = BASELINE not in evaluation.slices
@@ -497,6 +727,8 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
     else:
         lines.append("None applies: nothing is blessed unless forced.")
     lines.append("")
+    if evaluation.no_skill:
+        lines += _no_skill_lines(evaluation.no_skill, evaluation.metrics.get("example_count"))
 
     def ordered(slices):  # overall first, then the slices by name
         return sorted(slices, key=lambda name: (name != "overall", name))

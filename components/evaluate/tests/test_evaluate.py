@@ -1,5 +1,6 @@
 """evaluate with real TFMA: the blessing on cold start and against a better or worse baseline, the
-cold-start policy, forced blessings, the confusion matrix and ROC views, and the report."""
+no-skill check that judges when no value threshold is set, the cold-start policy, forced
+blessings, the confusion matrix and ROC views, and the report."""
 
 import json
 import shutil
@@ -79,6 +80,31 @@ def _with_label_classes(model_dir, tmp_path, classes):
     return copy
 
 
+def _export_constant_model(model_dir, target: Path, value: float = 0.3) -> Path:
+    """A SavedModel with ``model_dir``'s features, task and signature that answers the same for
+    every row: ``value`` (binary, regression), or equal class probabilities (multiclass)."""
+    import tensorflow as tf
+
+    described = json.loads((Path(model_dir) / contract.FEATURES_FILE).read_text())
+    task, classes = contract.read_task(model_dir)
+    spec = {f["name"]: tf.TensorSpec([None], tf.float32 if f["dtype"] == contract.NUMERIC
+                                     else tf.string, name=f["name"])
+            for f in described["features"]}
+
+    class Constant(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, raw):
+            rows = tf.shape(raw[next(iter(spec))])[0]
+            answer = (tf.fill([rows, len(classes)], 1 / len(classes))
+                      if task == contract.MULTICLASS else tf.fill([rows], value))
+            return {contract.OUTPUT_KEYS[task]: answer}
+
+    model = Constant()
+    tf.saved_model.save(model, str(target), signatures={"serving_default": model.serve})
+    (target / contract.FEATURES_FILE).write_text(json.dumps(described))
+    return target
+
+
 def _assert_roc_is_a_bounded_curve(thresholds, fpr, tpr):
     assert 2 < len(thresholds) <= 101 and len(fpr) == len(tpr) == len(thresholds)
     assert thresholds == sorted(thresholds) and thresholds[0] == 0.0 and thresholds[-1] == 1.0
@@ -97,6 +123,7 @@ def test_cold_start_blesses_on_value_threshold(prepared, eval_rows, tmp_path):
     assert result.metrics["example_count"] == eval_rows
     assert result.baseline_metrics == {} and result.diffs["overall"] == {}
     assert result.checks == [logic.Check("auc", "AUC >= 0.7", result.metrics["auc"], True)]
+    assert result.no_skill is None  # a hand-set value threshold replaces the no-skill check
     assert {"contract=month-to-month", "contract=two-year"} <= set(result.slices["candidate"])
     assert tfma.load_validation_result(str(tmp_path / "tfma")).validation_ok
     # The views: TFMA's confusion matrix at 0.5 agrees with its own accuracy and precision.
@@ -111,11 +138,13 @@ def test_cold_start_blesses_on_value_threshold(prepared, eval_rows, tmp_path):
     assert "Baseline: none (cold start): the candidate alone" in report
     assert "| AUC >= 0.7 | auc = " in report and "| pass |" in report
     assert "## Candidate" in report and "baseline (v" not in report
+    assert "## No-skill baseline" not in report
 
 
 def test_cold_start_below_value_threshold(prepared, tmp_path):
+    # The model beats no-skill (see the no-skill tests), but a hand-set threshold judges alone.
     result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=0.99)
-    assert not result.blessed and not result.tfma_blessed
+    assert not result.blessed and not result.tfma_blessed and result.no_skill is None
     assert result.reason.startswith("auc = 0.") and result.reason.endswith("fails AUC >= 0.99")
     assert "| FAIL |" in logic.report_markdown(result, None, 1)
 
@@ -137,7 +166,9 @@ def test_better_candidate_is_blessed_against_worse_baseline(prepared, weak_model
     result = _evaluate(prepared.model_dir, prepared, tmp_path, baseline=weak_model,
                        policy=logic.Policy(cold_start="require_baseline"))
     assert result.blessed, result.reason
-    assert result.reason == "passed AUC >= 0.7 and AUC >= serving model's AUC - 0.01"
+    # No min_auc: the no-skill check takes the value threshold's place, next to the change one.
+    assert result.reason.startswith("passed AUC beats no-skill (a constant")
+    assert result.reason.endswith(" and AUC >= serving model's AUC - 0.01")
     auc, baseline_auc = result.metrics["auc"], result.baseline_metrics["auc"]
     assert auc > baseline_auc + 0.05
     diff = result.diffs["overall"]["auc"]
@@ -166,23 +197,23 @@ def test_worse_candidate_is_not_blessed(prepared, weak_model, tmp_path):
     assert "| auc change vs serving model = -0." in logic.report_markdown(result, 1, 1)
 
 
-def test_no_thresholds_never_blesses(prepared, tmp_path):
-    result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=None, max_auc_decrease=None)
-    assert not result.blessed and not result.tfma_blessed and result.checks == []
-    assert result.reason.startswith("no threshold applies")
-    assert "None applies: nothing is blessed unless forced." in logic.report_markdown(
-        result, None, 1)
+def test_no_check_at_all_never_blesses():
+    # The fail-safe under the no-skill check: with nothing to check, TFMA would pass anything.
+    assert logic.bless(None, [], contract.REGRESSION) == (
+        False, "no threshold applies: set max_mae (and max_mae_increase) to bless regression "
+        "models")
 
 
-def test_only_force_blesses_without_thresholds(prepared, tmp_path):
+def test_only_force_blesses_a_model_without_skill(prepared, tmp_path):
+    constant = _export_constant_model(prepared.model_dir, tmp_path / "constant")
     policy = logic.Policy(force_bless_reason="  INC-42: bootstrap the registry  ")
-    result = _evaluate(prepared.model_dir, prepared, tmp_path, policy=policy, min_auc=None,
+    result = _evaluate(constant, prepared, tmp_path, policy=policy, min_auc=None,
                        max_auc_decrease=None)
     assert result.blessed and result.forced
     assert result.force_reason == "INC-42: bootstrap the registry"
-    assert not result.tfma_blessed and result.tfma_reason.startswith("no threshold applies")
+    assert not result.tfma_blessed and "fails AUC beats no-skill" in result.tfma_reason
     assert result.reason.startswith("FORCE-BLESSED: INC-42: bootstrap the registry (without "
-                                    "force: not blessed: no threshold applies")
+                                    "force: not blessed: AUC margin over no-skill")
 
 
 def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_path):
@@ -190,15 +221,26 @@ def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_p
 
     model = _with_label_classes(prepared.model_dir, tmp_path, ["stayed", "left"])
     blessed, out = _run_component(model, prepared, tmp_path)
-    assert blessed is True
+    assert blessed is True, out["blessing"].metadata["reason"]
     assert (tmp_path / "blessing").read_text() == "BLESSED\n"
     meta = out["blessing"].metadata
-    assert meta["blessed"] and meta["reason"] == "passed AUC >= 0.7"
+    # min_auc defaults to none: the no-skill check judges, and the metadata says by how much.
+    skill = meta["no_skill"]
+    assert skill["no_skill"] == 0.5 and skill["passed"] is True
+    assert skill["candidate"] == pytest.approx(meta["metrics"]["auc"], abs=2e-3)
+    assert skill["margin"] == pytest.approx(skill["candidate"] - 0.5)
+    assert 0 < skill["lower_bound"] < skill["margin"]
+    assert (skill["resamples"], skill["seed"]) == (1000, 0)
+    assert skill["summary"].startswith(f"beats no-skill by +{skill['margin']:.4f}, 95% lower "
+                                       f"bound +{skill['lower_bound']:.4f}")
+    assert meta["blessed"] and meta["reason"] == meta["tfma_reason"]
+    assert meta["reason"].startswith("passed AUC beats no-skill (a constant")
     assert meta["forced"] is False and meta["force_reason"] is None
-    assert meta["tfma_blessed"] is True and meta["tfma_reason"] == "passed AUC >= 0.7"
-    assert meta["checks"] == [{"metric": "auc", "threshold": "AUC >= 0.7",
-                               "value": meta["metrics"]["auc"], "passed": True,
-                               "is_change": False}]
+    assert meta["tfma_blessed"] is True
+    assert meta["checks"] == [{"metric": "AUC margin over no-skill, 95% lower bound",
+                               "threshold": f"AUC beats no-skill ({skill['predictor']}: AUC "
+                               "0.5000)", "value": skill["lower_bound"], "passed": True,
+                               "is_change": True, "detail": skill["summary"]}]
     assert meta["baseline_version"] is None and meta["baseline_metrics"] == {}
     assert out["metrics"].metadata == meta["metrics"]
     assert out["metrics"].metadata["example_count"] == eval_rows
@@ -221,7 +263,9 @@ def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_p
     _assert_roc_is_a_bounded_curve([p["confidenceThreshold"] for p in roc],
                                    [p["falsePositiveRate"] for p in roc],
                                    [p["recall"] for p in roc])
-    assert "# Model evaluation: span 1" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "# Model evaluation: span 1" in report and "## No-skill baseline" in report
+    assert f"The candidate {skill['summary']}: pass." in report
 
 
 def test_force_bless_records_tfma_verdict(prepared, weak_model, tmp_path):
@@ -338,12 +382,18 @@ def test_multiclass_against_a_baseline(task_data, weak_task_models, tmp_path):
     assert "fails accuracy >= serving model's accuracy - 0.01" in worse.reason
 
 
-def test_multiclass_without_a_value_threshold_is_not_blessed_on_cold_start(task_data,
-                                                                           tmp_path):
-    result = _evaluate_task(task_data["multiclass"], tmp_path)  # min_accuracy defaults to None
-    assert not result.blessed
-    assert result.reason == ("no threshold applies: set min_accuracy (and "
-                             "max_accuracy_decrease) to bless multiclass models")
+def test_multiclass_without_a_value_threshold_is_judged_against_the_majority_class(task_data,
+                                                                                   tmp_path):
+    data = task_data["multiclass"]
+    result = _evaluate_task(data, tmp_path)  # min_accuracy defaults to None
+    labels = pd.read_parquet(data.eval)[data.label].to_numpy()
+    majority = np.bincount(labels).argmax()
+    skill = result.no_skill
+    assert skill.predictor == f"always the majority class {data.classes[majority]!r}"
+    assert skill.no_skill == pytest.approx(np.mean(labels == majority))
+    assert skill.candidate == pytest.approx(result.metrics["sparse_categorical_accuracy"],
+                                            abs=1e-6)
+    assert result.blessed and skill.lower_bound > 0, result.reason
 
 
 def test_regression_is_judged_on_mean_absolute_error(task_data, weak_task_models, tmp_path):
@@ -414,3 +464,143 @@ def test_component_views_per_task(task_data, tmp_path):
     assert blessed and out["classification_metrics"].metadata == {}
     assert "mean_absolute_error" in out["metrics"].metadata
     assert "| overall |" in Path(out["report"].path).read_text()
+
+
+# --- the no-skill check: what judges when no value threshold is set ---------------------------
+
+
+def _task(task, prepared, task_data):
+    """(model dir, eval path, label) of ``task``'s good model."""
+    if task == contract.BINARY:
+        return prepared.model_dir, prepared.eval, LABEL
+    data = task_data[task]
+    return data.model_dir, data.eval, data.label
+
+
+@pytest.mark.parametrize("task", contract.TASKS)
+def test_cold_start_without_thresholds_blesses_a_model_with_skill(task, prepared, task_data,
+                                                                  tmp_path):
+    model, eval_path, label = _task(task, prepared, task_data)
+    result = logic.run(str(model), str(eval_path), label, None, logic.Thresholds(),
+                       str(tmp_path / "tfma"))
+    skill, judged = result.no_skill, logic.JUDGED[task]
+    assert result.blessed and result.tfma_blessed, result.reason
+    assert skill.passed and skill.problem is None and 0 < skill.lower_bound < skill.margin
+    # The candidate's value is the judged metric on the same rows TFMA scored (TFMA's AUC is
+    # approximated on 10,000 thresholds; the check's is exact).
+    assert skill.candidate == pytest.approx(result.metrics[judged.metric], abs=2e-3)
+    labels = pd.read_parquet(eval_path)[label].to_numpy()
+    if task == contract.REGRESSION:
+        assert skill.no_skill == pytest.approx(np.mean(np.abs(labels - np.median(labels))))
+        assert skill.margin == pytest.approx(skill.no_skill - skill.candidate)
+    else:
+        assert skill.margin == pytest.approx(skill.candidate - skill.no_skill)
+    assert result.checks == [skill.check()]
+    assert result.reason == f"passed {skill.check().threshold}: {skill.summary}"
+    assert f"beats no-skill by +{skill.margin:.4f}, 95% lower bound +{skill.lower_bound:.4f}" \
+        in result.reason
+    report = logic.report_markdown(result, None, 1)
+    assert "## No-skill baseline" in report and f"| no-skill | {skill.no_skill:.4f} |" in report
+    assert f"| margin, 95% lower bound | {skill.lower_bound:+.4f} |" in report
+
+
+@pytest.mark.parametrize("task", contract.TASKS)
+def test_a_model_without_skill_is_not_blessed(task, prepared, task_data, tmp_path):
+    model, eval_path, label = _task(task, prepared, task_data)
+    # Regression's constant is the eval labels' median itself: no-skill at its strongest.
+    median = float(np.median(pd.read_parquet(eval_path)[label]))
+    constant = _export_constant_model(model, tmp_path / "constant",
+                                      median if task == contract.REGRESSION else 0.3)
+    result = logic.run(str(constant), str(eval_path), label, None, logic.Thresholds(),
+                       str(tmp_path / "tfma"))
+    skill = result.no_skill
+    assert not result.blessed and not result.tfma_blessed and not skill.passed
+    assert skill.margin <= 0 and skill.lower_bound <= 0
+    assert result.reason.startswith(f"{logic.JUDGED[task].shown} margin over no-skill, 95% "
+                                    "lower bound = ")
+    assert f"fails {logic.JUDGED[task].shown} beats no-skill ({skill.predictor}" in result.reason
+    assert "The candidate beats no-skill by" in logic.report_markdown(result, None, 1)
+    assert ": FAIL." in logic.report_markdown(result, None, 1)
+
+
+def test_a_serving_model_does_not_bless_guessing(prepared, weak_model, tmp_path):
+    # The change threshold alone would pass a constant against a weak serving model; the
+    # no-skill check still applies since no value threshold is set.
+    constant = _export_constant_model(prepared.model_dir, tmp_path / "constant")
+    result = _evaluate(constant, prepared, tmp_path, baseline=weak_model, max_auc_decrease=1.0)
+    assert [c.passed for c in result.checks] == [False, True]
+    assert not result.blessed and "fails AUC beats no-skill" in result.reason
+
+
+def test_a_hand_set_value_threshold_replaces_the_no_skill_check(prepared, tmp_path):
+    constant = _export_constant_model(prepared.model_dir, tmp_path / "constant")
+    result = _evaluate(constant, prepared, tmp_path, min_auc=0.5)
+    assert result.blessed and result.reason == "passed AUC >= 0.5" and result.no_skill is None
+    assert result.metrics["auc"] == pytest.approx(0.5)
+
+
+def test_answers_of_nan_cannot_beat_no_skill():
+    answers = np.array([0.2, np.nan, 0.9, np.inf])
+    skill = logic.no_skill(contract.BINARY, np.array([0, 1, 1, 0]), answers, ["0", "1"])
+    assert not skill.passed and skill.lower_bound is None
+    assert skill.check().shown == "AUC margin over no-skill, 95% lower bound = n/a"
+    assert skill.summary == ("the candidate answered NaN or infinity for 2 of 4 eval rows: it "
+                             "cannot be shown to beat no-skill")
+
+
+def test_regression_change_threshold_defaults_to_one_percent(task_data, weak_task_models,
+                                                             tmp_path):
+    data, weak = task_data["regression"], weak_task_models["regression"]
+    same = _evaluate_task(data, tmp_path / "same", baseline=data.model_dir)
+    assert same.blessed, same.reason
+    assert same.checks[1].threshold == ("MAE <= serving model's MAE + 1% (max_mae_increase not "
+                                        "set)")
+    worse = _evaluate_task(data, tmp_path / "worse", model=weak, baseline=data.model_dir,
+                           max_mae=100.0)
+    assert not worse.blessed
+    assert worse.reason.endswith("fails MAE <= serving model's MAE + 1% (max_mae_increase not "
+                                 "set)")
+
+
+@pytest.mark.parametrize("task", contract.TASKS)
+def test_noise_does_not_beat_no_skill(task):
+    rng = np.random.default_rng(3)
+    labels = {contract.BINARY: rng.integers(0, 2, 3000),
+              contract.MULTICLASS: rng.choice(3, 3000, p=[0.5, 0.3, 0.2]),
+              contract.REGRESSION: rng.gamma(2.0, 10.0, 3000)}[task]
+    noise = {contract.BINARY: rng.random(3000),
+             contract.MULTICLASS: rng.dirichlet(np.ones(3), 3000),
+             contract.REGRESSION: rng.gamma(2.0, 10.0, 3000)}[task]
+    skill = logic.no_skill(task, labels, noise, ["a", "b", "c"])
+    assert not skill.passed and skill.lower_bound < 0
+
+
+def test_the_bootstrap_is_seeded():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 500)
+    scores = labels * 0.1 + rng.random(500)
+    first = logic.no_skill(contract.BINARY, labels, scores, ["0", "1"])
+    assert logic.no_skill(contract.BINARY, labels, scores, ["0", "1"]) == first
+    other = logic.no_skill(contract.BINARY, labels, scores, ["0", "1"], seed=1)
+    assert other.lower_bound != first.lower_bound and other.margin == first.margin
+    # The margin is measured exactly: AUC by pairs, a tie counting half.
+    positives, negatives = scores[labels == 1][:, None], scores[labels == 0][None, :]
+    pairs = (positives > negatives) + 0.5 * (positives == negatives)
+    assert first.candidate == pytest.approx(pairs.mean())
+
+
+def test_a_one_class_eval_split_cannot_show_skill():
+    skill = logic.no_skill(contract.BINARY, np.zeros(50, np.int64), np.linspace(0, 1, 50),
+                           ["0", "1"])
+    assert not skill.passed and skill.problem.startswith("the eval rows hold one class only")
+
+
+@pytest.mark.parametrize("name", ["min_auc", "max_auc_decrease", "max_mae"])
+def test_only_the_exact_off_sentinel_turns_a_threshold_off(name):
+    assert getattr(logic.Thresholds.from_parameters(**{name: logic.NO_THRESHOLD}), name) is None
+    with pytest.raises(ConfigError) as caught:
+        logic.Thresholds.from_parameters(**{name: -0.7})
+    units = "in the label's units" if name == "max_mae" else "in [0, 1]"
+    assert str(caught.value).startswith(f"{name} -0.7 is negative: only -1.0 means no "
+                                        f"threshold; pass a value ")
+    assert units in str(caught.value) and str(caught.value).endswith("or -1.0 to turn it off")
