@@ -203,25 +203,28 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "version is a canary there first, promoted or rolled back automatically.")
 @click.option("--canary-percent", default=20, show_default=True,
               help="The canary's share of the running server's requests.")
-@click.option("--min-auc", default=0.7, show_default=True,
-              help="Binary: value threshold on eval AUC.")
+@click.option("--min-auc", type=float,
+              help="Binary: value threshold on eval AUC [default: none: the model must beat a "
+              "constant predictor (AUC 0.5) by a margin that holds statistically].")
 @click.option("--max-auc-decrease", default=0.01, show_default=True,
               help="Binary: change threshold, the largest AUC drop allowed vs the serving model.")
 @click.option("--min-accuracy", type=float,
-              help="Multiclass: value threshold on eval accuracy [default: none].")
+              help="Multiclass: value threshold on eval accuracy [default: none: the model "
+              "must beat always predicting the majority class].")
 @click.option("--max-accuracy-decrease", default=0.01, show_default=True,
               help="Multiclass: change threshold, the largest accuracy drop allowed vs the "
               "serving model.")
 @click.option("--max-mae", type=float,
               help="Regression: value threshold, the largest eval mean absolute error, in the "
-              "label's units [default: none].")
+              "label's units [default: none: the model must beat always predicting the "
+              "labels' median].")
 @click.option("--max-mae-increase", type=float,
               help="Regression: change threshold, the largest MAE rise allowed vs the serving "
-              "model, in the label's units [default: none].")
+              "model, in the label's units [default: 1% of the serving model's MAE].")
 @click.option("--cold-start", default="bless_on_thresholds", show_default=True,
               type=click.Choice(["bless_on_thresholds", "require_baseline"]),
-              help="With no serving model: bless a first model that meets the value threshold, "
-              "or none.")
+              help="With no serving model: bless a first model that passes its checks, or "
+              "none.")
 @click.option("--force-bless-reason",
               help="Bless whatever evaluation finds; the reason and the real verdict are "
               "recorded for audit.")
@@ -273,7 +276,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
         "model_name": model_name, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "task": task, "warm_start": warm_start,
-        # The pipeline's float parameters cannot be None: a negative threshold means none.
+        # The pipeline's float parameters cannot be None: NO_THRESHOLD (-1.0) means none.
         **{name: NO_THRESHOLD if value is None else value for name, value in thresholds.items()},
         "drift_jsd_threshold": drift_jsd,
         "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,

@@ -79,7 +79,7 @@ def build(gpu: Optional[GpuSettings] = None):
         user_module: str = "",
         warm_start: bool = False,
         seed: int = 42,
-        min_auc: float = 0.7,
+        min_auc: float = -1.0,
         max_auc_decrease: float = 0.01,
         min_accuracy: float = -1.0,
         max_accuracy_decrease: float = 0.01,
@@ -155,8 +155,11 @@ def build(gpu: Optional[GpuSettings] = None):
             warm_start: Start training from the serving version's weights when they fit (same
                 task, classes, features, vocabularies and layers); the run record says which.
             seed: Seed for reproducible training.
-            min_auc: Binary value threshold: the candidate's eval AUC must reach it. This and
-                the thresholds below are off when negative.
+            min_auc: Binary value threshold: the candidate's eval AUC must reach it (default:
+                off). This and the thresholds below are off when exactly -1.0; any other
+                negative value is refused. With a task's value threshold off, the candidate
+                must beat a no-skill predictor on the same eval rows (a constant, the majority
+                class, the labels' median) by a margin whose 95% bootstrap lower bound is > 0.
             max_auc_decrease: Binary change threshold: how much AUC may drop below the serving
                 model's.
             min_accuracy: Multiclass value threshold on eval accuracy (default: off).
@@ -165,10 +168,10 @@ def build(gpu: Optional[GpuSettings] = None):
             max_mae: Regression value threshold: the largest eval mean absolute error, in the
                 label's units (default: off).
             max_mae_increase: Regression change threshold: how much the MAE may rise above the
-                serving model's (default: off).
+                serving model's, in the label's units (default: off, then at most 1% above it).
             slice_features: Eval columns to report metrics per value of (overall always).
             cold_start: With no serving model: ``bless_on_thresholds`` (bless a first model that
-                meets the value threshold) or ``require_baseline`` (bless none).
+                passes its checks) or ``require_baseline`` (bless none).
             force_bless_reason: Bless whatever evaluation finds, recording this reason and the
                 real verdict for audit (empty: not forced). For one-off runs, never schedules.
             serving_python: ``local`` target: the python of the serving environment, in which infra

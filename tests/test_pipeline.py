@@ -175,3 +175,21 @@ def test_component_compiles_and_loads_back(component, tmp_path):
     assert loaded.name == component.name
     assert set(loaded.component_spec.inputs) == set(component.component_spec.inputs)
     assert set(loaded.component_spec.outputs) == set(component.component_spec.outputs)
+
+
+def test_no_value_threshold_is_hand_set_by_default(ir):
+    """No flag, no pipeline parameter: evaluate's no-skill check judges every task, and only the
+    exact off sentinel travels as "none"."""
+    from ctloop.cli import main
+    from ctloop.components.evaluate.logic import NO_THRESHOLD
+
+    value_bounds = ("min_auc", "min_accuracy", "max_mae")
+    defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert {name: defaults[name]["defaultValue"] for name in value_bounds} == dict.fromkeys(
+        value_bounds, NO_THRESHOLD)
+    assert defaults["max_mae_increase"]["defaultValue"] == NO_THRESHOLD  # then 1% relative
+    assert defaults["max_auc_decrease"]["defaultValue"] == 0.01
+    parsed = main.commands["run"].make_context("run", [
+        "--local", "--data", "data", "--label", "churned", "--workdir", "work",
+        "--serving-python", "python"]).params
+    assert {name: parsed[name] for name in value_bounds} == dict.fromkeys(value_bounds)
