@@ -15,7 +15,7 @@ BENCH_ROWS ?= 10000 100000 1000000
 BENCH_ARGS ?=
 # The kind path (scripts/kind-up.sh tells the versions it pins; each is a ${VAR:-default} there).
 CLUSTER ?= ctloop
-KFP_HOST ?= http://localhost:8080
+KFP_HOST ?= http://localhost:8880
 GPU ?= 0
 
 UV := $(VENV)/tools/bin/uv

@@ -220,6 +220,7 @@ def _schedule(item: Any, where: str) -> Schedule:
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ConfigError(f"{where}: parameters must be a mapping of name: value")
+    _check_cluster_parameters(parameters, where)
     version = item.get("pipeline_version", "latest")
     if not isinstance(version, str) or not version:
         raise ConfigError(f"{where}: pipeline_version {version!r} must be a version name or "
@@ -235,6 +236,28 @@ def _schedule(item: Any, where: str) -> Schedule:
             raise ConfigError(f"{where}: {key} {value!r} must be true or false")
     return Schedule(name, cron, interval, version, dict(parameters), max_concurrency,
                     flags["no_catchup"], flags["enabled"])
+
+
+_OBJECT_STORES = ("s3://", "gs://")
+
+
+def _check_cluster_parameters(parameters: Mapping[str, Any], where: str) -> None:
+    """A recurring run runs on a cluster, each task in its own pod: the registry must be in an
+    object store every pod reaches (a folder exists in one pod only, so no run would ever see
+    another's model), and the ``local`` target needs a serving environment to infra-validate in
+    (without one nothing is ever infra-blessed, so nothing is ever pushed)."""
+    if not parameters:  # nothing configured here: KFP names the required parameters missing
+        return
+    registry = parameters.get("registry_uri")
+    if registry is not None and not str(registry).startswith(_OBJECT_STORES):
+        raise ConfigError(
+            f"{where}: registry_uri {registry!r} is a path inside one pod; use an object store "
+            "every task reaches, e.g. s3://mlpipeline/ctloop/registry with s3_endpoint_url")
+    target = parameters.get("serving_target", "local")
+    if target == "local" and not parameters.get("serving_python"):
+        raise ConfigError(
+            f"{where}: serving_target 'local' without serving_python never infra-blesses a "
+            "model, so nothing is pushed; on a cluster use serving_target: kserve")
 
 
 def fingerprint(schedule: Schedule, version_id: str, parameters: Mapping[str, Any]) -> str:

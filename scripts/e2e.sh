@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-KFP_HOST=${KFP_HOST:-http://localhost:8080}
+KFP_HOST=${KFP_HOST:-http://localhost:8880}
 PIPELINE_BIN=${PIPELINE_BIN:-.venv/pipeline/bin}
 WORKDIR=${WORKDIR:-work/e2e}
 RUN_TIMEOUT=${RUN_TIMEOUT:-3600}
@@ -40,10 +40,11 @@ ct_run() {
     --param s3_endpoint_url=http://seaweedfs.kubeflow:9000 --param label=churned \
     --param 'exclude=["customer_id"]' --param registry_uri=s3://mlpipeline/ctloop/registry \
     --param model_name=churn --param epochs=3 --param serving_target=kserve \
-    --wait --timeout "$RUN_TIMEOUT"
+    --param infra_startup_timeout_s=900 --wait --timeout "$RUN_TIMEOUT"
 }
 
-# The InferenceService serves registry version $1 (its annotation) and answers a V1 predict.
+# The InferenceService serves registry version $1 (its predictor's annotation; the
+# InferenceService's own annotations would restart pods) and answers a V1 predict.
 check_served() {
   local isvc service
   k -n ctloop-serving wait --for=condition=Ready inferenceservice/churn --timeout 600s
@@ -51,7 +52,10 @@ check_served() {
   "$PIPELINE_BIN/python" -c '
 import json, sys
 isvc, want = json.load(sys.stdin), sys.argv[1]
-got = isvc["metadata"]["annotations"].get("ctloop/model-version")
+predictor = isvc["spec"]["predictor"]
+got = (predictor.get("annotations") or {}).get("ctloop/model-version")
+if isvc["spec"].get("canary"):
+    sys.exit("error: a canary is still running: " + json.dumps(isvc["spec"]["canary"]))
 sys.exit(0 if got == want else f"error: InferenceService serves version {got}, not {want}")
 ' "$1" <<<"$isvc"
   service=$("$PIPELINE_BIN/python" -c '

@@ -15,8 +15,10 @@ KFP_VERSION=${KFP_VERSION:-2.17.0}
 CERT_MANAGER_VERSION=${CERT_MANAGER_VERSION:-v1.17.0}
 KSERVE_VERSION=${KSERVE_VERSION:-v0.21.0}
 TIMEOUT=${TIMEOUT:-900s}
+KFP_PORT=${KFP_PORT:-8880}  # kind-cluster.yaml's host port (make run's server has 8080)
 
-require docker kind kubectl python3
+# git: kubectl fetches KFP's remote kustomizations with it; curl: the health checks.
+require docker kind kubectl python3 curl git
 if [[ "$(kind version)" != "kind $KIND_VERSION "* ]]; then
   echo "warning: $(kind version); kind-cluster.yaml's node image is built for kind $KIND_VERSION" >&2
 fi
@@ -43,11 +45,18 @@ k -n cert-manager wait --for=condition=Available deployment --all --timeout "$TI
 
 echo "== KServe $KSERVE_VERSION (Standard mode)"
 kserve=https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION
+# Since 0.20 the release's kserve.yaml carries no Namespace object (hack/release/
+# generate-install.sh filters it out): without this every namespaced object in it fails.
+k create namespace kserve --dry-run=client -o yaml | k apply -f -
 retry 300 k apply --server-side --force-conflicts -f "$kserve/kserve.yaml"
-k -n kserve wait --for=condition=Available deployment/kserve-controller-manager --timeout "$TIMEOUT"
+# Every controller, not only kserve-controller-manager: the cluster resources below include
+# LLMInferenceServiceConfigs, whose webhook (llmisvc-controller-manager) has failurePolicy Fail.
+k -n kserve wait --for=condition=Available deployment --all --timeout "$TIMEOUT"
 retry 300 k apply --server-side --force-conflicts -f "$kserve/kserve-cluster-resources.yaml"
 # Standard mode for every InferenceService, and no Ingress objects (kind has no ingress gateway;
-# the scripts reach models through their Service).
+# the scripts reach models through their Service). Without Gateway API HTTPRoutes, KServe gives a
+# Standard-mode canary no share of the Service's traffic: rollout judges it on its own probe
+# (a dark launch), and says so in its report.
 config=$(mktemp -d)
 trap 'rm -rf "$config"' EXIT
 for key in deploy ingress; do
@@ -64,11 +73,12 @@ PY
 k -n kserve patch configmap inferenceservice-config --type merge -p "$patch"
 k -n kserve rollout restart deployment/kserve-controller-manager
 k -n kserve rollout status deployment/kserve-controller-manager --timeout "$TIMEOUT"
+k -n kserve wait --for=condition=Available deployment --all --timeout "$TIMEOUT"
 
 echo "== ctloop: serving namespace, rollout RBAC, model storage (manifests/overlays/kind)"
 k apply -k manifests/overlays/kind
 
 echo "== waiting for KFP (first start pulls its images: minutes)"
 k -n kubeflow wait --for=condition=Available deployment --all --timeout "$TIMEOUT"
-retry 300 curl -sf -o /dev/null http://localhost:8080/apis/v2beta1/healthz
-echo "ready: KFP UI and API at http://localhost:8080 — export KFP_HOST=http://localhost:8080"
+retry 300 curl -sf -o /dev/null "http://localhost:$KFP_PORT/apis/v2beta1/healthz"
+echo "ready: KFP UI and API at http://localhost:$KFP_PORT — export KFP_HOST=http://localhost:$KFP_PORT"

@@ -12,7 +12,7 @@ require() {
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   if ((${#missing[@]})); then
-    echo "error: ${missing[*]} not installed; the kind path needs docker, kind and kubectl" >&2
+    echo "error: ${missing[*]} not installed; this script needs: $*" >&2
     exit 1
   fi
 }

@@ -362,7 +362,8 @@ def _write(path, items, **top):
 
 
 NIGHTLY = {"name": "nightly", "cron": "0 3 * * *", "parameters": {
-    "data_uri": "s3://b/data", "label": "churned", "registry_uri": "/mnt/registry"}}
+    "data_uri": "s3://b/data", "label": "churned", "registry_uri": "s3://b/registry",
+    "serving_target": "kserve"}}
 
 
 def test_schedule_apply_is_idempotent(cli, kfp_server, package, tmp_path):

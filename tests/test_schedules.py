@@ -15,7 +15,8 @@ from kfp_server_api import (
 from ctloop import schedules
 from ctloop.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "schedules.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "schedules.yaml"
 
 
 @pytest.mark.parametrize(("cron", "kfp"), [
@@ -94,6 +95,28 @@ def test_example_file_in_the_repository_is_valid():
     assert nightly.cron == "0 0 3 * * *" and nightly.pipeline_version == "latest"
     assert (nightly.max_concurrency, nightly.no_catchup, nightly.enabled) == (1, True, True)
     assert weekly.enabled is False and weekly.parameters["spans"] == 4
+    # What `make kind-up` builds and `make e2e` runs: the registry in KFP's object store, where
+    # every task of every run reaches it, and models infra-validated and served by KServe.
+    e2e = (ROOT / "scripts/e2e.sh").read_text()
+    for schedule in parsed.schedules:
+        assert schedule.parameters["registry_uri"] == "s3://mlpipeline/ctloop/registry"
+        assert schedule.parameters["serving_target"] == "kserve"
+        assert schedule.parameters["s3_endpoint_url"] == "http://seaweedfs.kubeflow:9000"
+        for key in ("registry_uri", "serving_target", "s3_endpoint_url", "data_uri"):
+            assert f"--param {key}={schedule.parameters[key]}" in e2e, key
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"registry_uri": "/mnt/ctloop/registry", "serving_target": "kserve"},
+     "schedule 'n': registry_uri '/mnt/ctloop/registry' is a path inside one pod; use an "
+     "object store"),
+    ({"registry_uri": "s3://b/registry"},
+     "schedule 'n': serving_target 'local' without serving_python never infra-blesses a model"),
+])
+def test_a_schedule_that_could_never_push_is_refused(parameters, message):
+    data = {"schedules": [{"name": "n", "cron": "0 3 * * *", "parameters": parameters}]}
+    with pytest.raises(ConfigError, match=message):
+        schedules.parse(data, "f.yaml", "ct")
 
 
 def test_defaults():

@@ -46,8 +46,61 @@ def test_kind_node_image_is_pinned_by_digest_and_matches_the_schemas_used():
     (node,) = config["nodes"]
     assert re.fullmatch(r"kindest/node:v\d+\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"])
     mapping = node["extraPortMappings"][0]
-    assert (mapping["containerPort"], mapping["hostPort"]) == (30080, 8080)
+    assert (mapping["containerPort"], mapping["hostPort"]) == (30080, 8880)
     assert '"nodePort":30080' in (ROOT / "scripts/kind-up.sh").read_text()
+
+
+def _make_default(name: str) -> str:
+    return re.search(rf"^{name} \?= (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+
+
+def test_kfp_host_port_is_the_one_kind_maps_and_not_make_runs():
+    config = yaml.safe_load((ROOT / "kind-cluster.yaml").read_text())
+    host_port = config["nodes"][0]["extraPortMappings"][0]["hostPort"]
+    assert _make_default("KFP_HOST") == f"http://localhost:{host_port}"
+    assert f"KFP_HOST=${{KFP_HOST:-http://localhost:{host_port}}}" in (
+        ROOT / "scripts/e2e.sh").read_text()
+    assert f"KFP_PORT=${{KFP_PORT:-{host_port}}}" in (ROOT / "scripts/kind-up.sh").read_text()
+    assert int(_make_default("PORT")) != host_port  # make run's model server
+
+
+def _lines(script: str) -> list[str]:
+    return [line.strip() for line in (ROOT / "scripts" / script).read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def test_kind_up_creates_the_kserve_namespace_before_applying_kserve():
+    # Since KServe 0.20 the release kserve.yaml has no Namespace object (hack/release/
+    # generate-install.sh: yq 'select(.kind != "Namespace")').
+    lines = _lines("kind-up.sh")
+    create = next(i for i, line in enumerate(lines) if "create namespace kserve" in line)
+    apply = next(i for i, line in enumerate(lines) if '"$kserve/kserve.yaml"' in line)
+    assert create < apply and "| k apply -f -" in lines[create]  # idempotent
+
+
+def test_kind_up_waits_for_every_kserve_controller_before_its_cluster_resources():
+    # kserve-cluster-resources.yaml holds LLMInferenceServiceConfigs, checked by the
+    # llmisvc-controller-manager's webhook with failurePolicy Fail.
+    lines = _lines("kind-up.sh")
+    wait = next(i for i, line in enumerate(lines)
+                if "-n kserve wait --for=condition=Available deployment --all" in line)
+    resources = next(i for i, line in enumerate(lines) if "kserve-cluster-resources.yaml" in line)
+    assert wait < resources
+
+
+def test_scripts_require_every_tool_they_call():
+    for script, tools in (("kind-up.sh", {"docker", "kind", "kubectl", "curl", "git",
+                                          "python3"}),
+                          ("images.sh", {"docker", "kind", "kubectl", "python3"}),
+                          ("e2e.sh", {"kubectl", "curl"})):
+        (require,) = [line for line in _lines(script) if line.startswith("require ")]
+        assert tools <= set(require.split()[1:]), script
+
+
+def test_images_preloads_the_storage_initializer_and_refuses_other_architectures():
+    text = (ROOT / "scripts/images.sh").read_text()
+    assert "storageInitializer" in text and 'kind load docker-image "$initializer"' in text
+    assert "docker info --format '{{.Architecture}}'" in text and "x86_64" in text
 
 
 @pytest.mark.parametrize("target", CLUSTER_TARGETS)
