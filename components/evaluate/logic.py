@@ -499,7 +499,8 @@ def no_skill(task: str, labels: np.ndarray, predicted: np.ndarray, categories: l
         np.isfinite(predicted)
     if task == contract.BINARY:
         labels = labels.astype(np.int64)
-        predictor = f"a constant, e.g. the positive rate {_number(np.mean(labels) if rows else None)}"
+        rate = _number(float(np.mean(labels)) if rows else None)
+        predictor = f"a constant, e.g. the positive rate {rate}"
     elif task == contract.MULTICLASS:
         labels = labels.astype(np.int64)
         majority = int(np.bincount(labels).argmax()) if rows else 0
