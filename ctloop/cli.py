@@ -178,17 +178,17 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "classes, features, vocabularies and layers).")
 @click.option("--slice-feature", "slice_features", multiple=True,
               help="An eval column to report metrics per value of (repeatable).")
-@click.option("--drift-jsd", default=0.1, show_default=True,
-              help="Largest Jensen-Shannon divergence of a numeric feature from the previous span.")
-@click.option("--drift-linf", default=0.1, show_default=True,
-              help="Largest L-infinity distance of a categorical feature from the previous span.")
-@click.option("--skew-jsd", default=0.1, show_default=True,
-              help="Largest Jensen-Shannon divergence of a numeric feature, train vs eval.")
-@click.option("--skew-linf", default=0.1, show_default=True,
-              help="Largest L-infinity distance of a categorical feature, train vs eval.")
+@click.option("--drift-threshold", default=0.03, show_default=True,
+              help="Smallest Jensen-Shannon divergence of a feature from the previous span (on "
+              "its bins) that is drift, once significant.")
+@click.option("--skew-threshold", default=0.03, show_default=True,
+              help="Smallest Jensen-Shannon divergence between train and eval that is skew, once "
+              "significant.")
+@click.option("--false-alarm-rate", default=0.01, show_default=True,
+              help="The chance that unchanged data reports any drift or skew, over all features.")
 @click.option("--anomaly-policy", "policy", multiple=True, metavar="TYPE=block|warn",
-              help="Downgrade a TFDV anomaly type to a warning, e.g. COMPARATOR_L_INFTY_HIGH=warn "
-              "(repeatable; unlisted types block).")
+              help="Downgrade an anomaly type to a warning, e.g. CTLOOP_DRIFT=warn or "
+              "SCHEMA_NEW_COLUMN=warn (repeatable; unlisted types block).")
 @click.option("--stats-sample-rate", default=1.0, show_default=True,
               help="Share of rows TFDV statistics are computed on, in (0, 1].")
 @click.option("--serving-python", envvar="CTLOOP_SERVING_PYTHON", required=True,
@@ -231,9 +231,9 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label, workdir,
         registry_uri, summary_path, log_path, model_name, schema_uri, epochs, batch_size,
         learning_rate, hidden_units, seed, early_stopping_patience, user_module, warm_start,
-        slice_features, drift_jsd, drift_linf, skew_jsd, skew_linf, policy, stats_sample_rate,
-        serving_python, max_p99_ms, min_rps, serving_url, canary_percent, min_auc,
-        max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae, max_mae_increase,
+        slice_features, drift_threshold, skew_threshold, false_alarm_rate, policy,
+        stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url, canary_percent,
+        min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae, max_mae_increase,
         cold_start, force_bless_reason) -> None:
     """Run one continuous-training iteration."""
     from ctloop import local_run, preflight
@@ -249,7 +249,7 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
             "environment (make builds .venv/serving/bin/python)")
     anomaly_policy = logic.check_policy(
         _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
-    drift.Thresholds(drift_jsd, drift_linf, skew_jsd, skew_linf)  # range checks, before any work
+    drift.Thresholds(drift_threshold, skew_threshold, false_alarm_rate)  # range checks, now
     # Train's own range checks; no --hidden-units: the default layers (the pipeline's too).
     Hyperparameters(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                     hidden_units=hidden_units or Hyperparameters.hidden_units, seed=seed,
@@ -278,9 +278,8 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         "learning_rate": learning_rate, "seed": seed, "task": task, "warm_start": warm_start,
         # The pipeline's float parameters cannot be None: NO_THRESHOLD (-1.0) means none.
         **{name: NO_THRESHOLD if value is None else value for name, value in thresholds.items()},
-        "drift_jsd_threshold": drift_jsd,
-        "drift_linf_threshold": drift_linf, "skew_jsd_threshold": skew_jsd,
-        "skew_linf_threshold": skew_linf, "anomaly_policy": anomaly_policy,
+        "drift_threshold": drift_threshold, "skew_threshold": skew_threshold,
+        "false_alarm_rate": false_alarm_rate, "anomaly_policy": anomaly_policy,
         "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
         "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
         "canary_percent": canary_percent, "cold_start": cold_start,

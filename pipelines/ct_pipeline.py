@@ -65,10 +65,9 @@ def build(gpu: Optional[GpuSettings] = None):
         s3_endpoint_url: str = "",
         storage_secret: str = "mlpipeline-minio-artifact",
         schema_uri: str = "",
-        drift_jsd_threshold: float = 0.1,
-        drift_linf_threshold: float = 0.1,
-        skew_jsd_threshold: float = 0.1,
-        skew_linf_threshold: float = 0.1,
+        drift_threshold: float = 0.03,
+        skew_threshold: float = 0.03,
+        false_alarm_rate: float = 0.01,
         anomaly_policy: Dict[str, str] = {},  # noqa: B006 - a KFP default value, never mutated
         stats_sample_rate: float = 1.0,
         epochs: int = 10,
@@ -135,13 +134,14 @@ def build(gpu: Optional[GpuSettings] = None):
                 locally.
             schema_uri: A curated TFDV schema that wins over the serving model's and inference
                 (empty: none).
-            drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
-                previous span before it is an anomaly.
-            drift_linf_threshold: Largest L-infinity distance of a categorical feature from the
-                previous span.
-            skew_jsd_threshold: Largest Jensen-Shannon divergence between train and eval.
-            skew_linf_threshold: Largest L-infinity distance between train and eval.
-            anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
+            drift_threshold: Smallest Jensen-Shannon divergence of a feature from the previous
+                span (on its bins) that is drift, once significant.
+            skew_threshold: Smallest Jensen-Shannon divergence between train and eval that is
+                skew, once significant.
+            false_alarm_rate: The chance that unchanged data reports any drift or skew, over
+                all features of one validation.
+            anomaly_policy: Anomaly type (TFDV's, or CTLOOP_DRIFT / CTLOOP_SKEW) -> "block" or
+                "warn"; unlisted types block.
             stats_sample_rate: Share of rows TFDV statistics are computed on, in (0, 1].
             epochs: Training epochs.
             batch_size: Training batch size.
@@ -227,10 +227,9 @@ def build(gpu: Optional[GpuSettings] = None):
             model_name=model_name,
             exclude=exclude,
             schema_uri=schema_uri,
-            drift_jsd_threshold=drift_jsd_threshold,
-            drift_linf_threshold=drift_linf_threshold,
-            skew_jsd_threshold=skew_jsd_threshold,
-            skew_linf_threshold=skew_linf_threshold,
+            drift_threshold=drift_threshold,
+            skew_threshold=skew_threshold,
+            false_alarm_rate=false_alarm_rate,
             anomaly_policy=anomaly_policy,
             stats_sample_rate=stats_sample_rate,
             beam_pipeline_args=beam_pipeline_args,

@@ -133,6 +133,18 @@ def encode_label(frame: pd.DataFrame, label: str, task: str = contract.BINARY,
     return (values.astype(str) == positive).astype("int64"), [negative, positive]
 
 
+def numbers_as_floats(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Integer and boolean columns (but the label) as float64, as the model reads them.
+
+    A CSV reader types an integer column float64 as soon as one value is missing, so the same
+    column would be INT in one span and FLOAT in the next: a type anomaly that is not in the
+    data. Every numeric feature is float32 in the model anyway (``ctloop.contract``).
+    """
+    kinds = {name: frame[name].dtype.kind for name in frame.columns if name != label}
+    floats = [name for name, kind in kinds.items() if kind in "iub"]
+    return frame.astype({name: "float64" for name in floats}) if floats else frame
+
+
 def check_splits(train: pd.DataFrame, evaluation: pd.DataFrame, label: str, task: str,
                  spans: list[int]) -> None:
     """Both splits must be able to train and judge a model of the task.
@@ -208,6 +220,7 @@ def run(
     if label in exclude:
         raise ConfigError(f"label column {label!r} is also excluded; remove it from --exclude")
     frame[label], classes = encode_label(frame, label, contract.task(task), positive_label)
+    frame = numbers_as_floats(frame, label)
     train, evaluation = split(frame, eval_percent)
     check_splits(train, evaluation, label, task, spans)
     train.to_parquet(train_path, index=False)

@@ -24,10 +24,9 @@ def validate_data(
     anomalies_report: Output[Markdown],
     exclude: Optional[List[str]] = None,
     schema_uri: Optional[str] = None,
-    drift_jsd_threshold: float = 0.1,
-    drift_linf_threshold: float = 0.1,
-    skew_jsd_threshold: float = 0.1,
-    skew_linf_threshold: float = 0.1,
+    drift_threshold: float = 0.03,
+    skew_threshold: float = 0.03,
+    false_alarm_rate: float = 0.01,
     anomaly_policy: Optional[Dict[str, str]] = None,
     stats_sample_rate: float = 1.0,
     beam_pipeline_args: Optional[List[str]] = None,
@@ -57,12 +56,12 @@ def validate_data(
         exclude: Columns that are not features: no drift or skew is measured on them.
         schema_uri: A curated schema (text proto) that wins over the others (None or empty:
             none).
-        drift_jsd_threshold: Largest Jensen-Shannon divergence of a numeric feature from the
-            previous span before it is an anomaly.
-        drift_linf_threshold: Largest L-infinity distance of a categorical feature from the
-            previous span.
-        skew_jsd_threshold: Largest Jensen-Shannon divergence between train and eval.
-        skew_linf_threshold: Largest L-infinity distance between train and eval.
+        drift_threshold: Smallest Jensen-Shannon divergence of a feature from the previous
+            span (on the previous span's bins) that is drift, once significant.
+        skew_threshold: Smallest Jensen-Shannon divergence between train and eval that is
+            skew, once significant.
+        false_alarm_rate: The chance that unchanged data reports any drift or skew, over all
+            features of one validation.
         anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
         stats_sample_rate: Share of rows statistics are computed on, in (0, 1].
         beam_pipeline_args: Beam options for TFDV (runner, workers, ...).
@@ -101,8 +100,7 @@ def validate_data(
             drift_html=drift_view.path,
             report_md=anomalies_report.path,
         ),
-        thresholds=drift.Thresholds(drift_jsd_threshold, drift_linf_threshold,
-                                    skew_jsd_threshold, skew_linf_threshold),
+        thresholds=drift.Thresholds(drift_threshold, skew_threshold, false_alarm_rate),
         policy=anomaly_policy or {},
         beam_pipeline_args=beam_pipeline_args,
         sample_rate=stats_sample_rate,

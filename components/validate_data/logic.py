@@ -6,6 +6,13 @@ inferred from this span's train statistics (cold start). An inferred schema gets
 environments, TRAINING and SERVING, with the label absent from SERVING, so that serving data
 (no label) validates against the same schema.
 
+An inferred schema is made to generalise from one span to the next (``infer_schema``): presence
+is judged by the drift and skew tests (whose bins include "missing"), not by TFDV's presence
+constraints, and a categorical domain tolerates a small share of unseen values.
+
+Drift and skew are measured and judged by ``drift`` on shared bins, with a stated false-alarm
+rate; TFDV judges only a curated schema's own comparators.
+
 Every anomaly blocks deployment unless the anomaly policy says ``warn`` for all of its types.
 """
 
@@ -24,9 +31,6 @@ from ctloop.errors import ConfigError
 SPLITS = ("train", "eval")
 STATS_FILE = "{split}.stats.tfrecord"
 TRAINING, SERVING = "TRAINING", "SERVING"
-MAX_CATEGORICAL_INT_RANGE = 20
-# The name of an integer column's categorical copy in a cold start's single statistics pass.
-COPY = "{} [ctloop categorical copy]"
 BLOCK, WARN = "block", "warn"
 
 
@@ -46,6 +50,7 @@ class ValidationResult:
     anomalies: list[Anomaly]
     measurements: list[drift.Measurement]
     previous_span: int | None
+    previous_note: str | None = None  # why no drift was measured against the previous span
 
     @property
     def blocking(self) -> list[Anomaly]:
@@ -71,7 +76,8 @@ class OutputPaths:
 def anomaly_types() -> list[str]:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    return list(anomalies_pb2.AnomalyInfo.Type.keys())
+    return [*anomalies_pb2.AnomalyInfo.Type.keys(), drift.DRIFT_TYPE, drift.SKEW_TYPE,
+            drift.NEW_VALUES_TYPE]
 
 
 def check_policy(policy: dict[str, str]) -> dict[str, str]:
@@ -81,8 +87,8 @@ def check_policy(policy: dict[str, str]) -> dict[str, str]:
         if anomaly_type not in known:
             close = sorted(k for k in known if anomaly_type.upper() in k or k in anomaly_type)
             raise ConfigError(
-                f"anomaly policy key {anomaly_type!r} is not a TFDV anomaly type; use names like "
-                f"{', '.join(close[:3]) or 'COMPARATOR_L_INFTY_HIGH, SCHEMA_NEW_COLUMN'}"
+                f"anomaly policy key {anomaly_type!r} is not an anomaly type; use names like "
+                f"{', '.join(close[:3]) or 'CTLOOP_DRIFT, CTLOOP_SKEW, SCHEMA_NEW_COLUMN'}"
             )
         if action not in (BLOCK, WARN):
             raise ConfigError(
@@ -115,22 +121,12 @@ def sample_rows(batch: pa.RecordBatch, rate: float) -> pa.RecordBatch:
     return batch.filter(pa.array(keep))
 
 
-def with_copies(batch: pa.RecordBatch, columns: tuple[str, ...]) -> pa.RecordBatch:
-    """Adds a copy of each of ``columns`` that the batch has, named ``COPY.format(name)``."""
-    present = [name for name in columns if name in batch.schema.names]
-    return pa.RecordBatch.from_arrays(
-        [*batch.columns, *(batch.column(name) for name in present)],
-        [*batch.schema.names, *(COPY.format(name) for name in present)],
-    )
-
-
 def generate_statistics(
     splits: dict[str, str],
     stats_dir: str,
     beam_pipeline_args: list[str] | None = None,
     sample_rate: float | None = None,
     schema=None,
-    categorical_copies: tuple[str, ...] = (),
 ) -> dict:
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
@@ -139,11 +135,7 @@ def generate_statistics(
         stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
         beam_pipeline_args: Beam options (runner, workers, ...); see ctloop.beam_options.
         sample_rate: Share of rows to compute statistics on (None: all rows).
-        schema: A schema whose categorical integer features get value counts (top values),
-            which their L-infinity distances need.
-        categorical_copies: Integer columns to also compute as categorical, under the name
-            ``COPY.format(name)`` (see ``cold_start_statistics``); ``schema`` must mark the
-            copies categorical.
+        schema: A schema whose categorical integer features get value counts (top values).
 
     Returns:
         Split name -> DatasetFeatureStatisticsList.
@@ -162,8 +154,6 @@ def generate_statistics(
             batches = p | f"Read[{split}]" >> ParquetTFXIO(path).BeamSource()
             if sample_rate is not None and sample_rate < 1.0:
                 batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
-            if categorical_copies:
-                batches |= f"Copy[{split}]" >> beam.Map(with_copies, categorical_copies)
             _ = (
                 batches
                 | f"ToLists[{split}]" >> beam.Map(as_list_batch)
@@ -192,94 +182,33 @@ def load_schema(curated_schema: str | None, serving_schema: str | None):
 
 
 def infer_schema(train_stats, label: str):
-    """TFDV's inferred schema, with environments and small integer features made categorical.
+    """TFDV's inferred schema, with environments, made to generalise from one span to the next.
 
-    Counts such as "support calls" (a handful of integer values) get an L-infinity distance over
-    their value frequencies: TFDV's approximate Jensen-Shannon divergence rebuckets histograms
-    assuming values spread evenly within buckets, which integer-valued data violates (measured:
-    0.29 between train and eval of one distribution, against 0.01-0.04 for continuous features).
+    - Presence: TFDV infers "present in every row" (or in at least one) from the one span it
+      sees, so a column with no missing value in span 1 and one in span 2, or a mostly-empty
+      column empty in a small eval split, would block. The missing share is a bin of every drift
+      and skew test instead, judged with the rows it rests on.
+    - Categorical domains: none. TFDV's domain check flags any unseen value, however rare (and
+      misstates its share); the share of new values is judged by its mass instead
+      (``drift.unseen``).
+    - Numeric ranges: none is inferred (TFDV infers none for floats, and ingest writes every
+      numeric feature as a float): a range seen in one span says nothing of the next; a moved
+      distribution is drift.
     """
     import tensorflow_data_validation as tfdv
-    from tensorflow_metadata.proto.v0 import schema_pb2
 
-    schema = tfdv.infer_schema(train_stats)
+    # No shapes: a shape asserts one value in every row, presence again.
+    schema = tfdv.infer_schema(train_stats, infer_feature_shape=False)
     schema.default_environment.extend([TRAINING, SERVING])
     tfdv.get_feature(schema, label).not_in_environment.append(SERVING)
-    numbers = {".".join(f.path.step): f.num_stats for f in train_stats.datasets[0].features}
     for feature in schema.feature:
-        stats = numbers.get(feature.name)
-        if (feature.type == schema_pb2.INT and feature.name != label and stats is not None
-                and stats.max - stats.min < MAX_CATEGORICAL_INT_RANGE):
-            feature.int_domain.is_categorical = True
+        feature.ClearField("presence")
+        if feature.name == label:  # every training row has one (ingest refuses missing labels)
+            feature.presence.min_fraction, feature.presence.min_count = 1.0, 1
+        if feature.WhichOneof("domain_info") == "domain":
+            feature.ClearField("domain")
+    del schema.string_domain[:]
     return schema
-
-
-def cold_start_statistics(splits: dict[str, str], stats_dir: str, label: str,
-                          beam_pipeline_args: list[str] | None = None,
-                          sample_rate: float | None = None) -> tuple[dict, object]:
-    """Statistics and an inferred schema for a cold start (no schema given), in one pass.
-
-    An integer feature's statistics depend on the schema: a categorical one gets value counts
-    (string statistics) instead of numeric ones, and which integers are categorical is only
-    known once the schema is inferred from the statistics. So the one pass computes every
-    integer column both ways: as itself, and as a copy that the pass's schema marks
-    categorical. The schema is inferred from the statistics without the copies; then each
-    integer feature that schema makes categorical (``infer_schema``'s small integers, and
-    TFDV's 0/1 features with a bool domain) takes its copy's statistics. The result equals a
-    pass without schema followed by a pass with the inferred schema.
-
-    Args:
-        splits: Split name -> Parquet file.
-        stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
-        label: The label column (see ``infer_schema``).
-        beam_pipeline_args: Beam options; see ctloop.beam_options.
-        sample_rate: Share of rows to compute statistics on (None: all rows).
-
-    Returns:
-        (split name -> DatasetFeatureStatisticsList, the inferred schema)
-    """
-    import pyarrow.parquet as pq
-    from tensorflow_data_validation.utils import schema_util
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    integers = tuple(dict.fromkeys(
-        field.name for path in splits.values() for field in pq.read_schema(path)
-        if pa.types.is_integer(field.type)))
-    copies = schema_pb2.Schema()
-    for name in integers:
-        copies.feature.add(name=COPY.format(name), type=schema_pb2.INT,
-                           int_domain=schema_pb2.IntDomain(is_categorical=True))
-    both = generate_statistics(splits, stats_dir, beam_pipeline_args, sample_rate, copies,
-                               integers)
-    copied = {split: _take_copies(stats) for split, stats in both.items()}
-    schema = infer_schema(both["train"], label)
-    categorical = {f.name for f in schema.feature
-                   if f.type == schema_pb2.INT and schema_util.is_categorical_feature(f)}
-    for split, stats in both.items():
-        for feature in stats.datasets[0].features:
-            name = ".".join(feature.path.step)
-            if name in categorical and name in copied[split]:
-                feature.CopyFrom(copied[split][name])
-        Path(stats_dir, STATS_FILE.format(split=split)).write_bytes(stats.SerializeToString())
-    return both, schema
-
-
-def _take_copies(stats) -> dict:
-    """Removes the categorical copies from ``stats``; returns original name -> the copy's
-    statistics, named as the original."""
-    from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    dataset = stats.datasets[0]
-    suffix = COPY.format("")
-    copies = {}
-    for i in reversed(range(len(dataset.features))):
-        name = ".".join(dataset.features[i].path.step)
-        if name.endswith(suffix):
-            copy = copies[name.removesuffix(suffix)] = statistics_pb2.FeatureNameStatistics()
-            copy.CopyFrom(dataset.features[i])
-            copy.path.step[:] = [name.removesuffix(suffix)]
-            del dataset.features[i]
-    return copies
 
 
 def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: str,
@@ -301,7 +230,7 @@ def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: s
                                              **extra)
         tfdv.write_anomalies_text(anomalies, str(Path(anomalies_dir) / f"{split}.anomalies.pbtxt"))
         if split == "train":
-            measured = drift.measurements(anomalies)
+            measured = drift.tfdv_measurements(anomalies)
         infos = sorted(anomalies.anomaly_info.items())
         # Anomalies of the whole dataset (e.g. too few examples) are keyed by no feature.
         if anomalies.HasField("dataset_anomaly_info"):
@@ -316,6 +245,79 @@ def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: s
             found.append(Anomaly("(dataset)", split, "No data", "The split has no examples.",
                                  ("DATASET_LOW_NUM_EXAMPLES",), BLOCK))
     return found, measured
+
+
+def measure_changes(schema, train_path: str, eval_path: str, label: str, exclude: list[str],
+                    previous_stats, thresholds: drift.Thresholds
+                    ) -> tuple[list[drift.Measurement], dict[str, drift.Profile], str | None]:
+    """Drift and skew of every feature the schema has (but ``exclude``), judged by ``drift``.
+
+    Features whose curated schema carries its own comparator of a kind are left to TFDV for
+    that kind. A class label (ingest encodes it as an integer) is binned by class. Returns the
+    measurements (judged together, so their false-alarm rate is the
+    validation's), the train split's profiles (the next span's drift reference), and a note
+    when the previous span's statistics carry no profiles to compare with.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from tensorflow_data_validation.utils import schema_util
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    features = {f.name: f for f in schema.feature if f.name not in set(exclude)}
+    frames = {}
+    for split, path in (("train", train_path), ("eval", eval_path)):
+        present = [name for name in pq.read_schema(path).names if name in features]
+        frames[split] = pd.read_parquet(path, columns=present)
+    train, evaluation = frames["train"], frames["eval"]
+    previous = drift.read_profiles(previous_stats) if previous_stats is not None else {}
+    note = None
+    if previous_stats is not None and not previous:
+        note = ("The previous span's statistics carry no reference bins (written before ctloop "
+                "measured drift this way): drift is measured from the next span on.")
+    profiles, found = {}, []
+    for name, feature in features.items():
+        categorical = schema_util.is_categorical_feature(feature) or (
+            name == label and feature.type == schema_pb2.INT)
+        kind = drift.CATEGORICAL if categorical else drift.NUMERIC
+        if name in train:
+            profiles[name] = drift.profile(train[name], kind)
+            if not feature.skew_comparator.ByteSize():
+                found.append(drift.measure(name, drift.SKEW, profiles[name],
+                                           evaluation.get(name), len(evaluation), thresholds.skew))
+        if name in previous and not feature.drift_comparator.ByteSize():
+            found.append(drift.measure(name, drift.DRIFT, previous[name], train.get(name),
+                                       len(train), thresholds.drift))
+    return drift.judge(found, thresholds.false_alarm_rate), profiles, note
+
+
+def change_anomalies(measured: list[drift.Measurement], policy: dict[str, str]) -> list[Anomaly]:
+    """An anomaly per breach judged here (TFDV reports its own comparators' breaches)."""
+    found = []
+    for m in measured:
+        split = "train" if m.kind == drift.DRIFT else "eval"
+        if m.too_new:
+            what = ("categories never seen" if m.feature_kind == drift.CATEGORICAL
+                    else "numbers beyond its minimum or maximum")
+            found.append(Anomaly(
+                m.feature, split, "New values",
+                f"{m.new_share:.1%} of the values are outside what "
+                f"{'the previous span' if m.kind == drift.DRIFT else 'the train split'} saw "
+                f"({what}; {m.new_expected:.2%} expected by chance, p-value "
+                f"{m.new_p_value:.2g} < {m.alpha:.2g})",
+                (drift.NEW_VALUES_TYPE,),
+                WARN if policy.get(drift.NEW_VALUES_TYPE) == WARN else BLOCK))
+        if m.source != drift.CTLOOP or not m.breached:
+            continue
+        anomaly_type = drift.DRIFT_TYPE if m.kind == drift.DRIFT else drift.SKEW_TYPE
+        against = "the previous span's train split" if m.kind == drift.DRIFT else \
+            "the train split"
+        found.append(Anomaly(
+            m.feature, split, "Drift" if m.kind == drift.DRIFT else "Skew",
+            f"{m.kind} from {against}: Jensen-Shannon divergence {m.value:.3f} >= {m.threshold:g}"
+            f" and significant (p-value {m.p_value:.2g} < {m.alpha:.2g}, rows {m.rows[0]} vs "
+            f"{m.rows[1]}); largest move {m.moved}",
+            (anomaly_type,), WARN if policy.get(anomaly_type) == WARN else BLOCK))
+    return found
 
 
 def report_markdown(result: ValidationResult, span: int) -> str:
@@ -342,7 +344,8 @@ def report_markdown(result: ValidationResult, span: int) -> str:
             "curated schema (pass it as `schema_uri`), raise the drift/skew thresholds, or set "
             "the anomaly type to `warn` in the anomaly policy.",
         ]
-    lines += ["", drift.markdown(result.measurements, result.previous_span)]
+    lines += ["", drift.markdown(result.measurements, result.previous_span,
+                                 result.previous_note)]
     return "\n".join(lines)
 
 
@@ -373,35 +376,38 @@ def run(
         serving_schema: The serving model's schema file, or None.
         previous: (span, statistics file) of the latest earlier span, or None.
         outputs: Where to write.
-        thresholds: Drift and skew thresholds (defaults: 0.1 each).
+        thresholds: Drift and skew thresholds and the false-alarm rate (``drift.Thresholds``).
         policy: Anomaly type -> "block" or "warn" (default: block).
         beam_pipeline_args: Beam options for TFDV.
         sample_rate: Share of rows statistics are computed on.
     """
     import tensorflow_data_validation as tfdv
     from tensorflow_data_validation.utils import display_util
-    from tensorflow_metadata.proto.v0 import schema_pb2
 
     policy = check_policy(policy or {})
     thresholds = thresholds or drift.Thresholds()
     splits = {"train": train_path, "eval": eval_path}
     schema, source = load_schema(curated_schema, serving_schema)
     if schema is None:  # cold start
-        stats, schema = cold_start_statistics(splits, outputs.stats_dir, label,
-                                              beam_pipeline_args, sample_rate)
+        stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate)
+        schema = infer_schema(stats["train"], label)
         source = "inferred from this span's train split"
     else:
         stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate,
                                     schema)
-    # Comparators are added to a copy: the stored schema stays as chosen, so changed thresholds
-    # take effect on the next run instead of being frozen into the model's schema.
-    judged = schema_pb2.Schema()
-    judged.CopyFrom(schema)
-    drift.add_comparators(judged, thresholds, skip=set(exclude))
     previous_stats = tfdv.load_stats_binary(previous[1]) if previous else None
-    anomalies, measured = find_anomalies(stats, judged, policy, outputs.anomalies_dir,
-                                         previous_stats)
-    result = ValidationResult(source, anomalies, measured, previous[0] if previous else None)
+    anomalies, tfdv_measured = find_anomalies(stats, schema, policy, outputs.anomalies_dir,
+                                              previous_stats)
+    measured, profiles, note = measure_changes(schema, train_path, eval_path, label, exclude,
+                                               previous_stats, thresholds)
+    anomalies += change_anomalies(measured, policy)
+    measured = sorted(measured + tfdv_measured, key=lambda m: (m.kind, m.feature))
+    # The train statistics carry this span's profiles: the next span's drift reference.
+    drift.write_profiles(stats["train"], profiles)
+    Path(outputs.stats_dir, STATS_FILE.format(split="train")).write_bytes(
+        stats["train"].SerializeToString())
+    result = ValidationResult(source, anomalies, measured, previous[0] if previous else None,
+                              note)
 
     Path(outputs.schema).parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, outputs.schema)
