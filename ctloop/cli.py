@@ -6,6 +6,7 @@ Heavy libraries (TensorFlow, TFDV, kfp, kserve) are imported inside the commands
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -156,7 +157,9 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write the run summary (JSON) here.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False),
-              help="Write the tasks' logs here instead of to the terminal.")
+              help="Where the tasks' logs go: a file, or - for the terminal [default: "
+              "WORKDIR/logs/run-<UTC time>.log]. A failed task's reason ends the output either "
+              "way.")
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
@@ -299,16 +302,22 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         params["registry_uri"] = registry_uri
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())
-    where = f"the log in {log_path}" if log_path else "the failing task's log above"
+    if log_path is None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        log_path = str(Path(workdir) / "logs" / f"run-{stamp}.log")
     try:
-        with local_run.output_to(log_path):
+        with local_run.output_to(None if log_path == "-" else log_path):
             summary = local_run.run(params, Path(workdir))
-    except RuntimeError as exc:  # kfp.local: a task failed; its log has the reason
-        raise click.ClickException(f"{exc}; {where} says why") from exc
+    except CtloopError:
+        if log_path != "-":
+            click.echo(f"task logs: {log_path}", err=True)
+        raise
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_path).write_text(json.dumps(summary, indent=2))
     click.echo(local_run.describe(summary))
+    if log_path != "-":
+        click.echo(f"task logs: {log_path}")
 
 
 @main.command()

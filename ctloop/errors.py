@@ -29,6 +29,10 @@ class ModelError(CtloopError):
     """A model cannot be loaded or does not have the expected serving signature."""
 
 
+class TaskFailedError(CtloopError):
+    """A pipeline task failed on a local run; the message is the task's own reason."""
+
+
 class KfpError(CtloopError):
     """A Kubeflow Pipelines API is unreachable or refused a request (the message says which)."""
 

@@ -21,11 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ctloop import task_exit
+from ctloop.errors import TaskFailedError
+
 TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
          "rollout")
 # kfp.local's log lines around a task's process (task names in color codes, which are removed).
 _LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
 _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status ")
+# kfp.local's error when a task failed (pipeline_orchestrator.py).
+_FAILED = re.compile(r"Inner task failed: '(?P<task>[^']+)'")
 _COLOR = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -81,16 +86,35 @@ def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     try:
         ct_pipeline(**params)
+    except RuntimeError as exc:  # kfp.local: a task failed
+        raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
     finally:
         root_logger.removeFilter(clock)
     timings = {**clock.seconds(), "total": round(time.monotonic() - started, 2)}
-    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(PIPELINE_NAME)]
-    return summarize(run_dir, timings)
+    return summarize(_new_run(root, before, PIPELINE_NAME), timings)
+
+
+def _new_run(root: Path, before: set[Path], name: str) -> Path:
+    (run_dir,) = [p for p in set(root.iterdir()) - before if p.name.startswith(name)]
+    return run_dir
+
+
+def _failure(exc: RuntimeError, run_dir: Path) -> str:
+    """The failed task and its own reason (``task_exit.FAILURE_FILE``), in one line."""
+    found = _FAILED.search(_COLOR.sub("", str(exc)))
+    if not found:
+        return _COLOR.sub("", str(exc))
+    task = found["task"]
+    recorded = run_dir / task / task_exit.FAILURE_FILE
+    why = recorded.read_text().strip() if recorded.is_file() else "its log says why"
+    return f"task {task} failed: {why}"
 
 
 @contextlib.contextmanager
 def output_to(log_path: str | None) -> Iterator[None]:
-    """Sends this process's stdout and stderr, and so every task subprocess's, to ``log_path``."""
+    """Sends this process's output, and so every task subprocess's, to ``log_path``: the file
+    descriptors (what native code writes) and ``sys.stdout``/``sys.stderr`` (what kfp.local
+    prints of each task, wherever those point, e.g. a test's capture)."""
     if not log_path:
         yield
         return
@@ -98,11 +122,12 @@ def output_to(log_path: str | None) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
+    with open(log_path, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -134,8 +159,9 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
     infra = meta("infra-validate", "infra_blessing")
     return {
         "run_dir": str(run_dir),
-        "span": params("select-span")["span"],
-        "spans": params("select-span")["spans_read"],
+        "span": int(params("select-span")["span"]),
+        # kfp hands List[int] outputs back as floats.
+        "spans": [int(s) for s in params("select-span")["spans_read"]],
         "data_fingerprint": params("select-span")["fingerprint"],
         "files": params("select-span")["files"],
         "rows": {"train": int(train_meta["rows"]), "eval": int(eval_meta["rows"])},

@@ -155,3 +155,30 @@ def test_run_outputs_are_on_disk(runs):
     assert "**INFRA-BLESSED**" in open(first["reports"]["infra_md"]).read()
     assert "facets-overview" in open(first["reports"]["statistics_html"]).read()
     json.dumps(first)  # the summary is plain JSON
+
+
+def test_a_task_failing_on_bad_data_ends_the_output_with_its_own_reason(serving_python,
+                                                                        tmp_path):
+    """Preflight reads the first rows only; ingest finds the missing labels, and its message (the
+    column and the fix) is the last line, with no traceback on the terminal."""
+    from click.testing import CliRunner
+
+    from ctloop import datagen
+    from ctloop.cli import main
+
+    rows = datagen.generate_span(datagen.SpanSpec(1, rows=400))
+    rows.loc[350:, LABEL] = None
+    (tmp_path / "data" / "span-1").mkdir(parents=True)
+    rows.to_csv(tmp_path / "data" / "span-1" / "data.csv", index=False)
+    result = CliRunner().invoke(main, [
+        "run", "--local", "--data", str(tmp_path / "data"), "--label", LABEL,
+        "--exclude", EXCLUDE[0], "--workdir", str(tmp_path / "work"),
+        "--serving-python", serving_python])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1] == (f"Error: task ingest failed: label column '{LABEL}' has 50 missing "
+                         "values; drop or fill those rows")
+    assert "Traceback" not in result.output
+    (log,) = (tmp_path / "work" / "logs").iterdir()
+    assert f"task logs: {log}" in lines[-2]
+    assert "Traceback" in log.read_text() and "DataError" in log.read_text()

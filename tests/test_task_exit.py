@@ -1,10 +1,12 @@
-"""A task's process ends once kfp has written its outputs; a failed task ends the usual way.
+"""A task's process ends once kfp has written its outputs; a failed task records its reason and
+ends the usual way.
 
 Each component runs under kfp.local as its own process. It registers an atexit handler that
 leaves a file: the file appears only when the interpreter tore itself down.
 """
 
 import logging
+import sys
 
 import pytest
 from kfp import dsl, local
@@ -20,7 +22,7 @@ def succeed(teardown_marker: str) -> str:
 
     from ctloop import task_exit
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
     atexit.register(pathlib.Path(teardown_marker).write_text, "teardown ran")
     return "outputs written"
 
@@ -32,7 +34,7 @@ def fail(teardown_marker: str) -> str:
 
     from ctloop import task_exit
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
     atexit.register(pathlib.Path(teardown_marker).write_text, "teardown ran")
     raise ValueError("the task's own error")
 
@@ -56,9 +58,13 @@ def test_a_failed_task_keeps_its_error_and_ends_the_usual_way(runner, tmp_path, 
         fail(teardown_marker=str(marker))
     assert "ValueError: the task's own error" in capfd.readouterr().out
     assert marker.read_text() == "teardown ran"
+    # The one-line reason beside the task's executor output, for `ctloop run`'s last line.
+    (recorded,) = (tmp_path / "root").rglob(task_exit.FAILURE_FILE)
+    assert recorded.parent.name == "fail"
+    assert recorded.read_text() == "ValueError: the task's own error\n"
 
 
 def test_outside_kfp_executor_nothing_changes():
-    before = list(logging.getLogger().handlers)
-    task_exit.exit_after_outputs()
-    assert logging.getLogger().handlers == before
+    before, hook = list(logging.getLogger().handlers), sys.excepthook
+    task_exit.install()
+    assert logging.getLogger().handlers == before and sys.excepthook is hook

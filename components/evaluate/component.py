@@ -100,7 +100,7 @@ def evaluate(
     from ctloop.components.evaluate import logic
     from ctloop.registry import open_registry
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     thresholds = logic.Thresholds.from_parameters(
         min_auc=min_auc, max_auc_decrease=max_auc_decrease, min_accuracy=min_accuracy,

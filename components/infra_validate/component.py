@@ -71,7 +71,7 @@ def infra_validate(
     from ctloop.components.infra_validate import logic
     from ctloop.contract import serving_target
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     slo = logic.SLO(max_p99_ms=max_p99_ms, min_rps=min_rps, tolerance=tolerance,
                     concurrency=concurrency, requests=requests,

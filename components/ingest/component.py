@@ -48,7 +48,7 @@ def ingest(
     from ctloop import task_exit
     from ctloop.components.ingest import logic
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     result = logic.run(
         files, fingerprint, spans_read, label, exclude or [], eval_percent, train_data.path,

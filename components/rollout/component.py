@@ -85,7 +85,7 @@ def rollout(
     from ctloop.contract import serving_target
     from ctloop.errors import ConfigError
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)

@@ -42,7 +42,7 @@ def select_span(
     from ctloop import task_exit
     from ctloop.components.select_span import logic
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     # ct_pipeline passes "" for "boto3's default": kfp 2.13's local runner cannot pass None.
     result = logic.run(data_uri, spans, s3_endpoint_url or None)

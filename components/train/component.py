@@ -68,7 +68,7 @@ def train(
     from ctloop.components.train import logic
     from ctloop.registry import open_registry
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,

@@ -76,7 +76,7 @@ def validate_data(
     from ctloop.components.validate_data import drift, logic
     from ctloop.registry import open_registry
 
-    task_exit.exit_after_outputs()
+    task_exit.install()
 
     registry = open_registry(registry_uri, model_name, s3_endpoint_url)
     serving = registry.serving()
