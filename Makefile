@@ -13,6 +13,8 @@ PYTEST_ARGS ?=
 # make bench: data sizes (rows) and extra flags of `python -m bench.run` (--help lists them).
 BENCH_ROWS ?= 10000 100000 1000000
 BENCH_ARGS ?=
+# make realdata: extra flags of `python -m realdata.suite` (--help lists them), e.g. --reps 5.
+REALDATA_ARGS ?=
 # The kind path (scripts/kind-up.sh tells the versions it pins; each is a ${VAR:-default} there).
 CLUSTER ?= ctloop
 KFP_HOST ?= http://localhost:8880
@@ -27,7 +29,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export CTLOOP_SERVING_PYTHON := $(abspath $(SERVING))/bin/python
 
-.PHONY: help setup run test bench lint compile locks clean kind-up images e2e kind-down
+.PHONY: help setup run test bench realdata lint compile locks clean kind-up images e2e kind-down
 
 help:  ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,6 +56,9 @@ test: setup  ## The test suite (unit, local pipeline run, serving).
 
 bench: setup  ## Benchmark: pipeline vs bare libraries, growth, statistics, serving (docs/BENCHMARKS.md).
 	$(PIPELINE)/bin/python -m bench.run --rows $(BENCH_ROWS) --workdir $(WORKDIR)/bench $(BENCH_ARGS)
+
+realdata: setup  ## Every decision on public data sets: cold start, false alarms, corruptions, drift by month.
+	$(PIPELINE)/bin/python -m realdata.suite --workdir $(WORKDIR)/realdata $(REALDATA_ARGS)
 
 lint: setup  ## Static checks.
 	$(PIPELINE)/bin/ruff check .
