@@ -10,17 +10,14 @@ import json
 import os
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from ctloop import datagen
 
-ISVC_API_VERSION = "serving.kserve.io/v1beta1"
 LABEL = datagen.LABEL
 EXCLUDE = [datagen.ID_COLUMN]
 # The S3 test server's credentials: tests check they never reach an output, a record or a log.
@@ -270,128 +267,6 @@ def gcs_bucket(gcs_endpoint, monkeypatch) -> Bucket:
     bucket = storage.Client().create_bucket(name)
     return Bucket(f"gs://{name}", gcs_endpoint,
                   lambda key, content: bucket.blob(key).upload_from_string(content))
-
-
-# The orchestration, run here without a cluster: a small HTTP server speaks the Kubernetes API as
-# the dynamic client uses it (discovery, GET, server-side apply PATCH, with ctloop as the only
-# field manager, so an apply replaces the object's fields) and plays KServe's controller: the
-# status always describes the latest generation, ready unless a storage URI is in ``broken``;
-# its addresses (the service's, and Knative's ``latest`` tag) are ``address`` when set.
-# What a real KServe reports is e2e's to show; this checks what rollout does with each answer.
-
-
-class _FakeKube(ThreadingHTTPServer):
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _FakeKubeHandler)
-        self.objects: dict[str, dict] = {}
-        self.applied: list[dict] = []
-        self.broken: set[str] = set()
-        self.deleted: list[str] = []
-        self.address: str | None = None
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def status(self, isvc: dict) -> dict:
-        spec = isvc["spec"]
-        predictors = [spec["predictor"], *(c["predictor"] for c in spec.get("canary", []))]
-        uris = [(p.get("model") or {}).get("storageUri")
-                or p["containers"][0]["env"][0]["value"] for p in predictors]
-        meta = isvc["metadata"]
-        status = {"observedGeneration": meta["generation"],
-                  "deploymentMode": meta["annotations"]["serving.kserve.io/deploymentMode"],
-                  "address": {"url": self.address or f"http://{meta['name']}.example"}}
-        if self.address:
-            status["components"] = {"predictor": {"traffic": [{"tag": "latest",
-                                                               "url": self.address}]}}
-        if self.broken.intersection(uris):
-            status["conditions"] = [{"type": "Ready", "status": "False",
-                                     "reason": "PredictorReady not ready"}]
-            status["modelStatus"] = {"transitionStatus": "BlockedByFailedLoad", "lastFailureInfo": {
-                "reason": "ModelLoadFailed", "message": "no SavedModel found"}}
-            return status
-        status["conditions"] = [{"type": "Ready", "status": "True"},
-                                {"type": "PredictorReady", "status": "True",
-                                 "reason": "NewReplicaSetAvailable"}]
-        if spec.get("canary"):
-            status["conditions"].append({"type": "CanaryPredictorReady", "status": "True"})
-            status["canaryStatuses"] = [{"name": c["predictor"]["name"], "ready": True}
-                                        for c in spec["canary"]]
-        return status
-
-
-_DISCOVERY = {
-    "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.0"},
-    "/api": {"kind": "APIVersions", "versions": ["v1"]},
-    "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
-    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
-        "name": "serving.kserve.io",
-        "versions": [{"groupVersion": ISVC_API_VERSION, "version": "v1beta1"}],
-        "preferredVersion": {"groupVersion": ISVC_API_VERSION, "version": "v1beta1"}}]},
-    f"/apis/{ISVC_API_VERSION}": {
-        "kind": "APIResourceList", "groupVersion": ISVC_API_VERSION, "resources": [{
-            "name": "inferenceservices", "singularName": "inferenceservice", "namespaced": True,
-            "kind": "InferenceService", "verbs": ["get", "patch", "delete"]}]},
-}
-
-
-class _FakeKubeHandler(BaseHTTPRequestHandler):
-    def reply(self, code: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def not_found(self) -> None:
-        self.reply(404, {"kind": "Status", "apiVersion": "v1", "code": 404,
-                         "reason": "NotFound", "message": "not found"})
-
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        if path in _DISCOVERY:
-            return self.reply(200, _DISCOVERY[path])
-        isvc = self.server.objects.get(path.rsplit("/", 1)[-1])
-        if isvc is None:
-            return self.not_found()
-        return self.reply(200, {**isvc, "status": self.server.status(isvc)})
-
-    def do_PATCH(self):
-        assert self.headers["Content-Type"] == "application/apply-patch+yaml"
-        assert "fieldManager=ctloop" in self.path and "force=True" in self.path
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        old = self.server.objects.get(body["metadata"]["name"])
-        generation = 1 if old is None else old["metadata"]["generation"] + (
-            old["spec"] != body["spec"])
-        body["metadata"]["generation"] = generation
-        self.server.objects[body["metadata"]["name"]] = body
-        self.server.applied.append(body)
-        self.reply(200, body)
-
-    def do_DELETE(self):
-        name = self.path.split("?")[0].rsplit("/", 1)[-1]
-        if self.server.objects.pop(name, None) is None:
-            return self.not_found()
-        self.server.deleted.append(name)
-        self.reply(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_kube(tmp_path):
-    from kubernetes import client as k8s
-    from kubernetes import dynamic
-
-    server = _FakeKube()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    configuration = k8s.Configuration()
-    configuration.host = server.url
-    api = dynamic.DynamicClient(k8s.ApiClient(configuration),
-                                cache_file=str(tmp_path / "discovery.json"))
-    yield server, api
-    server.shutdown()
-    server.server_close()
 
 
 def _drop_tensorflow_shutdown_noise() -> None:
