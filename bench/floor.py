@@ -47,13 +47,13 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
         import tensorflow_data_validation  # noqa: F401
         import tensorflow_model_analysis  # noqa: F401
 
+        from ctloop import drift
         from ctloop.components.evaluate import logic as evaluate
         from ctloop.components.infra_validate import logic as infra_validate
         from ctloop.components.ingest import logic as ingest
         from ctloop.components.rollout import logic as rollout
         from ctloop.components.select_span import logic as select_span
         from ctloop.components.train import logic as train
-        from ctloop.components.validate_data import drift
         from ctloop.components.validate_data import logic as validate_data
         from ctloop.registry import Registry
 

@@ -239,10 +239,10 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae, max_mae_increase,
         cold_start, force_bless_reason) -> None:
     """Run one continuous-training iteration."""
-    from ctloop import local_run, preflight
+    from ctloop import drift, local_run, preflight
     from ctloop.components.evaluate.logic import NO_THRESHOLD
     from ctloop.components.train.logic import Hyperparameters
-    from ctloop.components.validate_data import drift, logic
+    from ctloop.components.validate_data import logic
     from ctloop.registry import open_registry, validate_model_name
 
     validate_model_name(model_name)

@@ -68,9 +68,9 @@ def validate(frame, entry: datasets.Dataset, folder: Path, span: int,
         The decision, and this span's (schema file, (span, statistics file)): the next span's
         reference.
     """
+    from ctloop import drift
     from ctloop.components.ingest import logic as ingest
     from ctloop.components.select_span import logic as select_span
-    from ctloop.components.validate_data import drift
     from ctloop.components.validate_data import logic as validate_data
 
     spans.write_span(frame, folder / "data", span)

@@ -72,8 +72,8 @@ def validate_data(
     """
     import os
 
-    from ctloop import task_exit
-    from ctloop.components.validate_data import drift, logic
+    from ctloop import drift, task_exit
+    from ctloop.components.validate_data import logic
     from ctloop.registry import open_registry
 
     task_exit.install()

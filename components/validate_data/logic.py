@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ctloop import beam_options
-from ctloop.components.validate_data import drift
+from ctloop import beam_options, drift
 from ctloop.errors import ConfigError
 
 SPLITS = ("train", "eval")

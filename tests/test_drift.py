@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from ctloop.components.validate_data import drift
+from ctloop import drift
 from ctloop.errors import ConfigError
 
 
