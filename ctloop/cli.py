@@ -337,15 +337,30 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
               help="Most rows per request; more is a 400.")
 @click.option("--request-log", is_flag=True,
               help="Log a line per request (access and latency); /metrics counts them anyway.")
+@click.option("--record-dir", type=click.Path(file_okay=False),
+              help="Record sampled requests here (inputs, answers, version, latency, request "
+              "id) as JSON Lines, off the request path, for `ctloop monitor` [default: off].")
+@click.option("--record-sample-rate", type=float, default=1.0, show_default=True,
+              help="The share of requests recorded, in (0, 1].")
+@click.option("--record-rotate-rows", type=click.IntRange(min=1), default=100_000,
+              show_default=True, help="Start a new record file after this many rows...")
+@click.option("--record-rotate-minutes", type=float, default=10.0, show_default=True,
+              help="...or after this many minutes.")
 def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_batch,
-          request_log) -> None:
+          request_log, record_dir, record_sample_rate, record_rotate_rows,
+          record_rotate_minutes) -> None:
     """Serve a model with the KServe model server (serving environment)."""
     if (registry_uri is None) == (model_dir is None):
         raise click.UsageError("pass exactly one of --registry or --model-dir")
     if version is not None and registry_uri is None:
         raise click.UsageError("--version selects a registry version: pass --registry too")
     from ctloop.serving import server
+    from ctloop.serving.recorder import Recorder
 
+    recorder = None
+    if record_dir:
+        recorder = Recorder(record_dir, record_sample_rate, rotate_rows=record_rotate_rows,
+                            rotate_s=record_rotate_minutes * 60)
     if registry_uri and version is None:
         # Follows the registry: a new serving version or a canary is picked up while serving.
         model = server.RegistryModel(model_name, registry_uri, max_batch)
@@ -353,7 +368,8 @@ def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_bat
         path = Path(model_dir) if model_dir else server.resolve_model_dir(
             registry_uri, model_name, version)
         model = server.CtloopModel(model_name, path, max_batch, version=version and str(version))
-    server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log)
+    server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log,
+                      recorder=recorder)
 
 
 @main.command()

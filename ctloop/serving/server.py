@@ -45,6 +45,7 @@ from ctloop.contract import (
 )
 from ctloop.errors import ConfigError, CtloopError, ModelError, RegistryError
 from ctloop.registry import Registry, validate_model_name
+from ctloop.serving.recorder import Recorder
 
 DEFAULT_MAX_BATCH = 1024
 # Batches of up to this many rows score on the event loop (well under a millisecond here): the
@@ -99,6 +100,8 @@ class _Batch:
     target: _Loaded
     columns: dict[str, np.ndarray]
     v2_request: kserve.InferRequest | None
+    started: float = 0.0  # perf_counter() when the request was checked: the recorded latency
+    request_id: str | None = None  # set when a recorder records this request
 
     @property
     def rows(self) -> int:
@@ -159,6 +162,8 @@ class CtloopModel(kserve.Model):
         self.max_batch = max_batch
         self.version = version
         self._current: _Loaded | None = None
+        # Records sampled requests (inputs, answers, version, latency) when set: run_server.
+        self.recorder: Recorder | None = None
 
     @property
     def features(self) -> dict[str, str]:
@@ -200,7 +205,8 @@ class CtloopModel(kserve.Model):
         Args:
             payload: The V1 JSON body (decoded, or raw bytes when KServe did not recognize its
                 Content-Type as JSON) or a V2 InferRequest.
-            headers: The request headers (unused).
+            headers: The request headers; ``x-request-id``, when sent, is the id a recorded
+                request is kept under (otherwise the V2 request's id, or a new one).
 
         Returns:
             The batch to score.
@@ -208,10 +214,17 @@ class CtloopModel(kserve.Model):
         Raises:
             InvalidInput: The request does not fit the model's features (KServe answers 400).
         """
+        started = time.perf_counter()
         target = self.route()
         if isinstance(payload, kserve.InferRequest):
-            return _Batch(target, self._v2_columns(payload, target.features), payload)
-        return _Batch(target, self._v1_columns(payload, target.features), None)
+            batch = _Batch(target, self._v2_columns(payload, target.features), payload, started)
+        else:
+            batch = _Batch(target, self._v1_columns(payload, target.features), None, started)
+        if self.recorder is not None and self.recorder.sampled():
+            request_id = (headers or {}).get("x-request-id") or (
+                batch.v2_request.id if batch.v2_request else None) or uuid.uuid4().hex
+            batch = dataclasses.replace(batch, request_id=request_id)
+        return batch
 
     async def predict(
         self, payload: _Batch, headers: dict[str, str] | None = None
@@ -226,7 +239,8 @@ class CtloopModel(kserve.Model):
             ``{"predictions": [...]}`` for V1, one answer per row: a probability (binary), a
             list of probabilities in the order of the label classes (multiclass), or a value
             (regression); for V2, a response with the task's one FP32 output, of shape [N] or
-            [N, classes] (its data row-major).
+            [N, classes] (its data row-major). A recorded V1 request's answer also carries its
+            ``request_id`` (V2: the response id), the key of label feedback.
         """
         target = payload.target
         if payload.rows <= INLINE_ROWS:
@@ -234,10 +248,16 @@ class CtloopModel(kserve.Model):
         else:  # TF releases the GIL while it runs: the event loop keeps answering meanwhile
             answers = await asyncio.to_thread(_score, target, payload.columns)
         request, version = payload.v2_request, target.version
+        if payload.request_id is not None:
+            latency_ms = (time.perf_counter() - payload.started) * 1000
+            self.recorder.record(payload.request_id, version, latency_ms, payload.columns, answers)
         if request is None:
+            if payload.request_id is not None:
+                return {"predictions": answers.tolist(), "model_version": version,
+                        "request_id": payload.request_id}
             return {"predictions": answers.tolist(), "model_version": version}
         return kserve.InferResponse(
-            response_id=request.id or str(uuid.uuid4()),
+            response_id=payload.request_id or request.id or str(uuid.uuid4()),
             model_name=self.name,
             model_version=version,
             # A list, not an ndarray: KServe 0.21's to_grpc takes an ndarray's truth value (and
@@ -535,7 +555,7 @@ def resolve_model_dir(
 
 
 def run_server(model: CtloopModel, http_port: int = 8080, grpc_port: int | None = None,
-               request_log: bool = False) -> None:
+               request_log: bool = False, recorder: Recorder | None = None) -> None:
     """Loads the model and serves it with KServe's ModelServer until SIGTERM or SIGINT.
 
     One process serves: TF runs each batch on all cores already, and KServe 0.21's multi-worker
@@ -548,6 +568,8 @@ def run_server(model: CtloopModel, http_port: int = 8080, grpc_port: int | None 
         grpc_port: The V2 gRPC port; None leaves gRPC off.
         request_log: Log every request: KServe's access, timing and latency lines (about
             0.2 ms a request here). Off, ``/metrics`` still counts requests and their latency.
+        recorder: Record sampled requests with it (``ctloop.serving.recorder``); its counts of
+            written and dropped records are on ``/metrics`` too.
 
     Raises:
         ModelError: The model cannot be loaded or breaks the contract.
@@ -555,6 +577,9 @@ def run_server(model: CtloopModel, http_port: int = 8080, grpc_port: int | None 
     """
     started = time.monotonic()
     model.load()
+    model.recorder = recorder
+    if recorder is not None:
+        _export_counts(recorder)
     grpc = {"enable_grpc": False} if grpc_port is None else {"grpc_port": grpc_port}
     server = kserve.ModelServer(http_port=http_port, enable_latency_logging=request_log, **grpc)
     if not request_log:  # ModelServer has just configured these loggers
@@ -572,4 +597,23 @@ def run_server(model: CtloopModel, http_port: int = 8080, grpc_port: int | None 
         model.max_batch,
         time.monotonic() - started,
     )
-    server.start([model])
+    try:
+        server.start([model])
+    finally:
+        if recorder is not None:
+            recorder.close()  # what is queued reaches the files
+
+
+def _export_counts(recorder: Recorder) -> None:
+    """The recorder's counts as Prometheus counters on the server's ``/metrics``."""
+    from prometheus_client import REGISTRY
+    from prometheus_client.core import CounterMetricFamily
+
+    class _Counts:
+        def collect(self):
+            yield CounterMetricFamily("ctloop_records_written", "Requests written to the "
+                                      "record directory", value=recorder.written)
+            yield CounterMetricFamily("ctloop_records_dropped", "Requests not recorded: the "
+                                      "queue was full or a write failed", value=recorder.dropped)
+
+    REGISTRY.register(_Counts())
