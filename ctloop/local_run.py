@@ -28,7 +28,7 @@ TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-v
          "rollout")
 # kfp.local's log lines around a task's process (task names in color codes, which are removed).
 _LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
-_EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status ")
+_EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
 # kfp.local's error when a task failed (pipeline_orchestrator.py).
 _FAILED = re.compile(r"Inner task failed: '(?P<task>[^']+)'")
 _COLOR = re.compile(r"\x1b\[[0-9;]*m")
@@ -44,17 +44,22 @@ class TaskClock(logging.Filter):
     the task's process from launch to exit: its start, imports, work and teardown.
     """
 
-    def __init__(self):
+    def __init__(self, listener: Any = None):
         super().__init__()
         self.launched: dict[str, float] = {}
         self.exited: dict[str, float] = {}
+        self.listener = listener
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = _COLOR.sub("", record.getMessage())
-        for pattern, times in ((_LAUNCHED, self.launched), (_EXITED, self.exited)):
-            found = pattern.match(message)
-            if found:
-                times[found["task"]] = record.created
+        if found := _LAUNCHED.match(message):
+            self.launched[found["task"]] = record.created
+            if self.listener is not None:
+                self.listener.launched(found["task"], record.created)
+        elif found := _EXITED.match(message):
+            self.exited[found["task"]] = record.created
+            if self.listener is not None:
+                self.listener.exited(found["task"], record.created, found["status"] == "SUCCESS")
         return True
 
     def seconds(self) -> dict[str, float]:
@@ -64,12 +69,14 @@ class TaskClock(logging.Filter):
                 for task in self.launched if task in self.exited}
 
 
-def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def run(params: dict[str, Any], workdir: Path, listener: Any = None) -> dict[str, Any]:
     """Runs one CT iteration locally; returns the run summary.
 
     Args:
         params: The pipeline's parameters (``registry_uri`` defaults to ``workdir/registry``).
         workdir: Holds ``pipeline_root/`` (every task's outputs) and ``registry/``.
+        listener: Told when each task is launched and has exited (``launched(task, at)``,
+            ``exited(task, at, ok)``), e.g. ``progress.TaskProgress``.
     """
     from kfp import local
 
@@ -81,7 +88,7 @@ def run(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     params = {"registry_uri": str(workdir / "registry"), **params}
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    clock, root_logger = TaskClock(), logging.getLogger()
+    clock, root_logger = TaskClock(listener), logging.getLogger()
     root_logger.addFilter(clock)
     started = time.monotonic()
     try:
@@ -223,7 +230,13 @@ def describe(summary: dict[str, Any]) -> str:
             f" {summary['infra']['rps']:.0f} req/s" if "p99_ms" in summary["infra"] else ""),
         f"rollout: {summary['push_reason']}",
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items()),
+        f"reports in {summary['run_dir']}/:",
     ]
+    names = {"statistics_html": "data statistics", "anomalies_md": "anomalies",
+             "drift_html": "drift and skew", "evaluation_md": "evaluation",
+             "infra_md": "infra validation"}
+    lines += [f"  {names.get(key, key):<17} {Path(path).relative_to(summary['run_dir'])}"
+              for key, path in summary["reports"].items()]
     return "\n".join(lines)
 
 
