@@ -1,0 +1,188 @@
+"""Monitoring the served model: the server's request sink, `ctloop monitor` on generated traffic
+through a real server, and the drift trigger (one run per drift episode)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ctloop import client, datagen, monitor, server_process
+from ctloop.cli import main
+from ctloop.registry import Registry
+
+ROWS_PER_REQUEST = 20
+WINDOW = monitor.Window(rows=500)
+
+
+def _wait_for(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_window_parses_rows_and_durations():
+    assert monitor.Window.parse("2000") == monitor.Window(rows=2000)
+    assert monitor.Window.parse("30m") == monitor.Window(seconds=1800)
+    from ctloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'2 weeks'"):
+        monitor.Window.parse("2 weeks")
+
+
+# -- a real server under generated traffic ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _serve_recording(serving_python: str, registry: Registry, record_dir: Path):
+    """`ctloop serve --registry --record-dir` from the serving environment."""
+    port = server_process.free_port()
+    log = record_dir.parent / "server.log"
+    command = [serving_python, "-m", "ctloop.cli", "serve", "--registry", str(registry.root),
+               "--model-name", registry.model_name, "--port", str(port),
+               "--record-dir", str(record_dir)]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    server = server_process.ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    try:
+        server.wait_ready(registry.model_name, 120)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _traffic(span: int, rows: int, drift: float) -> pd.DataFrame:
+    return datagen.generate_span(datagen.SpanSpec(span, rows=rows, drift=drift))
+
+
+def _send(url: str, frame: pd.DataFrame, features: list[str]) -> list[str]:
+    """Sends ``frame``'s feature columns in requests of ROWS_PER_REQUEST rows; returns the
+    request ids the answers carry."""
+    rows = json.loads(frame[features].to_json(orient="records"))
+    ids = []
+    for start in range(0, len(rows), ROWS_PER_REQUEST):
+        answer = client.predict_raw(url, "churn", rows[start:start + ROWS_PER_REQUEST])
+        assert answer["model_version"] == "1"
+        ids.append(answer["request_id"])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def monitored(prepared, serving_python, tmp_path_factory):
+    """A registry serving ``prepared``'s model (span 1, its statistics stored), and a server
+    recording every request."""
+    work = tmp_path_factory.mktemp("monitored")
+    registry = Registry(work / "registry", "churn")
+    registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
+    registry.save_statistics(1, prepared.train.parent / "stats" / "train.stats.tfrecord")
+    records = work / "records"
+    with _serve_recording(serving_python, registry, records) as server:
+        yield registry, server, records
+
+
+def _served_rows(records: Path) -> int:
+    return len(monitor.read_records(records))
+
+
+@pytest.mark.serving
+def test_monitor_no_drift_then_shift_triggers_one_run(monitored, prepared, tmp_path):
+    registry, server, records = monitored
+    features = [f.name for f in prepared.features]
+    state, marker = tmp_path / "state.json", tmp_path / "runs.txt"
+    # The "CT run": appends a line, so the lines count the runs started.
+    command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('run\\n')"]
+
+    _send(server.url, _traffic(7, 1200, 0.0), features)
+    _wait_for(lambda: _served_rows(records) == 1200)
+    clean = monitor.monitor(records, registry.root, "churn", WINDOW)
+    assert (clean.rows, clean.previous_rows, clean.version, clean.span) == (500, 500, 1, 1)
+    assert not clean.drifted, monitor.markdown(clean)
+    assert {m.kind for m in clean.measurements} == {"skew", "drift"}
+    fired = monitor.trigger(clean, state, command, cooldown_s=3600)
+    assert not fired.started and not marker.exists()
+
+    shifted = _traffic(8, 1200, 0.8)
+    ids = _send(server.url, shifted, features)
+    _wait_for(lambda: _served_rows(records) == 2400)
+    # Labels come back for the shifted requests' first rows.
+    labels = pd.DataFrame({"request_id": ids,
+                           "label": shifted[datagen.LABEL].iloc[::ROWS_PER_REQUEST].to_list()})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    added = CliRunner().invoke(main, ["feedback", "--records", str(records),
+                                      "--labels", str(tmp_path / "labels.csv")])
+    assert added.exit_code == 0, added.output
+
+    for _ in range(2):  # a second pass in the same drift episode starts nothing
+        result = monitor.monitor(records, registry.root, "churn", WINDOW)
+        assert result.drifted
+        assert {"age", "income", "plan", "monthly_charges"} <= set(result.features)
+        monitor.trigger(result, state, command, cooldown_s=0)
+    assert marker.read_text() == "run\n"
+    assert result.live_metric[0] == "auc" and result.live_metric[2] == 25
+    assert 0.5 < result.live_metric[1] <= 1.0
+    assert 0 < result.prediction_mean < 1 and result.prediction_mean != clean.prediction_mean
+
+    # The CLI writes the report, the decision and the metrics.
+    out = tmp_path / "out"
+    ran = CliRunner().invoke(main, ["monitor", "--records", str(records), "--registry",
+                                    str(registry.root), "--model-name", "churn", "--window",
+                                    "500", "--out", str(out), "--prom-file",
+                                    str(tmp_path / "textfile" / "ctloop.prom")])
+    assert ran.exit_code == 0, ran.output
+    assert "drift in" in ran.output and "age" in ran.output
+    decision = json.loads((out / "decision.json").read_text())
+    assert decision["drift"] and "plan" in decision["features"]
+    report = (out / "report.md").read_text()
+    assert "**drift**" in report and "`monthly_charges`" in report and "live auc" in report
+    prom = (tmp_path / "textfile" / "ctloop.prom").read_text()
+    assert 'ctloop_monitor_drift{model="churn",version="1"} 1' in prom
+    assert 'feature="age",kind="skew"' in prom and "ctloop_monitor_live_metric" in prom
+
+
+@pytest.mark.serving
+def test_server_counts_records_on_metrics(monitored):
+    import urllib.request
+
+    _, server, _ = monitored
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert "ctloop_records_written_total" in text and "ctloop_records_dropped_total 0.0" in text
+
+
+def _result(drifted: bool, version: int = 1, rows: int = 500) -> monitor.Result:
+    from ctloop import drift
+
+    m = drift.Measurement("age", drift.SKEW, 0.2 if drifted else 0.001, 0.03, p_value=1e-9
+                          if drifted else 0.5, alpha=0.001)
+    return monitor.Result("churn", version, 1, "500 rows", rows, 500, 0, [m], 0.3, 0.3, {}, None,
+                          [] if rows >= 200 else ["too few rows: ..."])
+
+
+def test_trigger_one_run_per_episode_and_a_cooldown(tmp_path):
+    state, marker = tmp_path / "state.json", tmp_path / "runs.txt"
+    command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('run\\n')"]
+    runs = lambda: len(marker.read_text().splitlines()) if marker.exists() else 0  # noqa: E731
+
+    assert monitor.trigger(_result(True), state, command, 3600, now=0).started
+    assert not monitor.trigger(_result(True), state, command, 3600, now=10).started
+    assert not monitor.trigger(_result(True, rows=50), state, command, 3600, now=20).started
+    # Too few rows decide nothing: the episode is still open.
+    assert not monitor.trigger(_result(True), state, command, 3600, now=30).started
+    assert not monitor.trigger(_result(False), state, command, 3600, now=40).started
+    # A new episode within the cool-down starts nothing; after it, one run.
+    fired = monitor.trigger(_result(True), state, command, 3600, now=100)
+    assert not fired.started and "cool-down" in fired.reason
+    assert monitor.trigger(_result(True), state, command, 3600, now=4000).started
+    # A new serving version drifting is a new episode.
+    assert monitor.trigger(_result(True, version=2), state, command, 0, now=4001).started
+    assert runs() == 3
+    assert json.loads(state.read_text())["last_run"]["exit_code"] == 0
