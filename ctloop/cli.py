@@ -6,9 +6,11 @@ Heavy libraries (TensorFlow, TFDV, kfp, kserve) are imported inside the commands
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,6 +31,94 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CtloopError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+SERVING_PYTHON_ENV = "CTLOOP_SERVING_PYTHON"
+# ctx.meta key: settings of the config file that no flag of `run` carries (passed on as they are).
+_CONFIG_ONLY = "ctloop.config_only"
+
+# `ctloop run --help` in sections; an option not listed here is under "Other".
+_SECTIONS = {
+    "Data": ("config_path", "data_uri", "spans", "s3_endpoint_url", "label", "task", "exclude",
+             "positive_label", "schema_uri"),
+    "Model": ("model_name", "epochs", "batch_size", "learning_rate", "hidden_units", "seed",
+              "early_stopping_patience", "user_module", "warm_start"),
+    "Gates": ("drift_threshold", "skew_threshold", "false_alarm_rate", "anomaly_policy",
+              "stats_sample_rate", "slice_features", "min_auc", "max_auc_decrease",
+              "min_accuracy", "max_accuracy_decrease", "max_mae", "max_mae_increase",
+              "cold_start", "force_bless_reason"),
+    "Serving": ("serving_python", "max_p99_ms", "min_rps", "serving_url", "canary_percent",
+                "registry_uri"),
+    "Output": ("workdir", "summary_path", "log_path", "verbose"),
+}
+
+
+class _GroupedCommand(click.Command):
+    """A command whose --help lists its options in sections (``_SECTIONS``)."""
+
+    def format_options(self, ctx, formatter):
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        placed = set()
+        for title, names in _SECTIONS.items():
+            rows = [records[n] for n in names if records.get(n)]
+            placed.update(names)
+            if rows:
+                with formatter.section(f"{title} options"):
+                    formatter.write_dl(rows)
+        rest = [r for n, r in records.items() if r and n not in placed]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)
+
+
+def _read_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Reads -c FILE before any other option: its values become the options' defaults (so flags
+    override them), and the settings no flag carries are kept for the run as they are."""
+    if value is None:
+        return
+    from ctloop import config
+
+    try:
+        values = config.load(value)
+    except CtloopError as exc:
+        raise click.ClickException(str(exc)) from exc
+    flags = {p.name for p in ctx.command.params}
+    defaults, only = {}, {}
+    for key, item in values.items():
+        if key == "anomaly_policy":
+            item = [f"{k}={v}" for k, v in item.items()]
+        # A threshold turned off (-1.0) has no flag value: the flag's None means its default.
+        if key in flags and not (key in config.THRESHOLDS and item == config.NO_THRESHOLD):
+            defaults[key] = item
+        else:
+            only[key] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[_CONFIG_ONLY] = only
+
+
+def project_serving_python() -> Path:
+    """The serving environment `make setup` builds beside this package's source tree."""
+    import ctloop
+
+    return Path(ctloop.__file__).resolve().parent.parent / ".venv" / "serving" / "bin" / "python"
+
+
+def find_serving_python(ctx: click.Context, given: str | None) -> str:
+    """The serving environment's python: --serving-python, else $CTLOOP_SERVING_PYTHON, else the
+    config file's serving_python, else the project's own; one line saying how to get one."""
+    if given:
+        source = ctx.get_parameter_source("serving_python")
+        named = f"{SERVING_PYTHON_ENV}={given}" if (
+            source == click.core.ParameterSource.ENVIRONMENT) else f"--serving-python {given}"
+        if not Path(given).is_file():
+            raise click.UsageError(f"{named} does not exist; pass the python of the serving "
+                                   "environment, or create the project's with `make setup`")
+        return given
+    own = project_serving_python()
+    if not own.is_file():
+        raise click.UsageError(f"no serving environment: {own} does not exist; create it with "
+                               f"`make setup`, or pass --serving-python (or {SERVING_PYTHON_ENV})")
+    return str(own)
 
 
 @click.group(cls=_Group)
@@ -129,9 +219,13 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
         shm_size=shm_size)
 
 
-@main.command()
-@click.option("--local", "local_", is_flag=True, required=True,
-              help="Run every task on this machine with kfp.local (required for now).")
+@main.command(cls=_GroupedCommand)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), is_eager=True,
+              expose_value=False, callback=_read_config,
+              help="A settings file (YAML) whose keys are the pipeline's parameters (data_uri, "
+              "label, epochs, min_auc, ...); flags override it. `ctloop config init` writes one.")
+@click.option("--local", "local_", is_flag=True, hidden=True,
+              help="Kept for compatibility: runs are local (kfp.local) anyway.")
 @click.option("--data", "data_uri", required=True,
               help="A CSV/Parquet file, a folder of them, a folder of span-<N>/ folders, or a "
               "pattern with {SPAN}/{VERSION} placeholders and * globs (data/span-{SPAN}/*.csv).")
@@ -149,8 +243,8 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--positive-label",
               help="Binary: the label value that is the positive class [default: the second of "
               "the two values in sorted order, e.g. 1 of 0/1, yes of no/yes].")
-@click.option("--workdir", required=True, type=click.Path(file_okay=False),
-              help="Holds pipeline_root/ (task outputs) and registry/ (model versions).")
+@click.option("--workdir", default="work", show_default=True, type=click.Path(file_okay=False),
+              help="Holds pipeline_root/ (task outputs), registry/ (model versions) and logs/.")
 @click.option("--registry", "registry_uri",
               help="The model registry: a folder, or s3://BUCKET/PREFIX (shared, as on a "
               "cluster; endpoint from --s3-endpoint-url) [default: WORKDIR/registry].")
@@ -160,6 +254,9 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               help="Where the tasks' logs go: a file, or - for the terminal [default: "
               "WORKDIR/logs/run-<UTC time>.log]. A failed task's reason ends the output either "
               "way.")
+@click.option("--verbose", is_flag=True,
+              help="Stream the tasks' logs to the terminal (as --log -) instead of a progress "
+              "view.")
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
@@ -189,14 +286,15 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "significant.")
 @click.option("--false-alarm-rate", default=0.01, show_default=True,
               help="The chance that unchanged data reports any drift or skew, over all features.")
-@click.option("--anomaly-policy", "policy", multiple=True, metavar="TYPE=block|warn",
+@click.option("--anomaly-policy", "anomaly_policy", multiple=True, metavar="TYPE=block|warn",
               help="Downgrade an anomaly type to a warning, e.g. CTLOOP_DRIFT=warn or "
               "SCHEMA_NEW_COLUMN=warn (repeatable; unlisted types block).")
 @click.option("--stats-sample-rate", default=1.0, show_default=True,
               help="Share of rows TFDV statistics are computed on, in (0, 1].")
-@click.option("--serving-python", envvar="CTLOOP_SERVING_PYTHON", required=True,
+@click.option("--serving-python", envvar=SERVING_PYTHON_ENV,
               help="The python of the serving environment: infra validation runs the candidate "
-              "in its KServe model server [env: CTLOOP_SERVING_PYTHON; make sets it].")
+              "in its KServe model server [default: $CTLOOP_SERVING_PYTHON, else the project's "
+              ".venv/serving/bin/python that `make setup` builds].")
 @click.option("--max-p99-ms", default=250.0, show_default=True,
               help="Infra SLO: p99 latency of single-row requests under 4 concurrent clients.")
 @click.option("--min-rps", default=20.0, show_default=True,
@@ -231,14 +329,19 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--force-bless-reason",
               help="Bless whatever evaluation finds; the reason and the real verdict are "
               "recorded for audit.")
-def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label, workdir,
-        registry_uri, summary_path, log_path, model_name, schema_uri, epochs, batch_size,
-        learning_rate, hidden_units, seed, early_stopping_patience, user_module, warm_start,
-        slice_features, drift_threshold, skew_threshold, false_alarm_rate, policy,
-        stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url, canary_percent,
-        min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae, max_mae_increase,
-        cold_start, force_bless_reason) -> None:
-    """Run one continuous-training iteration."""
+@click.pass_context
+def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label,
+        workdir, registry_uri, summary_path, log_path, verbose, model_name, schema_uri, epochs,
+        batch_size, learning_rate, hidden_units, seed, early_stopping_patience, user_module,
+        warm_start, slice_features, drift_threshold, skew_threshold, false_alarm_rate,
+        anomaly_policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
+        canary_percent, min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae,
+        max_mae_increase, cold_start, force_bless_reason) -> None:
+    """Run one continuous-training iteration on this machine (kfp.local).
+
+    Settings come from flags, from a settings file (-c ctloop.yaml) under them, and from the
+    pipeline's defaults under both.
+    """
     from ctloop import drift, local_run, preflight
     from ctloop.components.evaluate.logic import NO_THRESHOLD
     from ctloop.components.train.logic import Hyperparameters
@@ -246,12 +349,9 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
     from ctloop.registry import open_registry, validate_model_name
 
     validate_model_name(model_name)
-    if not Path(serving_python).is_file():
-        raise click.UsageError(
-            f"--serving-python {serving_python} does not exist; pass the python of the serving "
-            "environment (make builds .venv/serving/bin/python)")
+    serving_python = find_serving_python(ctx, serving_python)
     anomaly_policy = logic.check_policy(
-        _pairs(policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
+        _pairs(anomaly_policy, "--anomaly-policy", "SCHEMA_NEW_COLUMN=warn"))
     drift.Thresholds(drift_threshold, skew_threshold, false_alarm_rate)  # range checks, now
     # Train's own range checks; no --hidden-units: the default layers (the pipeline's too).
     Hyperparameters(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -302,22 +402,91 @@ def run(local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive
         params["registry_uri"] = registry_uri
     if schema_uri:
         params["schema_uri"] = str(Path(schema_uri).resolve())
+    given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    for key, value in ctx.meta.get(_CONFIG_ONLY, {}).items():
+        if key not in ctx.params or ctx.get_parameter_source(key) not in given:
+            params[key] = value
+    if verbose:
+        log_path = "-"
     if log_path is None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         log_path = str(Path(workdir) / "logs" / f"run-{stamp}.log")
-    try:
-        with local_run.output_to(None if log_path == "-" else log_path):
-            summary = local_run.run(params, Path(workdir))
-    except CtloopError:
-        if log_path != "-":
-            click.echo(f"task logs: {log_path}", err=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        progress = None
+        if log_path != "-":  # else the tasks' own logs say what runs
+            from ctloop.progress import TaskProgress
+
+            progress = stack.enter_context(TaskProgress(_terminal(stack), local_run.TASKS))
+        try:
+            with local_run.output_to(None if log_path == "-" else log_path):
+                summary = local_run.run(params, Path(workdir), listener=progress)
+        except CtloopError:
+            stack.close()  # the progress view ends before the error
+            if log_path != "-":
+                click.echo(f"task logs: {log_path}", err=True)
+            raise
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_path).write_text(json.dumps(summary, indent=2))
     click.echo(local_run.describe(summary))
     if log_path != "-":
         click.echo(f"task logs: {log_path}")
+
+
+def _terminal(stack: contextlib.ExitStack):
+    """This process's standard output as it is now, for the progress view: a copy of its file
+    descriptor, which keeps pointing at the terminal while the tasks' output goes to the log;
+    the stream itself when it has no descriptor (a test's capture)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdout
+    sys.stdout.flush()
+    return stack.enter_context(open(os.dup(fd), "w", buffering=1,
+                                    encoding=sys.stdout.encoding or "utf-8", errors="replace"))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Settings files (YAML) for run, submit and schedules."""
+
+
+@config_group.command("init")
+@click.option("--data", "data_uri", required=True,
+              help="Your data, as `ctloop run --data` takes it (a CSV/Parquet file, a folder, "
+              "span-<N>/ folders); the first file read is examined.")
+@click.option("--label", help="The label column [default: the column named like a label: "
+              "label, target, y, class, churn, ...].")
+@click.option("--model-name", help="The model's name [default: <label>-model].")
+@click.option("--s3-endpoint-url", help="S3-compatible endpoint for s3:// data.")
+@click.option("-o", "--output", default="ctloop.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+def config_init(data_uri, label, model_name, s3_endpoint_url, output, force) -> None:
+    """Write a commented starter settings file for your data: the label guessed, the task
+    inferred from its values, ID-like and constant columns proposed for exclusion."""
+    import yaml
+
+    from ctloop import config, preflight
+
+    if Path(output).exists() and not force:
+        raise click.UsageError(f"{output} exists; pass --force to overwrite it, or -o another "
+                               "file")
+    first, frame = preflight.read_first(data_uri, s3_endpoint_url)
+    proposal = config.propose(frame, label)
+    if model_name is None:
+        model_name = re.sub(r"[^a-z0-9]+", "-", proposal.label.lower()).strip("-")[:50] or "ctloop"
+        model_name += "-model"
+    text = config.starter(data_uri, proposal, model_name)
+    config.check(yaml.safe_load(text), output)  # what it writes, run accepts
+    Path(output).write_text(text)
+    guessed = "guessed" if label is None else "given"
+    click.echo(f"wrote {output} from {first}:")
+    click.echo(f"  label {proposal.label} ({guessed}), task {proposal.task} (label values: "
+               f"{', '.join(proposal.label_values)})")
+    for column, why in proposal.exclude.items():
+        click.echo(f"  exclude {column}: {why}")
+    click.echo(f"check it, then: ctloop run -c {output}")
 
 
 @main.command()

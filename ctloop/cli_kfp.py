@@ -84,16 +84,21 @@ def upload(ctx, host, package, pipeline_name, version_name, description, dry_run
               help="The pipeline version to run, or latest (the newest).")
 @experiment_option
 @click.option("--run-name", help="The run's name [default: <version>-<UTC time>].")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="A settings file, as `ctloop run -c` reads it: its keys are the pipeline's "
+              "parameters; --param overrides them.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A pipeline parameter (repeatable); lists and dicts as JSON.")
 @click.option("--wait", is_flag=True, help="Wait until the run finishes; fail unless it succeeds.")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="Seconds --wait waits.")
 @click.pass_context
-def submit(ctx, host, pipeline_name, version_name, experiment, run_name, params, wait,
-           timeout) -> None:
+def submit(ctx, host, pipeline_name, version_name, experiment, run_name, config_path, params,
+           wait, timeout) -> None:
     """Run a version of the pipeline once, with parameters."""
-    values = _params(params)
+    from ctloop import config
+
+    values = {**(config.load(config_path) if config_path else {}), **_params(params)}
     name = pipeline_name or _default_pipeline_name()
     client = client_for(ctx, host)
     with kfp_api.calling(host, f"looking up pipeline {name!r}"):

@@ -9,6 +9,18 @@ from ctloop import storage
 from ctloop.errors import ConfigError
 
 
+def read_first(data_uri: str, s3_endpoint_url: str | None = None):
+    """The first file a run would read, and its rows (a pandas DataFrame), resolved exactly as
+    the pipeline's select_span does."""
+    from ctloop.components.ingest.logic import read_table
+    from ctloop.components.select_span.logic import resolve
+
+    first = resolve(data_uri, 1, s3_endpoint_url).files[0].uri
+    source = io.BytesIO(storage.read(first, s3_endpoint_url)[0]) if storage.is_remote(
+        first) else first
+    return first, read_table(first, source)
+
+
 def check_data(
     data_uri: str,
     label: str,

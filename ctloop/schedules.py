@@ -4,11 +4,13 @@ The file (``schedules.yaml``)::
 
     experiment: ctloop                 # where the recurring runs live (created if missing)
     pipeline: ctloop-continuous-training
+    config: ctloop.yaml                # optional: the runs' parameters, as `ctloop run -c` reads
     schedules:
       - name: nightly
         cron: "0 3 * * *"              # standard 5 fields, or: interval: 6h (s, m, h, d)
         pipeline_version: latest       # or a pinned version name
-        parameters: {data_uri: ..., label: churned, registry_uri: ...}
+        config: ctloop.yaml            # optional: this schedule's own settings file
+        parameters: {data_uri: ..., label: churned, registry_uri: ...}  # over config's
         max_concurrency: 1             # default 1
         no_catchup: true               # default true: after a pause, run once, not once per miss
         enabled: true                  # default true
@@ -50,8 +52,8 @@ _NAMES = {
 _INTERVAL_RE = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_KEYS = {"name", "cron", "interval", "pipeline_version", "parameters", "max_concurrency",
-         "no_catchup", "enabled"}
+_KEYS = {"name", "cron", "interval", "pipeline_version", "config", "parameters",
+         "max_concurrency", "no_catchup", "enabled"}
 
 
 def cron_to_kfp(expression: str) -> str:
@@ -175,19 +177,27 @@ def load(path: Path, default_pipeline: str) -> SchedulesFile:
     except yaml.YAMLError as exc:
         raise ConfigError(f"schedules file {path} is not valid YAML "
                           f"({str(exc).splitlines()[0]}); fix its syntax") from exc
-    return parse(data, str(path), default_pipeline)
+    return parse(data, str(path), default_pipeline, Path(path).parent)
 
 
-def parse(data: Any, where: str, default_pipeline: str) -> SchedulesFile:
-    """Checks the content of a schedules file (see ``load``)."""
+def parse(data: Any, where: str, default_pipeline: str,
+          base: Path | None = None) -> SchedulesFile:
+    """Checks the content of a schedules file (see ``load``).
+
+    A ``config:`` settings file (``ctloop.config``; at the top for every schedule, or in one
+    schedule) gives the runs' parameters, as it gives ``ctloop run -c`` and ``ctloop submit -c``
+    theirs; a schedule's ``parameters:`` override it. Its path is relative to ``base``, the
+    schedules file's folder.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
         raise ConfigError(f"{where}: expected a mapping with a 'schedules' list; see the "
                           "example schedules.yaml in the ctloop repository")
-    unknown = sorted(set(data) - {"experiment", "pipeline", "schedules"})
+    unknown = sorted(set(data) - {"experiment", "pipeline", "config", "schedules"})
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: experiment, "
-                          "pipeline, schedules")
-    schedules = tuple(_schedule(item, f"{where}: schedule #{i}")
+                          "pipeline, config, schedules")
+    shared = _settings(data.get("config"), where, base)
+    schedules = tuple(_schedule(item, f"{where}: schedule #{i}", shared, base)
                       for i, item in enumerate(data["schedules"], start=1))
     names = [s.name for s in schedules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -198,7 +208,19 @@ def parse(data: Any, where: str, default_pipeline: str) -> SchedulesFile:
                          str(data.get("pipeline") or default_pipeline), schedules)
 
 
-def _schedule(item: Any, where: str) -> Schedule:
+def _settings(path: Any, where: str, base: Path | None) -> dict[str, Any]:
+    """The parameters of a ``config:`` settings file ({} without one)."""
+    if path is None:
+        return {}
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}: config {path!r} must be the path of a settings file")
+    from ctloop import config
+
+    return config.load(Path(base or ".") / path)
+
+
+def _schedule(item: Any, where: str, shared: Mapping[str, Any] | None = None,
+              base: Path | None = None) -> Schedule:
     if not isinstance(item, dict):
         raise ConfigError(f"{where} is not a mapping; write name:, cron: or interval:, ...")
     name = item.get("name")
@@ -220,6 +242,9 @@ def _schedule(item: Any, where: str) -> Schedule:
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ConfigError(f"{where}: parameters must be a mapping of name: value")
+    if "config" in item:
+        shared = _settings(item["config"], where, base)
+    parameters = {**(shared or {}), **parameters}
     _check_cluster_parameters(parameters, where)
     version = item.get("pipeline_version", "latest")
     if not isinstance(version, str) or not version:

@@ -118,7 +118,8 @@ def test_run_passes_hyperparameters_to_the_pipeline(cli, tmp_path, monkeypatch):
     data = tmp_path / "data"
     assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
     runs = []
-    monkeypatch.setattr(local_run, "run", lambda params, workdir: runs.append(params) or {})
+    monkeypatch.setattr(local_run, "run",
+                        lambda params, workdir, listener=None: runs.append(params) or {})
     monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
     common = ("run", "--local", "--data", data, "--label", "churned", "--workdir", tmp_path / "w")
     result = cli(*common, "--epochs", 3, "--batch-size", 64, "--learning-rate", 0.01,
@@ -134,9 +135,143 @@ def test_run_passes_hyperparameters_to_the_pipeline(cli, tmp_path, monkeypatch):
     assert len(runs) == 2
 
 
-def test_run_requires_local_flag(cli, tmp_path):
-    result = cli("run", "--data", tmp_path, "--label", "x", "--workdir", tmp_path)
-    assert result.exit_code == 2 and "--local" in result.output
+def test_run_is_local_without_the_flag_which_is_still_accepted(cli, tmp_path):
+    for local in ([], ["--local"]):
+        result = cli("run", *local, "--data", tmp_path / "none", "--label", "x", "--workdir",
+                     tmp_path)
+        assert result.exit_code == 1, result.output
+        assert f"data path {tmp_path / 'none'} does not exist" in result.output
+
+
+@pytest.fixture
+def recorded(cli, tmp_path, monkeypatch):
+    """Runs `ctloop run` up to the pipeline: returns the parameters it would run with."""
+    data = tmp_path / "data"
+    assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
+    runs = []
+    monkeypatch.setattr(local_run, "run",
+                        lambda params, workdir, listener=None: runs.append(params) or {})
+    monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
+
+    def invoke(*args, runner=cli):
+        result = runner(*args)
+        assert result.exit_code == 0, result.output
+        return runs[-1]
+
+    invoke.data = data
+    return invoke
+
+
+def test_serving_environment_is_found_without_being_named(recorded, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ctloop import cli as cli_module
+
+    own = tmp_path / "own" / "python"
+    own.parent.mkdir()
+    own.write_text("")
+    monkeypatch.setattr(cli_module, "project_serving_python", lambda: own)
+    monkeypatch.delenv("CTLOOP_SERVING_PYTHON", raising=False)
+    bare = CliRunner(env={"CTLOOP_SERVING_PYTHON": None})
+
+    def plain(*args):
+        return bare.invoke(main, [str(a) for a in args])
+
+    common = ("run", "--data", recorded.data, "--label", "churned", "--workdir", tmp_path / "w")
+    assert recorded(*common, runner=plain)["serving_python"] == str(own)
+    env_python = tmp_path / "env-python"
+    env_python.write_text("")
+    with_env = CliRunner(env={"CTLOOP_SERVING_PYTHON": str(env_python)})
+    assert recorded(*common, runner=lambda *a: with_env.invoke(main, [str(x) for x in a]))[
+        "serving_python"] == str(env_python)
+    assert recorded(*common, "--serving-python", sys.executable, runner=lambda *a: (
+        with_env.invoke(main, [str(x) for x in a])))["serving_python"] == sys.executable
+    own.unlink()
+    result = plain(*common)
+    assert result.exit_code == 2
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line == (f"Error: no serving environment: {own} does not exist; create it with `make "
+                    "setup`, or pass --serving-python (or CTLOOP_SERVING_PYTHON)")
+    result = with_env.invoke(main, [str(a) for a in common] + ["--serving-python",
+                                                               str(tmp_path / "nope")])
+    assert result.exit_code == 2 and f"--serving-python {tmp_path / 'nope'} does not exist" in \
+        result.output
+
+
+def test_config_file_sets_the_parameters_and_flags_override_it(recorded, tmp_path):
+    config = tmp_path / "ctloop.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_uri": str(recorded.data), "label": "churned", "exclude": ["customer_id"],
+        "epochs": 3, "hidden_units": [16], "learning_rate": 0.01, "min_auc": None,
+        "max_auc_decrease": None, "anomaly_policy": {"CTLOOP_DRIFT": "warn"},
+        "eval_percent": 30, "warm_start": True, "model_name": "churn"}))
+    params = recorded("run", "-c", config, "--workdir", tmp_path / "w")
+    assert {k: params[k] for k in ("data_uri", "label", "exclude", "epochs", "hidden_units",
+                                   "learning_rate", "min_auc", "max_auc_decrease",
+                                   "anomaly_policy", "eval_percent", "warm_start",
+                                   "model_name")} == {
+        "data_uri": str(recorded.data), "label": "churned", "exclude": ["customer_id"],
+        "epochs": 3, "hidden_units": [16], "learning_rate": 0.01, "min_auc": -1.0,
+        "max_auc_decrease": -1.0, "anomaly_policy": {"CTLOOP_DRIFT": "warn"},
+        "eval_percent": 30, "warm_start": True, "model_name": "churn"}
+    params = recorded("run", "-c", config, "--workdir", tmp_path / "w", "--epochs", 5,
+                      "--exclude", "region", "--max-auc-decrease", 0.05, "--model-name", "m2")
+    assert (params["epochs"], params["exclude"], params["max_auc_decrease"],
+            params["model_name"], params["hidden_units"]) == (5, ["region"], 0.05, "m2", [16])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("epoch: 3", "'epoch' is not a pipeline parameter; did you mean epochs?"),
+    ("data: x", "'data' is not a pipeline parameter; did you mean data_uri?"),
+    ("epochs: ten", "epochs: 'ten' is not allowed: epochs is a whole number"),
+    ("epochs: 2.5", "epochs: 2.5 is not allowed: epochs is a whole number"),
+    ("warm_start: 1", "warm_start: 1 is not allowed: warm_start is true or false"),
+    ("exclude: customer_id", "exclude: 'customer_id' is not allowed: exclude is a list of text "
+                             "(write [customer_id])"),
+    ("positive_label: 1", "positive_label: 1 is not allowed: positive_label is text (quote it"),
+    ("epochs: 0", "epochs: 0 is not allowed: epochs 0 is invalid: use at least 1"),
+    ("learning_rate: 2", "learning_rate: 2.0 is not allowed: learning_rate 2.0 is out of range: "
+                         "use (0, 1)"),
+    ("min_auc: 1.5", "min_auc: 1.5 is not allowed: min_auc 1.5 is out of range: use a value in "
+                     "[0, 1]"),
+    ("min_auc: -0.7", "min_auc: -0.7 is not allowed: min_auc -0.7 is negative: only -1.0 means "
+                      "no threshold"),
+    ("drift_threshold: 0", "drift_threshold: 0.0 is not allowed: drift threshold 0.0 is out of "
+                           "range"),
+    ("task: binaryy", "task: 'binaryy' is not allowed: task 'binaryy' is not supported: use one "
+                      "of 'binary', 'multiclass', 'regression'"),
+    ("canary_percent: 0", "canary_percent: 0 is not allowed: canary percent 0 is out of range"),
+    ("anomaly_policy: {NEW_COLUMN: warn}", "'NEW_COLUMN' is not an anomaly type"),
+    ("eval_percent: 100", "eval_percent: 100 is not allowed: eval_percent 100 is out of range: "
+                          "use 1..99"),
+    ("model_name: Bad_Name", "model_name: 'Bad_Name' is not allowed: model name 'Bad_Name' is "
+                             "invalid"),
+    ("- a\n- b", "expected a mapping of pipeline parameter: value, not a list"),
+    ("epochs: [", "is not valid YAML"),
+])
+def test_a_bad_config_file_is_one_line_before_anything_runs(cli, tmp_path, monkeypatch, text,
+                                                            message):
+    monkeypatch.setattr(local_run, "run", lambda *a, **k: pytest.fail("the run started"))
+    config = tmp_path / "ctloop.yaml"
+    config.write_text(text if text.startswith("-") else f"data_uri: d\nlabel: y\n{text}\n")
+    result = cli("run", "-c", config, "--workdir", tmp_path / "w")
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line.startswith(f"Error: config file {config}") and message in line, line
+    assert "Traceback" not in result.output
+    result = cli("run", "-c", tmp_path / "missing.yaml")
+    assert result.exit_code == 1 and "cannot read it" in result.output
+
+
+def test_run_help_groups_its_options(cli):
+    result = cli("run", "--help")
+    assert result.exit_code == 0
+    sections = [line for line in result.output.splitlines() if line.endswith("options:")]
+    assert sections == ["Data options:", "Model options:", "Gates options:",
+                        "Serving options:", "Output options:", "Other options:"]
+    gates = result.output.split("Gates options:")[1].split("Serving options:")[0]
+    assert "--min-auc" in gates and "--drift-threshold" in gates and "--epochs" not in gates
+    assert "--local" not in result.output  # accepted, not advertised
 
 
 def test_compile_gpu_variant_with_cluster_settings(cli, tmp_path):

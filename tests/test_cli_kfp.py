@@ -7,11 +7,13 @@ below, so the commands cannot call anything the real client lacks. The real API 
 (tests/test_e2e_kfp.py).
 """
 
+import contextlib
 import datetime
 import inspect
 import itertools
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kfp
@@ -482,3 +484,56 @@ def test_schedules_example_applies(cli, kfp_server, package):
     out = _ok(cli("schedule", "apply", "--host", HOST, "--file", example))
     assert out.splitlines()[-1] == "2 schedule(s) declared, 2 change(s) applied"
     assert kfp_server.schedules()["weekly-full-retrain"].status == "DISABLED"
+
+
+# --- one settings file for run, submit and schedules ----------------------------------------
+
+
+def test_one_config_file_gives_run_submit_and_schedules_the_same_parameters(
+        cli, kfp_server, package, tmp_path, monkeypatch):
+    from ctloop import datagen, local_run
+
+    datagen.write_spans(tmp_path / "data", 1, rows=50)
+    settings = {
+        "data_uri": str(tmp_path / "data"), "label": "churned", "exclude": ["customer_id"],
+        "model_name": "churn", "epochs": 3, "hidden_units": [32, 16], "learning_rate": 0.01,
+        "min_auc": None, "max_auc_decrease": 0.02, "anomaly_policy": {"CTLOOP_DRIFT": "warn"},
+        "eval_percent": 25, "warm_start": True, "s3_endpoint_url": "http://s3.test:9000"}
+    config = tmp_path / "ctloop.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    expected = {**settings, "min_auc": -1.0}  # the pipeline's "none"
+
+    runs = []
+    monkeypatch.setattr(local_run, "run",
+                        lambda params, workdir, listener=None: runs.append(params) or {})
+    monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
+    monkeypatch.setattr(local_run, "output_to", lambda path: contextlib.nullcontext())
+    _ok(cli("run", "-c", config, "--workdir", tmp_path / "w", "--serving-python",
+            sys.executable))
+    (local,) = runs
+
+    _ok(cli("upload", "--host", HOST, "--package", package))
+    _ok(cli("submit", "--host", HOST, "-c", config, "--param", "registry_uri=s3://b/registry"))
+    (submitted,) = [run.runtime_config.parameters for run in kfp_server.runs.values()]
+
+    schedules_file = tmp_path / "schedules.yaml"
+    schedules_file.write_text(yaml.safe_dump({"config": "ctloop.yaml", "schedules": [{
+        "name": "nightly", "cron": "0 3 * * *", "parameters": {
+            "registry_uri": "s3://b/registry", "serving_target": "kserve"}}]}))
+    _ok(cli("schedule", "apply", "--host", HOST, "--file", schedules_file))
+    scheduled = kfp_server.schedules()["nightly"].runtime_config.parameters
+
+    for parameters in (local, submitted, scheduled):
+        assert {key: parameters[key] for key in expected} == expected
+    assert submitted == {**expected, "registry_uri": "s3://b/registry"}
+    assert scheduled == {**expected, "registry_uri": "s3://b/registry",
+                         "serving_target": "kserve"}
+
+
+def test_submit_checks_its_config_file_before_connecting(tmp_path):
+    config = tmp_path / "ctloop.yaml"
+    config.write_text("label: churned\nepochs: -1\n")
+    result = CliRunner().invoke(main, ["submit", "--host", "http://127.0.0.1:9", "-c",
+                                       str(config)])
+    assert _error(result) == (f"Error: config file {config}: epochs: -1 is not allowed: epochs "
+                              "-1 is invalid: use at least 1")

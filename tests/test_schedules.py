@@ -141,7 +141,7 @@ def test_defaults():
     ({"schedules": [{"name": "n", "interval": "soon"}]},
      "f.yaml: schedule 'n': interval 'soon' is not a duration"),
     ({"schedules": [{"name": "n", "cron": "0 3 * * *", "paused": True}]},
-     "schedule 'n': unknown key(s) paused; allowed: cron, enabled, interval"),
+     "schedule 'n': unknown key(s) paused; allowed: config, cron, enabled, interval"),
     ({"schedules": [{"name": "n", "cron": "0 3 * * *", "parameters": ["a"]}]},
      "parameters must be a mapping of name: value"),
     ({"schedules": [{"name": "n", "cron": "0 3 * * *", "max_concurrency": 0}]},
@@ -272,3 +272,35 @@ def test_describe_trigger():
 
 def test_example_file_parses_as_plain_yaml_too():
     assert yaml.safe_load(EXAMPLE.read_text())["pipeline"] == "ctloop-continuous-training"
+
+
+def test_a_config_file_gives_the_runs_parameters_and_a_schedule_overrides_it(tmp_path):
+    (tmp_path / "ctloop.yaml").write_text(
+        "data_uri: s3://b/data\nlabel: churned\nepochs: 3\nregistry_uri: s3://b/registry\n"
+        "serving_target: kserve\n")
+    (tmp_path / "other.yaml").write_text(
+        "data_uri: s3://b/other\nlabel: y\nregistry_uri: s3://b/r2\nserving_target: kserve\n")
+    path = tmp_path / "schedules.yaml"
+    path.write_text("config: ctloop.yaml\nschedules:\n"
+                    "  - {name: a, interval: 6h}\n"
+                    "  - {name: b, interval: 6h, parameters: {epochs: 5}}\n"
+                    "  - {name: c, interval: 6h, config: other.yaml}\n")
+    a, b, c = schedules.load(path, "ct").schedules
+    shared = {"data_uri": "s3://b/data", "label": "churned", "epochs": 3,
+              "registry_uri": "s3://b/registry", "serving_target": "kserve"}
+    assert a.parameters == shared
+    assert b.parameters == {**shared, "epochs": 5}
+    assert c.parameters == {"data_uri": "s3://b/other", "label": "y",
+                            "registry_uri": "s3://b/r2", "serving_target": "kserve"}
+
+
+def test_a_bad_config_file_of_a_schedule_is_one_line(tmp_path):
+    (tmp_path / "ctloop.yaml").write_text("label: churned\nlearning_rat: 0.1\n")
+    path = tmp_path / "schedules.yaml"
+    path.write_text("config: ctloop.yaml\nschedules: [{name: a, interval: 6h}]\n")
+    with pytest.raises(ConfigError, match=r"config file .*ctloop.yaml: 'learning_rat' is not a "
+                       r"pipeline parameter; did you mean learning_rate\?"):
+        schedules.load(path, "ct")
+    path.write_text("config: nope.yaml\nschedules: [{name: a, interval: 6h}]\n")
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read it"):
+        schedules.load(path, "ct")

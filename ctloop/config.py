@@ -1,0 +1,400 @@
+"""The settings file of a CT run (``ctloop.yaml``): pipeline parameters, checked before anything
+runs.
+
+Its keys are the parameters of the pipeline (the signature of ``ct_pipeline``), so one file feeds
+``ctloop run -c``, ``ctloop submit -c`` and a schedule's ``config:``: a setting is written once.
+Every value is checked against the parameter's type and against the range checks the tasks
+themselves make (train's ``Hyperparameters``, evaluate's ``Thresholds``, infra validation's
+``SLO``, ...), so a typo fails in a second with one line instead of minutes later in a task.
+
+``starter`` writes a commented file for a CSV: the label guessed (or given), the task inferred
+from its values, ID-like and constant columns proposed for exclusion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ctloop.errors import ConfigError
+
+# Threshold parameters whose exact -1.0 means "none" (evaluate's NO_THRESHOLD); YAML's null
+# says the same.
+THRESHOLDS = ("min_auc", "max_auc_decrease", "min_accuracy", "max_accuracy_decrease", "max_mae",
+              "max_mae_increase")
+NO_THRESHOLD = -1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One pipeline parameter: its Python type (``str``, ``int``, ``float``, ``bool``, ``list``,
+    ``dict``), the type of a list's items, and its default (``REQUIRED`` when it has none)."""
+
+    name: str
+    kind: type
+    item: type | None
+    default: Any
+
+
+REQUIRED = inspect.Parameter.empty
+
+
+@functools.cache
+def parameters() -> dict[str, Parameter]:
+    """The pipeline's parameters, from ``ct_pipeline``'s signature, in signature order."""
+    from ctloop.pipelines.ct_pipeline import ct_pipeline
+
+    found = {}
+    for param in inspect.signature(ct_pipeline.pipeline_func).parameters.values():
+        annotation = param.annotation
+        origin = typing.get_origin(annotation)
+        kind = origin or annotation
+        item = typing.get_args(annotation)[0] if origin is list else None
+        found[param.name] = Parameter(param.name, kind, item, param.default)
+    return found
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Reads and checks a settings file (see ``check``).
+
+    Raises:
+        ConfigError: The file is missing, not YAML, not a mapping, or a value is wrong.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror}); write one with "
+                          "`ctloop config init --data CSV`") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}); "
+                          "fix its syntax") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of pipeline parameter: value, "
+                          f"not a {type(data).__name__}")
+    return check(data, f"config file {path}")
+
+
+def check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Checks settings against the pipeline's parameters: names, types, then ranges.
+
+    Args:
+        values: Parameter name -> value, as YAML reads them.
+        source: Where they come from, for messages.
+
+    Returns:
+        The values in the pipeline's types (integers given for floats become floats; a null
+        threshold becomes -1.0, the pipeline's "none").
+
+    Raises:
+        ConfigError: One line naming the key, the value and what is allowed.
+    """
+    known = parameters()
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}?" if close else "see `ctloop run --help`"
+            raise ConfigError(f"{source}: {key!r} is not a pipeline parameter; {hint}")
+        checked[key] = _typed(known[key], value, source)
+    for key, value in checked.items():
+        rule = _RANGES.get(key)
+        if rule is None:
+            continue
+        try:
+            rule(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {key}: {value!r} is not allowed: {exc}") from exc
+    return checked
+
+
+_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+          list: "a list", dict: "a mapping"}
+
+
+def _typed(param: Parameter, value: Any, source: str) -> Any:
+    kind, key = param.kind, param.name
+    if value is None and key in THRESHOLDS:
+        return NO_THRESHOLD
+    wanted = _NAMES[kind] + (f" of {_NAMES[param.item]}" if param.item else "")
+    if kind is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        wanted = "a mapping of text: text"
+    elif kind is list:
+        item = param.item or str
+        ok = isinstance(value, list) and all(_is(v, item) for v in value)
+    else:
+        ok = _is(value, kind)
+    if not ok:
+        hint = ""
+        if kind is str and isinstance(value, (int, float, bool)):
+            hint = " (quote it to make it text)"
+        elif kind is list and not isinstance(value, (list, dict)):
+            hint = f" (write [{value}])"
+        raise ConfigError(f"{source}: {key}: {value!r} is not allowed: {key} is {wanted}{hint}")
+    if kind is float:
+        return float(value)
+    return list(value) if kind is list else value
+
+
+def _is(value: Any, kind: type) -> bool:
+    # bool is an int in Python, but never a valid number here; a float must be finite.
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _hyperparameter(name: str) -> Callable[[Any], None]:
+    def rule(value):
+        from ctloop.components.train.logic import Hyperparameters
+
+        Hyperparameters(**{name: tuple(value) if name == "hidden_units" else value})
+    return rule
+
+
+def _drift(name: str) -> Callable[[Any], None]:
+    def rule(value):
+        from ctloop import drift
+
+        drift.Thresholds(**{name: value})
+    return rule
+
+
+def _threshold(name: str) -> Callable[[Any], None]:
+    def rule(value):
+        from ctloop.components.evaluate.logic import Thresholds
+
+        Thresholds.from_parameters(**{name: value})
+    return rule
+
+
+def _slo(name: str) -> Callable[[Any], None]:
+    def rule(value):
+        from ctloop.components.infra_validate.logic import SLO
+
+        SLO(**{name: value})
+    return rule
+
+
+def _between(name: str, low: float, high: float, shown: str) -> Callable[[Any], None]:
+    def rule(value):
+        if not low <= value <= high:
+            raise ConfigError(f"{name} {value} is out of range: use {shown}")
+    return rule
+
+
+def _model_name(value):
+    from ctloop.registry import validate_model_name
+
+    validate_model_name(value)
+
+
+def _task(value):
+    from ctloop import contract
+
+    contract.task(value)
+
+
+def _serving_target(value):
+    from ctloop import contract
+
+    contract.serving_target(value)
+
+
+def _policy(value):
+    from ctloop.components.validate_data.logic import check_policy
+
+    check_policy(value)
+
+
+def _cold_start(value):
+    from ctloop.components.evaluate.logic import Policy
+
+    Policy(cold_start=value)
+
+
+def _force_bless(value):
+    from ctloop.components.evaluate.logic import Policy
+
+    Policy(force_bless_reason=value or None)
+
+
+def _canary(value):
+    from ctloop.components.rollout.canary import CanarySLO
+
+    CanarySLO(percent=value)
+
+
+def _sample_rate(value):
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(f"stats_sample_rate {value} is out of range: use a value in (0, 1]")
+
+
+def _kserve_mode(value):
+    if value not in ("Standard", "Knative"):
+        raise ConfigError(f"kserve_mode {value!r} is not supported: use 'Standard' or 'Knative'")
+
+
+def _gpu_count(value):
+    if not value.isdigit():
+        raise ConfigError(f"gpu_count {value!r} is not a whole number of GPUs written as text, "
+                          "e.g. '1'")
+
+
+# Parameter -> the range check the tasks make on it (each raises ConfigError saying what is
+# allowed). Types are checked before, against the signature.
+_RANGES: dict[str, Callable[[Any], None]] = {
+    "model_name": _model_name,
+    "task": _task,
+    "eval_percent": _between("eval_percent", 1, 99, "1..99 (default 20)"),
+    "spans": _between("spans", 1, math.inf, "at least 1"),
+    "drift_threshold": _drift("drift"),
+    "skew_threshold": _drift("skew"),
+    "false_alarm_rate": _drift("false_alarm_rate"),
+    "anomaly_policy": _policy,
+    "stats_sample_rate": _sample_rate,
+    **{name: _hyperparameter(name) for name in (
+        "epochs", "batch_size", "learning_rate", "hidden_units", "early_stopping_patience",
+        "seed")},
+    **{name: _threshold(name) for name in THRESHOLDS},
+    "cold_start": _cold_start,
+    "force_bless_reason": _force_bless,
+    "max_p99_ms": _slo("max_p99_ms"),
+    "min_rps": _slo("min_rps"),
+    "infra_startup_timeout_s": _slo("startup_timeout_s"),
+    "serving_target": _serving_target,
+    "canary_percent": _canary,
+    "kserve_mode": _kserve_mode,
+    "gpu_count": _gpu_count,
+}
+
+
+# --- a starter file for a CSV ---------------------------------------------------------------
+
+# Column names that usually hold the label, best first (compared without case, - or _).
+LABEL_NAMES = ("label", "target", "y", "class", "outcome", "churn", "churned", "response",
+               "default", "fraud", "survived", "species")
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What ``ctloop config init`` proposes for a data file."""
+
+    label: str
+    task: str
+    exclude: dict[str, str]  # column -> why
+    label_values: list[str]
+
+
+def guess_label(columns: list[str]) -> str | None:
+    """The column named most like a label, or None."""
+    plain = {c.lower().replace("_", "").replace("-", ""): c for c in columns}
+    for name in LABEL_NAMES:
+        if name in plain:
+            return plain[name]
+    return None
+
+
+def propose(frame: Any, label: str | None = None) -> Proposal:
+    """Proposes label, task and excluded columns for a table (a pandas DataFrame).
+
+    Raises:
+        ConfigError: No label given and none guessed, or the label is not a column.
+    """
+    import pandas as pd
+
+    from ctloop.components.ingest.logic import MAX_CLASSES
+
+    columns = [str(c) for c in frame.columns]
+    if label is None:
+        label = guess_label(columns)
+        if label is None:
+            raise ConfigError(f"no column is named like a label ({', '.join(LABEL_NAMES)}); pass "
+                              f"--label, one of: {', '.join(columns)}")
+    elif label not in columns:
+        raise ConfigError(f"--label {label!r} is not a column of the data (columns: "
+                          f"{', '.join(columns)}); pass one of those")
+    values = frame[label].dropna()
+    numbers = pd.to_numeric(values, errors="coerce")
+    numeric = not numbers.isna().any()
+    distinct = values.nunique()
+    if distinct == 2:
+        task = "binary"
+    elif numeric and (distinct > 20 or (numbers != numbers.round()).any()):
+        task = "regression"  # many values, or fractions: a quantity, not classes
+    elif distinct <= MAX_CLASSES:
+        task = "multiclass"
+    else:
+        task = "regression" if numeric else "multiclass"
+    exclude = {}
+    rows = len(frame)
+    for column in columns:
+        if column == label:
+            continue
+        series = frame[column]
+        if series.nunique(dropna=False) <= 1:
+            exclude[column] = "the same value in every row"
+        elif rows > 1 and series.nunique() == rows and not pd.api.types.is_float_dtype(series):
+            exclude[column] = "a different value in every row: an ID, not a feature"
+    shown = sorted(map(str, values.unique()))[:5]
+    return Proposal(label, task, exclude, shown)
+
+
+def starter(data_uri: str, proposal: Proposal, model_name: str) -> str:
+    """The text of a commented starter settings file."""
+    import yaml
+
+    def scalar(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")
+
+    def note(line: str, comment: str) -> str:
+        return f"{line:<30} # {comment}"
+
+    lines = [
+        "# ctloop settings: the pipeline's parameters, for `ctloop run -c`, `ctloop submit -c`",
+        "# and a schedule's `config:`. Flags and --param override them. Paths are relative to",
+        "# where ctloop runs. Every key is checked before a run starts.",
+        f"data_uri: {scalar(data_uri)}",
+        note(f"label: {scalar(proposal.label)}",
+             f"values seen: {', '.join(proposal.label_values)}"),
+        note(f"task: {proposal.task}", "inferred from the label: binary, multiclass, regression"),
+    ]
+    if proposal.exclude:
+        lines.append(note("exclude:", "columns that are not features"))
+        lines += [note(f"  - {scalar(c)}", why) for c, why in proposal.exclude.items()]
+    else:
+        lines.append(note("exclude: []", "columns that are not features"))
+    lines += [
+        f"model_name: {model_name}",
+        note("# registry_uri: s3://BUCKET/ctloop/registry", "a cluster's (submit, schedules); "
+             "locally WORKDIR/registry"),
+        note("# s3_endpoint_url: http://HOST:9000", "for s3:// data and registry"),
+        note("# spans: 1", "read the latest N spans together"),
+        "# epochs: 10",
+        "# hidden_units: [64, 32]",
+    ]
+    gates = {"binary": ("min_auc", "max_auc_decrease"),
+             "multiclass": ("min_accuracy", "max_accuracy_decrease"),
+             "regression": ("max_mae", "max_mae_increase")}[proposal.task]
+    lines += [
+        note(f"# {gates[0]}: null", "none: the model must beat a no-skill predictor"),
+        note(f"# {gates[1]}: {'null' if proposal.task == 'regression' else 0.01}",
+             "the most it may be worse than the serving model"),
+        "# drift_threshold: 0.03",
+        note("# anomaly_policy: {CTLOOP_DRIFT: warn}", "downgrade an anomaly type"),
+        note("# max_p99_ms: 250.0", "infra SLO: p99 latency"),
+    ]
+    return "\n".join(lines) + "\n"

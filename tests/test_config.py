@@ -1,0 +1,110 @@
+"""Settings files: the schema from the pipeline's signature, and `ctloop config init`."""
+
+import inspect
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ctloop import config
+from ctloop.cli import main
+from ctloop.errors import ConfigError
+from ctloop.pipelines.ct_pipeline import ct_pipeline
+
+
+def test_the_schema_is_the_pipelines_signature():
+    signature = inspect.signature(ct_pipeline.pipeline_func).parameters
+    found = config.parameters()
+    assert list(found) == list(signature)
+    assert (found["epochs"].kind, found["learning_rate"].kind, found["warm_start"].kind) == (
+        int, float, bool)
+    assert (found["hidden_units"].kind, found["hidden_units"].item) == (list, int)
+    assert found["anomaly_policy"].kind is dict
+    assert found["data_uri"].default is config.REQUIRED and found["epochs"].default == 10
+
+
+def test_values_come_back_in_the_pipelines_types():
+    assert config.check({"drift_threshold": 1, "min_auc": None, "max_mae": 2, "exclude": ["a"]},
+                        "f") == {"drift_threshold": 1.0, "min_auc": -1.0, "max_mae": 2.0,
+                                 "exclude": ["a"]}
+    with pytest.raises(ConfigError, match=r"^f: hidden_units: \[64, 'x'\] is not allowed: "
+                                          "hidden_units is a list of a whole number"):
+        config.check({"hidden_units": [64, "x"]}, "f")
+    with pytest.raises(ConfigError, match=r"^f: learning_rate: nan is not allowed"):
+        config.check({"learning_rate": float("nan")}, "f")
+
+
+def _frame(rows=40, **columns):
+    return pd.DataFrame({name: make(rows) for name, make in columns.items()})
+
+
+@pytest.mark.parametrize(("label", "values", "task"), [
+    ("churned", lambda n: [i % 2 for i in range(n)], "binary"),
+    ("Target", lambda n: ["yes" if i % 3 else "no" for i in range(n)], "binary"),
+    ("species", lambda n: ["a", "b", "c", "d"] * (n // 4), "multiclass"),
+    ("y", lambda n: [i % 5 for i in range(n)], "multiclass"),
+    ("label", lambda n: [i * 1.5 for i in range(n)], "regression"),
+    ("class", lambda n: [i % 30 for i in range(n)], "regression"),
+])
+def test_label_is_guessed_and_the_task_inferred(label, values, task):
+    frame = _frame(**{"amount": lambda n: [float(i) for i in range(n)], label: values})
+    proposal = config.propose(frame)
+    assert (proposal.label, proposal.task) == (label, task)
+
+
+def test_ids_and_constants_are_proposed_for_exclusion_but_not_unique_numbers():
+    frame = _frame(customer_id=lambda n: [f"c{i}" for i in range(n)],
+                   row=lambda n: list(range(n)),
+                   country=lambda n: ["nz"] * n,
+                   amount=lambda n: [i + 0.5 for i in range(n)],
+                   plan=lambda n: ["a", "b"] * (n // 2),
+                   churn=lambda n: [0, 1] * (n // 2))
+    proposal = config.propose(frame)
+    assert proposal.exclude == {
+        "customer_id": "a different value in every row: an ID, not a feature",
+        "row": "a different value in every row: an ID, not a feature",
+        "country": "the same value in every row"}
+
+
+def test_no_label_named_like_one_asks_for_it():
+    frame = _frame(a=lambda n: [0, 1] * (n // 2), b=lambda n: [1.0] * n)
+    with pytest.raises(ConfigError, match="no column is named like a label .*; pass --label, one "
+                                          "of: a, b"):
+        config.propose(frame)
+    assert config.propose(frame, "a").task == "binary"
+    with pytest.raises(ConfigError, match="--label 'c' is not a column"):
+        config.propose(frame, "c")
+
+
+def test_config_init_writes_a_file_that_run_accepts(tmp_path, monkeypatch):
+    from ctloop import datagen
+
+    monkeypatch.chdir(tmp_path)
+    datagen.write_spans(tmp_path / "data", 1, rows=200)
+    runner = CliRunner()
+    result = runner.invoke(main, ["config", "init", "--data", "data"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "wrote ctloop.yaml from data/span-1/data.csv:",
+        "  label churned (guessed), task binary (label values: 0, 1)",
+        "  exclude customer_id: a different value in every row: an ID, not a feature",
+        "check it, then: ctloop run -c ctloop.yaml"]
+    text = (tmp_path / "ctloop.yaml").read_text()
+    assert yaml.safe_load(text) == {"data_uri": "data", "label": "churned", "task": "binary",
+                                    "exclude": ["customer_id"], "model_name": "churned-model"}
+    assert "# min_auc: null" in text  # the gates of its task, commented
+    assert config.load(tmp_path / "ctloop.yaml")["exclude"] == ["customer_id"]
+    # Every commented setting is a parameter with a valid value once uncommented.
+    uncommented = yaml.safe_load("\n".join(
+        line[2:] for line in text.splitlines() if re.match(r"# [a-z0-9_]+: ", line)))
+    assert len(uncommented) >= 8 and set(uncommented) <= set(config.parameters())
+    config.check(uncommented, "uncommented")
+
+    result = runner.invoke(main, ["config", "init", "--data", "data"])
+    assert result.exit_code == 2 and "ctloop.yaml exists; pass --force" in result.output
+    result = runner.invoke(main, ["config", "init", "--data", "data", "--label", "plan",
+                                  "--force", "-o", "plan.yaml"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["task"] == "multiclass"
