@@ -18,13 +18,14 @@ mkdir -p "$WORKDIR"
 run_span() {
   local span=$1; shift
   echo "== span $span arrives: continuous-training iteration $span =="
-  ctloop datagen --out "$WORKDIR/data" --first-span "$span" --spans 1 --rows 5000 >/dev/null
-  ctloop run --local --data "$WORKDIR/data" --label churned --exclude customer_id \
-    --model-name "$MODEL" --workdir "$WORKDIR" --summary "$WORKDIR/summary-span-$span.json" \
-    --log "$WORKDIR/run-span-$span.log" "$@" \
+  ctloop run -c "$WORKDIR/ctloop.yaml" --workdir "$WORKDIR" \
+    --summary "$WORKDIR/summary-span-$span.json" --log "$WORKDIR/run-span-$span.log" "$@" \
     || { tail -n 40 "$WORKDIR/run-span-$span.log"; exit 1; }
 }
 
+ctloop datagen --out "$WORKDIR/data" --first-span 1 --spans 1 --rows 5000 >/dev/null
+# The settings file: label, task and excluded columns proposed from the data.
+ctloop config init --data "$WORKDIR/data" --model-name "$MODEL" -o "$WORKDIR/ctloop.yaml"
 run_span 1
 
 echo "== serving the registry on $URL (the server follows the registry) =="
@@ -40,6 +41,7 @@ done
 curl -sf "$URL/v2/health/ready" >/dev/null || {
   echo "model server not ready after 120 s"; tail -n 40 "$WORKDIR/server.log"; exit 1; }
 
+ctloop datagen --out "$WORKDIR/data" --first-span 2 --spans 1 --rows 5000 >/dev/null
 run_span 2 --serving-url "$URL"
 
 echo "== held-out rows to the running server =="
