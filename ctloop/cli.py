@@ -508,6 +508,20 @@ def runs_(workdir: str) -> None:
 
 
 @main.command()
+@click.argument("run_or_workdir", default="work", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the page [default: report.html in the run's folder].")
+def report(run_or_workdir: str, output: str | None) -> None:
+    """Write one self-contained HTML page for a run (a run's folder, or a workdir's latest run):
+    decisions and reasons, data and anomalies, drift per feature, candidate vs baseline, ROC and
+    confusion matrix, infra latency, links to the TFDV and evaluation views."""
+    from ctloop import report as pages
+
+    run_dir = pages.find_run(run_or_workdir)
+    click.echo(f"wrote {pages.write(run_dir, Path(output) if output else None)}")
+
+
+@main.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="A settings file: its registry_uri, model_name and s3_endpoint_url.")
 @click.option("--registry", "registry_uri",

@@ -21,7 +21,8 @@ from ctloop.errors import ConfigError
 _STAMP = re.compile(r"-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-\d+$")
 
 
-def _outputs(run_dir: Path, task: str) -> dict[str, Any] | None:
+def task_outputs(run_dir: Path, task: str) -> dict[str, Any] | None:
+    """A task's executor outputs in a run's folder; None when it wrote none."""
     path = run_dir / task / "executor_output.json"
     try:
         return json.loads(path.read_text())
@@ -29,7 +30,8 @@ def _outputs(run_dir: Path, task: str) -> dict[str, Any] | None:
         return None
 
 
-def _meta(outputs: dict[str, Any] | None, artifact: str) -> dict[str, Any]:
+def artifact_metadata(outputs: dict[str, Any] | None, artifact: str) -> dict[str, Any]:
+    """The metadata of a task's output artifact ({} when absent)."""
     try:
         return outputs["artifacts"][artifact]["artifacts"][0]["metadata"]
     except (TypeError, KeyError, IndexError):
@@ -46,13 +48,13 @@ def run_row(run_dir: Path) -> dict[str, str]:
 
     found = _STAMP.search(run_dir.name)
     when = "{}-{}-{} {}:{}:{}".format(*found.groups()) if found else "-"
-    outputs = {task: _outputs(run_dir, task) for task in TASKS}
+    outputs = {task: task_outputs(run_dir, task) for task in TASKS}
     select = (outputs["select-span"] or {}).get("parameterValues", {})
     spans = [int(s) for s in select.get("spans_read") or []]
     data_valid = (outputs["validate-data"] or {}).get("parameterValues", {}).get("Output")
-    blessing = _meta(outputs["evaluate"], "blessing")
-    infra = _meta(outputs["infra-validate"], "infra_blessing")
-    pushed = _meta(outputs["rollout"], "pushed_model")
+    blessing = artifact_metadata(outputs["evaluate"], "blessing")
+    infra = artifact_metadata(outputs["infra-validate"], "infra_blessing")
+    pushed = artifact_metadata(outputs["rollout"], "pushed_model")
     failed = next((task for task in TASKS if outputs[task] is None), None)
     if failed is not None:
         reason_file = run_dir / failed / task_exit.FAILURE_FILE
