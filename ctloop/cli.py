@@ -699,8 +699,9 @@ def monitor(records_dir, registry_root, model_name, window, min_rows, drift_thre
     out = Path(out_dir) if out_dir else Path(records_dir) / "monitor"
     decision = result.decision()
     if command is not None:
-        fired = monitoring.trigger(result, state_path or out / "trigger-state.json", command,
-                                   cooldown_minutes * 60)
+        # One state per record directory, whatever --out: episodes are the traffic's.
+        state = state_path or Path(records_dir) / "monitor" / "trigger-state.json"
+        fired = monitoring.trigger(result, state, command, cooldown_minutes * 60)
         decision["trigger"] = fired.as_dict()
     monitoring.write_atomic(out / "report.md", monitoring.markdown(result))
     monitoring.write_atomic(out / "decision.json", json.dumps(decision, indent=2))

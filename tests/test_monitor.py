@@ -147,6 +147,20 @@ def test_monitor_no_drift_then_shift_triggers_one_run(monitored, prepared, tmp_p
     assert 'ctloop_monitor_drift{model="churn",version="1"} 1' in prom
     assert 'feature="age",kind="skew"' in prom and "ctloop_monitor_live_metric" in prom
 
+    # --trigger run starts `ctloop run` with the arguments after --, once per episode, whatever
+    # --out each pass writes to (`run --help`: a real invocation that ends at once).
+    started = []
+    for name in ("pass-1", "pass-2"):
+        ran = CliRunner().invoke(main, ["monitor", "--records", str(records), "--registry",
+                                        str(registry.root), "--model-name", "churn", "--window",
+                                        "500", "--out", str(tmp_path / name), "--trigger", "run",
+                                        "--", "--help"])
+        assert ran.exit_code == 0, ran.output
+        decision = json.loads((tmp_path / name / "decision.json").read_text())
+        started.append((decision["trigger"]["started"], decision["trigger"]["exit_code"]))
+    assert started == [(True, 0), (False, None)]
+    assert (records / "monitor" / "trigger-state.json").is_file()
+
 
 @pytest.mark.serving
 def test_server_counts_records_on_metrics(monitored):
