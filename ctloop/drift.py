@@ -71,8 +71,9 @@ class Thresholds:
     ``drift`` / ``skew``: the smallest Jensen-Shannon divergence (base 2, on the reference's
     bins) that counts, once significant. 0.03 is a shift of about 0.4 standard deviations of a
     whole normal distribution on decile bins (0.5 gives 0.04, 1 gives 0.15), 6 % of rows moving
-    to a value not seen before, or a 50/50 category becoming 70/30. ``false_alarm_rate``: the chance that one validation of unchanged
-    data reports any drift or skew, over all its features.
+    to a value not seen before, or a 50/50 category becoming 70/30. ``false_alarm_rate``: the
+    chance that one validation of unchanged data reports any drift or skew, over all its
+    features.
     """
 
     drift: float = 0.03
