@@ -29,7 +29,8 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export CTLOOP_SERVING_PYTHON := $(abspath $(SERVING))/bin/python
 
-.PHONY: help setup run test bench realdata lint compile locks clean kind-up images e2e kind-down
+.PHONY: help setup run test bench realdata lint compile locks clean kind-up images e2e kind-down \
+	monitor-demo
 
 help:  ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +51,10 @@ setup: $(PIPELINE)/.installed $(SERVING)/.installed  ## Create both environments
 run: setup  ## Two CT iterations on built-in data, then serve the model and query it.
 	WORKDIR=$(WORKDIR) PORT=$(PORT) PIPELINE_BIN=$(PIPELINE)/bin SERVING_BIN=$(SERVING)/bin \
 		scripts/demo.sh
+
+monitor-demo: setup  ## Serve with recording, send shifted traffic: the monitor detects it and retrains once.
+	WORKDIR=$(WORKDIR)/monitor-demo PORT=$(PORT) PIPELINE_BIN=$(PIPELINE)/bin SERVING_BIN=$(SERVING)/bin \
+		scripts/monitor-demo.sh
 
 test: setup  ## The test suite (unit, local pipeline run, serving).
 	$(PIPELINE)/bin/python -m pytest $(PYTEST_ARGS)
