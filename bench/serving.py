@@ -15,6 +15,7 @@ import resource
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,122 @@ def measure(serving_python: str, model_dir: str, eval_path: str, model_name: str
                 served[kind][count] = latency_summary(
                     latencies, time.perf_counter() - started, size)
         server_peak_mb = _peak_rss_mb(server.process.pid)
+    recording = recording_cost(serving_python, model_dir, model_name, rows, requests, workdir)
+    print(recording_table(recording))
     # The clients (this process), the server and the in-process child against everything else.
     others = machine_busy_s() - busy_before - (_own_cpu_s() - own_before)
     return {"startup_s": startup_s, "server_peak_mb": server_peak_mb, "batch_rows": batch_rows,
             "served": served, "in_process": in_process, "readiness_get": readiness,
-            "others_cpu_s": max(0.0, others)}
+            "recording": recording, "others_cpu_s": max(0.0, others)}
+
+
+RECORDING_CLIENTS = (1, 4)
+
+
+def recording_cost(serving_python: str, model_dir: str, model_name: str, rows: list[dict],
+                   requests: int, workdir: Path) -> dict[str, Any]:
+    """Single-row latency of one server without and then with ``--record-dir`` (every request
+    recorded), at 1 and 4 concurrent clients: what the request sink costs a request.
+
+    Returns:
+        ``{"off"|"on": {clients: latency summary}, "records": {"written", "dropped", "bytes"}}``.
+    """
+    from ctloop import client, server_process
+
+    found: dict[str, Any] = {}
+    for mode in ("off", "on"):
+        record_dir = workdir / "records"
+        port = server_process.free_port()
+        command = [serving_python, "-m", "ctloop.cli", "serve", "--model-dir", model_dir,
+                   "--model-name", model_name, "--port", str(port),
+                   *(["--record-dir", str(record_dir)] if mode == "on" else [])]
+        log = workdir / f"server-record-{mode}.log"
+        with open(log, "w") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+        server = server_process.ServerProcess(process, f"http://127.0.0.1:{port}", log)
+        try:
+            server.wait_ready(model_name, STARTUP_TIMEOUT_S)
+            for i in range(WARMUP_REQUESTS):
+                client.predict(server.url, model_name, [rows[i % len(rows)]])
+
+            def one(i: int, url=server.url) -> float:
+                started = time.perf_counter()
+                client.predict(url, model_name, [rows[i % len(rows)]])
+                return (time.perf_counter() - started) * 1000
+
+            found[mode] = {}
+            for count in RECORDING_CLIENTS:
+                started = time.perf_counter()
+                with concurrent.futures.ThreadPoolExecutor(count) as pool:
+                    latencies = list(pool.map(one, range(requests)))
+                found[mode][count] = latency_summary(latencies, time.perf_counter() - started, 1)
+            if mode == "on":
+                with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as answer:
+                    metrics = answer.read().decode()
+                found["records"] = {
+                    name: float(next((line.split()[-1] for line in metrics.splitlines()
+                                      if line.startswith(f"ctloop_records_{name}_total")), "nan"))
+                    for name in ("written", "dropped")}
+                found["records"]["bytes"] = sum(
+                    p.stat().st_size for p in record_dir.glob("requests-*.jsonl"))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    found["in_process"] = recorder_cost(rows)
+    return found
+
+
+def recorder_cost(rows: list[dict], calls: int = 20000) -> dict[str, float]:
+    """The sink's own cost, in this process: what a request pays (the sampling draw, the id and
+    the queue put) and what the writer thread spends per single-row record (JSON and write)."""
+    import tempfile
+    import uuid
+
+    import numpy as np
+
+    from ctloop.serving.recorder import Recorder
+
+    row = rows[0]
+    columns = {name: (np.array([value], dtype=np.float32) if isinstance(value, (int, float))
+                      else np.array([value or ""], dtype=object)) for name, value in row.items()}
+    answers = np.array([0.5], dtype=np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = Recorder(folder, max_queue=calls + 1)
+        started = time.perf_counter()
+        for _ in range(calls):
+            if recorder.sampled():
+                recorder.record(uuid.uuid4().hex, "1", 1.0, columns, answers)
+        hot_us = (time.perf_counter() - started) / calls * 1e6
+        recorder.close(timeout_s=120)
+        written = recorder.written
+    items = [(time.time(), uuid.uuid4().hex, "1", 1.0, columns, answers)] * 1000
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = Recorder(folder)
+        started = time.perf_counter()
+        recorder._write(items)
+        writer_us = (time.perf_counter() - started) / len(items) * 1e6
+        recorder.close()
+    return {"request_us": hot_us, "writer_us_per_record": writer_us, "written": written}
+
+
+def recording_table(recording: dict[str, Any]) -> str:
+    """The request sink's cost: single-row latency without and with recording."""
+    lines = ["request recording (single rows, every request recorded): latency off -> on",
+             "| clients | p50 ms | p99 ms | req/s |", "|---|---|---|---|"]
+    for count in RECORDING_CLIENTS:
+        off, on = recording["off"][count], recording["on"][count]
+        lines.append(f"| {count} | {off['p50_ms']:.2f} -> {on['p50_ms']:.2f} | "
+                     f"{off['p99_ms']:.2f} -> {on['p99_ms']:.2f} | "
+                     f"{off['requests_per_s']:.0f} -> {on['requests_per_s']:.0f} |")
+    records = recording.get("records", {})
+    lines.append(f"records written {records.get('written', 0):.0f}, dropped "
+                 f"{records.get('dropped', 0):.0f}, {records.get('bytes', 0) / 1e6:.2f} MB")
+    if "in_process" in recording:
+        cost = recording["in_process"]
+        lines.append(f"in-process: a request pays {cost['request_us']:.1f} us (draw, id, queue "
+                     f"put); the writer thread {cost['writer_us_per_record']:.1f} us per "
+                     "single-row record")
+    return "\n".join(lines)
 
 
 def _own_cpu_s() -> float:
