@@ -163,10 +163,18 @@ def test_monitor_no_drift_then_shift_triggers_one_run(monitored, prepared, tmp_p
 
 
 @pytest.mark.serving
-def test_server_counts_records_on_metrics(monitored):
+def test_server_records_under_the_clients_request_id_and_counts_on_metrics(monitored, prepared):
     import urllib.request
 
-    _, server, _ = monitored
+    _, server, records = monitored
+    row = json.loads(pd.read_parquet(prepared.eval).head(1)[
+        [f.name for f in prepared.features]].to_json(orient="records"))
+    request = urllib.request.Request(
+        f"{server.url}/v1/models/churn:predict", json.dumps({"instances": row}).encode(),
+        {"Content-Type": "application/json", "x-request-id": "client-id-1"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.loads(answer.read())["request_id"] == "client-id-1"
+    _wait_for(lambda: "client-id-1" in set(monitor.read_records(records)[monitor.ID]))
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     assert "ctloop_records_written_total" in text and "ctloop_records_dropped_total 0.0" in text

@@ -72,3 +72,10 @@ def test_recorder_rejects_a_sample_rate_out_of_range(tmp_path):
 
     with pytest.raises(ConfigError, match="sample rate 0"):
         Recorder(tmp_path, sample_rate=0.0)
+
+
+def test_recorder_samples_the_share_of_requests_asked_for(tmp_path):
+    recorder = Recorder(tmp_path, sample_rate=0.1, seed=3)
+    sampled = sum(recorder.sampled() for _ in range(10_000))
+    recorder.close()
+    assert 900 <= sampled <= 1100  # 1000 expected; 3.3 standard deviations either side

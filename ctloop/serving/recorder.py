@@ -76,8 +76,9 @@ class Recorder:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sample_rate = sample_rate
         self.rotate_rows, self.rotate_s = rotate_rows, rotate_s
-        self.dropped = 0  # requests not recorded because the queue was full
-        self.written = 0  # requests written
+        self.written = 0  # requests written (by the writer thread)
+        self._full = 0  # requests dropped because the queue was full (by the event loop)
+        self._failed = 0  # requests dropped because a write failed (by the writer thread)
         self._queue: queue.Queue = queue.Queue(max_queue)
         self._draw = random.Random(seed)
         self._files = 0
@@ -87,6 +88,11 @@ class Recorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="request-recorder", daemon=True)
         self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Requests not recorded: the queue was full, or their write failed."""
+        return self._full + self._failed
 
     def sampled(self) -> bool:
         """Whether the next request is recorded."""
@@ -102,7 +108,7 @@ class Recorder:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.dropped += 1  # one writer of this counter: the event loop's thread
+            self._full += 1
             return False
         return True
 
@@ -129,7 +135,7 @@ class Recorder:
                 self._write(items)
             except OSError as exc:
                 # A full or unwritable disk loses records, not requests; say so on every batch.
-                self.dropped += len(items)
+                self._failed += len(items)
                 logger.error("request records not written to %s: %s", self.directory, exc)
         if self._handle:
             self._handle.close()
