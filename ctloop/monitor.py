@@ -81,7 +81,7 @@ class Result:
     window: str
     rows: int  # served rows of the serving version in the window
     previous_rows: int
-    other_versions_rows: int  # rows in the records served by other versions (canaries, older)
+    other_versions_rows: int  # rows of other versions (canaries, older) in the files read
     measurements: list[drift.Measurement]
     prediction_mean: float | None
     previous_prediction_mean: float | None
@@ -111,10 +111,17 @@ class Result:
                 "span": self.span, "rows": self.rows, "enough_rows": self.enough}
 
 
-def read_records(directory: str | os.PathLike[str]) -> pd.DataFrame:
-    """Every served row of a record directory, oldest first: id, row, time, version, latency,
+def read_records(directory: str | os.PathLike[str], window: Window | None = None,
+                 version: str | None = None) -> pd.DataFrame:
+    """The served rows of a record directory, oldest first: id, row, time, version, latency,
     one column per feature, and the prediction (the class index of a multiclass answer's
     largest probability, and ``probability_max``).
+
+    Args:
+        directory: The record directory.
+        window: Read only as far back as two such windows reach (of ``version``'s rows), not
+            every file: a file last written before the oldest row needed holds none of them.
+        version: The version whose rows ``window`` counts.
 
     A line cut short (a file being written) is skipped.
     """
@@ -122,29 +129,59 @@ def read_records(directory: str | os.PathLike[str]) -> pd.DataFrame:
     if not folder.is_dir():
         raise DataError(f"record directory {folder} does not exist; pass the --record-dir the "
                         "server was started with")
+    files = sorted(((p.stat().st_mtime, p) for p in folder.glob(RECORDS_GLOB)), reverse=True)
     parts = []
-    for path in sorted(folder.glob(RECORDS_GLOB)):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line still being written
-            outputs = record["outputs"]
-            n = len(outputs)
-            part = {ID: [record["id"]] * n, ROW: list(range(n)), TIME: [record["time"]] * n,
-                    VERSION: [record["version"]] * n, LATENCY: [record["latency_ms"]] * n,
-                    **record["inputs"]}
-            if n and isinstance(outputs[0], list):
-                probabilities = np.asarray(outputs, dtype=float)
-                part[PREDICTION] = probabilities.argmax(axis=1).astype(str).tolist()
-                part["probability_max"] = probabilities.max(axis=1).tolist()
-            else:
-                part[PREDICTION] = outputs
-            parts.append(pd.DataFrame(part))
+    for mtime, path in files:
+        if window is not None and parts and mtime < _oldest_needed(parts, window, version):
+            break  # its rows were all recorded before the oldest row the windows need
+        part = _read_file(path)
+        if len(part):
+            parts.append(part)
     if not parts:
         return pd.DataFrame(columns=[ID, ROW, TIME, VERSION, LATENCY, PREDICTION])
     return pd.concat(parts, ignore_index=True).sort_values(TIME, kind="stable",
                                                            ignore_index=True)
+
+
+def _oldest_needed(parts: list[pd.DataFrame], window: Window, version: str | None) -> float:
+    """The time of the oldest row two windows need, of the rows read so far (-inf: more rows
+    are needed than were read)."""
+    times = pd.concat([p[TIME][p[VERSION].astype(str) == version] if version else p[TIME]
+                       for p in parts]).to_numpy(dtype=float)
+    if window.rows:
+        if times.size < 2 * window.rows:
+            return -math.inf
+        return float(np.sort(times)[-2 * window.rows])
+    if not times.size:
+        return -math.inf
+    return float(times.max() - 2 * window.seconds)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    columns: dict[str, list] = {}
+    rows = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        outputs = record["outputs"]
+        n = len(outputs)
+        part = {ID: [record["id"]] * n, ROW: range(n), TIME: [record["time"]] * n,
+                VERSION: [record["version"]] * n, LATENCY: [record["latency_ms"]] * n,
+                **record["inputs"]}
+        if n and isinstance(outputs[0], list):
+            probabilities = np.asarray(outputs, dtype=float)
+            part[PREDICTION] = probabilities.argmax(axis=1).astype(str).tolist()
+            part["probability_max"] = probabilities.max(axis=1).tolist()
+        else:
+            part[PREDICTION] = outputs
+        for name in part.keys() - columns.keys():  # a column first seen: earlier rows lack it
+            columns[name] = [None] * rows
+        for name, values in columns.items():
+            values.extend(part.get(name, [None] * n))
+        rows += n
+    return pd.DataFrame(columns)
 
 
 def read_labels(directory: str | os.PathLike[str]) -> pd.DataFrame:
@@ -257,7 +294,7 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
     span = int(span)
     features = contract.read_features(serving.model_dir)
     task, classes = contract.read_task(serving.model_dir)
-    served = read_records(records_dir)
+    served = read_records(records_dir, window, str(serving.number))
     mine = served[served[VERSION].astype(str) == str(serving.number)]
     current, previous = windows(mine, window)
     notes = []
@@ -342,8 +379,8 @@ def markdown(result: Result) -> str:
         f"# Monitor: {result.model_name} version {result.version}", "",
         f"Decision: {verdict}.", "",
         f"- window: {result.window}: {result.rows} rows served by version {result.version} "
-        f"(previous window {result.previous_rows}; {result.other_versions_rows} rows of the "
-        "records come from other versions and are left out)",
+        f"(previous window {result.previous_rows}; {result.other_versions_rows} rows of other "
+        "versions in the record files read are left out)",
         f"- skew: the window vs span {result.span}'s training data (the serving version's); "
         "drift: the window vs the previous window",
         f"- prediction mean: {_fmt(result.prediction_mean)} (previous window "

@@ -38,6 +38,30 @@ def test_window_parses_rows_and_durations():
         monitor.Window.parse("2 weeks")
 
 
+def test_read_records_reads_back_only_as_far_as_two_windows_need(tmp_path):
+    import os
+
+    for i, (version, rows) in enumerate([("1", 3), ("2", 3), ("2", 2), ("2", 2)]):
+        stamp = 1000.0 + i * 100
+        lines = [json.dumps({"id": f"f{i}r{j}", "time": stamp + j, "version": version,
+                             "latency_ms": 1.0, "inputs": {"age": [30.0]}, "outputs": [0.5]})
+                 for j in range(rows)]
+        path = tmp_path / f"requests-{i}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        os.utime(path, (stamp + rows, stamp + rows))  # last written after its last record
+    everything = monitor.read_records(tmp_path)
+    assert len(everything) == 10 and everything[monitor.TIME].is_monotonic_increasing
+    # 2 windows of 2 rows of version 2: the two newest files hold them; the others are not read.
+    needed = monitor.read_records(tmp_path, monitor.Window(rows=2), "2")
+    assert sorted(needed[monitor.ID].str[:2].unique()) == ["f2", "f3"]
+    # 3 rows a window: the third file back is read too, not the first (version 1's).
+    assert sorted(monitor.read_records(tmp_path, monitor.Window(rows=3), "2")[monitor.ID]
+                  .str[:2].unique()) == ["f1", "f2", "f3"]
+    # A duration: the files reaching into the latest 2 x 100 s.
+    recent = monitor.read_records(tmp_path, monitor.Window(seconds=100), "2")
+    assert sorted(recent[monitor.ID].str[:2].unique()) == ["f1", "f2", "f3"]
+
+
 # -- a real server under generated traffic ------------------------------------------------------
 
 
