@@ -262,6 +262,21 @@ def reference_profiles(registry: Registry, span: int) -> dict[str, drift.Profile
     return profiles
 
 
+def as_served(reference: drift.Profile) -> drift.Profile:
+    """A numeric training profile with its edges and extremes rounded to float32, as the model
+    server casts numbers: a training value equal to an edge (0.1 filling several deciles) or to
+    the maximum, served as float32, then falls in the same bin and not beyond the range, which
+    at float64 it would not (0.1 as float32 is 0.10000000149)."""
+    if reference.kind != drift.NUMERIC:
+        return reference
+
+    def f32(value: float | None) -> float | None:
+        return None if value is None else float(np.float32(value))
+
+    return dataclasses.replace(reference, edges=tuple(f32(e) for e in reference.edges),
+                               low=f32(reference.low), high=f32(reference.high))
+
+
 def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLike[str],
             model_name: str, window: Window, thresholds: drift.Thresholds | None = None,
             min_rows: int = DEFAULT_MIN_ROWS) -> Result:
@@ -307,7 +322,7 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
         for name in features:
             values = current[name] if name in current else None
             if name in profiles:
-                found.append(drift.measure(name, drift.SKEW, profiles[name], values,
+                found.append(drift.measure(name, drift.SKEW, as_served(profiles[name]), values,
                                            len(current), thresholds.skew))
             else:
                 notes.append(f"feature {name!r} has no reference bins in span {span}'s "

@@ -62,6 +62,24 @@ def test_read_records_reads_back_only_as_far_as_two_windows_need(tmp_path):
     assert sorted(recent[monitor.ID].str[:2].unique()) == ["f1", "f2", "f3"]
 
 
+def test_skew_reference_is_compared_at_the_servers_float32_precision():
+    import numpy as np
+
+    from ctloop import drift
+
+    # A column of decimal values, 0.1 filling its lower deciles; served as float32 it is the
+    # same distribution.
+    rng = np.random.default_rng(0)
+    train = pd.Series(np.where(rng.random(5000) < 0.5, 0.1, rng.uniform(0.2, 99.99, 5000)))
+    train[:200] = 99.99  # the maximum, often
+    served = pd.Series(train.sample(1000, random_state=1).to_numpy(np.float32).astype(float))
+    reference = drift.profile(train, drift.NUMERIC)
+    raw = drift.measure("x", drift.SKEW, reference, served, len(served), 0.03)
+    fixed = drift.measure("x", drift.SKEW, monitor.as_served(reference), served, len(served), 0.03)
+    assert raw.value > 0.1  # at float64 every served 0.1 leaves its bin
+    assert fixed.value < 0.01 and fixed.new_share == 0.0
+
+
 # -- a real server under generated traffic ------------------------------------------------------
 
 
