@@ -49,7 +49,7 @@ _SECTIONS = {
               "cold_start", "force_bless_reason"),
     "Serving": ("serving_python", "max_p99_ms", "min_rps", "serving_url", "canary_percent",
                 "registry_uri"),
-    "Output": ("workdir", "summary_path", "log_path", "verbose"),
+    "Output": ("workdir", "summary_path", "log_path", "verbose", "runner"),
 }
 
 
@@ -257,6 +257,11 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
 @click.option("--verbose", is_flag=True,
               help="Stream the tasks' logs to the terminal (as --log -) instead of a progress "
               "view.")
+@click.option("--runner", type=click.Choice(["in-process", "kfp-local"]), default="in-process",
+              show_default=True,
+              help="in-process: kfp.local orders the tasks and builds their inputs and outputs, "
+              "and each task runs in this process (libraries imported once); kfp-local: each "
+              "task a process of its own (kfp.local's SubprocessRunner), as KFP runs it.")
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=10, show_default=True)
@@ -331,7 +336,8 @@ def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
               "recorded for audit.")
 @click.pass_context
 def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, positive_label,
-        workdir, registry_uri, summary_path, log_path, verbose, model_name, schema_uri, epochs,
+        workdir, registry_uri, summary_path, log_path, verbose, runner, model_name, schema_uri,
+        epochs,
         batch_size, learning_rate, hidden_units, seed, early_stopping_patience, user_module,
         warm_start, slice_features, drift_threshold, skew_threshold, false_alarm_rate,
         anomaly_policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
@@ -419,7 +425,8 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
             progress = stack.enter_context(TaskProgress(_terminal(stack), local_run.TASKS))
         try:
             with local_run.output_to(None if log_path == "-" else log_path):
-                summary = local_run.run(params, Path(workdir), listener=progress)
+                summary = local_run.run(params, Path(workdir), listener=progress,
+                                        runner=runner)
         except CtloopError:
             stack.close()  # the progress view ends before the error
             if log_path != "-":

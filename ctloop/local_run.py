@@ -1,11 +1,13 @@
 """Runs the CT pipeline on this machine with kfp.local and summarizes what each task decided.
 
-kfp.local's SubprocessRunner runs each task as a subprocess of this interpreter, in topological
-order, one at a time; each task leaves ``executor_output.json`` (its output parameters and the
-metadata of its output artifacts) in ``<pipeline_root>/<run>/<task>/``. The summary is read from
-those files, so it reports exactly what the tasks recorded. Its timings come from kfp.local's own
-log records, written just before it launches each task's process and just after the process has
-exited (see ``TaskClock``).
+kfp.local orchestrates the run in topological order, one task at a time. By default each task
+runs inside this process (``ctloop.local.in_process``: the libraries are imported once per
+run); with the ``kfp-local`` runner, kfp.local's SubprocessRunner runs each as a subprocess of
+this interpreter, as KFP runs a task per pod. Either way each task leaves
+``executor_output.json`` (its output parameters and the metadata of its output artifacts) in
+``<pipeline_root>/<run>/<task>/``. The summary is read from those files, so it reports exactly
+what the tasks recorded. Its timings come from kfp.local's own log records, written just before
+it launches each task and just after the task has ended (see ``TaskClock``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from ctloop import task_exit
 from ctloop.errors import TaskFailedError
+from ctloop.local import in_process
 
 TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
          "rollout")
@@ -69,7 +72,8 @@ class TaskClock(logging.Filter):
                 for task in self.launched if task in self.exited}
 
 
-def run(params: dict[str, Any], workdir: Path, listener: Any = None) -> dict[str, Any]:
+def run(params: dict[str, Any], workdir: Path, listener: Any = None,
+        runner: str = in_process.IN_PROCESS) -> dict[str, Any]:
     """Runs one CT iteration locally; returns the run summary.
 
     Args:
@@ -77,10 +81,15 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None) -> dict[str
         workdir: Holds ``pipeline_root/`` (every task's outputs) and ``registry/``.
         listener: Told when each task is launched and has exited (``launched(task, at)``,
             ``exited(task, at, ok)``), e.g. ``progress.TaskProgress``.
+        runner: ``in-process`` (each task in this process) or ``kfp-local`` (each task a
+            process of its own, kfp.local's SubprocessRunner).
     """
     from kfp import local
 
     from ctloop.pipelines.ct_pipeline import PIPELINE_NAME, ct_pipeline
+
+    if runner not in in_process.RUNNERS:
+        raise ValueError(f"runner {runner!r} is not one of {', '.join(in_process.RUNNERS)}")
 
     workdir = Path(workdir).resolve()
     root = workdir / "pipeline_root"
@@ -92,7 +101,9 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None) -> dict[str
     root_logger.addFilter(clock)
     started = time.monotonic()
     try:
-        ct_pipeline(**params)
+        with (in_process.tasks_in_process() if runner == in_process.IN_PROCESS
+              else contextlib.nullcontext()):
+            ct_pipeline(**params)
     except RuntimeError as exc:  # kfp.local: a task failed
         raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
     finally:

@@ -119,7 +119,7 @@ def test_run_passes_hyperparameters_to_the_pipeline(cli, tmp_path, monkeypatch):
     assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
     runs = []
     monkeypatch.setattr(local_run, "run",
-                        lambda params, workdir, listener=None: runs.append(params) or {})
+                        lambda params, workdir, **_: runs.append(params) or {})
     monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
     common = ("run", "--local", "--data", data, "--label", "churned", "--workdir", tmp_path / "w")
     result = cli(*common, "--epochs", 3, "--batch-size", 64, "--learning-rate", 0.01,
@@ -150,7 +150,7 @@ def recorded(cli, tmp_path, monkeypatch):
     assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
     runs = []
     monkeypatch.setattr(local_run, "run",
-                        lambda params, workdir, listener=None: runs.append(params) or {})
+                        lambda params, workdir, **_: runs.append(params) or {})
     monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
 
     def invoke(*args, runner=cli):

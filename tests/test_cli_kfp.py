@@ -505,7 +505,7 @@ def test_one_config_file_gives_run_submit_and_schedules_the_same_parameters(
 
     runs = []
     monkeypatch.setattr(local_run, "run",
-                        lambda params, workdir, listener=None: runs.append(params) or {})
+                        lambda params, workdir, **_: runs.append(params) or {})
     monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
     monkeypatch.setattr(local_run, "output_to", lambda path: contextlib.nullcontext())
     _ok(cli("run", "-c", config, "--workdir", tmp_path / "w", "--serving-python",
