@@ -209,7 +209,10 @@ def run(model_dir: str, eval_path: str, slo: SLO, serve: Serve) -> InfraResult:
         try:
             with serve() as endpoint:
                 features, expected = pending.result()
-                rows = json.loads(frame[[f.name for f in features]].to_json(orient="records"))
+                # A feature absent from the data is sent as missing, as train and the in-process
+                # answers take it (data validation's gate reports the column).
+                rows = json.loads(frame.reindex(columns=[f.name for f in features])
+                                  .to_json(orient="records"))
                 where = endpoint.where
                 metrics["startup_s"] = endpoint.startup_s
                 checks.append(("server ready", f"{metrics['startup_s']:.1f} s",

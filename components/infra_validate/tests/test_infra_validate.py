@@ -32,6 +32,21 @@ def test_good_model_is_infra_blessed(prepared, serving_python, tmp_path):
     assert "ctloop serving model 'churn'" in (tmp_path / "server.log").read_text()
 
 
+def test_eval_data_without_a_feature_column_is_served_as_missing(prepared, serving_python,
+                                                                  tmp_path):
+    """A span whose column vanished: data validation blocks it; infra validation still completes
+    with the column sent as missing values, instead of failing the run on a KeyError."""
+    import pandas as pd
+
+    pd.read_parquet(prepared.eval).drop(columns=["income"]).to_parquet(tmp_path / "eval.parquet")
+    slo = logic.SLO(**FAST)
+    result = logic.run(str(prepared.model_dir), str(tmp_path / "eval.parquet"), slo,
+                       logic.local_server(str(prepared.model_dir), "churn", serving_python,
+                                          slo.startup_timeout_s, str(tmp_path / "server.log")))
+    assert result.blessed, result.reason
+    assert result.metrics["max_abs_diff"] <= 1e-4
+
+
 def test_model_disagreeing_with_its_features_is_not_infra_blessed(prepared, serving_python,
                                                                   tmp_path):
     broken = tmp_path / "broken"
