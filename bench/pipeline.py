@@ -1,13 +1,15 @@
-"""Benchmark child: one CT iteration of the real pipeline under kfp.local, as `ctloop run --local`
-runs it (the CLI's default settings), on a fresh workdir: a cold start.
+"""Benchmark child: one CT iteration of the real pipeline, as `ctloop run` runs it (the CLI's
+default settings) with the runner given (``in-process``, the default, or ``kfp-local``), on a
+fresh workdir: a cold start.
 
 Writes the run summary and each task's window (``time.time()`` instants), CPU time and disk
-reads as JSON.
-kfp.local runs tasks one at a time, each as a process; a task's window is that process's life,
-from launch to exit, timed around kfp.local's launcher; its CPU time and disk reads are those
-of the process and its children (e.g. infra validation's model server). The summary's own
-``timings_s`` bound the same processes by kfp.local's log records (``local_run.TaskClock``); the
-benchmark reports both.
+reads as JSON. kfp.local orders the tasks, one at a time. Under ``kfp-local`` each task is a
+process; its window is that process's life, from launch to exit, timed around kfp.local's
+launcher; its CPU time and disk reads are those of the process and its children (e.g. infra
+validation's model server). Under ``in-process`` a task's window is its handler's run in this
+process, and its CPU time and disk reads are this process's and its children's during it. The
+summary's own ``timings_s`` bound the same tasks by kfp.local's log records
+(``local_run.TaskClock``); the benchmark reports both.
 """
 
 from __future__ import annotations
@@ -32,12 +34,37 @@ def children_usage() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, usage.ru_inblock * BLOCK_BYTES / MB
 
 
-def time_tasks() -> dict[str, dict[str, float]]:
-    """Times every task process kfp.local launches from now on; returns task -> ``start``,
-    ``end``, ``cpu_s`` and ``read_mb``, filled in as tasks run."""
+def own_usage() -> tuple[float, float]:
+    """``children_usage`` plus this process's own CPU seconds and disk reads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu, read = children_usage()
+    return (cpu + usage.ru_utime + usage.ru_stime,
+            read + usage.ru_inblock * BLOCK_BYTES / MB)
+
+
+def time_tasks(runner: str) -> dict[str, dict[str, float]]:
+    """Times every task kfp.local runs from now on; returns task -> ``start``, ``end``,
+    ``cpu_s`` and ``read_mb``, filled in as tasks run."""
     from kfp.local import subprocess_task_handler
 
+    from ctloop.local import in_process
+
     windows: dict[str, dict[str, float]] = {}
+    if runner == in_process.IN_PROCESS:
+        run_task = in_process.InProcessTaskHandler.run
+
+        def timed_run(handler):
+            task = handler.function.replace("_", "-")
+            started, (cpu, read) = time.time(), own_usage()
+            try:
+                return run_task(handler)
+            finally:
+                cpu_after, read_after = own_usage()
+                windows[task] = {"start": started, "end": time.time(),
+                                 "cpu_s": cpu_after - cpu, "read_mb": read_after - read}
+
+        in_process.InProcessTaskHandler.run = timed_run
+        return windows
     launch = subprocess_task_handler.run_local_subprocess
 
     def timed(full_command: list[str]) -> int:
@@ -62,6 +89,8 @@ def child_args(description: str) -> argparse.Namespace:
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--serving-python", required=True)
     parser.add_argument("--out", required=True, type=Path, help="The JSON to write.")
+    parser.add_argument("--runner", default="in-process", choices=["in-process", "kfp-local"],
+                        help="The pipeline's runner (the floor has none) [default: %(default)s].")
     return parser.parse_args()
 
 
@@ -70,11 +99,11 @@ def main() -> None:
 
     from ctloop import local_run
 
-    windows = time_tasks()
+    windows = time_tasks(args.runner)
     params = {"data_uri": args.data, "label": LABEL, "exclude": EXCLUDE,
               "model_name": MODEL_NAME, "serving_python": args.serving_python}
     with local_run.output_to(str(args.workdir / "run.log")):
-        summary = local_run.run(params, args.workdir)
+        summary = local_run.run(params, args.workdir, runner=args.runner)
     args.out.write_text(json.dumps({"summary": summary, "windows": windows},
                                    indent=2))
 

@@ -6,9 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-# The issue's targets.
-MAX_PIPELINE_RATIO = 1.25
-RATIO_ROWS = 100_000
+# The issues' targets: the default runner against kfp.local and against the floor, at 10k rows.
+MAX_KFP_LOCAL_RATIO = 0.6
+MAX_FLOOR_RATIO = 1.0
+RATIO_ROWS = 10_000
 GROWTH_ROWS = 1_000_000
 MAX_SERVING_RATIO = 2.0
 
@@ -58,20 +59,22 @@ def growth(times: dict[int, float]) -> list[dict[str, Any]]:
 
 def targets(sizes: dict[int, dict[str, Any]], serving: dict[str, Any] | None
             ) -> list[dict[str, Any]]:
-    """The issue's three targets, each measured (or why not) and met or missed.
+    """The issues' four targets, each measured (or why not) and met or missed.
 
     Args:
-        sizes: Rows -> that size's results (``ratio``: pipeline wall time / floor wall time;
-            ``pipeline.wall_s``).
+        sizes: Rows -> that size's results (``kfp_local_ratio`` and ``ratio``: the default
+            runner's wall time / kfp.local's, / the floor's; ``pipeline.wall_s``).
         serving: The serving results (``served.single``: clients -> latency summary;
             ``in_process.single``: a latency summary), or None.
     """
     found = []
-    ratio = sizes.get(RATIO_ROWS, {}).get("ratio")
-    found.append(_target(
-        f"pipeline <= {MAX_PIPELINE_RATIO}x the floor at {RATIO_ROWS:,} rows",
-        None if ratio is None else f"{ratio:.2f}x",
-        None if ratio is None else ratio <= MAX_PIPELINE_RATIO))
+    for key, limit, other in (("kfp_local_ratio", MAX_KFP_LOCAL_RATIO, "kfp.local"),
+                              ("ratio", MAX_FLOOR_RATIO, "the floor")):
+        ratio = sizes.get(RATIO_ROWS, {}).get(key)
+        found.append(_target(
+            f"default runner <= {limit}x {other} at {RATIO_ROWS:,} rows",
+            None if ratio is None else f"{ratio:.2f}x",
+            None if ratio is None else ratio <= limit))
 
     times = {n: r["pipeline"]["wall_s"] for n, r in sizes.items() if "pipeline" in r}
     name = f"pipeline time grows no faster than rows up to {GROWTH_ROWS:,}"

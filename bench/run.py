@@ -2,10 +2,13 @@
 
 Sections:
 
-- ``pipeline``: one CT iteration of the real pipeline under kfp.local at each size of the
-  built-in data: wall time per task and in total, peak memory.
+- ``pipeline``: one CT iteration of the real pipeline as ``ctloop run`` runs it by default (the
+  in-process runner) at each size of the built-in data: wall and CPU time per task and in
+  total, peak memory.
+- ``kfp-local``: the same pipeline with kfp.local's SubprocessRunner (``--runner kfp-local``):
+  each task a process of its own.
 - ``floor``: the same iteration as one plain process calling the same libraries (bench.floor),
-  and the ratio of the pipeline to it; time per row as the data grows.
+  and the ratios of the runners to it and to each other; time per row as the data grows.
 - ``stats``: rows/s of the TFDV step against pyarrow parsing the same files.
 - ``serving``: the KServe model server under 1, 4 and 16 concurrent clients, single rows and
   batches, against the in-process SavedModel call.
@@ -29,7 +32,11 @@ from bench import machine, measure, report
 from bench.pipeline import MODEL_NAME
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("pipeline", "floor", "stats", "serving")
+SECTIONS = ("pipeline", "kfp-local", "floor", "stats", "serving")
+# Result key, title, the child module and its runner, for each measured child.
+KINDS = (("pipeline", "default", "pipeline", "in-process"),
+         ("kfp_local", "kfp.local", "pipeline", "kfp-local"),
+         ("floor", "floor", "floor", None))
 PARSE_REPEATS = 3
 
 
@@ -39,8 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--serving-python {args.serving_python!r} does not exist; pass the serving "
                  "environment's python (make sets CTLOOP_SERVING_PYTHON)")
     sections = set(args.only)
-    if not sections & {"pipeline", "floor"}:
-        sys.exit("--only needs pipeline or floor: the other sections measure their outputs")
+    if not sections & {"pipeline", "kfp-local", "floor"}:
+        sys.exit("--only needs pipeline, kfp-local or floor: the other sections measure their "
+                 "outputs")
     out = args.out or REPO / "bench" / "results" / (
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
     workdir = args.workdir.resolve()
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         print(statistics_table(sizes))
     if "serving" in sections:
         largest = sizes[max(sizes)]
-        trained = largest.get("floor") or largest.get("pipeline")
+        trained = largest.get("floor") or largest.get("pipeline") or largest["kfp_local"]
         _progress("serving: model server and in-process calls")
         from bench import serving
 
@@ -95,13 +103,17 @@ def run_size(rows: int, sections: set[str], size_dir: Path, serving_python: str
     shutil.rmtree(size_dir, ignore_errors=True)
     (data,) = datagen.write_spans(size_dir / "data", 1, rows=rows)
     found: dict[str, Any] = {"rows": rows, "data_file": str(data)}
-    if "pipeline" in sections:
-        _progress(f"{rows:,} rows: pipeline under kfp.local")
-        child, measured = _child("pipeline", size_dir, serving_python)
+    for key, title, runner in (("pipeline", "default (in-process)", "in-process"),
+                               ("kfp_local", "kfp.local", "kfp-local")):
+        if key.replace("_", "-") not in sections:
+            continue
+        _progress(f"{rows:,} rows: pipeline, {title} runner")
+        child, measured = _child("pipeline", size_dir, serving_python, runner)
         summary, windows = child["summary"], child["windows"]
         run_dir = Path(summary["run_dir"])
-        found["pipeline"] = {
+        found[key] = {
             **_process(measured),
+            "runner": runner,
             "tasks": {task: {**_window(w, measured), "summary_s": summary["timings_s"][task]}
                       for task, w in windows.items()},
             "in_run_s": summary["timings_s"]["total"],
@@ -128,9 +140,12 @@ def run_size(rows: int, sections: set[str], size_dir: Path, serving_python: str
             "infra": child["infra"],
             **{k: child[k] for k in ("train_path", "eval_path", "model_dir")},
         }
-    if "pipeline" in found and "floor" in found:
-        found["ratio"] = found["pipeline"]["wall_s"] / found["floor"]["wall_s"]
-        found["cpu_ratio"] = found["pipeline"]["cpu_s"] / found["floor"]["cpu_s"]
+    for name, over in (("ratio", "floor"), ("kfp_local_ratio", "kfp_local"),
+                       ("kfp_local_floor_ratio", "floor")):
+        mine = "kfp_local" if name == "kfp_local_floor_ratio" else "pipeline"
+        if mine in found and over in found:
+            found[name] = found[mine]["wall_s"] / found[over]["wall_s"]
+            found["cpu_" + name] = found[mine]["cpu_s"] / found[over]["cpu_s"]
     return found
 
 
@@ -140,7 +155,7 @@ def statistics(found: dict[str, Any], size_dir: Path) -> dict[str, Any]:
     import pyarrow.csv
     import pyarrow.parquet
 
-    source = found.get("floor") or found["pipeline"]
+    source = found.get("floor") or found.get("pipeline") or found["kfp_local"]
     split_rows = sum(source["split_rows"].values())
     stats: dict[str, Any] = {"split_rows": split_rows}
     if "pipeline" in found:
@@ -163,7 +178,7 @@ def statistics(found: dict[str, Any], size_dir: Path) -> dict[str, Any]:
 def growth(sizes: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Growth steps of the pipeline's and the floor's wall time, and of each task's."""
     found: dict[str, Any] = {}
-    for kind in ("pipeline", "floor"):
+    for kind in ("pipeline", "kfp_local", "floor"):
         times = {n: r[kind]["wall_s"] for n, r in sizes.items() if kind in r}
         if len(times) > 1:
             found[kind] = report.growth(times)
@@ -176,65 +191,63 @@ def growth(sizes: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def size_table(rows: int, found: dict[str, Any]) -> str:
-    """Per task: pipeline and floor wall and CPU seconds, disk reads, and peak memory."""
-    pipeline, floor = found.get("pipeline", {}), found.get("floor", {})
-    tasks, steps = pipeline.get("tasks", {}), floor.get("steps", {})
+    """Per task, for each runner and the floor: wall and CPU seconds and peak memory."""
+    kinds = [(key, title) for key, title, _, _ in KINDS if key in found]
+    parts = {key: found[key].get("tasks") or found[key].get("steps", {}) for key, _ in kinds}
     lines = []
-    for name in dict.fromkeys(["imports", *tasks, *steps]):
-        task, step = tasks.get(name, {}), steps.get(name, {})
-        lines.append([name, task.get("s"), step.get("s"),
-                      task["s"] - step["s"] if task and step else None,
-                      task.get("cpu_s"), step.get("cpu_s"), task.get("read_mb"),
-                      step.get("read_mb"), task.get("peak_tree_mb"), step.get("peak_tree_mb")])
+    for name in dict.fromkeys(["imports", *[t for p in parts.values() for t in p]]):
+        line: list[Any] = [name]
+        for key, _ in kinds:
+            part = parts[key].get(name, {})
+            line += [part.get("s"), part.get("cpu_s"), part.get("peak_tree_mb")]
+        lines.append(line)
     # What the steps do not cover: interpreter start and exit; for the pipeline also the
     # driver's kfp import, the pipeline's compilation and the hand-offs between tasks.
-    keys = (("wall_s", "s"), ("cpu_s", "cpu_s"), ("read_mb", "read_mb"))
-    outside = {kind: {key: whole[key] - sum(p[part_key] for p in parts.values())
-                      for key, part_key in keys}
-               for kind, whole, parts in (("pipeline", pipeline, tasks), ("floor", floor, steps))
-               if whole}
-    both = pipeline and floor
-    for name, found_kind in (("outside the steps", outside),
-                             ("process (whole run)", {"pipeline": pipeline, "floor": floor})):
-        p, f = found_kind.get("pipeline") or {}, found_kind.get("floor") or {}
-        lines.append([name, p.get("wall_s"), f.get("wall_s"),
-                      p["wall_s"] - f["wall_s"] if both else None, p.get("cpu_s"),
-                      f.get("cpu_s"), p.get("read_mb"), f.get("read_mb"),
-                      p.get("peak_tree_mb"), f.get("peak_tree_mb")])
-    split = (pipeline or floor).get("split_rows", {})
+    outside, whole = ["outside the steps"], ["process (whole run)"]
+    for key, _ in kinds:
+        run = found[key]
+        outside += [run["wall_s"] - sum(p["s"] for p in parts[key].values()),
+                    run["cpu_s"] - sum(p["cpu_s"] for p in parts[key].values()), None]
+        whole += [run["wall_s"], run["cpu_s"], run["peak_tree_mb"]]
+    lines += [outside, whole]
+    headers = ["task"]
+    for _, title in kinds:
+        headers += [f"{title} s", f"{title} CPU s", f"{title} peak MB"]
+    split = found[kinds[0][0]].get("split_rows", {}) if kinds else {}
     text = [f"\n== {rows:,} rows ({split.get('train', 0):,} train / {split.get('eval', 0):,} "
-            "eval) ==",
-            report.table(["task", "pipeline s", "floor s", "pipeline - floor s",
-                          "pipeline CPU s", "floor CPU s", "pipeline disk read MB",
-                          "floor disk read MB", "pipeline peak MB", "floor peak MB"], lines)]
-    for kind, whole in (("pipeline", pipeline), ("floor", floor)):
-        if whole:
-            v = whole["verdicts"]
-            text.append(
-                f"{kind}: largest process {whole['max_process_mb']:,.0f} MB; auc "
-                f"{v['auc']:.4f}, data valid {v['data_valid']}, blessed {v['blessed']}, "
-                f"infra-blessed {v['infra_blessed']}, pushed version {v['pushed_version']}; "
-                f"other processes used {whole['others_cpu_s']:.1f} CPU s meanwhile")
-    if "ratio" in found:
-        text.append(f"pipeline / floor: {found['ratio']:.2f}x wall time, "
-                    f"{found['cpu_ratio']:.2f}x CPU time")
+            "eval) ==", report.table(headers, lines)]
+    for key, title in kinds:
+        v = found[key]["verdicts"]
+        text.append(
+            f"{title}: largest process {found[key]['max_process_mb']:,.0f} MB; auc "
+            f"{v['auc']:.4f}, data valid {v['data_valid']}, blessed {v['blessed']}, "
+            f"infra-blessed {v['infra_blessed']}, pushed version {v['pushed_version']}; "
+            f"other processes used {found[key]['others_cpu_s']:.1f} CPU s meanwhile")
+    for name, title in (("kfp_local_ratio", "default / kfp.local"),
+                        ("ratio", "default / floor"),
+                        ("kfp_local_floor_ratio", "kfp.local / floor")):
+        if name in found:
+            text.append(f"{title}: {found[name]:.2f}x wall time, "
+                        f"{found['cpu_' + name]:.2f}x CPU time")
     return "\n".join(text)
 
 
 def ratio_table(sizes: dict[int, dict[str, Any]]) -> str:
-    """Per size: pipeline and floor wall time, their ratios (wall and CPU), time per row, the
-    largest process."""
+    """Per size: wall and CPU seconds of the default runner, kfp.local and the floor, the
+    default's ratios to the other two, time per row, the largest process."""
     lines = []
     for rows, found in sorted(sizes.items()):
-        pipeline, floor = found.get("pipeline", {}), found.get("floor", {})
-        lines.append([f"{rows:,}", pipeline.get("wall_s"), floor.get("wall_s"),
-                      found.get("ratio"), found.get("cpu_ratio"), _per_row_us(pipeline, rows),
-                      _per_row_us(floor, rows), pipeline.get("max_process_mb"),
-                      floor.get("max_process_mb")])
-    return "\n== pipeline vs floor ==\n" + report.table(
-        ["rows", "pipeline s", "floor s", "ratio", "CPU ratio", "pipeline us/row",
-         "floor us/row",
-         "pipeline max process MB", "floor max process MB"], lines)
+        runs = [found.get(key, {}) for key, _, _, _ in KINDS]
+        lines.append([f"{rows:,}", *[r.get("wall_s") for r in runs],
+                      *[r.get("cpu_s") for r in runs], found.get("kfp_local_ratio"),
+                      found.get("ratio"), found.get("cpu_ratio"),
+                      *[_per_row_us(r, rows) for r in runs],
+                      *[r.get("max_process_mb") for r in runs]])
+    titles = [title for _, title, _, _ in KINDS]
+    return "\n== default runner vs kfp.local vs floor ==\n" + report.table(
+        ["rows", *[f"{t} s" for t in titles], *[f"{t} CPU s" for t in titles],
+         "default / kfp.local", "default / floor", "CPU default / floor",
+         *[f"{t} us/row" for t in titles], *[f"{t} max process MB" for t in titles]], lines)
 
 
 def growth_table(sizes: dict[int, dict[str, Any]]) -> str:
@@ -245,10 +258,11 @@ def growth_table(sizes: dict[int, dict[str, Any]]) -> str:
     for rows in ordered:
         for task, measured in sizes[rows].get("pipeline", {}).get("tasks", {}).items():
             series.setdefault(task, {})[rows] = measured["s"]
-        for kind in ("pipeline", "floor"):
+        for kind in ("pipeline", "kfp_local", "floor"):
             for measure_name, key in (("wall", "wall_s"), ("CPU", "cpu_s")):
                 if kind in sizes[rows]:
-                    series.setdefault(f"{kind} {measure_name} time", {})[rows] = (
+                    series.setdefault(f"{kind.replace('_', '-')} {measure_name} time", {})[
+                        rows] = (
                         sizes[rows][kind][key])
     lines = []
     for name, times in series.items():
@@ -294,15 +308,16 @@ def serving_table(serving: dict[str, Any]) -> str:
                             "p99 / in-process p99"], lines))
 
 
-def _child(kind: str, size_dir: Path, serving_python: str
+def _child(kind: str, size_dir: Path, serving_python: str, runner: str | None = None
            ) -> tuple[dict[str, Any], measure.Measured]:
-    """Runs ``bench.<kind>`` on the size's data in a fresh folder; returns its JSON and
-    measurements."""
-    workdir = size_dir / kind
+    """Runs ``bench.<kind>`` (with ``runner``, for the pipeline) on the size's data in a fresh
+    folder; returns its JSON and measurements."""
+    workdir = size_dir / (f"{kind}-{runner}" if runner else kind)
     workdir.mkdir(parents=True)
     out = workdir / "result.json"
     command = [sys.executable, "-m", f"bench.{kind}", "--data", str(size_dir / "data"),
-               "--workdir", str(workdir), "--serving-python", serving_python, "--out", str(out)]
+               "--workdir", str(workdir), "--serving-python", serving_python, "--out", str(out),
+               *(["--runner", runner] if runner else [])]
     measured = measure.run(command, workdir / "child.log", REPO)
     if measured.returncode != 0:
         tail = (workdir / "child.log").read_text(errors="replace").splitlines()[-15:]
@@ -371,7 +386,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                         help="Data sizes (rows of span 1) [default: %(default)s].")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="Sections to run, with pipeline or floor among them [default: all].")
+                        help="Sections to run, with pipeline, kfp-local or floor among them "
+                        "[default: all].")
     parser.add_argument("--out", type=Path,
                         help="The JSON to write [default: bench/results/<UTC time>.json].")
     parser.add_argument("--workdir", type=Path, default=Path("work/bench"),

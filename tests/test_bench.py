@@ -31,14 +31,16 @@ def test_growth_compares_time_factor_with_row_factor():
     assert steps[2]["time_x"] == 15 and steps[2]["linear_or_better"]
 
 
-def test_targets_judge_ratio_growth_and_serving():
-    sizes = {10_000: {"ratio": 2.0, "pipeline": {"wall_s": 40.0}},
+def test_targets_judge_ratios_growth_and_serving():
+    sizes = {10_000: {"ratio": 1.02, "kfp_local_ratio": 0.55, "pipeline": {"wall_s": 40.0}},
              100_000: {"ratio": 1.2, "pipeline": {"wall_s": 60.0}},
              1_000_000: {"ratio": 1.1, "pipeline": {"wall_s": 500.0}}}
     serving = {"served": {"single": {1: {"p99_ms": 5.0}}},
                "in_process": {"single": {"p99_ms": 2.0}}}
-    ratio, grows, served = report.targets(sizes, serving)
-    assert ratio["met"] is True and ratio["measured"] == "1.20x"
+    kfp_local, floor, grows, served = report.targets(sizes, serving)
+    assert kfp_local["met"] is True and kfp_local["measured"] == "0.55x"
+    assert "0.6x kfp.local at 10,000 rows" in kfp_local["target"]
+    assert floor["met"] is False and floor["measured"] == "1.02x"
     assert grows["met"] is True and "time 12.50x" in grows["measured"]
     assert served["met"] is False and served["verdict"] == "MISSED"
     assert served["measured"].endswith("= 2.5x")
@@ -46,8 +48,9 @@ def test_targets_judge_ratio_growth_and_serving():
 
 def test_targets_say_what_was_not_measured():
     sizes = {10_000: {"pipeline": {"wall_s": 40.0}}, 100_000: {"pipeline": {"wall_s": 60.0}}}
-    ratio, grows, served = report.targets(sizes, None)
-    assert ratio["verdict"] == "not measured" and ratio["met"] is None
+    kfp_local, floor, grows, served = report.targets(sizes, None)
+    assert kfp_local["verdict"] == floor["verdict"] == "not measured"
+    assert floor["met"] is None
     assert grows["met"] is None and "1,000,000 rows not run" in grows["measured"]
     assert served["verdict"] == "not measured"
 
