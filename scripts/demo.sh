@@ -4,6 +4,8 @@
 # canary on that running server, promoted or rolled back by its errors and latency; held-out
 # rows are then sent to the server.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 WORKDIR=${WORKDIR:-work}
 PORT=${PORT:-8080}
@@ -29,17 +31,8 @@ ctloop config init --data "$WORKDIR/data" --model-name "$MODEL" -o "$WORKDIR/ctl
 run_span 1
 
 echo "== serving the registry on $URL (the server follows the registry) =="
-"$SERVING_BIN/ctloop" serve --registry "$WORKDIR/registry" --model-name "$MODEL" --port "$PORT" \
-  >"$WORKDIR/server.log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "$URL/v2/health/ready" >/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$WORKDIR/server.log"; exit 1; }
-  sleep 1
-done
-curl -sf "$URL/v2/health/ready" >/dev/null || {
-  echo "model server not ready after 120 s"; tail -n 40 "$WORKDIR/server.log"; exit 1; }
+start_server "$WORKDIR/server.log" "$URL" "$SERVING_BIN/ctloop" serve --registry "$WORKDIR/registry" \
+  --model-name "$MODEL" --port "$PORT"
 
 ctloop datagen --out "$WORKDIR/data" --first-span 2 --spans 1 --rows 5000 >/dev/null
 run_span 2 --serving-url "$URL"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by scripts/kind-up.sh, images.sh, e2e.sh and kind-down.sh: source it, do not run it.
+# Shared by the scripts in scripts/: source it, do not run it.
 
 CLUSTER=${CLUSTER:-ctloop}
 # Every kubectl call names the cluster's context: never whatever context is current.
@@ -33,3 +33,19 @@ retry() {
 
 # The image tag of this version of ctloop (ctloop/__init__.py), as the compiled pipeline uses it.
 ctloop_version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p' ctloop/__init__.py; }
+
+# start_server LOG URL COMMAND...: run a model server (COMMAND) in the background, its output to
+# LOG, stopped when the script exits; wait up to 120 s until URL says it is ready.
+start_server() {
+  local log=$1 url=$2
+  shift 2
+  "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true' EXIT
+  for _ in $(seq 1 120); do
+    curl -sf "$url/v2/health/ready" >/dev/null && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 1
+  done
+  echo "model server not ready after 120 s"; tail -n 40 "$log"; exit 1
+}

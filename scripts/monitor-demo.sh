@@ -4,6 +4,8 @@
 # pricier plans) as drift in the features that moved, and starts one CT run on the new span; the
 # server picks up the new version, and its own traffic is no drift against its training data.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 WORKDIR=${WORKDIR:-work/monitor-demo}
 PORT=${PORT:-8081}
@@ -31,17 +33,9 @@ ctloop datagen --out "$WORKDIR/data" --first-span 1 --spans 1 --rows 5000 >/dev/
 ctloop run "${RUN_FLAGS[@]}" --log "$WORKDIR/run-span-1.log" | tail -n 3
 
 echo "== serving the registry on $URL, recording every request to $WORKDIR/records =="
-"$SERVING_BIN/ctloop" serve --registry "$WORKDIR/registry" --model-name "$MODEL" --port "$PORT" \
-  --record-dir "$WORKDIR/records" >"$WORKDIR/server.log" 2>&1 &
-server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  curl -sf "$URL/v2/health/ready" >/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$WORKDIR/server.log"; exit 1; }
-  sleep 1
-done
-curl -sf "$URL/v2/health/ready" >/dev/null || {
-  echo "model server not ready after 120 s"; tail -n 40 "$WORKDIR/server.log"; exit 1; }
+start_server "$WORKDIR/server.log" "$URL" "$SERVING_BIN/ctloop" serve --registry "$WORKDIR/registry" \
+  --model-name "$MODEL" --port "$PORT" \
+  --record-dir "$WORKDIR/records"
 
 # Traffic: a file of generated rows per window, sent 50 rows a request (label and ID dropped).
 send() {
