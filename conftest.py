@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop import datagen
+from ctloop.data import datagen
 
 LABEL = datagen.LABEL
 EXCLUDE = [datagen.ID_COLUMN]
@@ -170,7 +170,7 @@ class ServedRegistry:
     reference: dict  # the whole V1 answer: predictions and model_version
 
     def assert_answers_as_before(self) -> None:
-        from ctloop import client
+        from ctloop.serving import client
 
         answer = client.predict_raw(self.url, "churn", self.rows)
         assert answer == self.reference, (answer, self.reference)
@@ -182,8 +182,9 @@ def served_registry(prepared, serving_python, tmp_path_factory) -> Iterator[Serv
     cases run against this registry: after each, the server must answer as before."""
     import pandas as pd
 
-    from ctloop import client, server_process
     from ctloop.registry import Registry
+    from ctloop.serving import client
+    from ctloop.serving import process as server_process
 
     registry = Registry(tmp_path_factory.mktemp("served") / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)

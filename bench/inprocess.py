@@ -26,7 +26,7 @@ def main() -> None:
 
     from bench.report import latency_summary
     from ctloop import contract
-    from ctloop.components.train.logic import FeatureSpec, to_inputs
+    from ctloop.contract import FeatureSpec, to_inputs
 
     signature = tf.saved_model.load(args.model_dir).signatures[contract.SERVING_SIGNATURE]
     features = [FeatureSpec(n, d) for n, d in contract.read_features(args.model_dir).items()]

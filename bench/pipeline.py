@@ -97,7 +97,7 @@ def child_args(description: str) -> argparse.Namespace:
 def main() -> None:
     args = child_args(__doc__)
 
-    from ctloop import local_run
+    from ctloop.local import runner as local_run
 
     windows = time_tasks(args.runner)
     params = {"data_uri": args.data, "label": LABEL, "exclude": EXCLUDE,

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_size(rows: int, sections: set[str], size_dir: Path, serving_python: str
              ) -> dict[str, Any]:
     """Generates ``rows`` rows of span 1 and runs the pipeline and the floor on them."""
-    from ctloop import datagen
+    from ctloop.data import datagen
 
     shutil.rmtree(size_dir, ignore_errors=True)
     (data,) = datagen.write_spans(size_dir / "data", 1, rows=rows)

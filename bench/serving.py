@@ -1,7 +1,7 @@
 """The serving section: the KServe model server (serving environment) under concurrent clients,
 against the same model called in-process.
 
-Clients are threads of this process sending V1 requests with ``ctloop.client`` (the client
+Clients are threads of this process sending V1 requests with ``ctloop.serving.client`` (the client
 infra validation uses, which keeps its connections alive and reuses them); they share the
 machine's cores with the server, as they do in infra validation.
 """
@@ -45,7 +45,9 @@ def measure(serving_python: str, model_dir: str, eval_path: str, model_name: str
     """
     import pandas as pd
 
-    from ctloop import client, contract, server_process
+    from ctloop import contract
+    from ctloop.serving import client
+    from ctloop.serving import process as server_process
 
     busy_before, own_before = machine_busy_s(), _own_cpu_s()
     features = list(contract.read_features(model_dir))
@@ -65,8 +67,8 @@ def measure(serving_python: str, model_dir: str, eval_path: str, model_name: str
         startup_s = server.wait_ready(model_name, STARTUP_TIMEOUT_S)
         for i in range(WARMUP_REQUESTS):
             client.predict(server.url, model_name, [rows[i % len(rows)]])
-        # The server without the model, over one kept-alive connection as ctloop.client sends:
-        # the cost of HTTP and routing alone.
+        # The server without the model, over one kept-alive connection as ctloop.serving.client
+        # sends: the cost of HTTP and routing alone.
         connection = http.client.HTTPConnection(urllib.parse.urlsplit(server.url).netloc,
                                                 timeout=30)
         latencies, started = [], time.perf_counter()
@@ -112,7 +114,8 @@ def recording_cost(serving_python: str, model_dir: str, model_name: str, rows: l
     Returns:
         ``{"off"|"on": {clients: latency summary}, "records": {"written", "dropped", "bytes"}}``.
     """
-    from ctloop import client, server_process
+    from ctloop.serving import client
+    from ctloop.serving import process as server_process
 
     found: dict[str, Any] = {}
     for mode in ("off", "on"):

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.errors import ConfigError
+from ctloop.settings import NO_THRESHOLD
 
 # Threshold parameters whose exact -1.0 means "none" (evaluate's NO_THRESHOLD); YAML's null
 # says the same.
 THRESHOLDS = ("min_auc", "max_auc_decrease", "min_accuracy", "max_accuracy_decrease", "max_mae",
               "max_mae_increase")
-NO_THRESHOLD = -1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,7 @@ def _is(value: Any, kind: type) -> bool:
 
 def _hyperparameter(name: str) -> Callable[[Any], None]:
     def rule(value):
-        from ctloop.components.train.logic import Hyperparameters
+        from ctloop.settings import Hyperparameters
 
         Hyperparameters(**{name: tuple(value) if name == "hidden_units" else value})
     return rule
@@ -175,7 +175,7 @@ def _drift(name: str) -> Callable[[Any], None]:
 
 def _threshold(name: str) -> Callable[[Any], None]:
     def rule(value):
-        from ctloop.components.evaluate.logic import Thresholds
+        from ctloop.settings import Thresholds
 
         Thresholds.from_parameters(**{name: value})
     return rule
@@ -183,7 +183,7 @@ def _threshold(name: str) -> Callable[[Any], None]:
 
 def _slo(name: str) -> Callable[[Any], None]:
     def rule(value):
-        from ctloop.components.infra_validate.logic import SLO
+        from ctloop.settings import SLO
 
         SLO(**{name: value})
     return rule
@@ -215,25 +215,25 @@ def _serving_target(value):
 
 
 def _policy(value):
-    from ctloop.components.validate_data.logic import check_policy
+    from ctloop.settings import check_policy
 
     check_policy(value)
 
 
 def _cold_start(value):
-    from ctloop.components.evaluate.logic import Policy
+    from ctloop.settings import Policy
 
     Policy(cold_start=value)
 
 
 def _force_bless(value):
-    from ctloop.components.evaluate.logic import Policy
+    from ctloop.settings import Policy
 
     Policy(force_bless_reason=value or None)
 
 
 def _canary(value):
-    from ctloop.components.rollout.canary import CanarySLO
+    from ctloop.settings import CanarySLO
 
     CanarySLO(percent=value)
 
@@ -316,7 +316,7 @@ def propose(frame: Any, label: str | None = None) -> Proposal:
     """
     import pandas as pd
 
-    from ctloop.components.ingest.logic import MAX_CLASSES
+    from ctloop.settings import MAX_CLASSES
 
     columns = [str(c) for c in frame.columns]
     if label is None:

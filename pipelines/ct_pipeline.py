@@ -17,7 +17,7 @@ from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
-from ctloop.images import PIPELINE_GPU_IMAGE
+from ctloop.kfp.images import PIPELINE_GPU_IMAGE
 
 PIPELINE_NAME = "ctloop-continuous-training"
 

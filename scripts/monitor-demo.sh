@@ -46,7 +46,7 @@ send() {
 import sys
 from pathlib import Path
 
-from ctloop import client
+from ctloop.serving import client
 
 url, model, path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 rows = client.rows_from_file(path, 10**9, ["churned", "customer_id"])
@@ -83,7 +83,7 @@ echo "== the server follows the registry; shifted traffic to the new version =="
 answered_version() {
   "$PIPELINE_BIN/python" -c 'import sys
 from pathlib import Path
-from ctloop import client
+from ctloop.serving import client
 row = client.rows_from_file(Path(sys.argv[3]), 1, ["churned", "customer_id"])
 print(client.predict_raw(sys.argv[1], sys.argv[2], row)["model_version"])' \
     "$URL" "$MODEL" "$WORKDIR/traffic-shifted-a/span-13/data.csv"

@@ -33,10 +33,10 @@ import threading
 import time
 from pathlib import Path
 
-from ctloop import registry_s3
 from ctloop.errors import CtloopError, StaleBaselineError
 from ctloop.registry import Registry
-from ctloop.registry_s3 import S3Registry
+from ctloop.registry import s3 as registry_s3
+from ctloop.registry.s3 import S3Registry
 
 
 class Faults:

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from conftest import EXCLUDE, LABEL, validate_outputs
-from ctloop import datagen
 from ctloop.components.ingest import logic as ingest
 from ctloop.components.rollout import logic as rollout
 from ctloop.components.select_span import logic as select_span
 from ctloop.components.validate_data import logic as validate
+from ctloop.data import datagen
 from ctloop.errors import CtloopError, DataError
 from ctloop.registry import Registry
 

@@ -19,10 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import EXCLUDE, LABEL, export_nan_model
-from ctloop import contract
+from ctloop import contract, kserve
 from ctloop.cli import main
 from ctloop.components.infra_validate import logic as infra
-from ctloop.components.rollout import kserve
 from ctloop.components.rollout import logic as rollout
 from ctloop.contract import serving_target
 from ctloop.errors import ConfigError, CtloopError

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ctloop import local_run
 from ctloop.cli import main
+from ctloop.local import runner as local_run
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def recorded(cli, tmp_path, monkeypatch):
 def test_serving_environment_is_found_without_being_named(recorded, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from ctloop import cli as cli_module
+    from ctloop.cli import common as cli_module
 
     own = tmp_path / "own" / "python"
     own.parent.mkdir()

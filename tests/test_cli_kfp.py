@@ -22,8 +22,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ctloop import compiling, kfp_api, kfp_plan, schedules
 from ctloop.cli import main
+from ctloop.kfp import api as kfp_api
+from ctloop.kfp import compiling
+from ctloop.kfp import plan as kfp_plan
 
 HOST = "http://kfp.test:8080"
 NAME = "ctloop-continuous-training"
@@ -480,7 +482,7 @@ def test_paging_follows_tokens(kfp_server, package, tmp_path):
 
 def test_schedules_example_applies(cli, kfp_server, package):
     _ok(cli("upload", "--host", HOST, "--package", package))
-    example = Path(schedules.__file__).resolve().parent.parent / "schedules.yaml"
+    example = Path(__file__).resolve().parents[1] / "schedules.yaml"
     out = _ok(cli("schedule", "apply", "--host", HOST, "--file", example))
     assert out.splitlines()[-1] == "2 schedule(s) declared, 2 change(s) applied"
     assert kfp_server.schedules()["weekly-full-retrain"].status == "DISABLED"
@@ -491,7 +493,8 @@ def test_schedules_example_applies(cli, kfp_server, package):
 
 def test_one_config_file_gives_run_submit_and_schedules_the_same_parameters(
         cli, kfp_server, package, tmp_path, monkeypatch):
-    from ctloop import datagen, local_run
+    from ctloop.data import datagen
+    from ctloop.local import runner as local_run
 
     datagen.write_spans(tmp_path / "data", 1, rows=50)
     settings = {

@@ -1,6 +1,6 @@
-"""Tests of ``ctloop.client`` against real sockets: kept-alive connections shared by threads, and a
-one-line CtloopError for each way a server can fail (dropped connection, silence, refusal, an
-error status)."""
+"""Tests of ``ctloop.serving.client`` against real sockets: kept-alive connections shared by
+threads, and a one-line CtloopError for each way a server can fail (dropped connection, silence,
+refusal, an error status)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import threading
 
 import pytest
 
-from ctloop import client, server_process
 from ctloop.errors import CtloopError
+from ctloop.serving import client
+from ctloop.serving import process as server_process
 
 ROWS = [{"age": 31, "plan": "basic"}, {"age": None, "plan": "premium"}]
 

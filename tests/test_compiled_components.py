@@ -7,8 +7,8 @@ import yaml
 from click.testing import CliRunner
 from kfp import components
 
-from ctloop import compiling
 from ctloop.cli import main
+from ctloop.kfp import compiling
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ def test_no_label_named_like_one_asks_for_it():
 
 
 def test_config_init_writes_a_file_that_run_accepts(tmp_path, monkeypatch):
-    from ctloop import datagen
+    from ctloop.data import datagen
 
     monkeypatch.chdir(tmp_path)
     datagen.write_spans(tmp_path / "data", 1, rows=200)

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ctloop import compiling, kfp_api
 from ctloop.cli import main
+from ctloop.kfp import api as kfp_api
+from ctloop.kfp import compiling
 
 pytestmark = pytest.mark.e2e
 

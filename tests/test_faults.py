@@ -36,10 +36,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ctloop import client, contract, server_process
+from ctloop import contract
 from ctloop.errors import CtloopError, RegistryError
 from ctloop.registry import Registry
-from ctloop.registry_s3 import S3Registry
+from ctloop.registry.s3 import S3Registry
+from ctloop.serving import client
+from ctloop.serving import process as server_process
 
 CHILD = Path(__file__).with_name("fault_child.py")
 SEED = 20261122
@@ -688,7 +690,7 @@ RUN_TIMEOUT_S = 900.0
 @pytest.mark.local
 def test_two_whole_ct_runs_at_once_push_one_version_the_loser_told_to_rerun(serving_python,
                                                                             tmp_path):
-    from ctloop import datagen
+    from ctloop.data import datagen
 
     datagen.write_spans(tmp_path / "data", 1, rows=1000)
     hook, gate, registry_root = tmp_path / "hook", tmp_path / "gate", tmp_path / "registry"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop import images
+from ctloop.kfp import images
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))

@@ -5,8 +5,8 @@ import datetime
 import pytest
 from kfp_server_api import V2beta1Pipeline, V2beta1PipelineVersion
 
-from ctloop import kfp_plan
 from ctloop.errors import ConfigError
+from ctloop.kfp import plan as kfp_plan
 
 DIGEST = "a" * 64
 OTHER = "b" * 64

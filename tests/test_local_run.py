@@ -7,8 +7,9 @@ import pytest
 import tensorflow_data_validation as tfdv
 
 from conftest import EXCLUDE, LABEL
-from ctloop import local_run, run_record
+from ctloop.local import runner as local_run
 from ctloop.registry import Registry
+from ctloop.registry import record as run_record
 
 pytestmark = pytest.mark.local
 LOCK = Path(__file__).resolve().parent.parent / "locks" / "pipeline.txt"
@@ -163,8 +164,8 @@ def test_a_task_failing_on_bad_data_ends_the_output_with_its_own_reason(serving_
     column and the fix) is the last line, with no traceback on the terminal."""
     from click.testing import CliRunner
 
-    from ctloop import datagen
     from ctloop.cli import main
+    from ctloop.data import datagen
 
     rows = datagen.generate_span(datagen.SpanSpec(1, rows=400))
     rows.loc[350:, LABEL] = None

@@ -7,8 +7,8 @@ import boto3
 import pytest
 
 from conftest import EXCLUDE, LABEL, S3_TEST_KEY_ID, S3_TEST_SECRET
-from ctloop import local_run
-from ctloop.registry_s3 import S3Registry
+from ctloop.local import runner as local_run
+from ctloop.registry.s3 import S3Registry
 
 pytestmark = pytest.mark.local
 

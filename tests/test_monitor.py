@@ -14,9 +14,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ctloop import client, datagen, monitor, server_process
+from ctloop import monitor
 from ctloop.cli import main
+from ctloop.data import datagen
 from ctloop.registry import Registry
+from ctloop.serving import client
+from ctloop.serving import process as server_process
 
 ROWS_PER_REQUEST = 20
 WINDOW = monitor.Window(rows=500)

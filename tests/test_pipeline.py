@@ -7,14 +7,14 @@ import pytest
 import yaml
 from kfp import compiler, components
 
-from ctloop import compiling
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.ingest.component import ingest
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp import compiling
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
 GOLDEN_GPU = GOLDEN.with_name("ct_pipeline_gpu.yaml")
@@ -181,7 +181,7 @@ def test_no_value_threshold_is_hand_set_by_default(ir):
     """No flag, no pipeline parameter: evaluate's no-skill check judges every task, and only the
     exact off sentinel travels as "none"."""
     from ctloop.cli import main
-    from ctloop.components.evaluate.logic import NO_THRESHOLD
+    from ctloop.settings import NO_THRESHOLD
 
     value_bounds = ("min_auc", "min_accuracy", "max_mae")
     defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]

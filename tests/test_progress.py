@@ -3,8 +3,8 @@
 import io
 import logging
 
-from ctloop import local_run
-from ctloop.progress import TaskProgress
+from ctloop.local import runner as local_run
+from ctloop.local.progress import TaskProgress
 
 # kfp.local's records around a task's process, task names in its color codes.
 COLOR = "\x1b[96m'{task}'\x1b[0m"

@@ -9,10 +9,10 @@ import time
 import boto3
 import pytest
 
-from ctloop import registry_s3
 from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
 from ctloop.registry import Registry, open_registry
-from ctloop.registry_s3 import S3Registry
+from ctloop.registry import s3 as registry_s3
+from ctloop.registry.s3 import S3Registry
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from ctloop import task_exit
 from ctloop.cli import main
+from ctloop.local import task_exit
 
 PIPELINE = "ctloop-continuous-training"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")

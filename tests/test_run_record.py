@@ -1,6 +1,6 @@
 """Run-record digests: the same code or environment gives the same digest, wherever it ran."""
 
-from ctloop import run_record
+from ctloop.registry import record as run_record
 
 
 def _write(root, files):

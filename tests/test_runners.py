@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import EXCLUDE, LABEL
-from ctloop import local_run, task_exit
 from ctloop.errors import TaskFailedError
-from ctloop.local import in_process
+from ctloop.local import in_process, task_exit
+from ctloop.local import runner as local_run
 from ctloop.registry import Registry
 
 pytestmark = pytest.mark.local
@@ -96,7 +96,7 @@ def test_both_runners_leave_the_same_registry(both):
 
 @pytest.mark.parametrize("runner", in_process.RUNNERS)
 def test_a_failing_task_fails_the_run_with_its_own_reason(runner, serving_python, tmp_path):
-    from ctloop import datagen
+    from ctloop.data import datagen
 
     rows = datagen.generate_span(datagen.SpanSpec(1, rows=400))
     rows.loc[350:, LABEL] = None
@@ -131,8 +131,8 @@ def test_an_unknown_runner_is_refused_before_anything_runs(tmp_path):
 def test_ctloop_run_takes_the_runner(flags, runner, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from ctloop import datagen
     from ctloop.cli import main
+    from ctloop.data import datagen
 
     datagen.write_spans(tmp_path / "data", 1, rows=50)
     ran = []

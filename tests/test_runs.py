@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
-from ctloop import task_exit
 from ctloop.cli import main
+from ctloop.local import task_exit
 from ctloop.registry import Registry
 
 PIPELINE = "ctloop-continuous-training"

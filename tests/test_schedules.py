@@ -12,8 +12,8 @@ from kfp_server_api import (
     V2beta1Trigger,
 )
 
-from ctloop import schedules
 from ctloop.errors import ConfigError
+from ctloop.kfp import schedules
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "schedules.yaml"

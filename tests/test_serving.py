@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ctloop import contract, server_process
+from ctloop import contract
 from ctloop.registry import Registry
+from ctloop.serving import process as server_process
 
 pytestmark = pytest.mark.serving
 
@@ -106,7 +107,7 @@ def serve_command(python: str, *args: str) -> list[str]:
 
 @contextlib.contextmanager
 def client_of(serving_python: str, **source):
-    """An httpx client of a running server (ctloop.server_process); stops it afterwards."""
+    """An httpx client of a running server (ctloop.serving.process); stops it afterwards."""
     with server_process.serve(serving_python, MODEL_NAME, **source) as server:
         server.wait_ready(MODEL_NAME, STARTUP_TIMEOUT_S)
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
@@ -358,7 +359,7 @@ def test_trained_model_serves_its_in_process_predictions(trained_server, prepare
     import pandas as pd
     import tensorflow as tf
 
-    from ctloop.components.train.logic import to_inputs
+    from ctloop.contract import to_inputs
 
     frame = pd.read_parquet(prepared.eval).head(20)
     frame.loc[0, "income"] = None

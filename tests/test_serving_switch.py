@@ -11,8 +11,9 @@ import time
 import pandas as pd
 import pytest
 
-from ctloop import client, server_process
 from ctloop.registry import Registry
+from ctloop.serving import client
+from ctloop.serving import process as server_process
 
 pytestmark = pytest.mark.serving
 DEADLINE_S = 60.0

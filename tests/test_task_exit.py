@@ -11,8 +11,8 @@ import sys
 import pytest
 from kfp import dsl, local
 
-from ctloop import task_exit
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
+from ctloop.local import task_exit
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -20,7 +20,7 @@ def succeed(teardown_marker: str) -> str:
     import atexit
     import pathlib
 
-    from ctloop import task_exit
+    from ctloop.local import task_exit
 
     task_exit.install()
     atexit.register(pathlib.Path(teardown_marker).write_text, "teardown ran")
@@ -32,7 +32,7 @@ def fail(teardown_marker: str) -> str:
     import atexit
     import pathlib
 
-    from ctloop import task_exit
+    from ctloop.local import task_exit
 
     task_exit.install()
     atexit.register(pathlib.Path(teardown_marker).write_text, "teardown ran")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EXCLUDE, LABEL
-from ctloop import contract, local_run
+from ctloop import contract
+from ctloop.local import runner as local_run
 from ctloop.registry import Registry
 
 pytestmark = pytest.mark.local
@@ -81,8 +82,9 @@ def test_the_server_answers_each_task_over_v1_and_v2(task, task_data, serving_py
     import pandas as pd
     import tensorflow as tf
 
-    from ctloop import client, server_process
-    from ctloop.components.train.logic import to_inputs
+    from ctloop.contract import to_inputs
+    from ctloop.serving import client
+    from ctloop.serving import process as server_process
 
     data = task_data[task]
     frame = pd.read_parquet(data.eval).head(20)

@@ -14,7 +14,7 @@ from kfp.dsl import (
     Output,
 )
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -96,8 +96,8 @@ def evaluate(
     """
     import dataclasses
 
-    from ctloop import task_exit
     from ctloop.components.evaluate import logic
+    from ctloop.local import task_exit
     from ctloop.registry import open_registry
 
     task_exit.install()

@@ -30,8 +30,15 @@ import pandas as pd
 import pyarrow as pa
 
 from ctloop import beam_options, contract
-from ctloop.components.train.logic import FeatureSpec, to_inputs
+from ctloop.contract import FeatureSpec, to_inputs
 from ctloop.errors import ConfigError, ModelError
+from ctloop.settings import (
+    BLESS_ON_THRESHOLDS,
+    JUDGED,
+    REQUIRE_BASELINE,
+    Policy,
+    Thresholds,
+)
 
 CANDIDATE, BASELINE = "candidate", "baseline"
 # Per task: TFMA metric class -> the name TFMA gives its value.
@@ -51,8 +58,6 @@ BATCH_ROWS = 1000
 # MATRIX_THRESHOLD, the one binary_accuracy, precision and recall use, is among them.
 ROC_THRESHOLDS = 100
 MATRIX_THRESHOLD = 0.5
-BLESS_ON_THRESHOLDS, REQUIRE_BASELINE = "bless_on_thresholds", "require_baseline"
-COLD_START_POLICIES = (BLESS_ON_THRESHOLDS, REQUIRE_BASELINE)
 FORCED_PREFIX = "FORCE-BLESSED: "
 # The no-skill check: a paired bootstrap over the eval rows, seeded so that a rerun on the same
 # rows decides the same; 1000 resamples put the 5th percentile within about 0.1 standard errors.
@@ -60,127 +65,6 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95  # one-sided: the margin's lower bound is its 5th bootstrap percentile
 PREDICT_ROWS = 4096  # rows per in-process call of the candidate's signature
-# Regression with a serving model and no max_mae_increase: the label's units are unknown, so the
-# default change bound is relative: the candidate's MAE may be at most 1% above the serving one's.
-MAE_RELATIVE_INCREASE = 0.01
-
-
-@dataclasses.dataclass(frozen=True)
-class Judged:
-    """The metric a task's blessing judges, and which way is better."""
-
-    class_name: str  # TFMA's metric class
-    metric: str  # the name of its value
-    shown: str  # as the report writes it
-    higher_is_better: bool
-    settings: tuple[str, str]  # the Thresholds fields of its value bound and change bound
-
-
-JUDGED = {
-    contract.BINARY: Judged("AUC", "auc", "AUC", True, ("min_auc", "max_auc_decrease")),
-    contract.MULTICLASS: Judged("SparseCategoricalAccuracy", "sparse_categorical_accuracy",
-                                "accuracy", True, ("min_accuracy", "max_accuracy_decrease")),
-    contract.REGRESSION: Judged("MeanAbsoluteError", "mean_absolute_error", "MAE", False,
-                                ("max_mae", "max_mae_increase")),
-}
-
-
-UNITS = ">= 0, in the label's units"
-# A KFP float parameter cannot be None: the pipeline passes this for "no threshold".
-NO_THRESHOLD = -1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """Blessing thresholds of each task's judged metric; a task uses its own pair.
-
-    binary: ``min_auc``, ``max_auc_decrease``; multiclass: ``min_accuracy``,
-    ``max_accuracy_decrease``; regression: ``max_mae``, ``max_mae_increase`` (in the label's
-    units). A value bound of None leaves the judgement to the no-skill check (the candidate must
-    beat guessing); a hand-set one replaces it. A change bound is how much worse than the serving
-    model the candidate may be; None disables it, except regression's, where None means at most
-    ``MAE_RELATIVE_INCREASE`` (1%) above the serving model's MAE.
-    """
-
-    min_auc: float | None = None
-    max_auc_decrease: float | None = 0.01
-    min_accuracy: float | None = None
-    max_accuracy_decrease: float | None = 0.01
-    max_mae: float | None = None
-    max_mae_increase: float | None = None
-
-    def __post_init__(self):
-        changes = {judged.settings[1] for judged in JUDGED.values()}
-        for name, value in dataclasses.asdict(self).items():
-            in_label_units = name.startswith("max_mae")
-            if value is None or (value >= 0 and (in_label_units or value <= 1)):  # NaN fails
-                continue
-            raise ConfigError(
-                f"{name} {value} is out of range: use a value "
-                f"{UNITS if in_label_units else 'in [0, 1]'}"
-                + (" (0 = the candidate may not be worse than the serving model at all)"
-                   if name in changes else ""))
-
-    @classmethod
-    def from_parameters(cls, **values: float | None) -> Thresholds:
-        """Thresholds from pipeline parameters, where exactly ``NO_THRESHOLD`` means none.
-
-        Raises:
-            ConfigError: Any other negative value: on a cluster a typo such as -0.7 must not
-                silently turn a gate off.
-        """
-        for name, value in values.items():
-            if value is not None and value < 0 and value != NO_THRESHOLD:
-                raise ConfigError(
-                    f"{name} {value} is negative: only {NO_THRESHOLD} means no threshold; pass "
-                    f"a value {UNITS if name.startswith('max_mae') else 'in [0, 1]'}, or "
-                    f"{NO_THRESHOLD} to turn it off")
-        return cls(**{name: None if value == NO_THRESHOLD else value
-                      for name, value in values.items()})
-
-    def of(self, task: str) -> tuple[float | None, float | None]:
-        """The task's (value bound, change bound) as set."""
-        value, change = JUDGED[task].settings
-        return getattr(self, value), getattr(self, change)
-
-    def change_of(self, task: str) -> tuple[float | None, bool]:
-        """The change bound that applies against a serving model, and whether it is relative
-        (regression's default when ``max_mae_increase`` is None)."""
-        change = self.of(task)[1]
-        if change is None and task == contract.REGRESSION:
-            return MAE_RELATIVE_INCREASE, True
-        return change, False
-
-
-@dataclasses.dataclass(frozen=True)
-class Policy:
-    """What decides the blessing besides the thresholds.
-
-    ``cold_start``: with no serving model, ``bless_on_thresholds`` blesses a candidate that passes
-    its checks (the value threshold, or else the no-skill check), ``require_baseline`` blesses
-    nothing. ``force_bless_reason``: when not
-    empty, the candidate is blessed whatever the verdict, and the reason is recorded for audit.
-    """
-
-    cold_start: str = BLESS_ON_THRESHOLDS
-    force_bless_reason: str | None = None
-
-    def __post_init__(self):
-        if self.cold_start not in COLD_START_POLICIES:
-            raise ConfigError(
-                f"cold_start {self.cold_start!r} is not a cold-start policy: use one of "
-                f"{', '.join(map(repr, COLD_START_POLICIES))}"
-            )
-        if self.force_bless_reason and not self.force_bless_reason.strip():
-            raise ConfigError(
-                f"force_bless_reason {self.force_bless_reason!r} is blank: say why the model is "
-                "blessed without passing its checks (it is recorded for audit), or leave it empty"
-            )
-
-    @property
-    def force_reason(self) -> str | None:
-        """The force-bless reason, or None when the blessing is not forced."""
-        return self.force_bless_reason.strip() if self.force_bless_reason else None
 
 
 @dataclasses.dataclass(frozen=True)

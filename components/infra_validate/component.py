@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -67,9 +67,9 @@ def infra_validate(
     import math
     import uuid
 
-    from ctloop import task_exit
     from ctloop.components.infra_validate import logic
     from ctloop.contract import serving_target
+    from ctloop.local import task_exit
 
     task_exit.install()
 
@@ -77,7 +77,7 @@ def infra_validate(
                     concurrency=concurrency, requests=requests,
                     startup_timeout_s=startup_timeout_s)
     if serving_target(target) == "kserve":
-        from ctloop.components.rollout import kserve
+        from ctloop import kserve
 
         config = kserve.ServiceConfig(
             name=model_name, namespace=kserve_namespace, mode=kserve_mode,

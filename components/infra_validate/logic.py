@@ -22,39 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ctloop import client, server_process
-from ctloop.components.train.logic import FeatureSpec, to_inputs
-from ctloop.errors import ConfigError, CtloopError, ModelError
+from ctloop.contract import FeatureSpec, to_inputs
+from ctloop.errors import CtloopError, ModelError
+from ctloop.serving import client
+from ctloop.serving import process as server_process
+from ctloop.settings import SLO
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
 
-    from ctloop.components.rollout.kserve import ServiceConfig
+    from ctloop.kserve import ServiceConfig
 
 BATCH_ROWS = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class SLO:
-    """What the candidate's server must achieve."""
-
-    max_p99_ms: float = 250.0
-    min_rps: float = 20.0
-    tolerance: float = 1e-4
-    concurrency: int = 4
-    requests: int = 200
-    rows: int = 256
-    startup_timeout_s: float = 180.0
-
-    def __post_init__(self):
-        for name in ("max_p99_ms", "tolerance", "startup_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use a value > 0")
-        for name in ("concurrency", "requests", "rows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
-        if self.min_rps < 0:
-            raise ConfigError(f"min_rps {self.min_rps} is invalid: use a value >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +160,7 @@ def kserve_candidate(api: DynamicClient, config: ServiceConfig, artifact_uri: st
 
     Its address is the in-cluster one KServe reports, so this runs in the cluster (a KFP pod).
     """
-    from ctloop.components.rollout import kserve
+    from ctloop import kserve
 
     kserve.candidate_service(config, artifact_uri, token)  # bad names or URIs fail here
 

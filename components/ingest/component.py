@@ -5,7 +5,7 @@ from typing import List, Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -45,8 +45,8 @@ def ingest(
         task: ``binary``, ``multiclass`` or ``regression``. The label classes (sorted, the
             positive one last for binary) go to the splits' metadata ``label_classes``.
     """
-    from ctloop import task_exit
     from ctloop.components.ingest import logic
+    from ctloop.local import task_exit
 
     task_exit.install()
 

@@ -13,32 +13,9 @@ import threading
 import time
 from typing import Any
 
-from ctloop import client
-from ctloop.errors import ConfigError, CtloopError
-
-
-@dataclasses.dataclass(frozen=True)
-class CanarySLO:
-    """How the canary is run and judged."""
-
-    percent: int = 20
-    requests: int = 200
-    min_canary_requests: int = 20
-    max_error_rate: float = 0.0
-    max_p99_ms: float = 250.0
-    concurrency: int = 2
-    deadline_s: float = 60.0
-
-    def __post_init__(self):
-        if not 1 <= self.percent <= 100:
-            raise ConfigError(f"canary percent {self.percent} is out of range: use 1..100")
-        if self.min_canary_requests < 1 or self.requests < self.min_canary_requests:
-            raise ConfigError(
-                f"canary requests {self.requests} / min {self.min_canary_requests} are invalid: "
-                "use min >= 1 and requests >= min"
-            )
-        if not 0.0 <= self.max_error_rate <= 1.0:
-            raise ConfigError(f"max_error_rate {self.max_error_rate} is out of range: use [0, 1]")
+from ctloop.errors import CtloopError
+from ctloop.serving import client
+from ctloop.settings import CanarySLO
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -80,10 +80,11 @@ def rollout(
     import json
     import os
 
-    from ctloop import run_record, task_exit
     from ctloop.components.rollout import canary, logic
     from ctloop.contract import serving_target
     from ctloop.errors import ConfigError
+    from ctloop.local import task_exit
+    from ctloop.registry import record as run_record
 
     task_exit.install()
 
@@ -95,7 +96,7 @@ def rollout(
     # Everything that can be checked before the push is: a bad setting or an unreachable
     # cluster fails here, not after a version was written.
     if serving_target(target) == "kserve":
-        from ctloop.components.rollout import kserve
+        from ctloop import kserve
 
         config = kserve.ServiceConfig(
             name=model_name, namespace=kserve_namespace, mode=kserve_mode,

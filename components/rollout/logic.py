@@ -28,8 +28,8 @@ from ctloop.registry import Registry, open_registry, stale_baseline
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient
 
-    from ctloop.components.rollout.kserve import ServiceConfig
-    from ctloop.registry_s3 import S3Registry
+    from ctloop.kserve import ServiceConfig
+    from ctloop.registry.s3 import S3Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +121,7 @@ def kserve_rollout(api: DynamicClient, config: ServiceConfig, artifact_uri: str,
     version it was judged against. ``url_for``: where to probe (default: the in-cluster
     addresses, ``kserve.probe_url``).
     """
-    from ctloop.components.rollout import kserve
+    from ctloop import kserve
 
     url_for = url_for or kserve.probe_url
 

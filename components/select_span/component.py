@@ -4,7 +4,7 @@ from typing import List, NamedTuple, Optional
 
 from kfp import dsl
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -39,8 +39,8 @@ def select_span(
     """
     from collections import namedtuple
 
-    from ctloop import task_exit
     from ctloop.components.select_span import logic
+    from ctloop.local import task_exit
 
     task_exit.install()
 

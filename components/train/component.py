@@ -5,7 +5,7 @@ from typing import List, Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -64,8 +64,8 @@ def train(
     """
     import os
 
-    from ctloop import task_exit
     from ctloop.components.train import logic
+    from ctloop.local import task_exit
     from ctloop.registry import open_registry
 
     task_exit.install()

@@ -11,7 +11,6 @@ skew from a separate transform step). Contract: ``ctloop.contract``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,7 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ctloop import contract
+from ctloop.contract import FeatureSpec, features_from_schema, to_inputs
 from ctloop.errors import ConfigError, ModelError
+from ctloop.settings import Hyperparameters
+from ctloop.user_module import load_user_module
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +30,6 @@ MAX_VOCABULARY = 100
 WEIGHTS_FILE = "weights.npz"  # the Keras model's weights, in model.get_weights() order
 # Normalized numbers are clipped so that one corrupt outlier cannot saturate every unit.
 CLIP = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Hyperparameters:
-    epochs: int = 10
-    batch_size: int = 256
-    learning_rate: float = 0.001
-    hidden_units: tuple[int, ...] = (64, 32)
-    seed: int = 42
-    early_stopping_patience: int = 0  # epochs without a better eval loss before stopping; 0: off
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
-        if not self.hidden_units or min(self.hidden_units) < 1:
-            raise ConfigError(f"hidden_units {list(self.hidden_units)} is invalid: use one or "
-                              "more layer sizes, each at least 1")
-        if not 0 <= self.seed < 2**32:  # what Keras and NumPy accept as a seed
-            raise ConfigError(f"seed {self.seed} is out of range: use 0 to {2**32 - 1}")
-        if self.early_stopping_patience < 0:
-            raise ConfigError(f"early_stopping_patience {self.early_stopping_patience} is "
-                              "invalid: use 0 (off) or a number of epochs >= 1")
-        if not 0.0 < self.learning_rate < 1.0:
-            raise ConfigError(f"learning_rate {self.learning_rate} is out of range: use (0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +70,6 @@ class Task:
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureSpec:
-    name: str
-    dtype: str  # contract.NUMERIC or contract.CATEGORICAL
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainResult:
     features: list[FeatureSpec]
     devices: list[str]
@@ -108,59 +79,6 @@ class TrainResult:
     precision: str = "float32"  # the Keras dtype policy trained with
     user_module_sha256: str | None = None  # the user module's content, when one built the model
     warm_start: str | None = None  # None: off; else what happened (``warm_start``'s answer)
-
-
-def features_from_schema(schema_path: str, label: str, exclude: list[str]) -> list[FeatureSpec]:
-    """The model's inputs: every schema feature but the label and the excluded columns."""
-    # The schema is a text proto: parsing it needs tensorflow_metadata only, not TFDV, whose
-    # import costs the train task seconds.
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    schema = text_format.Parse(Path(schema_path).read_text(), schema_pb2.Schema())
-    features = []
-    for feature in schema.feature:
-        if feature.name == label or feature.name in exclude:
-            continue
-        numeric = feature.type in (schema_pb2.INT, schema_pb2.FLOAT)
-        features.append(
-            FeatureSpec(feature.name, contract.NUMERIC if numeric else contract.CATEGORICAL)
-        )
-    if not features:
-        raise ConfigError(
-            f"schema {schema_path} leaves no feature after removing label {label!r} and "
-            f"excluded {exclude}; keep at least one feature column"
-        )
-    return features
-
-
-def to_inputs(frame: pd.DataFrame, features: list[FeatureSpec]) -> dict[str, np.ndarray]:
-    """Raw columns as the signature takes them: float32 with NaN, or str with "" for missing.
-
-    Values the schema's types cannot hold (a vanished column, text in a numeric column) become
-    missing values, with a warning: data validation reports them as anomalies, and its gate keeps
-    a model trained on such data from deployment, so the run completes with that verdict instead
-    of failing here.
-    """
-    inputs = {}
-    for feature in features:
-        if feature.name not in frame.columns:
-            log.warning("feature %r of the schema is not in the data: all values missing",
-                        feature.name)
-            column = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-        else:
-            column = frame[feature.name]
-        if feature.dtype == contract.NUMERIC:
-            values = pd.to_numeric(column, errors="coerce")
-            bad = values.isna() & column.notna()
-            if bad.any():
-                log.warning(
-                    "feature %r is numeric in the schema but has %d non-numeric values such as "
-                    "%r: treated as missing", feature.name, int(bad.sum()), column[bad].iloc[0])
-            inputs[feature.name] = values.to_numpy(dtype=np.float32)
-        else:
-            inputs[feature.name] = column.fillna("").astype(str).to_numpy(dtype=object)
-    return inputs
 
 
 def vocabulary(values: np.ndarray) -> list[str]:
@@ -254,40 +172,6 @@ def build_model(features: list[FeatureSpec], train: dict[str, np.ndarray], hp: H
     for units in hp.hidden_units:
         hidden = keras.layers.Dense(units, activation="relu")(hidden)
     return compile_model(keras.Model(inputs, head(task, hidden)), task, hp.learning_rate)
-
-
-def load_user_module(uri: str, s3_endpoint_url: str | None = None):
-    """The ``build_model`` function of a user's Python file (a local path, gs:// or s3://), and
-    the SHA-256 of the file, for the run record.
-
-    Raises:
-        ConfigError: The file is missing, does not import, or defines no ``build_model``.
-    """
-    import importlib.util
-    import tempfile
-
-    from ctloop import storage
-
-    try:
-        source = storage.read(uri, s3_endpoint_url)[0]
-    except FileNotFoundError as exc:
-        raise ConfigError(f"user module {uri} does not exist; pass a Python file that defines "
-                          "build_model(features, train, hp, task)") from exc
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "ctloop_user_module.py"
-        path.write_bytes(source)
-        spec = importlib.util.spec_from_file_location("ctloop_user_module", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:  # any error in the user's code, named in the message
-            raise ConfigError(f"user module {uri} failed to import: {type(exc).__name__}: "
-                              f"{_first_line(exc)}; fix the module") from exc
-    builder = getattr(module, "build_model", None)
-    if not callable(builder):
-        raise ConfigError(f"user module {uri} defines no build_model(features, train, hp, task); "
-                          "add one returning a compiled Keras model")
-    return builder, hashlib.sha256(source).hexdigest()
 
 
 def _first_line(exc: Exception) -> str:

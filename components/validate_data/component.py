@@ -5,7 +5,7 @@ from typing import Dict, List, Optional
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
-from ctloop.images import PIPELINE_IMAGE
+from ctloop.kfp.images import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -72,8 +72,9 @@ def validate_data(
     """
     import os
 
-    from ctloop import drift, task_exit
+    from ctloop import drift
     from ctloop.components.validate_data import logic
+    from ctloop.local import task_exit
     from ctloop.registry import open_registry
 
     task_exit.install()

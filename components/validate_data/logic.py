@@ -26,11 +26,11 @@ import pyarrow as pa
 
 from ctloop import beam_options, drift
 from ctloop.errors import ConfigError
+from ctloop.settings import BLOCK, WARN, check_policy
 
 SPLITS = ("train", "eval")
 STATS_FILE = "{split}.stats.tfrecord"
 TRAINING, SERVING = "TRAINING", "SERVING"
-BLOCK, WARN = "block", "warn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,30 +70,6 @@ class OutputPaths:
     statistics_html: str
     drift_html: str
     report_md: str
-
-
-def anomaly_types() -> list[str]:
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
-
-    return [*anomalies_pb2.AnomalyInfo.Type.keys(), drift.DRIFT_TYPE, drift.SKEW_TYPE,
-            drift.NEW_VALUES_TYPE]
-
-
-def check_policy(policy: dict[str, str]) -> dict[str, str]:
-    """Returns ``policy`` if every key is a TFDV anomaly type and every value block/warn."""
-    known = set(anomaly_types())
-    for anomaly_type, action in policy.items():
-        if anomaly_type not in known:
-            close = sorted(k for k in known if anomaly_type.upper() in k or k in anomaly_type)
-            raise ConfigError(
-                f"anomaly policy key {anomaly_type!r} is not an anomaly type; use names like "
-                f"{', '.join(close[:3]) or 'CTLOOP_DRIFT, CTLOOP_SKEW, SCHEMA_NEW_COLUMN'}"
-            )
-        if action not in (BLOCK, WARN):
-            raise ConfigError(
-                f"anomaly policy for {anomaly_type} is {action!r}; use 'block' or 'warn'"
-            )
-    return policy
 
 
 def as_list_batch(batch: pa.RecordBatch) -> pa.RecordBatch:

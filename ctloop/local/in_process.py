@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop import task_exit
+from ctloop.local import task_exit
 
 IN_PROCESS, KFP_LOCAL = "in-process", "kfp-local"
 RUNNERS = (IN_PROCESS, KFP_LOCAL)

@@ -15,11 +15,9 @@ import asyncio
 import dataclasses
 import json
 import logging
-import math
 import operator
 import os
 import random
-import reprlib
 import sys
 import threading
 import time
@@ -34,6 +32,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ctloop import contract
 from ctloop.contract import (
     CATEGORICAL,
     MULTICLASS,
@@ -445,62 +444,11 @@ def _score(target: _Loaded, columns: dict[str, np.ndarray]) -> np.ndarray:
     return target.signature(**inputs)[target.output_key].numpy()
 
 
-# The value types _column converts with numpy alone. Exact types: bool, an int subclass, is not
-# a number here (see _as_number).
-_NUMBER_TYPES = frozenset({int, float, type(None)})
-_TEXT_TYPES = frozenset({str, bytes, type(None)})
-
-
-def _as_number(value: Any) -> float:
-    if value is None:
-        return math.nan
-    # bool is an int subclass, but JSON true for a numeric feature is a client bug, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise TypeError(type(value).__name__)
-    return float(value)
-
-
-def _as_text(value: Any) -> str | bytes:
-    if value is None:
-        return ""
-    # gRPC payloads deliver BYTES elements as bytes; TF takes them as they are.
-    if isinstance(value, (str, bytes)):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(type(value).__name__)
-    return str(value)
-
-
 def _column(dtype: str, values: list[Any], where: str) -> np.ndarray:
-    """One feature's values as the signature takes them: float32 with NaN, or strings with "".
-
-    Values of the common types (numbers and nulls for a numeric feature, strings and nulls for a
-    string feature) are converted by numpy in one call; any other value sends the column through
-    the per-value conversion, which accepts or rejects exactly as the fast path would and names
-    the first value it rejects.
-    """
-    kinds = set(map(type, values))
-    if dtype == NUMERIC and kinds <= _NUMBER_TYPES:
-        try:
-            # numpy converts each value as float() does (None -> NaN); then one float32 rounding.
-            return np.array(values, dtype=np.float64).astype(np.float32)
-        except OverflowError:
-            pass  # an integer beyond float range: the per-value loop names it
-    elif dtype != NUMERIC and kinds <= _TEXT_TYPES:
-        column = np.array(values, dtype=np.object_)
-        column[np.equal(column, None)] = ""
-        return column
-    if dtype == NUMERIC:
-        convert, expected, np_dtype = _as_number, "a number, a numeric string or null", np.float32
-    else:
-        convert, expected, np_dtype = _as_text, "a string, a number or null", np.object_
-    converted = []
-    for i, value in enumerate(values):
-        try:
-            converted.append(convert(value))
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidInput(f"{where}[{i}] is {reprlib.repr(value)}; send {expected}") from exc
-    return np.array(converted, dtype=np_dtype)
+    try:
+        return contract.column(dtype, values, where)
+    except contract.InputError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 async def _invalid_v2_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -252,7 +252,7 @@ def test_component_outputs_blessing_metrics_and_views(prepared, eval_rows, tmp_p
     assert sum(map(sum, rows)) == eval_rows
     # Rows are the actual class, columns the predicted one at 0.5: recount from the model.
     frame = pd.read_parquet(prepared.eval)
-    inputs = train.to_inputs(frame, logic.load_features(model))
+    inputs = contract.to_inputs(frame, logic.load_features(model))
     serve = tf.saved_model.load(str(model)).signatures[contract.SERVING_SIGNATURE]
     predicted = serve(**{k: tf.constant(v) for k, v in inputs.items()})["probability"]
     predicted = predicted.numpy() > 0.5

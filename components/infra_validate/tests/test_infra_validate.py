@@ -100,7 +100,7 @@ def _candidate(kserve_cluster, token="a1b2c3", timeout_s=10.0):
 
 def test_candidate_as_a_short_lived_inference_service(prepared, serving_python, tmp_path,
                                                       kserve_cluster):
-    from ctloop import server_process
+    from ctloop.serving import process as server_process
 
     server, _ = kserve_cluster
     # What the candidate's pods would run, reached at the address the API server reports.

@@ -9,10 +9,10 @@ import pytest
 from kfp.dsl import Dataset
 
 from conftest import S3_TEST_SECRET
-from ctloop import datagen
 from ctloop.components.ingest import logic
 from ctloop.components.ingest.component import ingest
 from ctloop.components.select_span import logic as select_span
+from ctloop.data import datagen
 from ctloop.errors import ConfigError, DataChangedError, DataError
 
 LABEL, EXCLUDE = datagen.LABEL, [datagen.ID_COLUMN]

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop import server_process
-from ctloop.components.rollout import canary, kserve, logic
-from ctloop.components.rollout.kserve import Action, Mode, Runtime, State
+from ctloop import kserve
+from ctloop.components.rollout import canary, logic
 from ctloop.errors import ClusterError, ConfigError
+from ctloop.kserve import Action, Mode, Runtime, State
 from ctloop.registry import Registry
+from ctloop.serving import process as server_process
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("CTLOOP_UPDATE_GOLDEN") == "1"

@@ -10,8 +10,8 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
-from ctloop import storage
 from ctloop.components.select_span import logic
+from ctloop.data import storage
 from ctloop.errors import ConfigError, DataError
 
 ROWS = b"a,churned\n1,0\n2,1\n"

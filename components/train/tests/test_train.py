@@ -15,7 +15,7 @@ from ctloop.errors import ConfigError, ModelError
 
 def _predict(model_dir, frame, features):
     signature = tf.saved_model.load(str(model_dir)).signatures[contract.SERVING_SIGNATURE]
-    inputs = {k: tf.constant(v) for k, v in logic.to_inputs(frame, features).items()}
+    inputs = {k: tf.constant(v) for k, v in contract.to_inputs(frame, features).items()}
     return signature(**inputs)[contract.OUTPUT_KEYS[contract.BINARY]].numpy()
 
 
@@ -146,7 +146,7 @@ def test_a_missing_user_module_is_a_config_error(prepared, tmp_path):
 def test_values_the_schema_cannot_hold_become_missing_with_a_warning(prepared, caplog):
     frame = pd.read_parquet(prepared.eval).head(2).astype({"age": object}).drop(columns=["region"])
     frame.loc[0, "age"] = "forty"
-    inputs = logic.to_inputs(frame, prepared.features)
+    inputs = contract.to_inputs(frame, prepared.features)
     assert np.isnan(inputs["age"][0]) and inputs["age"][1] == frame["age"][1]
     assert list(inputs["region"]) == ["", ""]
     assert "feature 'age' is numeric in the schema but has 1 non-numeric values such as " \
@@ -174,12 +174,12 @@ def test_invalid_hyperparameters():
 def test_schema_without_features(prepared):
     with pytest.raises(ConfigError, match="leaves no feature"):
         everything = [f.name for f in prepared.features] + EXCLUDE
-        logic.features_from_schema(str(prepared.schema), LABEL, everything)
+        contract.features_from_schema(str(prepared.schema), LABEL, everything)
 
 
 def _signature_output(data, frame):
     signature = tf.saved_model.load(str(data.model_dir)).signatures[contract.SERVING_SIGNATURE]
-    inputs = {k: tf.constant(v) for k, v in logic.to_inputs(frame, data.result.features).items()}
+    inputs = {k: tf.constant(v) for k, v in contract.to_inputs(frame, data.result.features).items()}
     return signature(**inputs)[contract.OUTPUT_KEYS[data.task]].numpy()
 
 

@@ -9,10 +9,11 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from conftest import EXCLUDE, LABEL, validate_outputs
-from ctloop import datagen, drift
+from ctloop import drift
 from ctloop.components.ingest import logic as ingest
 from ctloop.components.select_span import logic as select_span
 from ctloop.components.validate_data import logic
+from ctloop.data import datagen
 from ctloop.errors import ConfigError
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from pathlib import Path
 
 import yaml
 
-PIPELINE_YAML = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
+# Where the pipelines package is, found without importing it (it imports kfp): pipelines/ in a
+# checkout, ctloop/pipelines/ in an installed wheel.
+PIPELINE_YAML = Path(next(iter(importlib.util.find_spec(
+    "ctloop.pipelines").submodule_search_locations))) / "ct_pipeline.yaml"
 PIPELINE_GPU_YAML = PIPELINE_YAML.with_name("ct_pipeline_gpu.yaml")
 # Beside the pipeline's IR: the components it is made of, each reusable on its own.
 COMPONENTS_DIR = PIPELINE_YAML.parent / "components"

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ctloop import runs
 from ctloop.errors import ConfigError
+from ctloop.local import runs
 
 REPORT_FILE = "report.html"
 
@@ -105,7 +105,7 @@ def render(run_dir: Path, links_from: Path) -> str:
 
 
 def _tasks() -> tuple[str, ...]:
-    from ctloop.local_run import TASKS
+    from ctloop.local.runner import TASKS
 
     return TASKS
 

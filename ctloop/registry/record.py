@@ -56,12 +56,12 @@ def code_digest(packages: dict[str, Path] | None = None) -> str:
     checkout (where those two live beside ``ctloop/``) and an installed wheel (where they live
     inside it) agree. ``tests`` folders and caches are left out."""
     if packages is None:
-        import ctloop
-        import ctloop.components
-        import ctloop.pipelines
+        import importlib.util
 
-        packages = {m.__name__: Path(p) for m in (ctloop, ctloop.components, ctloop.pipelines)
-                    for p in m.__path__}
+        # Located, not imported: the core has no import of its components or pipelines.
+        packages = {name: Path(folder) for name in ("ctloop", "ctloop.components",
+                                                    "ctloop.pipelines")
+                    for folder in importlib.util.find_spec(name).submodule_search_locations}
     files = {}
     for name, root in packages.items():
         for path in root.rglob("*.py"):

@@ -1,6 +1,6 @@
 """The thin layer between ctloop's plans and a KFP API: reads what plans need, carries plans out.
 
-Nothing here decides anything (``ctloop.kfp_plan`` and ``ctloop.schedules`` do); it needs a
+Nothing here decides anything (``ctloop.kfp.plan`` and ``ctloop.kfp.schedules`` do); it needs a
 running KFP, so it is covered by the ``e2e`` tests, which skip when none is reachable.
 """
 
@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop import kfp_plan, schedules
 from ctloop.errors import KfpError
+from ctloop.kfp import plan as kfp_plan
+from ctloop.kfp import schedules
 
 PAGE_SIZE = 100
 FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}

@@ -2,7 +2,7 @@
 
 Every decision here takes the objects the KFP API returns (``kfp_server_api`` models such as
 ``V2beta1Pipeline`` and ``V2beta1PipelineVersion``) and returns a plan, so it is tested by
-building those objects by hand; ``ctloop.kfp_api`` carries a plan out against ``kfp.Client``.
+building those objects by hand; ``ctloop.kfp.api`` carries a plan out against ``kfp.Client``.
 
 A pipeline version uploaded by ctloop carries the hash of its IR spec in its description
 (``ctloop-spec-sha256:<hex>``): KFP returns specs re-encoded (numbers become floats), so the

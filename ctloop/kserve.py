@@ -54,11 +54,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ctloop import client
 from ctloop.components.rollout.canary import CanarySLO, ProbeStats, verdict
 from ctloop.errors import ClusterError, ConfigError, CtloopError
-from ctloop.images import SERVING_IMAGE
+from ctloop.kfp.images import SERVING_IMAGE
 from ctloop.registry import validate_model_name
+from ctloop.serving import client
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient

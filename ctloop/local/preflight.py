@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import io
 
-from ctloop import storage
+from ctloop.data import storage
 from ctloop.errors import ConfigError
 
 
 def read_first(data_uri: str, s3_endpoint_url: str | None = None):
     """The first file a run would read, and its rows (a pandas DataFrame), resolved exactly as
     the pipeline's select_span does."""
-    from ctloop.components.ingest.logic import read_table
-    from ctloop.components.select_span.logic import resolve
+    from ctloop.data.spans import resolve
+    from ctloop.data.tables import read_table
 
     first = resolve(data_uri, 1, s3_endpoint_url).files[0].uri
     source = io.BytesIO(storage.read(first, s3_endpoint_url)[0]) if storage.is_remote(
@@ -39,8 +39,9 @@ def check_data(
     """
     import pandas as pd
 
-    from ctloop.components.ingest.logic import MAX_CLASSES, read_table
-    from ctloop.components.select_span.logic import resolve
+    from ctloop.data.spans import resolve
+    from ctloop.data.tables import read_table
+    from ctloop.settings import MAX_CLASSES
 
     first = resolve(data_uri, spans, s3_endpoint_url).files[0].uri
     if storage.is_remote(first):
@@ -109,10 +110,7 @@ def check_settings(
     ``thresholds``: evaluate's ``Thresholds`` fields (min_auc, max_mae_increase, ...).
     """
     from ctloop import contract
-    from ctloop.components.evaluate.logic import Policy, Thresholds
-    from ctloop.components.infra_validate.logic import SLO
-    from ctloop.components.rollout.canary import CanarySLO
-    from ctloop.components.train.logic import Hyperparameters
+    from ctloop.settings import SLO, CanarySLO, Hyperparameters, Policy, Thresholds
 
     Hyperparameters(epochs=epochs, early_stopping_patience=early_stopping_patience)
     Thresholds(**thresholds)

@@ -23,9 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop import task_exit
 from ctloop.errors import TaskFailedError
-from ctloop.local import in_process
+from ctloop.local import in_process, task_exit
 
 TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
          "rollout")

@@ -40,9 +40,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop import storage
+from ctloop.data import storage
 from ctloop.errors import ConfigError, RegistryError
-from ctloop.registry import (
+from ctloop.registry.local import (
     ANY_SERVING,
     LOCK_FILE,
     MODEL_DIR,

@@ -15,8 +15,10 @@ from typing import Any
 
 import click
 
-from ctloop import compiling, kfp_api, kfp_plan, schedules
 from ctloop.errors import ConfigError
+from ctloop.kfp import api as kfp_api
+from ctloop.kfp import compiling, schedules
+from ctloop.kfp import plan as kfp_plan
 
 TOKEN_ENV = "KFP_TOKEN"
 DEFAULT_EXPERIMENT = schedules.DEFAULT_EXPERIMENT

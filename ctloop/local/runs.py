@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ctloop import task_exit
 from ctloop.errors import ConfigError
+from ctloop.local import task_exit
 
 # kfp.local names a run's folder <pipeline name>-<YYYY-MM-DD-HH-MM-SS-micro> (local time).
 _STAMP = re.compile(r"-(\d{4})-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-\d+$")
@@ -44,7 +44,7 @@ def _yes_no(value: Any) -> str:
 
 def run_row(run_dir: Path) -> dict[str, str]:
     """One run's row: time, span(s), the decisions, the pushed version, and the outcome."""
-    from ctloop.local_run import TASKS
+    from ctloop.local.runner import TASKS
 
     found = _STAMP.search(run_dir.name)
     when = "{}-{}-{} {}:{}:{}".format(*found.groups()) if found else "-"

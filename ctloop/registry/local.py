@@ -95,7 +95,7 @@ def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None)
         ConfigError: Another scheme.
     """
     if uri.startswith("s3://"):
-        from ctloop.registry_s3 import S3Registry
+        from ctloop.registry.s3 import S3Registry
 
         return S3Registry(uri, model_name, s3_endpoint_url)
     if "://" in uri:

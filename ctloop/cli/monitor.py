@@ -1,0 +1,107 @@
+"""``ctloop monitor`` and ``ctloop feedback``: served traffic against the training data, and
+the labels that come back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+# Monitoring the served model (ctloop/monitor.py): what it receives, against its training data.
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("--records", "records_dir", required=True, type=click.Path(file_okay=False),
+              help="The record directory of `ctloop serve --record-dir`.")
+@click.option("--registry", "registry_root", required=True, type=click.Path(file_okay=False),
+              help="The registry the server serves from (its serving version is monitored).")
+@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--window", default="2000", show_default=True,
+              help="The served rows compared: the latest N rows (2000), or a duration ending at "
+              "the latest record (30m, 6h, 1d); the previous window is as long, before it.")
+@click.option("--min-rows", type=click.IntRange(min=1), default=200, show_default=True,
+              help="The fewest rows of a window judged; fewer give no decision.")
+@click.option("--drift-threshold", default=0.03, show_default=True,
+              help="Smallest Jensen-Shannon divergence from the previous window that is drift, "
+              "once significant (as data validation's).")
+@click.option("--skew-threshold", default=0.03, show_default=True,
+              help="Smallest Jensen-Shannon divergence from the training data that is skew, "
+              "once significant.")
+@click.option("--false-alarm-rate", default=0.01, show_default=True,
+              help="The chance that unchanged traffic reports any drift or skew, over all "
+              "features.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write report.md, decision.json and metrics.prom here [default: "
+              "RECORDS/monitor].")
+@click.option("--prom-file", type=click.Path(dir_okay=False),
+              help="Also write the metrics here (node_exporter's textfile collector directory, "
+              "a *.prom name).")
+@click.option("--trigger", "trigger_command", type=click.Choice(["none", "run", "submit"]),
+              default="none", show_default=True,
+              help="On drift, start a CT run: `ctloop run` (local) or `ctloop submit` (a KFP "
+              "cluster) with the arguments after `--`; one per drift episode.")
+@click.option("--cooldown-minutes", default=60.0, show_default=True,
+              help="No run starts within this many minutes of the last triggered one.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False),
+              help="The trigger's state file (drift episode, last run) [default: "
+              "RECORDS/monitor/trigger-state.json].")
+@click.argument("command_args", nargs=-1, type=click.UNPROCESSED)
+def monitor(records_dir, registry_root, model_name, window, min_rows, drift_threshold,
+            skew_threshold, false_alarm_rate, out_dir, prom_file, trigger_command,
+            cooldown_minutes, state_path, command_args) -> None:
+    """Compare served traffic with the serving model's training data; retrain on drift.
+
+    Arguments after `--` are the flags of the triggered `ctloop run` or `ctloop submit`.
+    """
+    from ctloop import drift
+    from ctloop import monitor as monitoring
+
+    if command_args and trigger_command == "none":
+        raise click.UsageError(f"arguments {list(command_args)} given but --trigger is none; "
+                               "pass --trigger run or --trigger submit, or drop them")
+    thresholds = drift.Thresholds(drift_threshold, skew_threshold, false_alarm_rate)
+    command = (monitoring.ctloop_command(trigger_command, list(command_args))
+               if trigger_command != "none" else None)
+    result = monitoring.monitor(records_dir, registry_root, model_name,
+                                monitoring.Window.parse(window), thresholds, min_rows)
+    out = Path(out_dir) if out_dir else Path(records_dir) / "monitor"
+    decision = result.decision()
+    if command is not None:
+        # One state per record directory, whatever --out: episodes are the traffic's.
+        state = state_path or Path(records_dir) / "monitor" / "trigger-state.json"
+        fired = monitoring.trigger(result, state, command, cooldown_minutes * 60)
+        decision["trigger"] = fired.as_dict()
+    monitoring.write_atomic(out / "report.md", monitoring.markdown(result))
+    monitoring.write_atomic(out / "decision.json", json.dumps(decision, indent=2))
+    metrics = monitoring.prometheus(result)
+    monitoring.write_atomic(out / "metrics.prom", metrics)
+    if prom_file:
+        monitoring.write_atomic(prom_file, metrics)
+    click.echo(f"version {result.version} (span {result.span}), {result.rows} rows: "
+               + ("drift in " + ", ".join(result.features) if result.drifted
+                  else "no drift" if result.enough else "no decision (too few rows)"))
+    if "trigger" in decision:
+        click.echo(f"trigger: {decision['trigger']['reason']}"
+                   + (f" (exit code {decision['trigger']['exit_code']})"
+                      if decision["trigger"]["started"] else ""))
+    click.echo(f"report: {out / 'report.md'}")
+
+
+@click.command()
+@click.option("--records", "records_dir", required=True, type=click.Path(file_okay=False),
+              help="The record directory of `ctloop serve --record-dir`.")
+@click.option("--labels", "labels_path", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="A CSV/Parquet/JSON Lines file: request_id (the id a recorded answer "
+              "carries), label, and optionally row (the row of the request, default 0).")
+def feedback(records_dir, labels_path) -> None:
+    """Add labels that came back for served requests; `ctloop monitor` joins them by id."""
+    import pandas as pd
+
+    from ctloop import monitor as monitoring
+
+    suffix = Path(labels_path).suffix
+    reader = {".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
+    labels = reader.get(suffix, lambda p: pd.read_csv(p, dtype={"request_id": str}))(labels_path)
+    path = monitoring.write_labels(records_dir, labels)
+    click.echo(f"{len(labels)} labels -> {path}")

@@ -1,0 +1,250 @@
+"""Every tunable of a CT run, its default and its valid range, defined once.
+
+The pipeline's signature takes its defaults from here, the CLI and the settings file take theirs
+from the pipeline's signature, and each component builds these objects from its inputs, so a
+value that is out of range fails the same way in ``ctloop run``'s preflight, in a settings file
+and inside a task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ctloop import contract
+from ctloop.errors import ConfigError
+
+# -- ingest --------------------------------------------------------------------------------------
+# More classes than this is rarely a classification over tabular rows (IDs, free text); a numeric
+# target belongs to regression.
+MAX_CLASSES = 1000
+
+
+# -- data validation -----------------------------------------------------------------------------
+BLOCK, WARN = "block", "warn"
+
+
+def anomaly_types() -> list[str]:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from ctloop import drift
+
+    return [*anomalies_pb2.AnomalyInfo.Type.keys(), drift.DRIFT_TYPE, drift.SKEW_TYPE,
+            drift.NEW_VALUES_TYPE]
+
+
+def check_policy(policy: dict[str, str]) -> dict[str, str]:
+    """Returns ``policy`` if every key is a TFDV anomaly type and every value block/warn."""
+    known = set(anomaly_types())
+    for anomaly_type, action in policy.items():
+        if anomaly_type not in known:
+            close = sorted(k for k in known if anomaly_type.upper() in k or k in anomaly_type)
+            raise ConfigError(
+                f"anomaly policy key {anomaly_type!r} is not an anomaly type; use names like "
+                f"{', '.join(close[:3]) or 'CTLOOP_DRIFT, CTLOOP_SKEW, SCHEMA_NEW_COLUMN'}"
+            )
+        if action not in (BLOCK, WARN):
+            raise ConfigError(
+                f"anomaly policy for {anomaly_type} is {action!r}; use 'block' or 'warn'"
+            )
+    return policy
+
+
+# -- training ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 0.001
+    hidden_units: tuple[int, ...] = (64, 32)
+    seed: int = 42
+    early_stopping_patience: int = 0  # epochs without a better eval loss before stopping; 0: off
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
+        if not self.hidden_units or min(self.hidden_units) < 1:
+            raise ConfigError(f"hidden_units {list(self.hidden_units)} is invalid: use one or "
+                              "more layer sizes, each at least 1")
+        if not 0 <= self.seed < 2**32:  # what Keras and NumPy accept as a seed
+            raise ConfigError(f"seed {self.seed} is out of range: use 0 to {2**32 - 1}")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"early_stopping_patience {self.early_stopping_patience} is "
+                              "invalid: use 0 (off) or a number of epochs >= 1")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError(f"learning_rate {self.learning_rate} is out of range: use (0, 1)")
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+# Regression with a serving model and no max_mae_increase: the label's units are unknown, so the
+# default change bound is relative: the candidate's MAE may be at most 1% above the serving one's.
+MAE_RELATIVE_INCREASE = 0.01
+BLESS_ON_THRESHOLDS, REQUIRE_BASELINE = "bless_on_thresholds", "require_baseline"
+COLD_START_POLICIES = (BLESS_ON_THRESHOLDS, REQUIRE_BASELINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """The metric a task's blessing judges, and which way is better."""
+
+    class_name: str  # TFMA's metric class
+    metric: str  # the name of its value
+    shown: str  # as the report writes it
+    higher_is_better: bool
+    settings: tuple[str, str]  # the Thresholds fields of its value bound and change bound
+
+
+JUDGED = {
+    contract.BINARY: Judged("AUC", "auc", "AUC", True, ("min_auc", "max_auc_decrease")),
+    contract.MULTICLASS: Judged("SparseCategoricalAccuracy", "sparse_categorical_accuracy",
+                                "accuracy", True, ("min_accuracy", "max_accuracy_decrease")),
+    contract.REGRESSION: Judged("MeanAbsoluteError", "mean_absolute_error", "MAE", False,
+                                ("max_mae", "max_mae_increase")),
+}
+
+
+UNITS = ">= 0, in the label's units"
+# A KFP float parameter cannot be None: the pipeline passes this for "no threshold".
+NO_THRESHOLD = -1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """Blessing thresholds of each task's judged metric; a task uses its own pair.
+
+    binary: ``min_auc``, ``max_auc_decrease``; multiclass: ``min_accuracy``,
+    ``max_accuracy_decrease``; regression: ``max_mae``, ``max_mae_increase`` (in the label's
+    units). A value bound of None leaves the judgement to the no-skill check (the candidate must
+    beat guessing); a hand-set one replaces it. A change bound is how much worse than the serving
+    model the candidate may be; None disables it, except regression's, where None means at most
+    ``MAE_RELATIVE_INCREASE`` (1%) above the serving model's MAE.
+    """
+
+    min_auc: float | None = None
+    max_auc_decrease: float | None = 0.01
+    min_accuracy: float | None = None
+    max_accuracy_decrease: float | None = 0.01
+    max_mae: float | None = None
+    max_mae_increase: float | None = None
+
+    def __post_init__(self):
+        changes = {judged.settings[1] for judged in JUDGED.values()}
+        for name, value in dataclasses.asdict(self).items():
+            in_label_units = name.startswith("max_mae")
+            if value is None or (value >= 0 and (in_label_units or value <= 1)):  # NaN fails
+                continue
+            raise ConfigError(
+                f"{name} {value} is out of range: use a value "
+                f"{UNITS if in_label_units else 'in [0, 1]'}"
+                + (" (0 = the candidate may not be worse than the serving model at all)"
+                   if name in changes else ""))
+
+    @classmethod
+    def from_parameters(cls, **values: float | None) -> Thresholds:
+        """Thresholds from pipeline parameters, where exactly ``NO_THRESHOLD`` means none.
+
+        Raises:
+            ConfigError: Any other negative value: on a cluster a typo such as -0.7 must not
+                silently turn a gate off.
+        """
+        for name, value in values.items():
+            if value is not None and value < 0 and value != NO_THRESHOLD:
+                raise ConfigError(
+                    f"{name} {value} is negative: only {NO_THRESHOLD} means no threshold; pass "
+                    f"a value {UNITS if name.startswith('max_mae') else 'in [0, 1]'}, or "
+                    f"{NO_THRESHOLD} to turn it off")
+        return cls(**{name: None if value == NO_THRESHOLD else value
+                      for name, value in values.items()})
+
+    def of(self, task: str) -> tuple[float | None, float | None]:
+        """The task's (value bound, change bound) as set."""
+        value, change = JUDGED[task].settings
+        return getattr(self, value), getattr(self, change)
+
+    def change_of(self, task: str) -> tuple[float | None, bool]:
+        """The change bound that applies against a serving model, and whether it is relative
+        (regression's default when ``max_mae_increase`` is None)."""
+        change = self.of(task)[1]
+        if change is None and task == contract.REGRESSION:
+            return MAE_RELATIVE_INCREASE, True
+        return change, False
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What decides the blessing besides the thresholds.
+
+    ``cold_start``: with no serving model, ``bless_on_thresholds`` blesses a candidate that passes
+    its checks (the value threshold, or else the no-skill check), ``require_baseline`` blesses
+    nothing. ``force_bless_reason``: when not
+    empty, the candidate is blessed whatever the verdict, and the reason is recorded for audit.
+    """
+
+    cold_start: str = BLESS_ON_THRESHOLDS
+    force_bless_reason: str | None = None
+
+    def __post_init__(self):
+        if self.cold_start not in COLD_START_POLICIES:
+            raise ConfigError(
+                f"cold_start {self.cold_start!r} is not a cold-start policy: use one of "
+                f"{', '.join(map(repr, COLD_START_POLICIES))}"
+            )
+        if self.force_bless_reason and not self.force_bless_reason.strip():
+            raise ConfigError(
+                f"force_bless_reason {self.force_bless_reason!r} is blank: say why the model is "
+                "blessed without passing its checks (it is recorded for audit), or leave it empty"
+            )
+
+    @property
+    def force_reason(self) -> str | None:
+        """The force-bless reason, or None when the blessing is not forced."""
+        return self.force_bless_reason.strip() if self.force_bless_reason else None
+
+
+# -- infra validation ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SLO:
+    """What the candidate's server must achieve."""
+
+    max_p99_ms: float = 250.0
+    min_rps: float = 20.0
+    tolerance: float = 1e-4
+    concurrency: int = 4
+    requests: int = 200
+    rows: int = 256
+    startup_timeout_s: float = 180.0
+
+    def __post_init__(self):
+        for name in ("max_p99_ms", "tolerance", "startup_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use a value > 0")
+        for name in ("concurrency", "requests", "rows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
+        if self.min_rps < 0:
+            raise ConfigError(f"min_rps {self.min_rps} is invalid: use a value >= 0")
+
+
+# -- rollout -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CanarySLO:
+    """How the canary is run and judged."""
+
+    percent: int = 20
+    requests: int = 200
+    min_canary_requests: int = 20
+    max_error_rate: float = 0.0
+    max_p99_ms: float = 250.0
+    concurrency: int = 2
+    deadline_s: float = 60.0
+
+    def __post_init__(self):
+        if not 1 <= self.percent <= 100:
+            raise ConfigError(f"canary percent {self.percent} is out of range: use 1..100")
+        if self.min_canary_requests < 1 or self.requests < self.min_canary_requests:
+            raise ConfigError(
+                f"canary requests {self.requests} / min {self.min_canary_requests} are invalid: "
+                "use min >= 1 and requests >= min"
+            )
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"max_error_rate {self.max_error_rate} is out of range: use [0, 1]")
