@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
+
+from ctloop.serving.client import percentile
 
 # The issues' targets: the default runner against kfp.local and against the floor, at 10k rows.
 MAX_KFP_LOCAL_RATIO = 0.6
@@ -12,14 +13,6 @@ MAX_FLOOR_RATIO = 1.0
 RATIO_ROWS = 10_000
 GROWTH_ROWS = 1_000_000
 MAX_SERVING_RATIO = 2.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank ``q``-th percentile (0 < q <= 100): a value that was measured."""
-    if not values:
-        raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 def latency_summary(latencies_ms: Sequence[float], wall_s: float, rows_per_request: int

@@ -54,11 +54,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ctloop.components.rollout.canary import CanarySLO, ProbeStats, verdict
 from ctloop.errors import ClusterError, ConfigError, CtloopError
 from ctloop.kfp.images import SERVING_IMAGE
 from ctloop.registry import validate_model_name
 from ctloop.serving import client
+from ctloop.serving.canary import CanarySLO, ProbeStats, verdict
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient

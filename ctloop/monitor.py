@@ -37,6 +37,7 @@ import pandas as pd
 from ctloop import contract, drift
 from ctloop.errors import ConfigError, DataError, RegistryError
 from ctloop.registry import Registry
+from ctloop.serving import client
 from ctloop.serving.recorder import LABELS_GLOB, RECORDS_GLOB
 
 PREDICTION = "prediction"  # the prediction's name among the measured features
@@ -339,12 +340,11 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
             notes.append(f"previous window has {len(previous)} rows ({min_rows} needed): drift "
                          "between windows is not measured")
     means = [_prediction_mean(frame, task) for frame in (current, previous)]
-    latency = current.drop_duplicates(ID)[LATENCY].to_numpy(dtype=float)
+    latency = current.drop_duplicates(ID)[LATENCY].astype(float).tolist()
     return Result(
         model_name, serving.number, span, str(window), len(current), len(previous),
         len(served) - len(mine), drift.judge(found, thresholds.false_alarm_rate), *means,
-        ({"p50": float(np.percentile(latency, 50)), "p99": float(np.percentile(latency, 99))}
-         if latency.size else {}),
+        latency_ms(latency),
         _live_metric(current, read_labels(records_dir), task, classes), notes)
 
 
@@ -543,3 +543,9 @@ def ctloop_command(command: str, args: list[str]) -> list[str]:
 def _when(stamp: float) -> str:
     return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime(
         "%Y-%m-%d %H:%M:%S UTC")
+
+
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    """The served requests' p50 and p99 (``client.percentile``'s definition), or {} for none."""
+    return {"p50": client.percentile(latencies, 50),
+            "p99": client.percentile(latencies, 99)} if latencies else {}

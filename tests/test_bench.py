@@ -1,18 +1,7 @@
 """The benchmark's arithmetic and tables, on given numbers (no timing here: bench/ measures)."""
 
-import pytest
 
 from bench import report
-
-
-def test_percentile_is_a_measured_value_by_nearest_rank():
-    values = [float(v) for v in range(100, 0, -1)]  # 1..100, unsorted
-    assert report.percentile(values, 50) == 50.0
-    assert report.percentile(values, 99) == 99.0
-    assert report.percentile([3.0, 1.0, 2.0], 99) == 3.0
-    assert report.percentile([7.0], 50) == 7.0
-    with pytest.raises(ValueError):
-        report.percentile([], 50)
 
 
 def test_latency_summary_counts_requests_and_rows_per_second():

@@ -182,3 +182,29 @@ def test_url_that_is_not_http_is_one_line_error(url):
     with pytest.raises(CtloopError) as raised:
         client.predict_raw(url, "churn", ROWS)
     assert_one_line_error(raised, repr(url), "http://127.0.0.1:8080")
+
+
+def test_percentile_is_one_definition_a_measured_value_by_nearest_rank():
+    values = [float(v) for v in range(200, 0, -1)]  # 1..200, unsorted
+    assert client.percentile(values, 50) == 100.0
+    assert client.percentile(values, 99) == 198.0  # not 199 (int(n * 0.99)), not 198.01 (numpy)
+    assert client.percentile([3.0, 1.0, 2.0], 99) == 3.0
+    assert client.percentile([7.0], 50) == 7.0
+    with pytest.raises(ValueError):
+        client.percentile([], 50)
+
+
+def test_every_p99_is_the_nearest_rank_one():
+    """Monitoring, the canary and the benchmarks report the same p99 for the same latencies
+    (monitoring used numpy's interpolation, ``ctloop predict`` another rank)."""
+    from bench import report
+    from ctloop import monitor
+    from ctloop.serving import canary
+
+    latencies = [float(v) for v in range(1, 201)]
+    stats = canary.ProbeStats()
+    for value in latencies:
+        stats.add("2", value)
+    assert monitor.latency_ms(latencies) == {"p50": 100.0, "p99": 198.0}
+    assert stats.p99("2") == 198.0
+    assert report.latency_summary(latencies, 1.0, 1)["p99_ms"] == 198.0

@@ -97,6 +97,7 @@ def evaluate(
     import dataclasses
 
     from ctloop.components.evaluate import logic
+    from ctloop.components.evaluate import report as markdown
     from ctloop.local import task_exit
     from ctloop.registry import open_registry
 
@@ -139,6 +140,6 @@ def evaluate(
     with open(blessing.path, "w") as handle:
         handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")
     with open(report.path, "w") as handle:
-        handle.write(logic.report_markdown(
+        handle.write(markdown.report_markdown(
             result, baseline.number if baseline else None, eval_data.metadata.get("span")))
     return result.blessed

@@ -114,11 +114,11 @@ def load_test(url: str, model_name: str, rows: list[dict], slo: SLO) -> dict[str
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(slo.concurrency) as pool:
-        latencies = sorted(pool.map(one, range(slo.requests)))
+        latencies = list(pool.map(one, range(slo.requests)))
     wall = time.perf_counter() - started
     return {
-        "p50_ms": latencies[len(latencies) // 2],
-        "p99_ms": latencies[min(len(latencies) - 1, math.ceil(len(latencies) * 0.99) - 1)],
+        "p50_ms": client.percentile(latencies, 50),
+        "p99_ms": client.percentile(latencies, 99),
         "rps": len(latencies) / wall,
     }
 

@@ -80,11 +80,12 @@ def rollout(
     import json
     import os
 
-    from ctloop.components.rollout import canary, logic
+    from ctloop.components.rollout import logic
     from ctloop.contract import serving_target
     from ctloop.errors import ConfigError
     from ctloop.local import task_exit
     from ctloop.registry import record as run_record
+    from ctloop.serving import canary
 
     task_exit.install()
 

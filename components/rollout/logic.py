@@ -21,9 +21,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ctloop.components.rollout import canary
 from ctloop.errors import StaleBaselineError
 from ctloop.registry import Registry, open_registry, stale_baseline
+from ctloop.serving import canary
 
 if TYPE_CHECKING:
     from kubernetes.dynamic import DynamicClient

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -157,18 +159,26 @@ def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[st
         started = time.perf_counter()
         predict(url, model_name, [instances[i % len(instances)]])
         latencies.append((time.perf_counter() - started) * 1000)
-    latencies.sort()
     return {
         "instances": instances,
         "predictions": answer["predictions"],
         "model_version": answer.get("model_version"),
         "latency_ms": {
-            "p50": latencies[len(latencies) // 2] if latencies else None,
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-            if latencies else None,
+            "p50": percentile(latencies, 50) if latencies else None,
+            "p99": percentile(latencies, 99) if latencies else None,
             "requests": len(latencies),
         },
     }
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``: the smallest measured
+    value that at least ``q`` percent of them do not exceed. ctloop's one definition of p50 and
+    p99: infra validation, the canary, ``ctloop predict``, monitoring and the benchmarks."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -15,10 +15,12 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics,
 from conftest import EXCLUDE, LABEL
 from ctloop import contract
 from ctloop.components.evaluate import logic
+from ctloop.components.evaluate import report as markdown
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train import logic as train
 from ctloop.errors import ConfigError
 from ctloop.registry import Registry
+from ctloop.settings import NO_THRESHOLD
 
 MODEL_NAME = "churn"
 # The ROC's extreme thresholds leave no predicted negatives (or positives): TFMA's confusion
@@ -134,7 +136,7 @@ def test_cold_start_blesses_on_value_threshold(prepared, eval_rows, tmp_path):
     assert (tn + tp) / eval_rows == pytest.approx(result.metrics["binary_accuracy"])
     assert tp / (tp + fp) == pytest.approx(result.metrics["precision"])
     _assert_roc_is_a_bounded_curve(views.thresholds, views.fpr, views.tpr)
-    report = logic.report_markdown(result, None, 1)
+    report = markdown.report_markdown(result, None, 1)
     assert "Baseline: none (cold start): the candidate alone" in report
     assert "| AUC >= 0.7 | auc = " in report and "| pass |" in report
     assert "## Candidate" in report and "baseline (v" not in report
@@ -146,7 +148,7 @@ def test_cold_start_below_value_threshold(prepared, tmp_path):
     result = _evaluate(prepared.model_dir, prepared, tmp_path, min_auc=0.99)
     assert not result.blessed and not result.tfma_blessed and result.no_skill is None
     assert result.reason.startswith("auc = 0.") and result.reason.endswith("fails AUC >= 0.99")
-    assert "| FAIL |" in logic.report_markdown(result, None, 1)
+    assert "| FAIL |" in markdown.report_markdown(result, None, 1)
 
 
 def test_require_baseline_blesses_nothing_on_cold_start(prepared, tmp_path):
@@ -158,7 +160,7 @@ def test_require_baseline_blesses_nothing_on_cold_start(prepared, tmp_path):
     assert result.reason.startswith("no serving model to compare against and cold_start is "
                                     "'require_baseline' (thresholds alone: passed AUC >= 0.7)")
     assert "force_bless_reason" in result.reason
-    assert "**NOT BLESSED**: no serving model" in logic.report_markdown(result, None, 1)
+    assert "**NOT BLESSED**: no serving model" in markdown.report_markdown(result, None, 1)
 
 
 def test_better_candidate_is_blessed_against_worse_baseline(prepared, weak_model, tmp_path):
@@ -175,7 +177,7 @@ def test_better_candidate_is_blessed_against_worse_baseline(prepared, weak_model
     assert diff == pytest.approx(auc - baseline_auc)
     assert [c.passed for c in result.checks] == [True, True]
     assert result.checks[1].value == diff
-    report = logic.report_markdown(result, 3, 1)
+    report = markdown.report_markdown(result, 3, 1)
     assert "**BLESSED**" in report and "Baseline: serving version 3." in report
     assert (f"| AUC >= serving model's AUC - 0.01 | auc change vs serving model = {diff:+.4f} "
             "| pass |") in report
@@ -194,7 +196,7 @@ def test_worse_candidate_is_not_blessed(prepared, weak_model, tmp_path):
     assert result.reason.startswith("auc change vs serving model = -0.")
     assert result.reason.endswith("fails AUC >= serving model's AUC - 0.01")
     assert [c.passed for c in result.checks] == [True, False]
-    assert "| auc change vs serving model = -0." in logic.report_markdown(result, 1, 1)
+    assert "| auc change vs serving model = -0." in markdown.report_markdown(result, 1, 1)
 
 
 def test_no_check_at_all_never_blesses():
@@ -429,7 +431,7 @@ def test_a_serving_model_of_another_task_is_no_baseline(prepared, task_data, tmp
         "model of classes ['basic', 'premium', 'standard']: they cannot be compared")
     assert logic.BASELINE not in result.slices and result.checks[0].threshold == \
         "accuracy >= 0.5"
-    report = logic.report_markdown(result, 4, 1)
+    report = markdown.report_markdown(result, 4, 1)
     assert "Baseline: serving version 4 cannot be compared" in report
     forced = _evaluate_task(data, tmp_path / "forced", baseline=prepared.model_dir,
                             min_accuracy=0.5,
@@ -499,7 +501,7 @@ def test_cold_start_without_thresholds_blesses_a_model_with_skill(task, prepared
     assert result.reason == f"passed {skill.check().threshold}: {skill.summary}"
     assert f"beats no-skill by +{skill.margin:.4f}, 95% lower bound +{skill.lower_bound:.4f}" \
         in result.reason
-    report = logic.report_markdown(result, None, 1)
+    report = markdown.report_markdown(result, None, 1)
     assert "## No-skill baseline" in report and f"| no-skill | {skill.no_skill:.4f} |" in report
     assert f"| margin, 95% lower bound | {skill.lower_bound:+.4f} |" in report
 
@@ -519,8 +521,8 @@ def test_a_model_without_skill_is_not_blessed(task, prepared, task_data, tmp_pat
     assert result.reason.startswith(f"{logic.JUDGED[task].shown} margin over no-skill, 95% "
                                     "lower bound = ")
     assert f"fails {logic.JUDGED[task].shown} beats no-skill ({skill.predictor}" in result.reason
-    assert "The candidate beats no-skill by" in logic.report_markdown(result, None, 1)
-    assert ": FAIL." in logic.report_markdown(result, None, 1)
+    assert "The candidate beats no-skill by" in markdown.report_markdown(result, None, 1)
+    assert ": FAIL." in markdown.report_markdown(result, None, 1)
 
 
 def test_a_serving_model_does_not_bless_guessing(prepared, weak_model, tmp_path):
@@ -597,7 +599,7 @@ def test_a_one_class_eval_split_cannot_show_skill():
 
 @pytest.mark.parametrize("name", ["min_auc", "max_auc_decrease", "max_mae"])
 def test_only_the_exact_off_sentinel_turns_a_threshold_off(name):
-    assert getattr(logic.Thresholds.from_parameters(**{name: logic.NO_THRESHOLD}), name) is None
+    assert getattr(logic.Thresholds.from_parameters(**{name: NO_THRESHOLD}), name) is None
     with pytest.raises(ConfigError) as caught:
         logic.Thresholds.from_parameters(**{name: -0.7})
     units = "in the label's units" if name == "max_mae" else "in [0, 1]"

@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 
-from ctloop.components.rollout import canary, logic
+from ctloop.components.rollout import logic
 from ctloop.errors import ConfigError
 from ctloop.registry import Registry
+from ctloop.serving import canary
 from ctloop.serving import process as server_process
 
 SLO = canary.CanarySLO(percent=50, requests=60, min_canary_requests=10, deadline_s=30)

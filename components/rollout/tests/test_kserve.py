@@ -22,10 +22,11 @@ import pytest
 import yaml
 
 from ctloop import kserve
-from ctloop.components.rollout import canary, logic
+from ctloop.components.rollout import logic
 from ctloop.errors import ClusterError, ConfigError
 from ctloop.kserve import Action, Mode, Runtime, State
 from ctloop.registry import Registry
+from ctloop.serving import canary
 from ctloop.serving import process as server_process
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

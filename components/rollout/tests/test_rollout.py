@@ -2,8 +2,9 @@
 
 import pytest
 
-from ctloop.components.rollout import canary, logic
+from ctloop.components.rollout import logic
 from ctloop.registry import Registry
+from ctloop.serving import canary
 
 
 def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=True,

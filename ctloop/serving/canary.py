@@ -30,8 +30,8 @@ class ProbeStats:
         self.answered.setdefault(str(version), []).append(latency_ms)
 
     def p99(self, version: str) -> float:
-        latencies = sorted(self.answered.get(version, []))
-        return latencies[max(0, math.ceil(len(latencies) * 0.99) - 1)] if latencies else math.inf
+        latencies = self.answered.get(version)
+        return client.percentile(latencies, 99) if latencies else math.inf
 
 
 def rows(eval_path: str, model_dir: str, limit: int = 200) -> list[dict[str, Any]]:
