@@ -198,13 +198,13 @@ def test_every_p99_is_the_nearest_rank_one():
     """Monitoring, the canary and the benchmarks report the same p99 for the same latencies
     (monitoring used numpy's interpolation, ``ctloop predict`` another rank)."""
     from bench import report
-    from ctloop import monitor
+    from ctloop.monitor import measure
     from ctloop.serving import canary
 
     latencies = [float(v) for v in range(1, 201)]
     stats = canary.ProbeStats()
     for value in latencies:
         stats.add("2", value)
-    assert monitor.latency_ms(latencies) == {"p50": 100.0, "p99": 198.0}
+    assert measure.latency_ms(latencies) == {"p50": 100.0, "p99": 198.0}
     assert stats.p99("2") == 198.0
     assert report.latency_summary(latencies, 1.0, 1)["p99_ms"] == 198.0

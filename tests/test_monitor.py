@@ -14,15 +14,17 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ctloop import monitor
 from ctloop.cli import main
 from ctloop.data import datagen
+from ctloop.monitor import measure, trigger
+from ctloop.monitor import records as served
+from ctloop.monitor import report as monitor_report
 from ctloop.registry import Registry
 from ctloop.serving import client
 from ctloop.serving import process as server_process
 
 ROWS_PER_REQUEST = 20
-WINDOW = monitor.Window(rows=500)
+WINDOW = served.Window(rows=500)
 
 
 def _wait_for(predicate, timeout_s: float = 20.0) -> None:
@@ -33,12 +35,12 @@ def _wait_for(predicate, timeout_s: float = 20.0) -> None:
 
 
 def test_window_parses_rows_and_durations():
-    assert monitor.Window.parse("2000") == monitor.Window(rows=2000)
-    assert monitor.Window.parse("30m") == monitor.Window(seconds=1800)
+    assert served.Window.parse("2000") == served.Window(rows=2000)
+    assert served.Window.parse("30m") == served.Window(seconds=1800)
     from ctloop.errors import ConfigError
 
     with pytest.raises(ConfigError, match="'2 weeks'"):
-        monitor.Window.parse("2 weeks")
+        served.Window.parse("2 weeks")
 
 
 def test_read_records_reads_back_only_as_far_as_two_windows_need(tmp_path):
@@ -52,17 +54,17 @@ def test_read_records_reads_back_only_as_far_as_two_windows_need(tmp_path):
         path = tmp_path / f"requests-{i}.jsonl"
         path.write_text("\n".join(lines) + "\n")
         os.utime(path, (stamp + rows, stamp + rows))  # last written after its last record
-    everything = monitor.read_records(tmp_path)
-    assert len(everything) == 10 and everything[monitor.TIME].is_monotonic_increasing
+    everything = served.read_records(tmp_path)
+    assert len(everything) == 10 and everything[served.TIME].is_monotonic_increasing
     # 2 windows of 2 rows of version 2: the two newest files hold them; the others are not read.
-    needed = monitor.read_records(tmp_path, monitor.Window(rows=2), "2")
-    assert sorted(needed[monitor.ID].str[:2].unique()) == ["f2", "f3"]
+    needed = served.read_records(tmp_path, served.Window(rows=2), "2")
+    assert sorted(needed[served.ID].str[:2].unique()) == ["f2", "f3"]
     # 3 rows a window: the third file back is read too, not the first (version 1's).
-    assert sorted(monitor.read_records(tmp_path, monitor.Window(rows=3), "2")[monitor.ID]
+    assert sorted(served.read_records(tmp_path, served.Window(rows=3), "2")[served.ID]
                   .str[:2].unique()) == ["f1", "f2", "f3"]
     # A duration: the files reaching into the latest 2 x 100 s.
-    recent = monitor.read_records(tmp_path, monitor.Window(seconds=100), "2")
-    assert sorted(recent[monitor.ID].str[:2].unique()) == ["f1", "f2", "f3"]
+    recent = served.read_records(tmp_path, served.Window(seconds=100), "2")
+    assert sorted(recent[served.ID].str[:2].unique()) == ["f1", "f2", "f3"]
 
 
 def test_skew_reference_is_compared_at_the_servers_float32_precision():
@@ -78,7 +80,7 @@ def test_skew_reference_is_compared_at_the_servers_float32_precision():
     served = pd.Series(train.sample(1000, random_state=1).to_numpy(np.float32).astype(float))
     reference = drift.profile(train, drift.NUMERIC)
     raw = drift.measure("x", drift.SKEW, reference, served, len(served), 0.03)
-    fixed = drift.measure("x", drift.SKEW, monitor.as_served(reference), served, len(served), 0.03)
+    fixed = drift.measure("x", drift.SKEW, measure.as_served(reference), served, len(served), 0.03)
     assert raw.value > 0.1  # at float64 every served 0.1 leaves its bin
     assert fixed.value < 0.01 and fixed.new_share == 0.0
 
@@ -135,7 +137,7 @@ def monitored(prepared, serving_python, tmp_path_factory):
 
 
 def _served_rows(records: Path) -> int:
-    return len(monitor.read_records(records))
+    return len(served.read_records(records))
 
 
 @pytest.mark.serving
@@ -148,11 +150,11 @@ def test_monitor_no_drift_then_shift_triggers_one_run(monitored, prepared, tmp_p
 
     _send(server.url, _traffic(7, 1200, 0.0), features)
     _wait_for(lambda: _served_rows(records) == 1200)
-    clean = monitor.monitor(records, registry.root, "churn", WINDOW)
+    clean = measure.monitor(records, registry.root, "churn", WINDOW)
     assert (clean.rows, clean.previous_rows, clean.version, clean.span) == (500, 500, 1, 1)
-    assert not clean.drifted, monitor.markdown(clean)
+    assert not clean.drifted, monitor_report.markdown(clean)
     assert {m.kind for m in clean.measurements} == {"skew", "drift"}
-    fired = monitor.trigger(clean, state, command, cooldown_s=3600)
+    fired = trigger.trigger(clean, state, command, cooldown_s=3600)
     assert not fired.started and not marker.exists()
 
     shifted = _traffic(8, 1200, 0.8)
@@ -167,10 +169,10 @@ def test_monitor_no_drift_then_shift_triggers_one_run(monitored, prepared, tmp_p
     assert added.exit_code == 0, added.output
 
     for _ in range(2):  # a second pass in the same drift episode starts nothing
-        result = monitor.monitor(records, registry.root, "churn", WINDOW)
+        result = measure.monitor(records, registry.root, "churn", WINDOW)
         assert result.drifted
         assert {"age", "income", "plan", "monthly_charges"} <= set(result.features)
-        monitor.trigger(result, state, command, cooldown_s=0)
+        trigger.trigger(result, state, command, cooldown_s=0)
     assert marker.read_text() == "run\n"
     assert result.live_metric[0] == "auc" and result.live_metric[2] == 25
     assert 0.5 < result.live_metric[1] <= 1.0
@@ -219,18 +221,18 @@ def test_server_records_under_the_clients_request_id_and_counts_on_metrics(monit
         {"Content-Type": "application/json", "x-request-id": "client-id-1"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert json.loads(answer.read())["request_id"] == "client-id-1"
-    _wait_for(lambda: "client-id-1" in set(monitor.read_records(records)[monitor.ID]))
+    _wait_for(lambda: "client-id-1" in set(served.read_records(records)[served.ID]))
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     assert "ctloop_records_written_total" in text and "ctloop_records_dropped_total 0.0" in text
 
 
-def _result(drifted: bool, version: int = 1, rows: int = 500) -> monitor.Result:
+def _result(drifted: bool, version: int = 1, rows: int = 500) -> measure.Result:
     from ctloop import drift
 
     m = drift.Measurement("age", drift.SKEW, 0.2 if drifted else 0.001, 0.03, p_value=1e-9
                           if drifted else 0.5, alpha=0.001)
-    return monitor.Result("churn", version, 1, "500 rows", rows, 500, 0, [m], 0.3, 0.3, {}, None,
+    return measure.Result("churn", version, 1, "500 rows", rows, 500, 0, [m], 0.3, 0.3, {}, None,
                           [] if rows >= 200 else ["too few rows: ..."])
 
 
@@ -239,17 +241,17 @@ def test_trigger_one_run_per_episode_and_a_cooldown(tmp_path):
     command = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('run\\n')"]
     runs = lambda: len(marker.read_text().splitlines()) if marker.exists() else 0  # noqa: E731
 
-    assert monitor.trigger(_result(True), state, command, 3600, now=0).started
-    assert not monitor.trigger(_result(True), state, command, 3600, now=10).started
-    assert not monitor.trigger(_result(True, rows=50), state, command, 3600, now=20).started
+    assert trigger.trigger(_result(True), state, command, 3600, now=0).started
+    assert not trigger.trigger(_result(True), state, command, 3600, now=10).started
+    assert not trigger.trigger(_result(True, rows=50), state, command, 3600, now=20).started
     # Too few rows decide nothing: the episode is still open.
-    assert not monitor.trigger(_result(True), state, command, 3600, now=30).started
-    assert not monitor.trigger(_result(False), state, command, 3600, now=40).started
+    assert not trigger.trigger(_result(True), state, command, 3600, now=30).started
+    assert not trigger.trigger(_result(False), state, command, 3600, now=40).started
     # A new episode within the cool-down starts nothing; after it, one run.
-    fired = monitor.trigger(_result(True), state, command, 3600, now=100)
+    fired = trigger.trigger(_result(True), state, command, 3600, now=100)
     assert not fired.started and "cool-down" in fired.reason
-    assert monitor.trigger(_result(True), state, command, 3600, now=4000).started
+    assert trigger.trigger(_result(True), state, command, 3600, now=4000).started
     # A new serving version drifting is a new episode.
-    assert monitor.trigger(_result(True, version=2), state, command, 0, now=4001).started
+    assert trigger.trigger(_result(True, version=2), state, command, 0, now=4001).started
     assert runs() == 3
     assert json.loads(state.read_text())["last_run"]["exit_code"] == 0

@@ -54,29 +54,29 @@ def monitor(records_dir, registry_root, model_name, window, min_rows, drift_thre
     Arguments after `--` are the flags of the triggered `ctloop run` or `ctloop submit`.
     """
     from ctloop import drift
-    from ctloop import monitor as monitoring
+    from ctloop.monitor import measure, records, report, trigger
 
     if command_args and trigger_command == "none":
         raise click.UsageError(f"arguments {list(command_args)} given but --trigger is none; "
                                "pass --trigger run or --trigger submit, or drop them")
     thresholds = drift.Thresholds(drift_threshold, skew_threshold, false_alarm_rate)
-    command = (monitoring.ctloop_command(trigger_command, list(command_args))
+    command = (trigger.ctloop_command(trigger_command, list(command_args))
                if trigger_command != "none" else None)
-    result = monitoring.monitor(records_dir, registry_root, model_name,
-                                monitoring.Window.parse(window), thresholds, min_rows)
+    result = measure.monitor(records_dir, registry_root, model_name,
+                                records.Window.parse(window), thresholds, min_rows)
     out = Path(out_dir) if out_dir else Path(records_dir) / "monitor"
     decision = result.decision()
     if command is not None:
         # One state per record directory, whatever --out: episodes are the traffic's.
         state = state_path or Path(records_dir) / "monitor" / "trigger-state.json"
-        fired = monitoring.trigger(result, state, command, cooldown_minutes * 60)
+        fired = trigger.trigger(result, state, command, cooldown_minutes * 60)
         decision["trigger"] = fired.as_dict()
-    monitoring.write_atomic(out / "report.md", monitoring.markdown(result))
-    monitoring.write_atomic(out / "decision.json", json.dumps(decision, indent=2))
-    metrics = monitoring.prometheus(result)
-    monitoring.write_atomic(out / "metrics.prom", metrics)
+    report.write_atomic(out / "report.md", report.markdown(result))
+    report.write_atomic(out / "decision.json", json.dumps(decision, indent=2))
+    metrics = report.prometheus(result)
+    report.write_atomic(out / "metrics.prom", metrics)
     if prom_file:
-        monitoring.write_atomic(prom_file, metrics)
+        report.write_atomic(prom_file, metrics)
     click.echo(f"version {result.version} (span {result.span}), {result.rows} rows: "
                + ("drift in " + ", ".join(result.features) if result.drifted
                   else "no drift" if result.enough else "no decision (too few rows)"))
@@ -98,10 +98,10 @@ def feedback(records_dir, labels_path) -> None:
     """Add labels that came back for served requests; `ctloop monitor` joins them by id."""
     import pandas as pd
 
-    from ctloop import monitor as monitoring
+    from ctloop.monitor import records
 
     suffix = Path(labels_path).suffix
     reader = {".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
     labels = reader.get(suffix, lambda p: pd.read_csv(p, dtype={"request_id": str}))(labels_path)
-    path = monitoring.write_labels(records_dir, labels)
+    path = records.write_labels(records_dir, labels)
     click.echo(f"{len(labels)} labels -> {path}")
