@@ -72,7 +72,7 @@ def validate_data(
     """
     import os
 
-    from ctloop import drift
+    from ctloop import drift, drift_report
     from ctloop.components.validate_data import logic
     from ctloop.local import task_exit
     from ctloop.registry import open_registry
@@ -108,7 +108,7 @@ def validate_data(
     )
     if span:
         registry.save_statistics(span, os.path.join(statistics.path, "train.stats.tfrecord"))
-    for name, value in drift.as_metrics(result.measurements).items():
+    for name, value in drift_report.as_metrics(result.measurements).items():
         drift_metrics.log_metric(name, value)
     anomalies.metadata.update(anomaly_count=len(result.anomalies),
                               blocking_count=len(result.blocking), valid=result.valid)

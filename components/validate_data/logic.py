@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ctloop import beam_options, drift
+from ctloop import beam_options, drift, drift_report
 from ctloop.errors import ConfigError
 from ctloop.settings import BLOCK, WARN, check_policy
 
@@ -319,7 +319,7 @@ def report_markdown(result: ValidationResult, span: int) -> str:
             "curated schema (pass it as `schema_uri`), raise the drift/skew thresholds, or set "
             "the anomaly type to `warn` in the anomaly policy.",
         ]
-    lines += ["", drift.markdown(result.measurements, result.previous_span,
+    lines += ["", drift_report.markdown(result.measurements, result.previous_span,
                                  result.previous_note)]
     return "\n".join(lines)
 
@@ -393,6 +393,7 @@ def run(
         lhs_statistics=stats["train"], rhs_statistics=rhs,
         lhs_name=f"span {span} train", rhs_name=rhs_name,
     ))
-    Path(outputs.drift_html).write_text(drift.html_table(measured, result.previous_span, span))
+    Path(outputs.drift_html).write_text(
+        drift_report.html_table(measured, result.previous_span, span))
     Path(outputs.report_md).write_text(report_markdown(result, span))
     return result

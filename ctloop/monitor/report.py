@@ -6,13 +6,13 @@ import os
 import time
 from pathlib import Path
 
-from ctloop import drift
+from ctloop import drift_report
 from ctloop.monitor.measure import Result
 
 
 def markdown(result: Result) -> str:
     """The monitor report: decision, window, prediction, latency, live metric and the table of
-    every measurement (drift.markdown's columns)."""
+    every measurement (drift_report.markdown's columns)."""
     verdict = (f"**drift** in {', '.join(f'`{f}`' for f in result.features)}" if result.drifted
                else "no decision (too few rows)" if not result.enough else "no drift")
     lines = [
@@ -35,9 +35,9 @@ def markdown(result: Result) -> str:
     else:
         lines.append("- live metric: no labels came back for the window")
     lines += [f"- note: {n}" for n in result.notes]
-    table = drift.markdown(result.measurements, None).split("\n")
-    # drift.markdown's header speaks of spans and splits; keep its explanation and table.
-    start = next((i for i, line in enumerate(table) if line.startswith(drift.HOW[:20])), 0)
+    table = drift_report.markdown(result.measurements, None).split("\n")
+    # drift_report.markdown's header speaks of spans and splits; keep its explanation and table.
+    start = next((i for i, line in enumerate(table) if line.startswith(drift_report.HOW[:20])), 0)
     return "\n".join(lines + ["", "## Measurements", "", *table[start:]])
 
 
