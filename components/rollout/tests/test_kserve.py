@@ -21,10 +21,52 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop import kserve
 from ctloop.components.rollout import logic
 from ctloop.errors import ClusterError, ConfigError
-from ctloop.kserve import Action, Mode, Runtime, State
+from ctloop.kserve import probe as probing
+from ctloop.kserve.api import (
+    _isvc_api,
+    apply,
+    candidate,
+    connect,
+    delete_stale_candidates,
+    get,
+    rollout,
+    wait_ready,
+)
+from ctloop.kserve.manifests import (
+    MODE_ANNOTATION,
+    NAME_LABEL,
+    STOP_ANNOTATION,
+    VERSION_ANNOTATION,
+    Action,
+    Mode,
+    Resources,
+    Runtime,
+    ServiceConfig,
+    canary_name,
+    candidate_name,
+    candidate_service,
+    deployment_name,
+    inference_service,
+    plan_apply,
+    promoted,
+    restore,
+    storage_uri,
+)
+from ctloop.kserve.probe import Verdict, canary_verdict
+from ctloop.kserve.status import (
+    STANDARD_CANARY_TRAFFIC,
+    Readiness,
+    State,
+    canary_version,
+    check_mode,
+    expected_deployments,
+    probe_url,
+    readiness,
+    serving_version,
+    standard_readiness,
+)
 from ctloop.registry import Registry
 from ctloop.serving import canary
 from ctloop.serving import process as server_process
@@ -39,22 +81,21 @@ SLO = canary.CanarySLO(percent=20, requests=40, min_canary_requests=10, max_erro
 
 def config(mode: Mode = Mode.STANDARD, runtime: Runtime = Runtime.CTLOOP, **overrides):
     # A fixed image keeps the golden files independent of ctloop's version.
-    return kserve.ServiceConfig(**{"name": "churn", "service_account": "ctloop-storage",
-                                   "mode": mode, "runtime": runtime,
-                                   "image": "registry.example/ctloop-serving:0.1.0",
-                                   **overrides})
+    return ServiceConfig(**{"name": "churn", "service_account": "ctloop-storage",
+                            "mode": mode, "runtime": runtime,
+                            "image": "registry.example/ctloop-serving:0.1.0",
+                            **overrides})
 
 
 def golden_cases():
     for runtime in Runtime:
         for mode in Mode:
-            v1 = kserve.inference_service(config(mode, runtime), 1, URI_V1)
+            v1 = inference_service(config(mode, runtime), 1, URI_V1)
             yield f"{runtime.value}-{mode.value.lower()}-v1", v1
             yield (f"{runtime.value}-{mode.value.lower()}-v2-canary",
-                   kserve.inference_service(config(mode, runtime), 2, URI_V2, canary_percent=20,
-                                            stable=v1))
-    yield "ctloop-standard-infra-candidate", kserve.candidate_service(config(), URI_V1,
-                                                                               "a1b2c3")
+                   inference_service(config(mode, runtime), 2, URI_V2, canary_percent=20,
+                                     stable=v1))
+    yield "ctloop-standard-infra-candidate", candidate_service(config(), URI_V1, "a1b2c3")
 
 
 GOLDEN_CASES = dict(golden_cases())
@@ -184,14 +225,14 @@ def test_schema_check_fails_on_broken_manifests(serving_python):
     ("gs://models/churn/3", "gs://models/churn/3"),
 ])
 def test_storage_uri(uri, expected):
-    assert kserve.storage_uri(uri) == expected
+    assert storage_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["/tmp/model", "file:///tmp/model", "https://host/model",
                                  "minio://", ""])
 def test_storage_uri_refuses_what_kserve_cannot_download(uri):
     with pytest.raises(ConfigError, match="cannot be served by KServe: use an object-store URI"):
-        kserve.storage_uri(uri)
+        storage_uri(uri)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -209,7 +250,7 @@ def test_invalid_service_config(overrides, message):
 
 def test_invalid_resources():
     with pytest.raises(ConfigError, match="cpu_limit '1 core' is not a Kubernetes quantity"):
-        kserve.Resources(cpu_limit="1 core")
+        Resources(cpu_limit="1 core")
 
 
 def test_strings_from_kfp_become_modes_and_runtimes():
@@ -219,46 +260,43 @@ def test_strings_from_kfp_become_modes_and_runtimes():
 
 def test_canary_needs_a_stable_service_and_a_sane_percent():
     with pytest.raises(ConfigError, match="needs the InferenceService serving now"):
-        kserve.inference_service(config(), 2, URI_V2, canary_percent=20)
-    v1 = kserve.inference_service(config(), 1, URI_V1)
+        inference_service(config(), 2, URI_V2, canary_percent=20)
+    v1 = inference_service(config(), 1, URI_V1)
     with pytest.raises(ConfigError, match="canary percent 0 is out of range"):
-        kserve.inference_service(config(), 2, URI_V2, canary_percent=0, stable=v1)
+        inference_service(config(), 2, URI_V2, canary_percent=0, stable=v1)
     with pytest.raises(ConfigError, match="model version 0 is invalid"):
-        kserve.inference_service(config(), 0, URI_V2)
+        inference_service(config(), 0, URI_V2)
 
 
 def test_standard_canary_must_keep_the_runtime():
-    v1 = kserve.inference_service(config(runtime=Runtime.TENSORFLOW), 1, URI_V1)
+    v1 = inference_service(config(runtime=Runtime.TENSORFLOW), 1, URI_V1)
     with pytest.raises(ConfigError, match="a Standard-mode canary must use the same runtime"):
-        kserve.inference_service(config(), 2, URI_V2, canary_percent=20, stable=v1)
+        inference_service(config(), 2, URI_V2, canary_percent=20, stable=v1)
     # Without a canary the runtime may change.
-    assert "containers" in kserve.inference_service(config(), 2, URI_V2,
-                                                    stable=v1)["spec"]["predictor"]
+    assert "containers" in inference_service(config(), 2, URI_V2, stable=v1)["spec"]["predictor"]
 
 
 def test_standard_promotion_hands_over_to_the_canary_deployment():
-    v1 = kserve.inference_service(config(), 1, URI_V1)
-    manifest = kserve.promoted(kserve.inference_service(config(), 2, URI_V2, canary_percent=20,
-                                                        stable=v1))
+    v1 = inference_service(config(), 1, URI_V1)
+    manifest = promoted(inference_service(config(), 2, URI_V2, canary_percent=20, stable=v1))
     assert "canary" not in manifest["spec"]
     assert manifest["spec"]["predictor"]["name"] == "v2"
     assert manifest["spec"]["predictor"]["containers"][0]["env"] == [
         {"name": "STORAGE_URI", "value": "s3://mlpipeline/v2/artifacts/ct-pipeline/run-2/train/model"}]
-    assert kserve.serving_version(manifest) == 2 and kserve.canary_version(manifest) is None
+    assert serving_version(manifest) == 2 and canary_version(manifest) is None
     # The version is the predictor's own annotation: the InferenceService's reach every pod.
-    assert kserve.VERSION_ANNOTATION not in manifest["metadata"]["annotations"]
+    assert VERSION_ANNOTATION not in manifest["metadata"]["annotations"]
     # The next direct switch keeps the name: the same Deployment, rolled over.
-    v3 = kserve.inference_service(config(), 3, "s3://models/churn/3", stable=manifest)
+    v3 = inference_service(config(), 3, "s3://models/churn/3", stable=manifest)
     assert v3["spec"]["predictor"]["name"] == "v2"
 
 
 def test_knative_promotion_is_the_plain_manifest_of_the_new_version():
-    v1 = kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1)
-    canary_manifest = kserve.inference_service(config(Mode.KNATIVE), 2, URI_V2,
-                                               canary_percent=20, stable=v1)
+    v1 = inference_service(config(Mode.KNATIVE), 1, URI_V1)
+    canary_manifest = inference_service(config(Mode.KNATIVE), 2, URI_V2,
+                                        canary_percent=20, stable=v1)
     assert canary_manifest["spec"]["predictor"]["canaryTrafficPercent"] == 20
-    assert kserve.promoted(canary_manifest) == kserve.inference_service(config(Mode.KNATIVE), 2,
-                                                                         URI_V2)
+    assert promoted(canary_manifest) == inference_service(config(Mode.KNATIVE), 2, URI_V2)
 
 
 def recorded(manifest: dict, **status) -> dict:
@@ -275,47 +313,46 @@ def recorded(manifest: dict, **status) -> dict:
 
 
 def test_restore_puts_back_the_previous_spec_and_ctloop_metadata_only():
-    previous = recorded(kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1))
-    back = kserve.restore(previous, pin_traffic=True)
+    previous = recorded(inference_service(config(Mode.KNATIVE), 1, URI_V1))
+    back = restore(previous, pin_traffic=True)
     assert set(back) == {"apiVersion", "kind", "metadata", "spec"}
     assert set(back["metadata"]) == {"name", "namespace", "labels", "annotations"}
     assert "kubectl.kubernetes.io/last-applied-configuration" not in back["metadata"]["annotations"]
     assert back["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert back["spec"]["predictor"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
-    assert "canaryTrafficPercent" not in kserve.restore(previous)["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in restore(previous)["spec"]["predictor"]
 
 
 def test_mode_of_an_existing_service_cannot_change():
-    existing = recorded(kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1),
+    existing = recorded(inference_service(config(Mode.KNATIVE), 1, URI_V1),
                         deploymentMode="Serverless", observedGeneration=3)
     with pytest.raises(ConfigError, match="runs in Knative mode, not Standard"):
-        kserve.check_mode(existing, config(Mode.STANDARD))
-    kserve.check_mode(existing, config(Mode.KNATIVE))
-    kserve.check_mode(None, config(Mode.STANDARD))
+        check_mode(existing, config(Mode.STANDARD))
+    check_mode(existing, config(Mode.KNATIVE))
+    check_mode(None, config(Mode.STANDARD))
 
 
 # --- plan_apply --------------------------------------------------------------------------------
 
 
 def test_plan_apply():
-    v1 = kserve.inference_service(config(), 1, URI_V1)
-    assert kserve.plan_apply(None, v1) is Action.CREATE
-    assert kserve.plan_apply(recorded(v1), v1) is Action.UNCHANGED
+    v1 = inference_service(config(), 1, URI_V1)
+    assert plan_apply(None, v1) is Action.CREATE
+    assert plan_apply(recorded(v1), v1) is Action.UNCHANGED
     changed = json.loads(json.dumps(v1))
     changed["spec"]["predictor"]["containers"][0]["env"][0]["value"] = "s3://models/churn/1b"
-    assert kserve.plan_apply(recorded(v1), changed) is Action.PATCH
+    assert plan_apply(recorded(v1), changed) is Action.PATCH
 
 
 def test_plan_apply_sees_fields_ctloop_dropped_and_ignores_foreign_ones():
-    v1 = kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1)
-    canary_manifest = kserve.inference_service(config(Mode.KNATIVE), 2, URI_V2,
-                                               canary_percent=20, stable=v1)
+    v1 = inference_service(config(Mode.KNATIVE), 1, URI_V1)
+    canary_manifest = inference_service(config(Mode.KNATIVE), 2, URI_V2,
+                                        canary_percent=20, stable=v1)
     # Promotion only removes canaryTrafficPercent and an annotation: still a change.
-    assert kserve.plan_apply(recorded(canary_manifest),
-                             kserve.promoted(canary_manifest)) is Action.PATCH
+    assert plan_apply(recorded(canary_manifest), promoted(canary_manifest)) is Action.PATCH
     foreign = recorded(v1)
     foreign["metadata"]["labels"]["team"] = "risk"
-    assert kserve.plan_apply(foreign, v1) is Action.UNCHANGED
+    assert plan_apply(foreign, v1) is Action.UNCHANGED
 
 
 # --- readiness over recorded status objects --------------------------------------------------
@@ -367,7 +404,7 @@ modelStatus: {transitionStatus: UpToDate, states: {activeModelState: Loaded}}
 
 
 def isvc_with(status_yaml: str, manifest: dict | None = None, **changes) -> dict:
-    manifest = manifest or kserve.inference_service(config(), 1, URI_V1)
+    manifest = manifest or inference_service(config(), 1, URI_V1)
     status = yaml.safe_load(status_yaml)
     status.update(changes)
     return {**manifest, "status": status}
@@ -381,9 +418,9 @@ def condition(isvc: dict, kind: str, **values) -> dict:
 
 
 def test_ready():
-    assert kserve.readiness(isvc_with(STANDARD_READY), 3) == kserve.Readiness(State.READY)
-    assert kserve.readiness(isvc_with(STANDARD_READY), 2).state is State.READY
-    assert kserve.readiness(isvc_with(KNATIVE_CANARY_READY), 3).state is State.READY
+    assert readiness(isvc_with(STANDARD_READY), 3) == Readiness(State.READY)
+    assert readiness(isvc_with(STANDARD_READY), 2).state is State.READY
+    assert readiness(isvc_with(KNATIVE_CANARY_READY), 3).state is State.READY
 
 
 def test_not_ready_says_why():
@@ -391,20 +428,20 @@ def test_not_ready_says_why():
                                reason="PredictorReady not ready"),
                      "PredictorReady", status="False", reason="MinimumReplicasUnavailable",
                      message="Deployment does not have minimum availability.")
-    assert kserve.readiness(isvc, 3) == kserve.Readiness(
+    assert readiness(isvc, 3) == Readiness(
         State.PENDING, "Ready False: PredictorReady not ready")
 
 
 def test_ready_for_an_older_generation_is_pending():
-    assert kserve.readiness(isvc_with(STANDARD_READY, observedGeneration=2), 3) == (
-        kserve.Readiness(State.PENDING, "status is for generation 2, waiting for 3"))
+    assert readiness(isvc_with(STANDARD_READY, observedGeneration=2), 3) == (
+        Readiness(State.PENDING, "status is for generation 2, waiting for 3"))
 
 
 def test_no_status_yet_is_pending():
-    manifest = kserve.inference_service(config(), 1, URI_V1)
-    assert kserve.readiness(manifest, 1) == kserve.Readiness(
+    manifest = inference_service(config(), 1, URI_V1)
+    assert readiness(manifest, 1) == Readiness(
         State.PENDING, "no status yet: KServe has not reconciled it")
-    assert kserve.readiness({**manifest, "status": {}}, 1).state is State.PENDING
+    assert readiness({**manifest, "status": {}}, 1).state is State.PENDING
 
 
 def test_a_model_that_cannot_load_has_failed():
@@ -418,7 +455,7 @@ def test_a_model_that_cannot_load_has_failed():
                                        "botocore.exceptions.NoCredentialsError: Unable to "
                                        "locate credentials"},
     }
-    assert kserve.readiness(isvc, 3) == kserve.Readiness(State.FAILED, (
+    assert readiness(isvc, 3) == Readiness(State.FAILED, (
         "model BlockedByFailedLoad: ModelLoadFailed (exit code 1): Traceback (most recent call "
         "last): ... botocore.exceptions.NoCredentialsError: Unable to locate credentials"))
 
@@ -428,14 +465,14 @@ def test_a_failed_revision_has_failed():
                '"registry.example/ctloop-serving:0.1.0".')
     isvc = condition(isvc_with(KNATIVE_CANARY_READY), "Ready", status="False",
                      reason="RevisionFailed", message=message)
-    assert kserve.readiness(isvc, 3) == kserve.Readiness(
+    assert readiness(isvc, 3) == Readiness(
         State.FAILED, f"Ready False: RevisionFailed: {message}")
 
 
 def test_failure_recorded_for_an_older_generation_is_only_pending():
     isvc = condition(isvc_with(KNATIVE_CANARY_READY, observedGeneration=2), "Ready",
                      status="False", reason="RevisionFailed", message="an earlier revision")
-    assert kserve.readiness(isvc, 3).state is State.PENDING
+    assert readiness(isvc, 3).state is State.PENDING
 
 
 # Standard mode: Deployments and pods as Kubernetes reports them; a rolled-out one as KServe's
@@ -445,7 +482,7 @@ def test_failure_recorded_for_an_older_generation_is_only_pending():
 def deployment(name: str, version: int | None, *, generation: int = 1, observed: int = 1,
                replicas: int = 1, updated: int = 1, available: int = 1, total: int = 1,
                conditions: list | None = None) -> dict:
-    annotations = {} if version is None else {kserve.VERSION_ANNOTATION: str(version)}
+    annotations = {} if version is None else {VERSION_ANNOTATION: str(version)}
     return {"metadata": {"name": name, "generation": generation},
             "spec": {"replicas": replicas, "template": {"metadata": {"annotations": annotations}}},
             "status": {"observedGeneration": observed, "replicas": total,
@@ -459,7 +496,7 @@ def deployment(name: str, version: int | None, *, generation: int = 1, observed:
 def pod(deployment_name: str, version: int, **state) -> dict:
     return {"metadata": {"name": f"{deployment_name}-7d9c-0",
                          "labels": {"app": f"isvc.{deployment_name}"},
-                         "annotations": {kserve.VERSION_ANNOTATION: str(version)}},
+                         "annotations": {VERSION_ANNOTATION: str(version)}},
             "status": {"phase": "Pending", **state}}
 
 
@@ -473,14 +510,14 @@ def standard(manifest: dict, status_changes: dict | None = None) -> dict:
 
 
 def test_standard_readiness_is_judged_on_the_deployments_not_observed_generation():
-    manifest = kserve.inference_service(config(), 1, URI_V1)
-    assert kserve.expected_deployments(manifest) == {"churn-predictor": 1}
+    manifest = inference_service(config(), 1, URI_V1)
+    assert expected_deployments(manifest) == {"churn-predictor": 1}
     isvc = standard(manifest)
     # Today's Knative rule would wait for generation 5 forever.
-    assert kserve.readiness(isvc, 5).state is State.PENDING
-    assert kserve.standard_readiness(
+    assert readiness(isvc, 5).state is State.PENDING
+    assert standard_readiness(
         isvc, {"churn-predictor": 1}, {"churn-predictor": deployment("churn-predictor", 1)},
-        []) == kserve.Readiness(State.READY)
+        []) == Readiness(State.READY)
 
 
 @pytest.mark.parametrize(("dep", "reason"), [
@@ -497,10 +534,10 @@ def test_standard_readiness_is_judged_on_the_deployments_not_observed_generation
      "Deployment churn-predictor: 0 of 1 new pods available"),
 ])
 def test_standard_rolling_update_is_pending_until_the_new_pods_serve(dep, reason):
-    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    isvc = standard(inference_service(config(), 2, URI_V2))
     deployments = {} if dep is None else {"churn-predictor": dep}
-    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, deployments, []) == (
-        kserve.Readiness(State.PENDING, reason))
+    assert standard_readiness(isvc, {"churn-predictor": 2}, deployments, []) == (
+        Readiness(State.PENDING, reason))
 
 
 @pytest.mark.parametrize(("state", "reason"), [
@@ -520,41 +557,41 @@ def test_standard_rolling_update_is_pending_until_the_new_pods_serve(dep, reason
      "code 1): NoCredentialsError"),
 ])
 def test_a_stuck_pod_of_the_version_written_fails_at_once(state, reason):
-    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    isvc = standard(inference_service(config(), 2, URI_V2))
     rolling = deployment("churn-predictor", 2, available=0)
-    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
-                                     [pod("churn-predictor", 2, **state)]) == (
-        kserve.Readiness(State.FAILED, reason))
+    assert standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
+                              [pod("churn-predictor", 2, **state)]) == (
+        Readiness(State.FAILED, reason))
     # The same state on a pod of the version before (still serving during the update) is not
     # this version's failure.
-    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
-                                     [pod("churn-predictor", 1, **state)]).state is State.PENDING
+    assert standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": rolling},
+                              [pod("churn-predictor", 1, **state)]).state is State.PENDING
 
 
 def test_a_first_pull_that_failed_once_is_not_yet_a_failure():
-    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    isvc = standard(inference_service(config(), 2, URI_V2))
     state = {"containerStatuses": [{"name": "kserve-container",
                                     "state": {"waiting": {"reason": "ErrImagePull"}}}]}
-    assert kserve.standard_readiness(
+    assert standard_readiness(
         isvc, {"churn-predictor": 2},
         {"churn-predictor": deployment("churn-predictor", 2, available=0)},
         [pod("churn-predictor", 2, **state)]).state is State.PENDING
 
 
 def test_a_deployment_past_its_progress_deadline_has_failed():
-    isvc = standard(kserve.inference_service(config(), 2, URI_V2))
+    isvc = standard(inference_service(config(), 2, URI_V2))
     stuck = deployment("churn-predictor", 2, available=0, conditions=[
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
          "message": 'ReplicaSet "churn-predictor-7d9c" has timed out progressing.'}])
-    assert kserve.standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": stuck},
-                                     []) == kserve.Readiness(
+    assert standard_readiness(isvc, {"churn-predictor": 2}, {"churn-predictor": stuck},
+                              []) == Readiness(
         State.FAILED, "Deployment churn-predictor Progressing False: ProgressDeadlineExceeded: "
         'ReplicaSet "churn-predictor-7d9c" has timed out progressing.')
 
 
 def standard_canary(ready: bool) -> dict:
-    v1 = kserve.inference_service(config(), 1, URI_V1)
-    manifest = kserve.inference_service(config(), 2, URI_V2, canary_percent=20, stable=v1)
+    v1 = inference_service(config(), 1, URI_V1)
+    manifest = inference_service(config(), 2, URI_V2, canary_percent=20, stable=v1)
     isvc = isvc_with(STANDARD_READY, manifest,
                      canaryStatuses=[{"name": "v2", "ready": ready, "trafficPercent": 20}])
     isvc["status"]["conditions"].append(
@@ -565,23 +602,23 @@ def standard_canary(ready: bool) -> dict:
 
 def test_standard_canary_must_be_ready_too():
     # KServe's Ready covers the stable predictor only.
-    expected = kserve.expected_deployments(standard_canary(True))
+    expected = expected_deployments(standard_canary(True))
     assert expected == {"churn-predictor": 1, "churn-v2-predictor": 2}
     rolled_out = {name: deployment(name, version) for name, version in expected.items()}
-    assert kserve.standard_readiness(standard_canary(False), expected, rolled_out, []) == (
-        kserve.Readiness(State.PENDING, "canary churn-v2-predictor not ready: CanariesNotReady"))
-    assert kserve.standard_readiness(standard_canary(True), expected, rolled_out, []).state is (
+    assert standard_readiness(standard_canary(False), expected, rolled_out, []) == (
+        Readiness(State.PENDING, "canary churn-v2-predictor not ready: CanariesNotReady"))
+    assert standard_readiness(standard_canary(True), expected, rolled_out, []).state is (
         State.READY)
 
 
 def test_probe_url():
-    assert kserve.probe_url(standard_canary(True), canary=True) == (
+    assert probe_url(standard_canary(True), canary=True) == (
         "http://churn-v2-predictor.ctloop-serving.svc.cluster.local")
-    assert kserve.probe_url(isvc_with(KNATIVE_CANARY_READY), canary=True) == (
+    assert probe_url(isvc_with(KNATIVE_CANARY_READY), canary=True) == (
         "http://latest-churn-predictor.ctloop-serving.example.com")
-    assert kserve.probe_url(isvc_with(STANDARD_READY), canary=False) == (
+    assert probe_url(isvc_with(STANDARD_READY), canary=False) == (
         "http://churn-predictor.ctloop-serving.svc.cluster.local")
-    assert kserve.probe_url(kserve.inference_service(config(), 1, URI_V1), canary=False) is None
+    assert probe_url(inference_service(config(), 1, URI_V1), canary=False) is None
 
 
 # --- canary verdicts -----------------------------------------------------------------------------
@@ -596,7 +633,7 @@ def stats(latencies_ms: list[float], errors: int = 0) -> canary.ProbeStats:
 
 
 def test_healthy_canary_is_promoted():
-    assert kserve.canary_verdict(stats([12.0] * 40), SLO, "2") == kserve.Verdict(
+    assert canary_verdict(stats([12.0] * 40), SLO, "2") == Verdict(
         True, "canary answered 40 of 40 requests, error rate 0.0% <= 5.0%, p99 12.0 ms <= "
         "250 ms")
 
@@ -608,7 +645,7 @@ def test_healthy_canary_is_promoted():
     (stats([], errors=40), "canary answered 0 of 40 requests, fewer than the 10 needed"),
 ])
 def test_unhealthy_or_unproven_canary_is_rolled_back(probe, reason):
-    judged = kserve.canary_verdict(probe, SLO, "2")
+    judged = canary_verdict(probe, SLO, "2")
     assert not judged.promote and judged.reason.startswith(reason)
 
 
@@ -658,29 +695,29 @@ ROWS = [{"age": 31, "plan": "basic"}, {"age": None, "plan": "premium"}]
 
 @pytest.mark.parametrize("v1_server", [4], indirect=True)
 def test_probe_counts_answers_and_errors(v1_server):
-    probed = kserve.probe(v1_server.url, "churn", ROWS, "2", n_requests=20, concurrency=2)
+    probed = probing.probe(v1_server.url, "churn", ROWS, "2", n_requests=20, concurrency=2)
     assert (len(probed.answered["2"]), probed.errors) == (15, 5)
     assert "answered 500" in probed.error_samples[0]
-    assert not kserve.canary_verdict(probed, SLO, "2").promote
+    assert not canary_verdict(probed, SLO, "2").promote
 
 
 def test_probe_for_a_time_window(v1_server):
-    probed = kserve.probe(v1_server.url, "churn", ROWS, "2", window_s=0.5, concurrency=2)
+    probed = probing.probe(v1_server.url, "churn", ROWS, "2", window_s=0.5, concurrency=2)
     assert len(probed.answered["2"]) == v1_server.count > 0 and probed.errors == 0
 
 
 def test_probe_of_an_unreachable_server_rolls_back():
     url = f"http://127.0.0.1:{server_process.free_port()}"
-    probed = kserve.probe(url, "churn", ROWS, "2", n_requests=12)
+    probed = probing.probe(url, "churn", ROWS, "2", n_requests=12)
     assert probed.errors == 12 and "is not reachable" in probed.error_samples[0]
-    assert kserve.canary_verdict(probed, SLO, "2").reason.startswith("canary answered 0 of 12")
+    assert canary_verdict(probed, SLO, "2").reason.startswith("canary answered 0 of 12")
 
 
 def test_probe_needs_one_amount_and_rows():
     with pytest.raises(ConfigError, match="exactly one of n_requests or window_s"):
-        kserve.probe("http://127.0.0.1:1", "churn", ROWS, "2")
+        probing.probe("http://127.0.0.1:1", "churn", ROWS, "2")
     with pytest.raises(ConfigError, match="no rows to send"):
-        kserve.probe("http://127.0.0.1:1", "churn", [], "2", n_requests=1)
+        probing.probe("http://127.0.0.1:1", "churn", [], "2", n_requests=1)
 
 
 @pytest.mark.serving
@@ -688,10 +725,10 @@ def test_probe_of_the_real_model_server_passes(prepared, serving_python):
     rows = canary.rows(str(prepared.eval), str(prepared.model_dir))
     with server_process.serve(serving_python, "churn", model_dir=str(prepared.model_dir)) as run:
         run.wait_ready("churn", 120)
-        probed = kserve.probe(run.url, "churn", rows, "2", n_requests=30, concurrency=2)
+        probed = probing.probe(run.url, "churn", rows, "2", n_requests=30, concurrency=2)
     assert (len(probed.answered["2"]), probed.errors) == (30, 0)
-    judged = kserve.canary_verdict(probed, canary.CanarySLO(min_canary_requests=20,
-                                                            max_p99_ms=5000.0), "2")
+    judged = canary_verdict(probed, canary.CanarySLO(min_canary_requests=20,
+                                                     max_p99_ms=5000.0), "2")
     assert judged.promote, judged.reason
 
 
@@ -700,9 +737,9 @@ def test_probe_of_the_real_model_server_passes(prepared, serving_python):
 
 def _roll(kserve_cluster, target, version, uri, mode=Mode.STANDARD, slo=SLO, **overrides):
     _, api = kserve_cluster
-    return kserve.rollout(api, config(mode, **overrides), version, uri, ROWS, slo,
-                          ready_timeout_s=10, poll_s=0.02,
-                          url_for=lambda isvc, as_canary: target.url)
+    return rollout(api, config(mode, **overrides), version, uri, ROWS, slo,
+                   ready_timeout_s=10, poll_s=0.02,
+                   url_for=lambda isvc, as_canary: target.url)
 
 
 def test_rollout_first_version_then_a_promoted_canary(kserve_cluster, v1_server):
@@ -716,7 +753,7 @@ def test_rollout_first_version_then_a_promoted_canary(kserve_cluster, v1_server)
     assert [entry["state"] for entry in second["readiness"]["promote"]][-1] == "READY"
     serving = server.isvcs["churn"]
     assert serving["spec"]["predictor"]["name"] == "v2" and "canary" not in serving["spec"]
-    assert kserve.serving_version(serving) == 2
+    assert serving_version(serving) == 2
     # KServe ran the canary as churn-v2-predictor, which now serves; the old stable Deployment
     # is gone (reconcileCanaryDeployments' clean-up).
     assert set(server.deployments) == {"churn-v2-predictor"}
@@ -751,7 +788,7 @@ def test_canary_and_promotion_restart_no_pods(kserve_cluster, v1_server):
         "churn-predictor") == 0
     assert stable_pods and not set(stable_pods) & set(server.pods)
     (pod_name,) = server.pods
-    assert server.pods[pod_name]["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "2"
+    assert server.pods[pod_name]["metadata"]["annotations"][VERSION_ANNOTATION] == "2"
 
 
 def test_tensorflow_runtime_canary_passes_kserves_schema_and_webhook(kserve_cluster, v1_server):
@@ -760,17 +797,17 @@ def test_tensorflow_runtime_canary_passes_kserves_schema_and_webhook(kserve_clus
     second = _roll(kserve_cluster, v1_server, 2, URI_V2, runtime=Runtime.TENSORFLOW)
     assert (first["action"], second["action"]) == ("promoted", "promoted"), second["reason"]
     # Without the model container's name, KServe's CRD refuses the canary.
-    nameless = kserve.inference_service(config(runtime=Runtime.TENSORFLOW), 3, "s3://m/3",
-                                        canary_percent=20, stable=server.isvcs["churn"])
+    nameless = inference_service(config(runtime=Runtime.TENSORFLOW), 3, "s3://m/3",
+                                 canary_percent=20, stable=server.isvcs["churn"])
     del nameless["spec"]["canary"][0]["predictor"]["model"]["name"]
     with pytest.raises(ClusterError, match="canary.0..predictor.model.name: Required value"):
-        kserve.apply(kserve_cluster[1], nameless)
+        apply(kserve_cluster[1], nameless)
 
 
 @pytest.mark.parametrize("v1_server", [1], indirect=True)
 def test_rollout_rolls_back_a_failing_canary_to_the_previous_spec(kserve_cluster, v1_server):
     server, _ = kserve_cluster
-    server.apply(kserve.inference_service(config(), 1, URI_V1))  # serving since an earlier run
+    server.apply(inference_service(config(), 1, URI_V1))  # serving since an earlier run
     before = json.loads(json.dumps(server.isvcs["churn"]["spec"]))
     outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert (outcome["action"], outcome["promoted"]) == ("rolled_back", False)
@@ -778,14 +815,14 @@ def test_rollout_rolls_back_a_failing_canary_to_the_previous_spec(kserve_cluster
     assert outcome["generations"] == {"canary": 2, "rollback": 3}
     assert server.isvcs["churn"]["spec"] == before
     assert server.isvcs["churn"]["metadata"]["annotations"] == {
-        kserve.MODE_ANNOTATION: "Standard"}
+        MODE_ANNOTATION: "Standard"}
     assert set(server.deployments) == {"churn-predictor"}  # the canary's Deployment went
 
 
 def test_rollout_rolls_back_a_canary_that_cannot_load(kserve_cluster, v1_server):
     server, _ = kserve_cluster
     _roll(kserve_cluster, v1_server, 1, URI_V1)
-    server.broken.add(kserve.storage_uri(URI_V2))
+    server.broken.add(storage_uri(URI_V2))
     outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert outcome["action"] == "rolled_back" and outcome["probe"] is None
     assert ("not ready: InferenceService ctloop-serving/churn generation 2 failed: pod "
@@ -804,23 +841,23 @@ def test_rollout_pins_knative_traffic_when_rolling_a_canary_back(kserve_cluster,
     assert outcome["action"] == "rolled_back" and "ms above 0.001 ms" in outcome["reason"]
     predictor = server.isvcs["churn"]["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 0
-    assert predictor["containers"][0]["env"][0]["value"] == kserve.storage_uri(URI_V1)
-    assert kserve.serving_version(server.isvcs["churn"]) == 1
+    assert predictor["containers"][0]["env"][0]["value"] == storage_uri(URI_V1)
+    assert serving_version(server.isvcs["churn"]) == 1
 
 
 def test_rollout_stops_a_first_version_that_fails(kserve_cluster, v1_server):
     server, _ = kserve_cluster
-    server.broken.add(kserve.storage_uri(URI_V1))
+    server.broken.add(storage_uri(URI_V1))
     outcome = _roll(kserve_cluster, v1_server, 1, URI_V1)
     assert outcome["action"] == "rolled_back" and "the InferenceService is stopped" in \
         outcome["reason"]
-    assert server.isvcs["churn"]["metadata"]["annotations"][kserve.STOP_ANNOTATION] == "true"
+    assert server.isvcs["churn"]["metadata"]["annotations"][STOP_ANNOTATION] == "true"
     # The next version starts it again, directly: a stopped service is no stable to canary against.
     server.broken.clear()
     outcome = _roll(kserve_cluster, v1_server, 2, URI_V2)
     assert (outcome["action"], outcome["strategy"], outcome["previous_version"]) == (
         "promoted", "direct", None), outcome["reason"]
-    assert kserve.STOP_ANNOTATION not in server.isvcs["churn"]["metadata"]["annotations"]
+    assert STOP_ANNOTATION not in server.isvcs["churn"]["metadata"]["annotations"]
 
 
 def test_standard_canary_outcome_says_it_was_a_dark_launch(kserve_cluster, v1_server, prepared,
@@ -832,37 +869,37 @@ def test_standard_canary_outcome_says_it_was_a_dark_launch(kserve_cluster, v1_se
                                       url_for=lambda isvc, as_canary: v1_server.url)
         result = _registry_rollout(registry, prepared, deploy)
     assert result.promoted, result.reason
-    assert result.details["traffic"] == kserve.STANDARD_CANARY_TRAFFIC
+    assert result.details["traffic"] == STANDARD_CANARY_TRAFFIC
     assert "dark launch" in result.reason and "20% asked" in result.reason
     report = logic.report_markdown(result, "churn")
-    assert f"| canary traffic | {kserve.STANDARD_CANARY_TRAFFIC} |" in report
+    assert f"| canary traffic | {STANDARD_CANARY_TRAFFIC} |" in report
 
 
 # --- infra validation's candidate on the simulated cluster ----------------------------------
 
 
 def test_candidate_is_a_separate_service_named_after_the_model_and_the_run():
-    manifest = kserve.candidate_service(config(), URI_V1, "a1b2c3")
+    manifest = candidate_service(config(), URI_V1, "a1b2c3")
     assert manifest["metadata"]["name"] == "churn-infra-a1b2c3"
-    assert manifest["metadata"]["labels"][kserve.NAME_LABEL] == "churn"
+    assert manifest["metadata"]["labels"][NAME_LABEL] == "churn"
     args = manifest["spec"]["predictor"]["containers"][0]["args"]
     assert args[args.index("--model-name") + 1] == "churn-infra-a1b2c3"
     with pytest.raises(ConfigError, match="candidate token 'A!' is invalid"):
-        kserve.candidate_service(config(), URI_V1, "A!")
+        candidate_service(config(), URI_V1, "A!")
 
 
 def test_names_fit_kubernetes_for_every_deployment_kserve_derives():
     longest = config(name="c" * 45)
-    assert len(kserve.deployment_name(longest.name, kserve.canary_name(999999))) == 63
-    candidate = kserve.candidate_name(longest.name, "a1b2c3")
-    assert len(kserve.deployment_name(candidate)) <= 63
+    assert len(deployment_name(longest.name, canary_name(999999))) == 63
+    candidate_isvc = candidate_name(longest.name, "a1b2c3")
+    assert len(deployment_name(candidate_isvc)) <= 63
     with pytest.raises(ConfigError, match="'<name>-v<version>-predictor', which must fit 63 "
                                           "characters; use at most 45"):
         config(name="c" * 46)
 
 
 def _candidate(kserve_cluster, token, timeout_s=10.0):
-    return kserve.candidate(kserve_cluster[1], config(), URI_V1, token, timeout_s, poll_s=0.02)
+    return candidate(kserve_cluster[1], config(), URI_V1, token, timeout_s, poll_s=0.02)
 
 
 def test_two_runs_of_one_model_each_probe_their_own_candidate(kserve_cluster):
@@ -892,7 +929,7 @@ def test_candidate_is_gone_once_validation_ends(kserve_cluster):
 def test_candidate_that_cannot_start_fails_fast_not_at_the_deadline(kserve_cluster, knob, reason):
     server, _ = kserve_cluster
     getattr(server, knob).add("registry.example/ctloop-serving:0.1.0" if knob == "unpullable"
-                              else kserve.storage_uri(URI_V1))
+                              else storage_uri(URI_V1))
     started = time.monotonic()
     with pytest.raises(ClusterError, match="churn-infra-dddddd generation 1 failed: pod "
                                            "churn-infra-dddddd-predictor-") as failed:
@@ -906,11 +943,11 @@ def test_candidate_that_cannot_start_fails_fast_not_at_the_deadline(kserve_clust
 def test_only_stale_candidates_of_the_model_are_cleaned_up(kserve_cluster):
     server, api = kserve_cluster
     for token in ("old111", "new222"):
-        server.apply(kserve.candidate_service(config(), URI_V1, token))
-    server.apply(kserve.candidate_service(config(name="other"), URI_V1, "old333"))
+        server.apply(candidate_service(config(), URI_V1, token))
+    server.apply(candidate_service(config(name="other"), URI_V1, "old333"))
     server.isvcs["churn-infra-old111"]["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     server.isvcs["other-infra-old333"]["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
-    assert kserve.delete_stale_candidates(api, config()) == ["churn-infra-old111"]
+    assert delete_stale_candidates(api, config()) == ["churn-infra-old111"]
     server.step()
     assert set(server.isvcs) == {"churn-infra-new222", "other-infra-old333"}
 
@@ -941,7 +978,7 @@ def test_kserve_target_moves_the_registry_pointer_only_on_promote(kserve_cluster
     assert (second.pushed, second.promoted, second.version) == (True, False, 2)
     assert "20% canary rolled back on InferenceService ctloop-serving/churn" in second.reason
     assert registry.serving().number == 1 and [v.number for v in registry.versions()] == [1, 2]
-    assert kserve.serving_version(server.isvcs["churn"]) == 1
+    assert serving_version(server.isvcs["churn"]) == 1
     report = logic.report_markdown(second, "churn")
     assert "**PUSHED, NOT SERVING**" in report and "| serving now | version 1 |" in report
     assert "| rollback |" in report and "(Knative mode, canary)" in report
@@ -975,19 +1012,19 @@ def test_kserve_target_keeps_a_promotion_made_during_its_rollout(kserve_cluster,
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
     for _ in (2, 3):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
-    server.apply(kserve.inference_service(config(Mode.KNATIVE), 1, URI_V1))
+    server.apply(inference_service(config(Mode.KNATIVE), 1, URI_V1))
     deploy = logic.kserve_rollout(api, config(Mode.KNATIVE), URI_V2, ROWS, SLO, 5)
-    original = kserve.probe
+    original = probing.probe
 
     def probe_while_another_run_promotes(*args, **kwargs):
         registry.set_serving(2, expected_serving=1)  # run A's promotion
         return original(*args, **kwargs)
 
-    kserve.probe = probe_while_another_run_promotes
+    probing.probe = probe_while_another_run_promotes
     try:
         deployment = deploy(registry, 3, 1)
     finally:
-        kserve.probe = original
+        probing.probe = original
     assert not deployment.promoted
     assert "the registry's pointer was not moved: registry" in deployment.reason
     assert "now serves version 2, not version 1" in deployment.reason
@@ -1010,8 +1047,8 @@ def test_rollout_refuses_to_change_the_mode(kserve_cluster, v1_server):
 @pytest.fixture(scope="module")
 def api():
     try:
-        client = kserve.connect()
-        kserve._isvc_api(client)
+        client = connect()
+        _isvc_api(client)
     except ClusterError as exc:  # its message says which: no cluster reachable, or no KServe
         pytest.skip(str(exc))
     return client
@@ -1019,42 +1056,42 @@ def api():
 
 @pytest.fixture
 def e2e_config(api):
-    built = kserve.ServiceConfig(
+    built = ServiceConfig(
         name=f"ctloop-e2e-{uuid.uuid4().hex[:6]}",
         namespace=os.environ.get("CTLOOP_E2E_NAMESPACE", "ctloop-serving"),
         mode=os.environ.get("CTLOOP_E2E_MODE", "Standard"),
         service_account=os.environ.get("CTLOOP_E2E_SERVICE_ACCOUNT", "ctloop-storage"),
-        resources=kserve.Resources(cpu_request="100m", memory_request="256Mi",
-                                   cpu_limit="1", memory_limit="1Gi"))
+        resources=Resources(cpu_request="100m", memory_request="256Mi",
+                            cpu_limit="1", memory_limit="1Gi"))
     yield built
     from kubernetes.dynamic.exceptions import NotFoundError
 
     try:
-        kserve._isvc_api(api).delete(name=built.name, namespace=built.namespace)
+        _isvc_api(api).delete(name=built.name, namespace=built.namespace)
     except NotFoundError:
         pass
 
 
 @pytest.mark.e2e
 def test_apply_is_idempotent_and_owns_only_its_fields(api, e2e_config):
-    manifest = kserve.inference_service(e2e_config, 1, "s3://ctloop-e2e/no-such-model")
-    first = kserve.apply(api, manifest)
-    assert kserve.apply(api, manifest) == first
+    manifest = inference_service(e2e_config, 1, "s3://ctloop-e2e/no-such-model")
+    first = apply(api, manifest)
+    assert apply(api, manifest) == first
     # KServe's webhook adds defaults; they are not a change of ctloop's fields.
-    assert kserve.plan_apply(kserve.get(api, e2e_config.name, e2e_config.namespace),
-                             manifest) is Action.UNCHANGED
-    moved = kserve.inference_service(e2e_config, 2, "s3://ctloop-e2e/no-such-model-either")
-    assert kserve.apply(api, moved) == first + 1
+    assert plan_apply(get(api, e2e_config.name, e2e_config.namespace),
+                      manifest) is Action.UNCHANGED
+    moved = inference_service(e2e_config, 2, "s3://ctloop-e2e/no-such-model-either")
+    assert apply(api, moved) == first + 1
 
 
 @pytest.mark.e2e
 def test_wait_ready_fails_on_a_model_that_cannot_load(api, e2e_config):
-    manifest = kserve.inference_service(e2e_config, 1, "s3://ctloop-e2e/no-such-model")
-    generation = kserve.apply(api, manifest)
+    manifest = inference_service(e2e_config, 1, "s3://ctloop-e2e/no-such-model")
+    generation = apply(api, manifest)
     history = []
     with pytest.raises(ClusterError, match=f"{e2e_config.name} generation {generation}"):
-        kserve.wait_ready(api, e2e_config.name, e2e_config.namespace, generation, 300, 5,
-                          history)
+        wait_ready(api, e2e_config.name, e2e_config.namespace, generation, 300, 5,
+                   history)
     assert history and history[0]["state"] == "PENDING"
 
 
@@ -1065,11 +1102,11 @@ def test_rollout_promotes_a_good_version_and_rolls_back_a_slow_one(api, e2e_conf
         pytest.skip("set CTLOOP_E2E_MODEL_URI to a ctloop model artifact the cluster can read")
     prepared = request.getfixturevalue("prepared")  # trains a model: only once the cluster is there
     rows = canary.rows(str(prepared.eval), str(prepared.model_dir))
-    first = kserve.rollout(api, e2e_config, 1, model_uri, rows, SLO, ready_timeout_s=600)
+    first = rollout(api, e2e_config, 1, model_uri, rows, SLO, ready_timeout_s=600)
     assert first["action"] == "promoted", first
     slow = canary.CanarySLO(percent=20, requests=40, min_canary_requests=10, max_p99_ms=0.001)
-    second = kserve.rollout(api, e2e_config, 2, model_uri, rows, slow, ready_timeout_s=600)
+    second = rollout(api, e2e_config, 2, model_uri, rows, slow, ready_timeout_s=600)
     assert second["action"] == "rolled_back" and "above 0.001 ms" in second["reason"], second
-    served = kserve.get(api, e2e_config.name, e2e_config.namespace)
-    assert served["metadata"]["annotations"][kserve.VERSION_ANNOTATION] == "1"
+    served = get(api, e2e_config.name, e2e_config.namespace)
+    assert served["metadata"]["annotations"][VERSION_ANNOTATION] == "1"
     assert not served["spec"].get("canary")
