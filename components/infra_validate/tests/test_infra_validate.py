@@ -91,7 +91,7 @@ MODEL_URI = "s3://models/churn/candidate"
 
 
 def _candidate(kserve_cluster, token="a1b2c3", timeout_s=10.0):
-    from ctloop.components.rollout import kserve
+    from ctloop import kserve
 
     return logic.kserve_candidate(kserve_cluster[1], kserve.ServiceConfig(name="churn"),
                                   MODEL_URI, startup_timeout_s=timeout_s, token=token,
@@ -136,7 +136,7 @@ def test_candidate_that_cannot_load_is_not_infra_blessed_and_is_deleted(prepared
 
 
 def test_a_leftover_candidate_of_another_run_is_left_alone(prepared, kserve_cluster):
-    from ctloop.components.rollout import kserve
+    from ctloop import kserve
 
     server, _ = kserve_cluster
     # Another run of the same model is validating its own candidate right now.
