@@ -182,11 +182,11 @@ def served_registry(prepared, serving_python, tmp_path_factory) -> Iterator[Serv
     cases run against this registry: after each, the server must answer as before."""
     import pandas as pd
 
-    from ctloop.registry import Registry
+    from ctloop.registry import LocalRegistry
     from ctloop.serving import client
     from ctloop.serving import process as server_process
 
-    registry = Registry(tmp_path_factory.mktemp("served") / "registry", "churn")
+    registry = LocalRegistry(tmp_path_factory.mktemp("served") / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
     frame = pd.read_parquet(prepared.eval).head(5)
     rows = json.loads(frame[[f.name for f in prepared.features]].to_json(orient="records"))

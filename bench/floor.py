@@ -55,7 +55,7 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
         from ctloop.components.select_span import logic as select_span
         from ctloop.components.train import logic as train
         from ctloop.components.validate_data import logic as validate_data
-        from ctloop.registry import Registry
+        from ctloop.registry import LocalRegistry
 
     # Time each statistics pass of validate_data (one Beam pipeline; a cold start makes one).
     stats_passes: list[float] = []
@@ -72,7 +72,7 @@ def run(data: str, workdir: Path, serving_python: str) -> dict:
     validate_data.generate_statistics = timed_generate
 
     out = workdir / "outputs"
-    registry = Registry(workdir / "registry", MODEL_NAME)
+    registry = LocalRegistry(workdir / "registry", MODEL_NAME)
     train_path, eval_path = str(out / "train.parquet"), str(out / "eval.parquet")
     model_dir = str(out / "model")
     out.mkdir(parents=True, exist_ok=True)

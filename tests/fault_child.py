@@ -1,7 +1,7 @@
 """A registry writer for tests/test_faults.py that can kill itself (SIGKILL) at a chosen step.
 
 Run as ``python fault_child.py SPEC.json``. In this process only, it wraps the primitives the
-registries write with: for the local ``Registry`` ``os.mkdir`` (also under ``os.makedirs`` and
+registries write with: for ``LocalRegistry`` ``os.mkdir`` (also under ``os.makedirs`` and
 ``Path.mkdir``), ``open`` for writing and every ``write`` on such a file, ``shutil.copyfile``
 (also under ``copytree``), ``os.fsync``, ``os.rename``, ``os.replace``, ``os.unlink``,
 ``shutil.rmtree`` and ``fcntl.flock``, on paths under the registry root; for ``S3Registry`` its
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from ctloop.errors import CtloopError, StaleBaselineError
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.registry import s3 as registry_s3
 from ctloop.registry.s3 import S3Registry
 
@@ -266,7 +266,7 @@ def run_step(registry, step: list, spec: dict):
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     if spec["kind"] == "local":
-        registry = Registry(spec["root"], spec["model_name"])
+        registry = LocalRegistry(spec["root"], spec["model_name"])
     else:
         if spec.get("lease_s"):  # a short lease, renewed four times per lease as by default
             registry_s3.LOCK_LEASE_S = spec["lease_s"]

@@ -20,7 +20,7 @@ from ctloop.components.select_span import logic as select_span
 from ctloop.components.validate_data import logic as validate
 from ctloop.data import datagen
 from ctloop.errors import CtloopError, DataError
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry, Registry
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def registry(served_registry) -> Registry:
 
 
 def _serving_unchanged(served) -> None:
-    registry = Registry(served.registry.root, "churn")
+    registry = LocalRegistry(served.registry.root, "churn")
     assert registry.serving().number == 1
     assert [v.number for v in registry.versions()] == [1]
     served.assert_answers_as_before()
@@ -159,7 +159,7 @@ def test_schema_breaking_data_is_blocked_with_a_report(case, registry, prepared,
 def test_clean_span_passes_the_same_path(prepared, tmp_path):
     # The control: the same steps on good data do push, so the cases above fail for their data.
     # It pushes, so on a registry of its own, not the served one.
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
     checked, pushed = _run(_span(tmp_path, _good_rows()), registry, prepared, tmp_path)
     assert checked.valid and pushed.pushed and pushed.version == 2

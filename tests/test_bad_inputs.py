@@ -25,13 +25,13 @@ from ctloop.components.infra_validate import logic as infra
 from ctloop.components.rollout import logic as rollout
 from ctloop.contract import serving_target
 from ctloop.errors import ConfigError, CtloopError
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry, Registry
 
 
 @pytest.fixture
 def workdir(prepared, spans_dir, tmp_path):
     """A workdir whose registry serves version 1, and the data of span 1."""
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
     return tmp_path
 
@@ -44,7 +44,7 @@ def _tree_digest(folder: Path) -> str:
 
 
 def _serving_unchanged(served, before: str) -> None:
-    registry = Registry(served.registry.root, "churn")
+    registry = LocalRegistry(served.registry.root, "churn")
     assert registry.serving().number == 1 and [v.number for v in registry.versions()] == [1]
     assert _tree_digest(registry.serving().path) == before
     served.assert_answers_as_before()
@@ -246,5 +246,5 @@ def test_model_answering_nan_is_gated_with_a_report(prepared, serving_python, tm
 def test_every_error_is_a_ctloop_error_with_one_line(prepared, tmp_path):
     """The corpus's errors come from one hierarchy, which the CLI prints as one line."""
     with pytest.raises(CtloopError) as caught:
-        Registry(tmp_path, "churn").set_serving(3)
+        LocalRegistry(tmp_path, "churn").set_serving(3)
     assert "\n" not in str(caught.value) and "choose one of" in str(caught.value)

@@ -38,7 +38,7 @@ import pytest
 
 from ctloop import contract
 from ctloop.errors import CtloopError, RegistryError
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry, Registry
 from ctloop.registry.s3 import S3Registry
 from ctloop.serving import client
 from ctloop.serving import process as server_process
@@ -283,7 +283,7 @@ def assert_complete(version, model) -> None:
 
 
 def check_local(root: Path, model, expected: dict) -> Registry:
-    registry = Registry(root, MODEL_NAME)
+    registry = LocalRegistry(root, MODEL_NAME)
     listed = registry.versions()
     assert [v.number for v in listed] == expected["versions"]
     for version in listed:
@@ -302,8 +302,8 @@ def test_local_registry_survives_sigkill_at_every_scheduled_point(model, tmp_pat
     failures = []
     for index, scenario in enumerate(SCENARIOS):
         template = tmp_path / f"template-{index}"
-        scenario.prepare(Registry(template / "registry", MODEL_NAME), model)
-        before = [v.number for v in Registry(template / "registry", MODEL_NAME).versions()]
+        scenario.prepare(LocalRegistry(template / "registry", MODEL_NAME), model)
+        before = [v.number for v in LocalRegistry(template / "registry", MODEL_NAME).versions()]
 
         def prepare(folder, template=template):
             if (template / "registry").exists():
@@ -601,7 +601,7 @@ def test_two_local_writers_at_once_one_version_the_loser_told_to_rerun(model, tm
             "record": {"writer": name}, "expected_serving": None}]]) for name in models},
             tmp_path / f"attempt-{attempt}")
         winner = assert_one_winner(runs)
-        registry = Registry(root, MODEL_NAME)
+        registry = LocalRegistry(root, MODEL_NAME)
         assert [v.number for v in registry.versions()] == [1]
         assert registry.serving().number == 1
         assert registry.serving().record()["writer"] == winner
@@ -617,7 +617,7 @@ def test_two_local_writers_rerunning_on_stale_baselines_interleave_no_version(mo
         "record": {"writer": name}, "count": 3}]]) for name in models}, tmp_path / "race")
     pushed = {name: run.result["results"][0]["ok"] for name, run in runs.items()}
     assert sorted(pushed["a"] + pushed["b"]) == [1, 2, 3, 4, 5, 6], pushed
-    registry = Registry(root, MODEL_NAME)
+    registry = LocalRegistry(root, MODEL_NAME)
     assert [v.number for v in registry.versions()] == [1, 2, 3, 4, 5, 6]
     for version in registry.versions():
         writer = version.record()["writer"]
@@ -646,7 +646,7 @@ def test_local_writer_that_cannot_get_the_lock_in_time_is_told_to_wait_and_rerun
     assert outcome["error"] == "RegistryError", outcome
     assert re.search(r"is locked by another run for over 1s; wait for that run to finish, "
                      r"then rerun$", outcome["message"]), outcome
-    registry = Registry(root, MODEL_NAME)
+    registry = LocalRegistry(root, MODEL_NAME)
     assert [v.number for v in registry.versions()] == [1]
     # The rerun, against what serves now.
     assert registry.push(*models["b"], {"writer": "b"}, expected_serving=1).number == 2
@@ -669,7 +669,7 @@ if _gate:
     except ImportError:  # a python without ctloop
         _registry = None
     if _registry is not None:
-        _push = _registry.Registry.push
+        _push = _registry.LocalRegistry.push
 
         def _gated_push(self, *args, **kwargs):
             open(os.path.join(_gate, "ready-" + os.environ["CTLOOP_TEST_RUN"]), "w").close()
@@ -681,7 +681,7 @@ if _gate:
             time.sleep(float(os.environ["CTLOOP_TEST_HOLD_S"]))
             return version
 
-        _registry.Registry.push = _gated_push
+        _registry.LocalRegistry.push = _gated_push
 '''
 HOLD_S = 1.0
 RUN_TIMEOUT_S = 900.0
@@ -748,7 +748,7 @@ def test_two_whole_ct_runs_at_once_push_one_version_the_loser_told_to_rerun(serv
     assert lost["push_reason"] == stale
     assert f"rollout: {stale}" in runs[loser]["stdout"].splitlines(), runs[loser]
 
-    registry = Registry(registry_root, MODEL_NAME)
+    registry = LocalRegistry(registry_root, MODEL_NAME)
     assert [v.number for v in registry.versions()] == [1]
     assert json.loads((registry.path / "SERVING").read_text())["version"] == 1
     assert registry.serving().number == 1 and registry.canary() is None
@@ -846,7 +846,7 @@ def test_s3_writer_that_cannot_get_the_lock_in_time_is_told_to_wait_and_rerun(
 @pytest.mark.serving
 def test_model_server_killed_mid_traffic_answers_the_same_after_restart(model, serving_python,
                                                                         tmp_path):
-    registry = Registry(tmp_path / "registry", MODEL_NAME)
+    registry = LocalRegistry(tmp_path / "registry", MODEL_NAME)
     registry.push(*model, {"writer": "setup"}, expected_serving=None)
     port = server_process.free_port()
     answers: list[tuple[str, dict | str]] = []  # (phase, answer or error), in order

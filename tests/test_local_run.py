@@ -8,7 +8,7 @@ import tensorflow_data_validation as tfdv
 
 from conftest import EXCLUDE, LABEL
 from ctloop.local import runner as local_run
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.registry import record as run_record
 
 pytestmark = pytest.mark.local
@@ -68,13 +68,13 @@ def test_second_span_is_judged_against_the_serving_model(runs):
     assert {"drift.income", "drift.plan", "skew.income"} <= set(second["drift"])
     assert max(second["drift"].values()) < 0.1
     assert not any(k.startswith("drift.") for k in first["drift"])
-    record = Registry(workdir / "registry", "churn").versions()[0].record()
+    record = LocalRegistry(workdir / "registry", "churn").versions()[0].record()
     assert record["span"] == 1 and record["data_fingerprint"] == first["data_fingerprint"]
 
 
 def test_each_version_records_what_it_was_made_from(runs):
     workdir, (first, _, _) = runs
-    record = Registry(workdir / "registry", "churn").versions()[0].record()
+    record = LocalRegistry(workdir / "registry", "churn").versions()[0].record()
     assert record["parameters"] == {
         "label": LABEL, "exclude": EXCLUDE, "epochs": 4, "batch_size": 256,
         "learning_rate": 0.001, "hidden_units": [64, 32], "seed": 42, "mixed_precision": False,
@@ -126,7 +126,7 @@ def test_every_training_and_blessing_option_passes_through_kfp(spans_dir, servin
     assert summary["blessed"] and summary["blessing_reason"].startswith(
         "FORCE-BLESSED: bootstrap: first model")
     assert summary["pushed"] and summary["promoted"]
-    record = Registry(tmp_path / "work" / "registry", "churn").serving().record()
+    record = LocalRegistry(tmp_path / "work" / "registry", "churn").serving().record()
     assert record["parameters"]["hidden_units"] == [8]
     assert (record["parameters"]["batch_size"], record["parameters"]["learning_rate"],
             record["parameters"]["seed"]) == (512, 0.005, 7)
@@ -142,7 +142,7 @@ def test_corrupt_span_is_blocked_and_serving_model_unchanged(runs):
     workdir, (_, second, third) = runs
     assert not third["data_valid"] and third["anomaly_count"] >= 1
     assert not third["pushed"] and "data validation did not pass" in third["push_reason"]
-    serving = Registry(workdir / "registry", "churn").serving()
+    serving = LocalRegistry(workdir / "registry", "churn").serving()
     assert serving.number == (second["pushed_version"] or 1)
     report = open(third["reports"]["anomalies_md"]).read()
     assert "deployment is blocked" in report and "`plan`" in report

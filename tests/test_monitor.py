@@ -19,7 +19,7 @@ from ctloop.data import datagen
 from ctloop.monitor import measure, trigger
 from ctloop.monitor import records as served
 from ctloop.monitor import report as monitor_report
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry, Registry
 from ctloop.serving import client
 from ctloop.serving import process as server_process
 
@@ -128,7 +128,7 @@ def monitored(prepared, serving_python, tmp_path_factory):
     """A registry serving ``prepared``'s model (span 1, its statistics stored), and a server
     recording every request."""
     work = tmp_path_factory.mktemp("monitored")
-    registry = Registry(work / "registry", "churn")
+    registry = LocalRegistry(work / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {"span": 1}, expected_serving=None)
     registry.save_statistics(1, prepared.train.parent / "stats" / "train.stats.tfrecord")
     records = work / "records"

@@ -1,16 +1,23 @@
-"""The registry on S3 (moto's S3 server on 127.0.0.1, through real boto3): versions visible only
-when complete, the pointer, the conditional-write lock, its renewal and its takeover after
-expiry, and the clean-up of versions a killed push left incomplete."""
+"""The registry on S3 (moto's S3 server on 127.0.0.1, through real boto3), beyond what every
+registry promises (tests/test_registry_contract.py): versions visible only when complete, the
+conditional-write lock, its renewal, its takeover after expiry and what a holder that lost it
+may no longer write, the clean-up of versions a killed push left incomplete, and the local
+copies of what is read."""
 
+import gc
+import hashlib
 import json
+import re
+import shutil
+import tempfile
 import threading
 import time
 
 import boto3
 import pytest
 
-from ctloop.errors import ConfigError, RegistryError, StaleBaselineError
-from ctloop.registry import Registry, open_registry
+from ctloop.errors import ConfigError, RegistryError
+from ctloop.registry import LocalRegistry, open_registry
 from ctloop.registry import s3 as registry_s3
 from ctloop.registry.s3 import S3Registry
 
@@ -36,7 +43,7 @@ def s3(s3_bucket, tmp_path):
 
 
 def test_open_registry_by_scheme(tmp_path, s3_bucket):
-    assert isinstance(open_registry(str(tmp_path), "churn"), Registry)
+    assert isinstance(open_registry(str(tmp_path), "churn"), LocalRegistry)
     assert isinstance(open_registry(f"{s3_bucket.uri}/r", "churn", s3_bucket.endpoint_url),
                       S3Registry)
     with pytest.raises(ConfigError, match="registry URI 'gs://b/r' is not supported: use a "
@@ -82,16 +89,6 @@ def test_pointer_to_an_incomplete_version_is_an_error(s3, model):
     client.put_object(Bucket=bucket, Key="registry/churn/SERVING", Body=b'{"version": 7}')
     with pytest.raises(RegistryError, match="names version 7, which is not complete"):
         open_one("other").serving()
-
-
-def test_push_refuses_a_stale_baseline(s3, model):
-    open_one, _, _ = s3
-    registry = open_one()
-    registry.push(*model, {}, expected_serving=None)
-    registry.push(*model, {}, expected_serving=1)
-    with pytest.raises(StaleBaselineError, match="now serves version 2, not version 1"):
-        registry.push(*model, {}, expected_serving=1)
-    assert [v.number for v in registry.versions()] == [1, 2]
 
 
 def test_lock_held_by_another_run_makes_the_loser_wait_then_fail(s3, model):
@@ -248,18 +245,6 @@ def client_error(code: str):
     return ClientError({"Error": {"Code": code, "Message": code}}, "DeleteObject")
 
 
-def test_statistics_of_the_previous_span(s3, tmp_path):
-    open_one, _, _ = s3
-    registry = open_one()
-    for span in (1, 3):
-        stats = tmp_path / f"{span}.tfrecord"
-        stats.write_bytes(f"stats {span}".encode())
-        registry.save_statistics(span, stats)
-    found, path = open_one("other").previous_statistics(3)
-    assert found == 1 and path.read_bytes() == b"stats 1"
-    assert open_one("third").previous_statistics(1) is None
-
-
 def test_unreachable_store_is_a_one_line_error(tmp_path, model, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
@@ -270,3 +255,127 @@ def test_unreachable_store_is_a_one_line_error(tmp_path, model, monkeypatch):
     message = str(caught.value)
     assert message.startswith("registry s3://bucket/registry/churn/: cannot list")
     assert "http://127.0.0.1:9" in message and "\n" not in message
+
+
+def test_a_holder_frozen_past_its_lease_cannot_overwrite_the_next_holders_version(
+        s3, model, tmp_path, short_lease, monkeypatch):
+    """A holder that picked its version number, then froze past its lease while another run
+    took the lock over and pushed that same number: it must not write a single object of that
+    version, and fails with one line saying why."""
+    open_one, client, bucket = s3
+    frozen, other = open_one("frozen"), open_one("other")
+    other_model = tmp_path / "other-model"
+    shutil.copytree(model[0], other_model)
+    (other_model / "saved_model.pb").write_bytes(b"the other run's pb")
+    monkeypatch.setattr(registry_s3._Lease, "_renew", lambda self: None)  # frozen: no renewals
+    numbers = S3Registry._numbers
+
+    def freeze_once_numbered(self, complete=True):
+        found = numbers(self, complete)
+        if self is frozen and not complete:
+            time.sleep(1.2)  # past the 1 s lease: the next run takes the lock over and pushes
+            assert other.push(other_model, model[1], {"by": "other"}, expected_serving=None,
+                              lock_timeout_s=5).number == 1
+        return found
+
+    monkeypatch.setattr(S3Registry, "_numbers", freeze_once_numbered)
+    with pytest.raises(RegistryError) as caught:
+        frozen.push(*model, {"by": "frozen"}, expected_serving=None)
+    reader = open_one("reader")
+    assert [v.number for v in reader.versions()] == [1]
+    version = reader.serving()
+    assert version.record() == {"by": "other", "version": 1}
+    assert (version.model_dir / "saved_model.pb").read_bytes() == b"the other run's pb"
+    stored = client.list_objects_v2(Bucket=bucket, Prefix="registry/churn/versions/")
+    etags = {o["Key"]: o["ETag"] for o in stored["Contents"]}
+    assert etags["registry/churn/versions/1/model/saved_model.pb"].strip('"') == hashlib.md5(
+        b"the other run's pb").hexdigest()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.fullmatch(r"registry s3://.*/registry/churn/ lost its push lock before writing "
+                        r"model/saved_model\.pb of version 1 \(its lease, until .* UTC, was not "
+                        r"renewed 0\.1s before it ends\); nothing more was written, another run "
+                        r"may hold the lock now: rerun", message), message
+
+
+def test_no_temporary_folder_until_a_file_is_read_and_none_left_after(s3_bucket, model,
+                                                                       tmp_path, monkeypatch):
+    """Opening the registry and reading its pointers writes nothing locally; a Version fetches
+    only the files asked for (the schema without the model); the local copies go with the
+    registry: on close(), at the end of a with block, or when it is garbage collected."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    uri, endpoint = f"{s3_bucket.uri}/registry", s3_bucket.endpoint_url
+    writer = S3Registry(uri, "churn", endpoint, cache_dir=tmp_path / "writer")
+    writer.push(*model, {"span": 1}, expected_serving=None)
+    writer.push(*model, {"span": 2}, expected_serving=1, serve=False)
+
+    def opened() -> tuple[S3Registry, list[str]]:
+        """A registry with no cache_dir, and the version objects it GETs (boto3's downloads
+        GET through the client's get_object too)."""
+        registry, fetched = S3Registry(uri, "churn", endpoint), []
+        get = registry._client.get_object
+
+        def get_object(**kwargs):
+            if "/versions/" in kwargs["Key"]:
+                fetched.append(kwargs["Key"].split("/churn/", 1)[1])
+            return get(**kwargs)
+
+        registry._client.get_object = get_object
+        return registry, fetched
+
+    registry, fetched = opened()
+    serving = registry.serving()
+    assert [v.number for v in registry.versions()] == [1, 2] and serving.number == 1
+    assert list(temp.iterdir()) == [] and fetched == []
+    assert serving.schema_path.read_text() == "feature {}"
+    assert fetched == ["versions/1/schema.pbtxt"]
+    (folder,) = temp.iterdir()
+    assert (serving.model_dir / "saved_model.pb").read_bytes() == b"pb"
+    assert sorted(fetched) == ["versions/1/model/saved_model.pb",
+                               "versions/1/model/variables/variables.index",
+                               "versions/1/schema.pbtxt"]
+    assert serving.model_dir.is_dir() and len(fetched) == 3  # fetched once
+    registry.close()
+    assert not folder.exists() and list(temp.iterdir()) == []
+
+    with S3Registry(uri, "churn", endpoint) as registry:
+        assert registry.versions()[1].record() == {"span": 2, "version": 2}
+        assert len(list(temp.iterdir())) == 1
+    assert list(temp.iterdir()) == []
+
+    registry, fetched = opened()
+    registry.serving().schema_path.read_text()
+    assert len(list(temp.iterdir())) == 1
+    del registry
+    gc.collect()
+    assert list(temp.iterdir()) == []
+
+
+def test_a_holder_that_lost_its_lock_unnoticed_never_completes_another_runs_version(
+        s3, model, tmp_path, short_lease, monkeypatch):
+    """The last guard, for a holder frozen right after a lease check passed: record.json is
+    created only if absent, so it cannot complete the version the next holder completed."""
+    open_one, client, bucket = s3
+    frozen, other = open_one("frozen"), open_one("other")
+    monkeypatch.setattr(registry_s3._Lease, "_renew", lambda self: None)
+    numbers, check = S3Registry._numbers, registry_s3._Lease.check
+
+    def freeze_once_numbered(self, complete=True):
+        found = numbers(self, complete)
+        if self is frozen and not complete:
+            time.sleep(1.2)
+            other.push(*model, {"by": "other"}, expected_serving=None, lock_timeout_s=5)
+            monkeypatch.setattr(registry_s3._Lease, "check", lambda lease, before: None)
+        return found
+
+    monkeypatch.setattr(S3Registry, "_numbers", freeze_once_numbered)
+    with pytest.raises(RegistryError, match=r"version 1 was made complete by another run while "
+                                            r"this one wrote it \(this run lost its push lock\); "
+                                            r"rerun$"):
+        frozen.push(*model, {"by": "frozen"}, expected_serving=None)
+    monkeypatch.setattr(registry_s3._Lease, "check", check)
+    reader = open_one("reader")
+    assert [v.number for v in reader.versions()] == [1]
+    assert reader.serving().record() == {"by": "other", "version": 1}

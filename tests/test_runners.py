@@ -11,7 +11,7 @@ from conftest import EXCLUDE, LABEL
 from ctloop.errors import TaskFailedError
 from ctloop.local import in_process, task_exit
 from ctloop.local import runner as local_run
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 
 pytestmark = pytest.mark.local
 
@@ -86,7 +86,7 @@ def test_both_runners_write_the_same_artifacts(both):
 
 def test_both_runners_leave_the_same_registry(both):
     def versions(workdir):
-        registry = Registry(workdir / "registry", "churn")
+        registry = LocalRegistry(workdir / "registry", "churn")
         return ([(v.number, sorted(v.record()), v.record()["environment"])
                  for v in registry.versions()],
                 registry.serving().number)

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from ctloop.cli import main
 from ctloop.local import task_exit
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 
 PIPELINE = "ctloop-continuous-training"
 
@@ -70,7 +70,7 @@ def test_versions_lists_metrics_and_which_serves(tmp_path):
     (model / "saved_model.pb").write_text("")
     schema = tmp_path / "schema.pbtxt"
     schema.write_text("")
-    registry = Registry(tmp_path / "work" / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "work" / "registry", "churn")
     registry.push(model, schema, {"spans": [1.0], "metrics": {"auc": 0.71, "precision": 0.5},
                                   "infra": {"p99_ms": 19.46}}, expected_serving=None)
     registry.push(model, schema, {"spans": [2.0], "metrics": {"auc": 0.73},

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from ctloop import contract
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.serving import process as server_process
 
 pytestmark = pytest.mark.serving
@@ -148,7 +148,7 @@ def registry_root(tmp_path_factory) -> Path:
     export_model(work / "export")
     schema = work / "schema.pbtxt"
     schema.write_text("".join(f'feature {{ name: "{name}" }}\n' for name in FEATURES))
-    Registry(work / "registry", MODEL_NAME).push(
+    LocalRegistry(work / "registry", MODEL_NAME).push(
         work / "export", schema, {"test": "serving"}, expected_serving=None)
     return work / "registry"
 
@@ -158,7 +158,7 @@ def reference(registry_root) -> list[float]:
     """In-process predictions of the registered SavedModel on ROWS (pipeline TF)."""
     import tensorflow as tf
 
-    model_dir = Registry(registry_root, MODEL_NAME).serving().model_dir
+    model_dir = LocalRegistry(registry_root, MODEL_NAME).serving().model_dir
     signature = tf.saved_model.load(str(model_dir)).signatures[contract.SERVING_SIGNATURE]
     inputs = {name: tf.constant(values) for name, values in contract_inputs(ROWS).items()}
     return signature(**inputs)[contract.OUTPUT_KEYS[contract.BINARY]].numpy().tolist()

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry, Registry
 from ctloop.serving import client
 from ctloop.serving import process as server_process
 
@@ -60,7 +60,7 @@ class Traffic:
 
 @pytest.fixture
 def registry_with_two_versions(prepared, tmp_path) -> Registry:
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
     return registry

@@ -11,7 +11,7 @@ import pytest
 from conftest import EXCLUDE, LABEL
 from ctloop import contract
 from ctloop.local import runner as local_run
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 
 pytestmark = pytest.mark.local
 
@@ -44,7 +44,7 @@ def test_multiclass_is_trained_judged_on_accuracy_served_and_pushed(multiclass_r
     assert first["infra_blessed"], first["infra_reason"]
     assert first["infra"]["max_abs_diff"] <= 1e-4
     assert first["pushed"] and first["pushed_version"] == 1
-    served = Registry(workdir / "registry", "plans").serving()
+    served = LocalRegistry(workdir / "registry", "plans").serving()
     assert contract.read_task(served.model_dir) == (
         "multiclass", ["basic", "premium", "standard"])
     assert _train_parameters(first)["warm_start"] == "off"
@@ -70,7 +70,7 @@ def test_regression_is_trained_judged_on_mae_served_and_pushed(spans_dir, servin
     assert summary["blessed"] and summary["blessing_reason"] == "passed MAE <= 9.0"
     assert summary["infra_blessed"], summary["infra_reason"]
     assert summary["pushed"] and summary["pushed_version"] == 1
-    served = Registry(tmp_path / "registry", "charges").serving()
+    served = LocalRegistry(tmp_path / "registry", "charges").serving()
     assert contract.read_task(served.model_dir) == ("regression", [])
 
 

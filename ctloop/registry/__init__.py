@@ -1,12 +1,18 @@
 """The model registry: numbered versions, the serving pointer, the canary, per-span statistics.
 
-``open_registry(uri, model_name)`` returns the local implementation (``ctloop.registry.local``)
-for a folder and the object-store one (``ctloop.registry.s3``) for ``s3://``; both have the same
-semantics. ``ctloop.registry.record`` is what a version was made from (code and environment).
+``Registry`` is the protocol (``ctloop.registry.base``, with the layout and ``Version``);
+``LocalRegistry`` (``ctloop.registry.local``) keeps it in a folder, ``S3Registry``
+(``ctloop.registry.s3``) in an S3 bucket, with the same semantics. ``open_registry(uri,
+model_name)`` opens the one a URI names. ``ctloop.registry.record`` is what a version was made
+from (code and environment).
 """
 
-from ctloop.registry.local import (
+from __future__ import annotations
+
+from ctloop.errors import ConfigError
+from ctloop.registry.base import (
     ANY_SERVING,
+    CANARY_FILE,
     MODEL_DIR,
     POINTER_FILE,
     RECORD_FILE,
@@ -14,12 +20,30 @@ from ctloop.registry.local import (
     STATS_SUFFIX,
     Registry,
     Version,
-    open_registry,
     stale_baseline,
     validate_model_name,
 )
+from ctloop.registry.local import LocalRegistry
+from ctloop.registry.s3 import S3Registry  # boto3 is imported when one is opened, not here
+
+
+def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None) -> Registry:
+    """The registry at ``uri``: a local folder (``LocalRegistry``), or ``s3://BUCKET[/PREFIX]``
+    (``S3Registry``, shared by the pods of a cluster; ``s3_endpoint_url`` for MinIO/SeaweedFS).
+
+    Raises:
+        ConfigError: Another scheme.
+    """
+    if uri.startswith("s3://"):
+        return S3Registry(uri, model_name, s3_endpoint_url)
+    if "://" in uri:
+        raise ConfigError(f"registry URI {uri!r} is not supported: use a local folder or "
+                          "s3://BUCKET/PREFIX (AWS S3, MinIO and SeaweedFS speak it)")
+    return LocalRegistry(uri, model_name)
+
 
 __all__ = [
-    "ANY_SERVING", "MODEL_DIR", "POINTER_FILE", "RECORD_FILE", "SCHEMA_FILE", "STATS_SUFFIX",
-    "Registry", "Version", "open_registry", "stale_baseline", "validate_model_name",
+    "ANY_SERVING", "CANARY_FILE", "MODEL_DIR", "POINTER_FILE", "RECORD_FILE", "SCHEMA_FILE",
+    "STATS_SUFFIX", "LocalRegistry", "Registry", "S3Registry", "Version", "open_registry",
+    "stale_baseline", "validate_model_name",
 ]

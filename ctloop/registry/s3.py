@@ -1,27 +1,29 @@
-"""The model registry on an S3-compatible object store, shared by every task of every run.
+"""The model registry on an S3-compatible object store (``S3Registry``), shared by every task of
+every run: on a cluster each task runs in its own pod, where a folder would not outlive it.
 
-On a cluster each task runs in its own pod: a registry in a pod's folder would not outlive the
-task. This one lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the local registry's
-layout (``versions/<n>/{model/,schema.pbtxt,record.json}``, ``SERVING``,
-``statistics/span-<s>.stats.tfrecord``) and the same guarantees, from what S3 offers instead of
+It lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the layout of
+``ctloop.registry.base`` and the local registry's guarantees, from what S3 offers instead of
 ``rename`` and ``flock``:
 
 - A version is complete when its ``record.json`` exists, written after every other object of
-  the version; readers ignore a number without it, so a push killed half-way is never visible.
-  Numbers come from every prefix under ``versions/``, complete or not, so one is never reused.
-- ``SERVING`` and the statistics are single PUTs, which S3 makes visible whole or not at all.
+  the version (and only if absent); readers ignore a number without it, so a push killed
+  half-way is never visible. Numbers come from every prefix under ``versions/``, complete or
+  not, so one is never reused.
+- ``SERVING``, ``CANARY`` and the statistics are single PUTs, which S3 makes visible whole or
+  not at all.
 - The push lock is ``.lock``, created only if absent (``If-None-Match: *``, conditional writes
   of AWS S3, MinIO and SeaweedFS) and holding an expiry a minute ahead, which its holder renews
   (a PUT conditional on the ETag it wrote) while it holds the lock. A lock left by a killed run
   is taken over once expired, by a delete conditional on its ETag, so two runs cannot both take
-  it. A holder stops before it completes a version or moves the pointer if its renewal failed
-  (taken over) or its lease is within ``LOCK_RENEW_S`` of running out unrenewed (renewals
-  failing, or the process frozen): the lock is then no longer surely its own.
+  it. The holder checks its lease before every write under the lock, and stops if its renewal
+  failed (taken over) or its lease is within ``LOCK_RENEW_S`` of running out unrenewed (the
+  process froze, say): the lock, and the version number it picked, may be another run's now.
 - The objects of versions a killed push left incomplete are deleted by the next push, once its
   own version is complete (so their numbers stay below every complete one, never reused).
 
-Readers get a ``Version`` whose files are downloaded to a local cache folder, so TFDV and TF
-read them as they read the local registry's.
+A ``Version`` downloads each file (the schema, the model folder) when first asked for, into a
+local folder TFDV and TF read as they read the local registry's. The folder is made at the first
+download and removed by ``close()``, at the end of a ``with`` block, or with the registry.
 """
 
 from __future__ import annotations
@@ -30,40 +32,42 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ctloop.data import storage
 from ctloop.errors import ConfigError, RegistryError
-from ctloop.registry.local import (
-    ANY_SERVING,
+from ctloop.registry.base import (
     LOCK_FILE,
     MODEL_DIR,
-    POINTER_FILE,
     RECORD_FILE,
     SCHEMA_FILE,
+    STATS_RE,
     STATS_SUFFIX,
+    Pointers,
     Version,
-    stale_baseline,
     validate_model_name,
 )
 
 LOCK_LEASE_S = 60.0  # a killed run's lock is free this long after its last renewal
 LOCK_RENEW_S = 15.0  # how often the holder renews; with less lease than this left, it stops writing
 log = logging.getLogger(__name__)
-_STATS_RE = re.compile(r"^span-(\d+)" + re.escape(STATS_SUFFIX) + "$")
 
 
-class S3Registry:
-    """The versions of one model under ``s3://bucket/prefix/``: the local ``Registry``'s reads
-    and pushes (not its canary, which belongs to a local server)."""
+class S3Registry(Pointers):
+    """The versions of one model under ``s3://bucket/prefix/`` (the ``Registry`` protocol; its
+    pointer operations are ``base.Pointers``').
+
+    ``cache_dir``: where downloaded files go (kept); default: a temporary folder, made at the
+    first download and removed by ``close()`` or with the registry.
+    """
 
     def __init__(self, root: str, model_name: str, s3_endpoint_url: str | None = None,
                  cache_dir: str | os.PathLike[str] | None = None):
@@ -74,35 +78,45 @@ class S3Registry:
         self.bucket, _, prefix = self.root[5:].partition("/")
         self.prefix = f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
         self.endpoint_url = s3_endpoint_url or None
-        self._client = storage.s3_client(self.endpoint_url)
-        self._cache = Path(cache_dir or tempfile.mkdtemp(prefix="ctloop-registry-"))
+        try:
+            self._client = storage.s3_client(self.endpoint_url)
+        except ImportError as exc:
+            raise ConfigError(
+                f"registry {self.uri} needs boto3, which this environment lacks ({exc}); "
+                "install boto3 here, or use a registry folder") from exc
+        self._fetching = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+        if cache_dir is None:  # named now, made at the first download
+            self._cache = Path(tempfile.gettempdir()) / f"ctloop-registry-{uuid.uuid4().hex}"
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._cache), True)
+        else:
+            self._cache = Path(cache_dir)
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    def close(self) -> None:
+        """Removes the temporary folder of downloaded files (not a ``cache_dir`` given)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def __enter__(self) -> S3Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- reads ----------------------------------------------------------------------------
 
     def versions(self) -> list[Version]:
-        """Complete versions, oldest first (downloaded only when one is asked for by number)."""
-        return [Version(n, self._cache / "versions" / str(n)) for n in sorted(self._numbers())]
-
-    def serving(self) -> Version | None:
-        """The version the serving pointer names, downloaded; None before the first push."""
-        data = self._read_json(POINTER_FILE)
-        if data is None:
-            return None
-        number = int(data["version"])
-        if number not in self._numbers():
-            raise RegistryError(
-                f"registry pointer {self.uri}{POINTER_FILE} names version {number}, which is not "
-                f"complete (no {RECORD_FILE}); point it at a complete version")
-        return self._download(number)
+        """Complete versions, oldest first (their files downloaded when asked for)."""
+        return [self._version(n) for n in sorted(self._numbers())]
 
     def previous_statistics(self, span: int) -> tuple[int, Path] | None:
         """The stored statistics of the latest span before ``span``, downloaded."""
         stored = [(int(m.group(1)), key) for key in self._keys("statistics/")
-                  if (m := _STATS_RE.match(key.rsplit("/", 1)[-1])) and int(m.group(1)) < span]
+                  if (m := STATS_RE.match(key.rsplit("/", 1)[-1])) and int(m.group(1)) < span]
         if not stored:
             return None
         found, key = max(stored)
@@ -150,60 +164,77 @@ class S3Registry:
     def push(self, model_dir: str | os.PathLike[str], schema_path: str | os.PathLike[str],
              record: dict[str, Any], *, expected_serving: int | None, serve: bool = True,
              lock_timeout_s: float = 60.0) -> Version:
-        """Adds a new numbered version and (by default) points serving at it; see ``Registry``.
-
-        ``record.json`` goes last: until it is there the version does not exist for readers.
-        """
+        """Adds a new numbered version and (by default) points serving at it; see
+        ``LocalRegistry.push``. Each PUT follows a check of the lease, so a holder that lost the
+        lock writes nothing more; ``record.json`` goes last, and only if absent."""
         with self.lock(lock_timeout_s) as lease:
-            data = self._read_json(POINTER_FILE)
-            stale = stale_baseline(self.uri, int(data["version"]) if data else None,
-                                   expected_serving)
-            if stale:
-                raise stale
+            self._check_baseline(expected_serving)
             number = max(self._numbers(complete=False), default=0) + 1
             base = f"{self.prefix}versions/{number}/"
-            for path in sorted(Path(model_dir).rglob("*")):
-                if path.is_file():
-                    self._put_file(path, f"{base}{MODEL_DIR}/{path.relative_to(model_dir)}")
-            self._put_file(schema_path, base + SCHEMA_FILE)
+            files = [(path, f"{MODEL_DIR}/{path.relative_to(model_dir).as_posix()}")
+                     for path in sorted(Path(model_dir).rglob("*")) if path.is_file()]
+            for path, name in [*files, (Path(schema_path), SCHEMA_FILE)]:
+                lease.check(f"writing {name} of version {number}")
+                self._put_file(path, base + name)
             lease.check(f"making version {number} complete")
-            self._put(base + RECORD_FILE, json.dumps({**record, "version": number}, indent=2,
-                                                     sort_keys=True).encode())
+            body = json.dumps({**record, "version": number}, indent=2, sort_keys=True).encode()
+            if self._create(base + RECORD_FILE, body) is None:
+                raise RegistryError(
+                    f"registry {self.uri}: version {number} was made complete by another run "
+                    "while this one wrote it (this run lost its push lock); rerun")
             if serve:
                 lease.check(f"pointing serving at version {number}")
                 self._write_pointer(number)
             self._delete_incomplete(below=number, lease=lease)
-        local = self._cache / "versions" / str(number)
-        shutil.copytree(model_dir, local / MODEL_DIR, dirs_exist_ok=True)
-        shutil.copyfile(schema_path, local / SCHEMA_FILE)
-        (local / RECORD_FILE).write_text(json.dumps({**record, "version": number}))
-        return Version(number, local)
+        return self._version(number)
 
-    def set_serving(self, number: int, *, expected_serving: Any = ANY_SERVING,
-                    lock_timeout_s: float = 60.0) -> Version:
-        """Moves the serving pointer to an existing, complete version; with
-        ``expected_serving``, only over that version (checked under the lock; see
-        ``Registry.set_serving``).
+    # --- what base.Pointers builds on -------------------------------------------------------
 
-        Raises:
-            StaleBaselineError: Another version than ``expected_serving`` serves now.
-        """
-        with self.lock(lock_timeout_s) as lease:
-            if number not in self._numbers():
-                raise RegistryError(
-                    f"version {number} does not exist in {self.uri}; choose one of "
-                    f"{sorted(self._numbers())}")
-            if expected_serving is not ANY_SERVING:
-                data = self._read_json(POINTER_FILE)
-                stale = stale_baseline(self.uri, int(data["version"]) if data else None,
-                                       expected_serving)
-                if stale:
-                    raise stale
-            lease.check(f"pointing serving at version {number}")
-            self._write_pointer(number)
-        return Version(number, self._cache / "versions" / str(number))
+    def _version(self, number: int) -> Version:
+        return Version(number, self._cache / "versions" / str(number), fetch=self._fetch)
+
+    def _missing(self, number: int) -> str | None:
+        key = f"{self.prefix}versions/{number}/{RECORD_FILE}"  # one HEAD, not a listing
+        if self._unless_absent(f"read {key}", self._client.head_object, Bucket=self.bucket,
+                               Key=key) is None:
+            return f"is not complete (no {RECORD_FILE})"
+        return None
+
+    def _where(self, name: str) -> str:
+        return f"{self.uri}{name}"
+
+    def _read_bytes(self, name: str) -> bytes | None:
+        key = self.prefix + name
+        found = self._unless_absent(f"read {key}", self._client.get_object, Bucket=self.bucket,
+                                    Key=key)
+        return None if found is None else found["Body"].read()
+
+    def _write_json(self, name: str, data: dict[str, Any]) -> None:
+        self._put(self.prefix + name, json.dumps(data).encode())
+
+    def _remove(self, name: str) -> None:
+        key = self.prefix + name
+        self._call(f"delete {key}", self._client.delete_object, Bucket=self.bucket, Key=key)
 
     # --- S3 -------------------------------------------------------------------------------
+
+    def _fetch(self, number: int, name: str) -> None:
+        """Downloads ``name`` (a file, or the model folder) of version ``number`` unless it is
+        here: each appears whole, by one rename, and versions never change once complete."""
+        local = self._cache / "versions" / str(number) / name
+        with self._fetching:
+            if local.exists():
+                return
+            base = f"{self.prefix}versions/{number}/"
+            if name != MODEL_DIR:
+                self._get(base + name, local, missing_ok=True)
+                return
+            keys = self._keys(f"versions/{number}/{MODEL_DIR}/")
+            staging = local.with_name(f".{name}.{uuid.uuid4().hex}")
+            for key in keys:
+                self._get(key, staging / key[len(base) + len(MODEL_DIR) + 1:])
+            staging.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, local)
 
     def _numbers(self, complete: bool = True) -> set[int]:
         """Numbers of complete versions; with ``complete=False``, of every version prefix."""
@@ -219,8 +250,6 @@ class S3Registry:
         Best effort: the push is complete, so a failure here is logged, not raised; the next
         push deletes what is left.
         """
-        if not lease.holds():
-            return
         try:
             keys = self._keys("versions/")
             complete = {number for number, rest in map(self._split_version, keys)
@@ -229,6 +258,8 @@ class S3Registry:
                      if (n := self._split_version(key)[0]) is not None and n < below
                      and n not in complete]
             for key in stale:
+                if not lease.holds():  # the next holder's to delete now
+                    return
                 self._call(f"delete {key}", self._client.delete_object, Bucket=self.bucket,
                            Key=key)
         except RegistryError as exc:
@@ -260,36 +291,6 @@ class S3Registry:
             self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + under)))
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-    def _download(self, number: int) -> Version:
-        local = self._cache / "versions" / str(number)
-        if not (local / RECORD_FILE).is_file():  # versions never change once complete
-            base = f"{self.prefix}versions/{number}/"
-            for key in self._keys(f"versions/{number}/"):
-                if key != base + RECORD_FILE:
-                    self._get(key, local / key[len(base):])
-            self._get(base + RECORD_FILE, local / RECORD_FILE)
-        return Version(number, local)
-
-    def _read_json(self, name: str) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
-
-        key = self.prefix + name
-        try:
-            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise self._error(f"read {key}", exc) from exc
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise RegistryError(f"registry pointer s3://{self.bucket}/{key} is unreadable "
-                                f"({exc}); restore it or delete it to start cold") from exc
-
-    def _write_pointer(self, number: int) -> None:
-        self._put(self.prefix + POINTER_FILE,
-                  json.dumps({"version": number, "updated_unix": time.time()}).encode())
 
     def _create(self, key: str, body: bytes) -> str | None:
         """PUTs ``key`` only if absent; its ETag, or None if it exists."""
@@ -328,11 +329,22 @@ class S3Registry:
         with open(path, "rb") as handle:
             self._put(key, handle.read())
 
-    def _get(self, key: str, local: Path) -> None:
+    def _get(self, key: str, local: Path, missing_ok: bool = False) -> None:
+        """Downloads ``key`` to ``local`` (appearing whole, by rename); with ``missing_ok``, a
+        key that does not exist leaves ``local`` absent."""
+        self._make_cache()
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
-        self._call(f"read {key}", self._client.download_file, self.bucket, key, str(tmp))
-        os.replace(tmp, local)
+        download = (self._unless_absent if missing_ok else self._call)
+        if download(f"read {key}", lambda: self._client.download_file(
+                self.bucket, key, str(tmp)) or True):
+            os.replace(tmp, local)
+
+    def _make_cache(self) -> None:
+        """Makes the folder of downloaded files (again, if ``close()`` removed it)."""
+        if self._finalizer is not None and not self._finalizer.alive:
+            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._cache), True)
+        self._cache.mkdir(mode=0o700, parents=self._finalizer is None, exist_ok=True)
 
     def _call(self, what: str, function, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -341,6 +353,18 @@ class S3Registry:
             return function(*args, **kwargs)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(what, exc) from exc
+
+    def _unless_absent(self, what: str, function, *args, **kwargs):
+        """``_call``, but None if the key is absent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._call(what, function, *args, **kwargs)
+        except RegistryError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in (
+                    "NoSuchKey", "404"):
+                return None
+            raise
 
     def _error(self, what: str, exc: Exception) -> RegistryError:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -43,7 +43,7 @@ from ctloop.contract import (
     read_task,
 )
 from ctloop.errors import ConfigError, CtloopError, ModelError, RegistryError
-from ctloop.registry import Registry, validate_model_name
+from ctloop.registry import LocalRegistry, validate_model_name
 from ctloop.serving.recorder import Recorder
 
 DEFAULT_MAX_BATCH = 1024
@@ -389,7 +389,7 @@ class RegistryModel(CtloopModel):
                  max_batch: int = DEFAULT_MAX_BATCH, poll_s: float = 1.0,
                  seed: int | None = None):
         super().__init__(name, None, max_batch)
-        self.registry = Registry(registry_root, name)
+        self.registry = LocalRegistry(registry_root, name)
         self.poll_s = poll_s
         self._canary: tuple[_Loaded, int] | None = None
         self._draw = random.Random(seed)
@@ -484,7 +484,7 @@ def resolve_model_dir(
     Raises:
         RegistryError: The registry has no serving version, or not the requested one.
     """
-    registry = Registry(registry_root, model_name)
+    registry = LocalRegistry(registry_root, model_name)
     if version is None:
         serving = registry.serving()
         if serving is None:

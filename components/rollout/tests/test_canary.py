@@ -8,7 +8,7 @@ import pytest
 
 from ctloop.components.rollout import logic
 from ctloop.errors import ConfigError
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.serving import canary
 from ctloop.serving import process as server_process
 
@@ -54,7 +54,7 @@ def test_invalid_canary_settings():
 @pytest.fixture(scope="module")
 def live(prepared, serving_python, tmp_path_factory):
     """A registry serving version 1, and a server following it."""
-    registry = Registry(tmp_path_factory.mktemp("canary") / "registry", "churn")
+    registry = LocalRegistry(tmp_path_factory.mktemp("canary") / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
     with server_process.serve(serving_python, "churn", registry=str(registry.root)) as server:
         server.wait_ready("churn", 120)

@@ -67,7 +67,7 @@ from ctloop.kserve.status import (
     serving_version,
     standard_readiness,
 )
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.serving import canary
 from ctloop.serving import process as server_process
 
@@ -863,7 +863,7 @@ def test_rollout_stops_a_first_version_that_fails(kserve_cluster, v1_server):
 def test_standard_canary_outcome_says_it_was_a_dark_launch(kserve_cluster, v1_server, prepared,
                                                          tmp_path):
     _, api = kserve_cluster
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     for uri in (URI_V1, URI_V2):
         deploy = logic.kserve_rollout(api, config(), uri, ROWS, SLO, 10,
                                       url_for=lambda isvc, as_canary: v1_server.url)
@@ -963,7 +963,7 @@ def test_kserve_target_moves_the_registry_pointer_only_on_promote(kserve_cluster
                                                                    prepared, tmp_path):
     server, api = kserve_cluster
     server.address = v1_server.url  # Knative: the service's and the canary's address
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     knative = config(Mode.KNATIVE)
     first = _registry_rollout(registry, prepared,
                               logic.kserve_rollout(api, knative, URI_V1, ROWS, SLO, 5))
@@ -988,7 +988,7 @@ def test_kserve_target_deploys_nothing_over_a_version_promoted_since_the_push(ks
                                                                               prepared,
                                                                               tmp_path):
     server, api = kserve_cluster
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     for expected, serve in ((None, True), (1, False), (1, False)):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=expected,
                       serve=serve)
@@ -1008,7 +1008,7 @@ def test_kserve_target_keeps_a_promotion_made_during_its_rollout(kserve_cluster,
     # move the pointer over A's: set_serving checks the version under the registry's lock.
     server, api = kserve_cluster
     server.address = v1_server.url
-    registry = Registry(tmp_path / "registry", "churn")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
     for _ in (2, 3):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)

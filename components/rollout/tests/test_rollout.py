@@ -3,7 +3,7 @@
 import pytest
 
 from ctloop.components.rollout import logic
-from ctloop.registry import Registry
+from ctloop.registry import LocalRegistry
 from ctloop.serving import canary
 
 
@@ -11,7 +11,7 @@ def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=T
              reason="AUC 0.8 >= 0.7", infra_blessed=True, infra_reason="within the SLO",
              baseline="current"):
     if baseline == "current":
-        serving = Registry(registry_root, "churn").serving()
+        serving = LocalRegistry(registry_root, "churn").serving()
         baseline = serving.number if serving else None
     return logic.run(str(prepared.model_dir), str(prepared.schema), data_valid, anomalies,
                      blessed, reason, infra_blessed, infra_reason, baseline, str(registry_root),
@@ -21,7 +21,7 @@ def _rollout(prepared, registry_root, *, data_valid=True, anomalies=0, blessed=T
 def test_blessed_valid_model_is_pushed_with_its_schema(prepared, tmp_path):
     result = _rollout(prepared, tmp_path)
     assert (result.pushed, result.version, result.previous_version) == (True, 1, None)
-    serving = Registry(tmp_path, "churn").serving()
+    serving = LocalRegistry(tmp_path, "churn").serving()
     assert serving.number == 1
     assert (serving.model_dir / "saved_model.pb").is_file()
     assert serving.schema_path.read_text() == prepared.schema.read_text()
@@ -50,7 +50,7 @@ def test_gate_keeps_the_serving_model(prepared, tmp_path, kwargs, reason):
     result = _rollout(prepared, tmp_path, **kwargs)
     assert not result.pushed and result.version is None
     assert result.reason.startswith(reason)
-    registry = Registry(tmp_path, "churn")
+    registry = LocalRegistry(tmp_path, "churn")
     assert registry.serving().number == first.version
     assert [v.number for v in registry.versions()] == [1]
 
@@ -61,13 +61,13 @@ def test_model_judged_against_an_older_serving_version_is_not_pushed(prepared, t
     result = _rollout(prepared, tmp_path, baseline=1)
     assert not result.pushed
     assert "now serves version 2, not version 1" in result.reason
-    assert Registry(tmp_path, "churn").serving().number == 2
+    assert LocalRegistry(tmp_path, "churn").serving().number == 2
 
 
 def test_no_canary_over_a_version_another_run_promoted_since_the_push(prepared, tmp_path):
     # Runs A and B were both judged against version 1 and pushed versions 2 and 3 unserved;
     # A's canary promoted version 2 before B's started.
-    registry = Registry(tmp_path, "churn")
+    registry = LocalRegistry(tmp_path, "churn")
     _rollout(prepared, tmp_path)
     for _ in (2, 3):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
@@ -91,7 +91,7 @@ def test_set_serving_moves_the_pointer_only_over_the_expected_version(prepared, 
         bucket = request.getfixturevalue("s3_bucket")
         registry = open_registry(f"{bucket.uri}/registry", "churn", bucket.endpoint_url)
     else:
-        registry = Registry(tmp_path, "churn")
+        registry = LocalRegistry(tmp_path, "churn")
     registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=None)
     for _ in (2, 3):
         registry.push(prepared.model_dir, prepared.schema, {}, expected_serving=1, serve=False)
