@@ -6,22 +6,29 @@ from pathlib import Path
 
 import click
 
+from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
+
 
 @click.command()
-@click.option("--registry", "registry_uri", type=click.Path(file_okay=False),
-              help="Registry root: serve the model's serving version and follow it (a new "
-              "version or a canary is picked up without a restart), or serve --version.")
+@click.option("--registry", "registry_uri",
+              help="Registry: a folder or s3://BUCKET[/PREFIX]. Serve the model's serving "
+              "version and follow it (a new version or a canary is picked up without a "
+              "restart), or serve --version.")
+@click.option("--s3-endpoint-url", help="S3-compatible endpoint of an s3:// --registry (MinIO, "
+              "SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-dir", type=click.Path(file_okay=False),
               help="Serve this model folder instead of a registry version.")
 @click.option("--model-name", default="ctloop-model", show_default=True,
               help="The model's name, in the registry and in request paths.")
 @click.option("--version", type=click.IntRange(min=1), help="Registry version [default: serving].")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               help="HTTP port (V1, V2, health, /metrics).")
 @click.option("--grpc-port", type=click.IntRange(1, 65535),
               help="Also serve V2 over gRPC on this port [default: off].")
-@click.option("--max-batch", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Most rows per request; more is a 400.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH,
+              show_default=True, help="Most rows per request; more is a 400.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=DEFAULT_POLL_S,
+              show_default=True, help="Seconds between reads of a followed registry's pointers.")
 @click.option("--request-log", is_flag=True,
               help="Log a line per request (access and latency); /metrics counts them anyway.")
 @click.option("--record-dir", type=click.Path(file_okay=False),
@@ -33,14 +40,18 @@ import click
               show_default=True, help="Start a new record file after this many rows...")
 @click.option("--record-rotate-minutes", type=float, default=10.0, show_default=True,
               help="...or after this many minutes.")
-def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_batch,
-          request_log, record_dir, record_sample_rate, record_rotate_rows,
-          record_rotate_minutes) -> None:
+def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, grpc_port,
+          max_batch, poll_interval, request_log, record_dir, record_sample_rate,
+          record_rotate_rows, record_rotate_minutes) -> None:
     """Serve a model with the KServe model server (serving environment)."""
     if (registry_uri is None) == (model_dir is None):
         raise click.UsageError("pass exactly one of --registry or --model-dir")
     if version is not None and registry_uri is None:
         raise click.UsageError("--version selects a registry version: pass --registry too")
+    if s3_endpoint_url and not (registry_uri or "").startswith("s3://"):
+        raise click.UsageError("--s3-endpoint-url is the endpoint of an s3:// --registry; "
+                               "pass one, or leave the flag out")
+    from ctloop.registry import open_registry
     from ctloop.serving import server
     from ctloop.serving.recorder import Recorder
 
@@ -50,17 +61,21 @@ def serve(registry_uri, model_dir, model_name, version, port, grpc_port, max_bat
                             rotate_s=record_rotate_minutes * 60)
     if registry_uri and version is None:
         # Follows the registry: a new serving version or a canary is picked up while serving.
-        model = server.RegistryModel(model_name, registry_uri, max_batch)
+        model = server.RegistryModel(model_name, registry_uri, max_batch, poll_s=poll_interval,
+                                     s3_endpoint_url=s3_endpoint_url)
+    elif registry_uri:
+        # Kept while serving: an S3 registry's downloaded files live as long as it does.
+        registry = open_registry(registry_uri, model_name, s3_endpoint_url)
+        found = server.registry_version(registry, version)
+        model = server.CtloopModel(model_name, found.model_dir, max_batch, version=str(version))
     else:
-        path = Path(model_dir) if model_dir else server.resolve_model_dir(
-            registry_uri, model_name, version)
-        model = server.CtloopModel(model_name, path, max_batch, version=version and str(version))
+        model = server.CtloopModel(model_name, Path(model_dir), max_batch)
     server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log,
                       recorder=recorder)
 
 
 @click.command()
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True,
+@click.option("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", show_default=True,
               help="The model server's base URL.")
 @click.option("--model-name", default="ctloop-model", show_default=True)
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
