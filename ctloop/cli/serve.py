@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ctloop.errors import CtloopError, DataError
 from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
 
 
@@ -88,5 +92,83 @@ def predict(url, model_name, data_path, rows, drop, repeat) -> None:
     """Send rows to a running model server; print predictions and latency."""
     from ctloop.serving import client
 
-    result = client.predict_file(url, model_name, Path(data_path), rows, list(drop), repeat)
-    click.echo(client.describe(result))
+    path = Path(data_path)
+    instances = _read_rows(path, rows, list(drop))
+    try:
+        answer = client.predict_raw(url, model_name, instances)
+    except CtloopError as exc:
+        about_file = _columns_error(path, exc)
+        if about_file is None:
+            raise
+        raise about_file from exc
+    latencies = []
+    for i in range(repeat):
+        started = time.perf_counter()
+        client.predict(url, model_name, [instances[i % len(instances)]])
+        latencies.append((time.perf_counter() - started) * 1000)
+    click.echo(client.describe({
+        "instances": instances,
+        "predictions": answer["predictions"],
+        "model_version": answer.get("model_version"),
+        "latency_ms": {"p50": client.percentile(latencies, 50) if latencies else None,
+                       "p99": client.percentile(latencies, 99) if latencies else None,
+                       "requests": len(latencies)},
+    }))
+
+
+_FILE_FIX = "pass a CSV file with a header row and rows of values, or a Parquet file (.parquet)"
+
+
+def _read_rows(path: Path, rows: int, drop: list[str]) -> list[dict[str, Any]]:
+    """The first ``rows`` rows of ``path`` to send, or a one-line DataError naming the file,
+    what is wrong with it and the fix."""
+    import pandas as pd
+
+    from ctloop.serving import client
+
+    kind = "Parquet" if path.suffix == ".parquet" else "CSV"
+    if path.stat().st_size == 0:
+        raise DataError(f"--data {path} is empty; {_FILE_FIX}")
+    if kind == "Parquet":
+        # Checked here: pandas' Parquet reader, failing on such a file, aborts the interpreter
+        # at exit (pyarrow 10).
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(0, path.stat().st_size - 4))
+            tail = handle.read(4)
+        if path.stat().st_size < 12 or head != b"PAR1" or tail != b"PAR1":
+            raise DataError(f"--data {path} is not a readable Parquet file (it does not start "
+                            f"and end with Parquet's magic bytes PAR1); {_FILE_FIX}")
+    try:
+        instances = client.rows_from_file(path, rows, drop)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"--data {path} is empty ({_first_line(exc)}); {_FILE_FIX}") from exc
+    except Exception as exc:  # noqa: BLE001 - pandas and pyarrow raise many kinds for a bad file
+        raise DataError(f"--data {path} is not a readable {kind} file ({_first_line(exc)}); "
+                        f"{_FILE_FIX}") from exc
+    if not instances:
+        raise DataError(f"--data {path} has no rows (a header at most); {_FILE_FIX}")
+    if not instances[0]:
+        raise DataError(f"--data {path} has no column left to send after --drop "
+                        f"{' --drop '.join(drop)}; drop fewer columns")
+    return instances
+
+
+def _columns_error(path: Path, exc: CtloopError) -> DataError | None:
+    """The server's 400 for columns the model lacks or does not take (the wording of
+    ``ctloop.serving.decode.check_names``), as a one-line error about the file; None for
+    another error."""
+    if found := re.search(r"lacks feature\(s\) (.+?); send every feature", str(exc)):
+        return DataError(f"--data {path} lacks the model's feature(s) {found.group(1)}; add "
+                         "those columns to the file (empty where a value is missing)")
+    if found := re.search(r"has unknown feature\(s\) (.+?); send only", str(exc)):
+        names = found.group(1).split(", ")
+        return DataError(f"--data {path} has column(s) the model does not take: "
+                         f"{', '.join(names)}; leave them out with --drop "
+                         f"{' --drop '.join(names)}")
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
