@@ -33,6 +33,10 @@ class TaskFailedError(CtloopError):
     """A pipeline task failed on a local run; the message is the task's own reason."""
 
 
+class WorkdirBusyError(CtloopError):
+    """Another local run is using the workdir (a fix: wait for it, or use another workdir)."""
+
+
 class KfpError(CtloopError):
     """A Kubeflow Pipelines API is unreachable or refused a request (the message says which)."""
 

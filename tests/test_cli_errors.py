@@ -1,9 +1,11 @@
-"""One-line answers of the CLI where a raw traceback used to end it: `ctloop predict` given a
-file it cannot read as rows."""
+"""One-line answers of the CLI where a raw traceback used to end it: a second `ctloop run` on a
+workdir another run is using, and `ctloop predict` given a file it cannot read as rows."""
 
 from __future__ import annotations
 
+import fcntl
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -29,6 +31,30 @@ def error_line(result) -> str:
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.output
     return lines[0]
+
+
+def test_a_second_run_on_a_workdir_in_use_ends_at_once_naming_it(cli, tmp_path, monkeypatch):
+    datagen.write_spans(tmp_path / "data", 1, rows=50)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    from kfp import local
+
+    def started(*args, **kwargs):
+        raise AssertionError("a run started on a workdir another run holds")
+
+    monkeypatch.setattr(local, "init", started)
+    with open(workdir / ".lock", "a") as held:  # the other run, holding its workdir
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        began = time.monotonic()
+        result = cli("run", "--data", tmp_path / "data", "--label", datagen.LABEL,
+                     "--workdir", workdir)
+        took = time.monotonic() - began
+    line = error_line(result)
+    assert line == (f"Error: workdir {workdir} is in use by another `ctloop run` (it holds "
+                    f"{workdir / '.lock'}); wait for that run to finish, or pass another "
+                    "--workdir"), line
+    assert took < 30
+    assert not (workdir / "pipeline_root").exists()
 
 
 # --- ctloop predict with a file it cannot read as rows --------------------------------------------

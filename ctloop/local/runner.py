@@ -13,6 +13,8 @@ it launches each task and just after the task has ended (see ``TaskClock``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ctloop.errors import TaskFailedError
+from ctloop.errors import TaskFailedError, WorkdirBusyError
 from ctloop.local import in_process, task_exit
 
 TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
@@ -34,6 +36,8 @@ _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w
 # kfp.local's error when a task failed (pipeline_orchestrator.py).
 _FAILED = re.compile(r"Inner task failed: '(?P<task>[^']+)'")
 _COLOR = re.compile(r"\x1b\[[0-9;]*m")
+# Held (flock) by the run using a workdir: two runs in one workdir would mix their outputs.
+WORKDIR_LOCK = ".lock"
 
 
 class TaskClock(logging.Filter):
@@ -71,6 +75,40 @@ class TaskClock(logging.Filter):
                 for task in self.launched if task in self.exited}
 
 
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Holds the workdir's lock (``WORKDIR_LOCK``, flock) while a run uses it.
+
+    Raises:
+        WorkdirBusyError: Another run holds it; at once, without waiting.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / WORKDIR_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirBusyError(
+                f"workdir {workdir} is in use by another `ctloop run` (it holds "
+                f"{workdir / WORKDIR_LOCK}); wait for that run to finish, or pass another "
+                "--workdir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holding_the_workdir(function):
+    """``run`` under ``workdir_lock``, taken before anything else (imports included)."""
+
+    @functools.wraps(function)
+    def holding(params: dict[str, Any], workdir: Path, *args: Any, **kwargs: Any):
+        with workdir_lock(Path(workdir).resolve()):
+            return function(params, workdir, *args, **kwargs)
+
+    return holding
+
+
+@_holding_the_workdir
 def run(params: dict[str, Any], workdir: Path, listener: Any = None,
         runner: str = in_process.IN_PROCESS) -> dict[str, Any]:
     """Runs one CT iteration locally; returns the run summary.
