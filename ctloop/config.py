@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.errors import ConfigError
-from ctloop.settings import NO_THRESHOLD
+from ctloop.settings import (
+    EVAL_PERCENT,
+    NO_THRESHOLD,
+    SLO,
+    SPANS,
+    DriftThresholds,
+    Hyperparameters,
+    Thresholds,
+)
 
 # Threshold parameters whose exact -1.0 means "none" (evaluate's NO_THRESHOLD); YAML's null
 # says the same.
@@ -259,7 +267,7 @@ def _gpu_count(value):
 _RANGES: dict[str, Callable[[Any], None]] = {
     "model_name": _model_name,
     "task": _task,
-    "eval_percent": _between("eval_percent", 1, 99, "1..99 (default 20)"),
+    "eval_percent": _between("eval_percent", 1, 99, f"1..99 (default {EVAL_PERCENT})"),
     "spans": _between("spans", 1, math.inf, "at least 1"),
     "drift_threshold": _drift("drift"),
     "skew_threshold": _drift("skew"),
@@ -382,19 +390,20 @@ def starter(data_uri: str, proposal: Proposal, model_name: str) -> str:
         note("# registry_uri: s3://BUCKET/ctloop/registry", "a cluster's (submit, schedules); "
              "locally WORKDIR/registry"),
         note("# s3_endpoint_url: http://HOST:9000", "for s3:// data and registry"),
-        note("# spans: 1", "read the latest N spans together"),
-        "# epochs: 10",
-        "# hidden_units: [64, 32]",
+        note(f"# spans: {SPANS}", "read the latest N spans together"),
+        f"# epochs: {Hyperparameters.epochs}",
+        f"# hidden_units: {list(Hyperparameters.hidden_units)}",
     ]
     gates = {"binary": ("min_auc", "max_auc_decrease"),
              "multiclass": ("min_accuracy", "max_accuracy_decrease"),
              "regression": ("max_mae", "max_mae_increase")}[proposal.task]
+    change = getattr(Thresholds, gates[1])
     lines += [
         note(f"# {gates[0]}: null", "none: the model must beat a no-skill predictor"),
-        note(f"# {gates[1]}: {'null' if proposal.task == 'regression' else 0.01}",
+        note(f"# {gates[1]}: {'null' if change is None else change}",
              "the most it may be worse than the serving model"),
-        "# drift_threshold: 0.03",
+        f"# drift_threshold: {DriftThresholds.drift}",
         note("# anomaly_policy: {CTLOOP_DRIFT: warn}", "downgrade an anomaly type"),
-        note("# max_p99_ms: 250.0", "infra SLO: p99 latency"),
+        note(f"# max_p99_ms: {SLO.max_p99_ms}", "infra SLO: p99 latency"),
     ]
     return "\n".join(lines) + "\n"

@@ -44,11 +44,12 @@ import json
 import numpy as np
 import pandas as pd
 
-from ctloop.errors import ConfigError
+# When a change blocks is a tunable, and the anomaly types of the breaches judged here (TFDV's
+# own types name TFDV's checks) are keys of the anomaly policy: defined with the settings.
+from ctloop.settings import DRIFT_TYPE, NEW_VALUES_TYPE, SKEW_TYPE  # noqa: F401
+from ctloop.settings import DriftThresholds as Thresholds  # noqa: F401
 
 DRIFT, SKEW = "drift", "skew"
-# Anomaly types of the breaches judged here (TFDV's own types name TFDV's checks).
-DRIFT_TYPE, SKEW_TYPE, NEW_VALUES_TYPE = "CTLOOP_DRIFT", "CTLOOP_SKEW", "CTLOOP_NEW_VALUES"
 CTLOOP, TFDV = "ctloop", "tfdv"
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 QUANTILES = 10
@@ -61,35 +62,6 @@ MAX_KNOWN = 1000
 MIN_NEW_SHARE = 0.01
 PROFILE_STAT = "ctloop.profile"
 MISSING, OTHER = "(missing)", "(other)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """When a measured change blocks.
-
-    ``drift`` / ``skew``: the smallest Jensen-Shannon divergence (base 2, on the reference's
-    bins) that counts, once significant. 0.03 is a shift of about 0.4 standard deviations of a
-    whole normal distribution on decile bins (0.5 gives 0.04, 1 gives 0.15), 6 % of rows moving
-    to a value not seen before, or a 50/50 category becoming 70/30. ``false_alarm_rate``: the
-    chance that one validation of unchanged data reports any drift or skew, over all its
-    features.
-    """
-
-    drift: float = 0.03
-    skew: float = 0.03
-    false_alarm_rate: float = 0.01
-
-    def __post_init__(self):
-        for name in ("drift", "skew"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:  # NaN fails too
-                raise ConfigError(
-                    f"{name} threshold {value} is out of range: a Jensen-Shannon divergence lies "
-                    "in [0, 1], use a value in (0, 1]")
-        if not 0.0 < self.false_alarm_rate < 1.0:
-            raise ConfigError(
-                f"false_alarm_rate {self.false_alarm_rate} is out of range: use a probability in "
-                "(0, 1), e.g. 0.01")
 
 
 @dataclasses.dataclass(frozen=True)

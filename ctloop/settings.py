@@ -1,9 +1,10 @@
 """Every tunable of a CT run, its default and its valid range, defined once.
 
-The pipeline's signature takes its defaults from here, the CLI and the settings file take theirs
-from the pipeline's signature, and each component builds these objects from its inputs, so a
-value that is out of range fails the same way in ``ctloop run``'s preflight, in a settings file
-and inside a task.
+The pipeline's signature takes its defaults from here (``pipelines/ct_pipeline.py``); an unset
+flag of ``ctloop run`` or ``ctloop monitor`` means that default (their ``--help`` shows it, read
+from here); the components take these tunables without defaults, the pipeline always passes
+them. Each component builds these objects from its inputs, so a value that is out of range fails
+the same way in ``ctloop run``'s preflight, in a settings file and inside a task.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import dataclasses
 from ctloop import contract
 from ctloop.errors import ConfigError
 
+# -- the model and its data ----------------------------------------------------------------------
+MODEL_NAME = "ctloop-model"  # the model's name in the registry (and its InferenceService's)
+SPANS = 1  # how many of the latest spans a run reads together
+EVAL_PERCENT = 20  # the eval split's share of rows, in percent
+
 # -- ingest --------------------------------------------------------------------------------------
 # More classes than this is rarely a classification over tabular rows (IDs, free text); a numeric
 # target belongs to regression.
@@ -21,15 +27,44 @@ MAX_CLASSES = 1000
 
 # -- data validation -----------------------------------------------------------------------------
 BLOCK, WARN = "block", "warn"
+# The anomaly types of the breaches ctloop.drift judges (TFDV's own types name TFDV's checks).
+DRIFT_TYPE, SKEW_TYPE, NEW_VALUES_TYPE = "CTLOOP_DRIFT", "CTLOOP_SKEW", "CTLOOP_NEW_VALUES"
+STATS_SAMPLE_RATE = 1.0  # the share of rows TFDV statistics are computed on, in (0, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftThresholds:
+    """When a measured change blocks (``ctloop.drift`` measures and judges; its ``Thresholds``).
+
+    ``drift`` / ``skew``: the smallest Jensen-Shannon divergence (base 2, on the reference's
+    bins) that counts, once significant. 0.03 is a shift of about 0.4 standard deviations of a
+    whole normal distribution on decile bins (0.5 gives 0.04, 1 gives 0.15), 6 % of rows moving
+    to a value not seen before, or a 50/50 category becoming 70/30. ``false_alarm_rate``: the
+    chance that one validation of unchanged data reports any drift or skew, over all its
+    features.
+    """
+
+    drift: float = 0.03
+    skew: float = 0.03
+    false_alarm_rate: float = 0.01
+
+    def __post_init__(self):
+        for name in ("drift", "skew"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:  # NaN fails too
+                raise ConfigError(
+                    f"{name} threshold {value} is out of range: a Jensen-Shannon divergence lies "
+                    "in [0, 1], use a value in (0, 1]")
+        if not 0.0 < self.false_alarm_rate < 1.0:
+            raise ConfigError(
+                f"false_alarm_rate {self.false_alarm_rate} is out of range: use a probability in "
+                "(0, 1), e.g. 0.01")
 
 
 def anomaly_types() -> list[str]:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-    from ctloop import drift
-
-    return [*anomalies_pb2.AnomalyInfo.Type.keys(), drift.DRIFT_TYPE, drift.SKEW_TYPE,
-            drift.NEW_VALUES_TYPE]
+    return [*anomalies_pb2.AnomalyInfo.Type.keys(), DRIFT_TYPE, SKEW_TYPE, NEW_VALUES_TYPE]
 
 
 def check_policy(policy: dict[str, str]) -> dict[str, str]:
@@ -212,7 +247,9 @@ class SLO:
     concurrency: int = 4
     requests: int = 200
     rows: int = 256
-    startup_timeout_s: float = 180.0
+    # On a fresh cluster the candidate's first pod pulls the storage initializer's image and the
+    # model before TensorFlow even imports: minutes on a laptop.
+    startup_timeout_s: float = 600.0
 
     def __post_init__(self):
         for name in ("max_p99_ms", "tolerance", "startup_timeout_s"):
@@ -223,6 +260,21 @@ class SLO:
                 raise ConfigError(f"{name} {getattr(self, name)} is invalid: use at least 1")
         if self.min_rps < 0:
             raise ConfigError(f"min_rps {self.min_rps} is invalid: use a value >= 0")
+
+
+# -- serving -------------------------------------------------------------------------------------
+SERVING_TARGET = "local"  # contract.SERVING_TARGETS: "local" or "kserve"
+
+
+@dataclasses.dataclass(frozen=True)
+class KServe:
+    """The ``kserve`` target: where the InferenceServices live and how long an apply may take to
+    become ready."""
+
+    namespace: str = "ctloop-serving"
+    mode: str = "Standard"  # or "Knative"
+    service_account: str = "ctloop-storage"  # holds the object store's credentials
+    ready_timeout_s: float = 600.0
 
 
 # -- rollout -------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ctloop.settings import MODEL_NAME, DriftThresholds
+
 
 # Monitoring the served model (ctloop/monitor.py): what it receives, against its training data.
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -15,19 +17,20 @@ import click
               help="The record directory of `ctloop serve --record-dir`.")
 @click.option("--registry", "registry_root", required=True, type=click.Path(file_okay=False),
               help="The registry the server serves from (its serving version is monitored).")
-@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--window", default="2000", show_default=True,
               help="The served rows compared: the latest N rows (2000), or a duration ending at "
               "the latest record (30m, 6h, 1d); the previous window is as long, before it.")
 @click.option("--min-rows", type=click.IntRange(min=1), default=200, show_default=True,
               help="The fewest rows of a window judged; fewer give no decision.")
-@click.option("--drift-threshold", default=0.03, show_default=True,
+@click.option("--drift-threshold", default=DriftThresholds.drift, show_default=True,
               help="Smallest Jensen-Shannon divergence from the previous window that is drift, "
               "once significant (as data validation's).")
-@click.option("--skew-threshold", default=0.03, show_default=True,
+@click.option("--skew-threshold", default=DriftThresholds.skew, show_default=True,
               help="Smallest Jensen-Shannon divergence from the training data that is skew, "
               "once significant.")
-@click.option("--false-alarm-rate", default=0.01, show_default=True,
+@click.option("--false-alarm-rate", default=DriftThresholds.false_alarm_rate,
+              show_default=True,
               help="The chance that unchanged traffic reports any drift or skew, over all "
               "features.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),

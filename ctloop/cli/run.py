@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ctloop import contract
 from ctloop.cli.common import (
     _CONFIG_ONLY,
     SERVING_PYTHON_ENV,
@@ -21,6 +22,21 @@ from ctloop.cli.common import (
     find_serving_python,
 )
 from ctloop.errors import CtloopError
+from ctloop.settings import (
+    COLD_START_POLICIES,
+    MODEL_NAME,
+    SLO,
+    SPANS,
+    STATS_SAMPLE_RATE,
+    CanarySLO,
+    DriftThresholds,
+    Hyperparameters,
+    Policy,
+    Thresholds,
+)
+
+# Every default below is ``ctloop.settings``' (as the pipeline's signature's): --help shows it, and
+# a flag left unset is not passed at all, so the pipeline's default applies.
 
 
 @click.command(cls=_GroupedCommand)
@@ -33,14 +49,14 @@ from ctloop.errors import CtloopError
 @click.option("--data", "data_uri", required=True,
               help="A CSV/Parquet file, a folder of them, a folder of span-<N>/ folders, or a "
               "pattern with {SPAN}/{VERSION} placeholders and * globs (data/span-{SPAN}/*.csv).")
-@click.option("--spans", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--spans", type=click.IntRange(min=1), default=SPANS, show_default=True,
               help="Read the latest N spans and concatenate them (a rolling range).")
 @click.option("--s3-endpoint-url",
               help="S3-compatible endpoint for s3:// data (MinIO, SeaweedFS) [default: boto3's]; "
               "credentials come from boto3's standard chain (AWS_* variables, config files).")
 @click.option("--label", required=True, help="The label column.")
-@click.option("--task", default="binary", show_default=True,
-              type=click.Choice(["binary", "multiclass", "regression"]),
+@click.option("--task", default=contract.BINARY, show_default=True,
+              type=click.Choice(contract.TASKS),
               help="What the model predicts: a 2-valued label, one of several classes, or a "
               "number. It sets the head, the loss and the metric that blesses.")
 @click.option("--exclude", multiple=True, help="A column that is not a feature (repeatable).")
@@ -66,18 +82,21 @@ from ctloop.errors import CtloopError
               help="in-process: kfp.local orders the tasks and builds their inputs and outputs, "
               "and each task runs in this process (libraries imported once); kfp-local: each "
               "task a process of its own (kfp.local's SubprocessRunner), as KFP runs it.")
-@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", default=256, show_default=True, help="Training rows per step.")
-@click.option("--learning-rate", default=0.001, show_default=True,
+@click.option("--epochs", default=Hyperparameters.epochs, show_default=True)
+@click.option("--batch-size", default=Hyperparameters.batch_size, show_default=True,
+              help="Training rows per step.")
+@click.option("--learning-rate", default=Hyperparameters.learning_rate, show_default=True,
               help="Adam's learning rate, in (0, 1).")
 @click.option("--hidden-units", multiple=True, type=int, metavar="N",
               help="The size of a hidden layer, in order (repeatable, e.g. --hidden-units 128 "
-              "--hidden-units 64) [default: 64, 32].")
-@click.option("--seed", default=42, show_default=True,
+              "--hidden-units 64) [default: "
+              f"{', '.join(map(str, Hyperparameters.hidden_units))}].")
+@click.option("--seed", default=Hyperparameters.seed, show_default=True,
               help="Seed of every random choice in training, for reproducible runs.")
-@click.option("--early-stopping-patience", default=0, show_default=True,
+@click.option("--early-stopping-patience", default=Hyperparameters.early_stopping_patience,
+              show_default=True,
               help="Stop training after this many epochs without a better eval loss (0: off).")
 @click.option("--user-module",
               help="A Python file defining build_model(features, train, hp, task) -> a compiled "
@@ -87,41 +106,44 @@ from ctloop.errors import CtloopError
               "classes, features, vocabularies and layers).")
 @click.option("--slice-feature", "slice_features", multiple=True,
               help="An eval column to report metrics per value of (repeatable).")
-@click.option("--drift-threshold", default=0.03, show_default=True,
+@click.option("--drift-threshold", default=DriftThresholds.drift, show_default=True,
               help="Smallest Jensen-Shannon divergence of a feature from the previous span (on "
               "its bins) that is drift, once significant.")
-@click.option("--skew-threshold", default=0.03, show_default=True,
+@click.option("--skew-threshold", default=DriftThresholds.skew, show_default=True,
               help="Smallest Jensen-Shannon divergence between train and eval that is skew, once "
               "significant.")
-@click.option("--false-alarm-rate", default=0.01, show_default=True,
+@click.option("--false-alarm-rate", default=DriftThresholds.false_alarm_rate,
+              show_default=True,
               help="The chance that unchanged data reports any drift or skew, over all features.")
 @click.option("--anomaly-policy", "anomaly_policy", multiple=True, metavar="TYPE=block|warn",
               help="Downgrade an anomaly type to a warning, e.g. CTLOOP_DRIFT=warn or "
               "SCHEMA_NEW_COLUMN=warn (repeatable; unlisted types block).")
-@click.option("--stats-sample-rate", default=1.0, show_default=True,
+@click.option("--stats-sample-rate", default=STATS_SAMPLE_RATE, show_default=True,
               help="Share of rows TFDV statistics are computed on, in (0, 1].")
 @click.option("--serving-python", envvar=SERVING_PYTHON_ENV,
               help="The python of the serving environment: infra validation runs the candidate "
               "in its KServe model server [default: $CTLOOP_SERVING_PYTHON, else the project's "
               ".venv/serving/bin/python that `make setup` builds].")
-@click.option("--max-p99-ms", default=250.0, show_default=True,
-              help="Infra SLO: p99 latency of single-row requests under 4 concurrent clients.")
-@click.option("--min-rps", default=20.0, show_default=True,
-              help="Infra SLO: requests per second under 4 concurrent clients.")
+@click.option("--max-p99-ms", default=SLO.max_p99_ms, show_default=True,
+              help="Infra SLO: p99 latency of single-row requests under "
+              f"{SLO.concurrency} concurrent clients.")
+@click.option("--min-rps", default=SLO.min_rps, show_default=True,
+              help=f"Infra SLO: requests per second under {SLO.concurrency} concurrent clients.")
 @click.option("--serving-url",
               help="A running `ctloop serve --registry` on this workdir's registry: the new "
               "version is a canary there first, promoted or rolled back automatically.")
-@click.option("--canary-percent", default=20, show_default=True,
+@click.option("--canary-percent", default=CanarySLO.percent, show_default=True,
               help="The canary's share of the running server's requests.")
 @click.option("--min-auc", type=float,
               help="Binary: value threshold on eval AUC [default: none: the model must beat a "
               "constant predictor (AUC 0.5) by a margin that holds statistically].")
-@click.option("--max-auc-decrease", default=0.01, show_default=True,
+@click.option("--max-auc-decrease", default=Thresholds.max_auc_decrease, show_default=True,
               help="Binary: change threshold, the largest AUC drop allowed vs the serving model.")
 @click.option("--min-accuracy", type=float,
               help="Multiclass: value threshold on eval accuracy [default: none: the model "
               "must beat always predicting the majority class].")
-@click.option("--max-accuracy-decrease", default=0.01, show_default=True,
+@click.option("--max-accuracy-decrease", default=Thresholds.max_accuracy_decrease,
+              show_default=True,
               help="Multiclass: change threshold, the largest accuracy drop allowed vs the "
               "serving model.")
 @click.option("--max-mae", type=float,
@@ -131,8 +153,8 @@ from ctloop.errors import CtloopError
 @click.option("--max-mae-increase", type=float,
               help="Regression: change threshold, the largest MAE rise allowed vs the serving "
               "model, in the label's units [default: 1% of the serving model's MAE].")
-@click.option("--cold-start", default="bless_on_thresholds", show_default=True,
-              type=click.Choice(["bless_on_thresholds", "require_baseline"]),
+@click.option("--cold-start", default=Policy.cold_start, show_default=True,
+              type=click.Choice(COLD_START_POLICIES),
               help="With no serving model: bless a first model that passes its checks, or "
               "none.")
 @click.option("--force-bless-reason",
@@ -193,15 +215,18 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
         **{name: NO_THRESHOLD if value is None else value for name, value in thresholds.items()},
         "drift_threshold": drift_threshold, "skew_threshold": skew_threshold,
         "false_alarm_rate": false_alarm_rate, "anomaly_policy": anomaly_policy,
-        "stats_sample_rate": stats_sample_rate, "serving_python": serving_python,
-        "max_p99_ms": max_p99_ms, "min_rps": min_rps, "serving_url": serving_url or "",
-        "canary_percent": canary_percent, "cold_start": cold_start,
-        "early_stopping_patience": early_stopping_patience, "slice_features": list(slice_features),
-        "user_module": user_module or "",
-        "force_bless_reason": force_bless_reason or "",
+        "stats_sample_rate": stats_sample_rate, "max_p99_ms": max_p99_ms, "min_rps": min_rps,
+        "serving_url": serving_url or "", "canary_percent": canary_percent,
+        "cold_start": cold_start, "early_stopping_patience": early_stopping_patience,
+        "slice_features": list(slice_features), "user_module": user_module or "",
+        "force_bless_reason": force_bless_reason or "", "hidden_units": list(hidden_units),
     }
-    if hidden_units:
-        params["hidden_units"] = list(hidden_units)
+    # A flag left unset is not passed: the pipeline's default applies (the same value, both from
+    # ctloop.settings). A settings file's value is a flag's default here (DEFAULT_MAP): passed.
+    unset = click.core.ParameterSource.DEFAULT
+    params = {name: value for name, value in params.items()
+              if ctx.get_parameter_source(name) not in (None, unset)}
+    params["serving_python"] = serving_python
     if registry_uri:
         if "://" not in registry_uri:
             registry_uri = str(Path(registry_uri).resolve())
