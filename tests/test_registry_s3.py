@@ -4,11 +4,13 @@ conditional-write lock, its renewal, its takeover after expiry and what a holder
 may no longer write, the clean-up of versions a killed push left incomplete, and the local
 copies of what is read."""
 
-import gc
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -301,8 +303,8 @@ def test_a_holder_frozen_past_its_lease_cannot_overwrite_the_next_holders_versio
 def test_no_temporary_folder_until_a_file_is_read_and_none_left_after(s3_bucket, model,
                                                                        tmp_path, monkeypatch):
     """Opening the registry and reading its pointers writes nothing locally; a Version fetches
-    only the files asked for (the schema without the model); the local copies go with the
-    registry: on close(), at the end of a with block, or when it is garbage collected."""
+    only the files asked for (the schema without the model); the local copies go on close(),
+    at the end of a with block, or when the process exits."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
@@ -345,11 +347,17 @@ def test_no_temporary_folder_until_a_file_is_read_and_none_left_after(s3_bucket,
         assert len(list(temp.iterdir())) == 1
     assert list(temp.iterdir()) == []
 
-    registry, fetched = opened()
-    registry.serving().schema_path.read_text()
-    assert len(list(temp.iterdir())) == 1
-    del registry
-    gc.collect()
+    # Not closed: the folder stays while the process runs (a path handed out stays valid, even
+    # once the registry is collected), and goes when it exits.
+    script = ("import sys; from ctloop.registry import S3Registry; "
+              "r = S3Registry(*sys.argv[1:4]); print(r.serving().schema_path); del r; "
+              "import gc, os; gc.collect(); print(os.listdir(sys.argv[4]))")
+    env = {**os.environ, "TMPDIR": str(temp)}
+    done = subprocess.run([sys.executable, "-c", script, uri, "churn", endpoint, str(temp)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    schema, listed = done.stdout.splitlines()
+    assert schema.startswith(str(temp)) and listed != "[]"  # there until exit
     assert list(temp.iterdir()) == []
 
 

@@ -23,11 +23,12 @@ It lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the layout of
 
 A ``Version`` downloads each file (the schema, the model folder) when first asked for, into a
 local folder TFDV and TF read as they read the local registry's. The folder is made at the first
-download and removed by ``close()``, at the end of a ``with`` block, or with the registry.
+download and removed by ``close()``, at the end of a ``with`` block, or when the process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -37,7 +38,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ from ctloop.registry.base import (
 LOCK_LEASE_S = 60.0  # a killed run's lock is free this long after its last renewal
 LOCK_RENEW_S = 15.0  # how often the holder renews; with less lease than this left, it stops writing
 log = logging.getLogger(__name__)
+# Temporary folders of downloaded files, removed at exit if not closed before (not when their
+# registry is collected: a path handed out, a span's statistics say, would vanish under its user)
+_TEMPORARY: dict[Path, int] = {}  # folder -> pid of the process that made it
 
 
 class S3Registry(Pointers):
@@ -66,7 +69,7 @@ class S3Registry(Pointers):
     pointer operations are ``base.Pointers``').
 
     ``cache_dir``: where downloaded files go (kept); default: a temporary folder, made at the
-    first download and removed by ``close()`` or with the registry.
+    first download and removed by ``close()`` or at exit.
     """
 
     def __init__(self, root: str, model_name: str, s3_endpoint_url: str | None = None,
@@ -85,12 +88,9 @@ class S3Registry(Pointers):
                 f"registry {self.uri} needs boto3, which this environment lacks ({exc}); "
                 "install boto3 here, or use a registry folder") from exc
         self._fetching = threading.Lock()
-        self._finalizer: weakref.finalize | None = None
-        if cache_dir is None:  # named now, made at the first download
-            self._cache = Path(tempfile.gettempdir()) / f"ctloop-registry-{uuid.uuid4().hex}"
-            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._cache), True)
-        else:
-            self._cache = Path(cache_dir)
+        self._temporary = cache_dir is None
+        self._cache = Path(cache_dir) if cache_dir is not None else Path(
+            tempfile.gettempdir()) / f"ctloop-registry-{uuid.uuid4().hex}"  # made when needed
 
     @property
     def uri(self) -> str:
@@ -98,8 +98,9 @@ class S3Registry(Pointers):
 
     def close(self) -> None:
         """Removes the temporary folder of downloaded files (not a ``cache_dir`` given)."""
-        if self._finalizer is not None:
-            self._finalizer()
+        if self._temporary:
+            _TEMPORARY.pop(self._cache, None)
+            shutil.rmtree(self._cache, ignore_errors=True)
 
     def __enter__(self) -> S3Registry:
         return self
@@ -342,9 +343,9 @@ class S3Registry(Pointers):
 
     def _make_cache(self) -> None:
         """Makes the folder of downloaded files (again, if ``close()`` removed it)."""
-        if self._finalizer is not None and not self._finalizer.alive:
-            self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._cache), True)
-        self._cache.mkdir(mode=0o700, parents=self._finalizer is None, exist_ok=True)
+        if self._temporary:
+            _TEMPORARY[self._cache] = os.getpid()
+        self._cache.mkdir(mode=0o700, parents=not self._temporary, exist_ok=True)
 
     def _call(self, what: str, function, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
@@ -378,13 +379,10 @@ def _lease_body(owner: str, expires: float) -> bytes:
 
 
 class _Lease:
-    """A held push lock whose expiry a daemon thread moves ahead every ``LOCK_RENEW_S``.
-
-    Each renewal is a PUT conditional on the ETag of the previous one: if another run took the
-    lock over (this one's lease ran out, e.g. the process was frozen), the renewal fails and
-    the lease is lost. A renewal failing for another reason (the network) is retried until the
-    lease would run out.
-    """
+    """A held push lock whose expiry a daemon thread moves ahead every ``LOCK_RENEW_S``, by a
+    PUT conditional on the ETag of the previous one: if another run took the lock over, the
+    renewal fails and the lease is lost; one failing otherwise (the network) is retried until
+    the lease would run out."""
 
     def __init__(self, registry: S3Registry, key: str, owner: str, etag: str, expires: float):
         self.registry, self.key, self.owner, self.etag = registry, key, owner, etag
@@ -440,3 +438,9 @@ class _Lease:
 
 def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+@atexit.register
+def _remove_temporary() -> None:
+    for folder in [f for f, pid in _TEMPORARY.items() if pid == os.getpid()]:  # not a fork's
+        shutil.rmtree(folder, ignore_errors=True)
