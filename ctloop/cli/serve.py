@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ctloop.errors import CtloopError, DataError
+from ctloop.serving import defaults
 from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
 
 
@@ -38,11 +38,14 @@ from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_P
 @click.option("--record-dir", type=click.Path(file_okay=False),
               help="Record sampled requests here (inputs, answers, version, latency, request "
               "id) as JSON Lines, off the request path, for `ctloop monitor` [default: off].")
-@click.option("--record-sample-rate", type=float, default=1.0, show_default=True,
+@click.option("--record-sample-rate", type=float, default=defaults.DEFAULT_RECORD_SAMPLE_RATE,
+              show_default=True,
               help="The share of requests recorded, in (0, 1].")
-@click.option("--record-rotate-rows", type=click.IntRange(min=1), default=100_000,
-              show_default=True, help="Start a new record file after this many rows...")
-@click.option("--record-rotate-minutes", type=float, default=10.0, show_default=True,
+@click.option("--record-rotate-rows", type=click.IntRange(min=1),
+              default=defaults.DEFAULT_ROTATE_ROWS, show_default=True,
+              help="Start a new record file after this many rows...")
+@click.option("--record-rotate-minutes", type=float,
+              default=defaults.DEFAULT_ROTATE_S / 60, show_default=True,
               help="...or after this many minutes.")
 def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, grpc_port,
           max_batch, poll_interval, request_log, record_dir, record_sample_rate,
@@ -95,25 +98,13 @@ def predict(url, model_name, data_path, rows, drop, repeat) -> None:
     path = Path(data_path)
     instances = _read_rows(path, rows, list(drop))
     try:
-        answer = client.predict_raw(url, model_name, instances)
+        result = client.predict_rows(url, model_name, instances, repeat)
     except CtloopError as exc:
         about_file = _columns_error(path, exc)
         if about_file is None:
             raise
         raise about_file from exc
-    latencies = []
-    for i in range(repeat):
-        started = time.perf_counter()
-        client.predict(url, model_name, [instances[i % len(instances)]])
-        latencies.append((time.perf_counter() - started) * 1000)
-    click.echo(client.describe({
-        "instances": instances,
-        "predictions": answer["predictions"],
-        "model_version": answer.get("model_version"),
-        "latency_ms": {"p50": client.percentile(latencies, 50) if latencies else None,
-                       "p99": client.percentile(latencies, 99) if latencies else None,
-                       "requests": len(latencies)},
-    }))
+    click.echo(client.describe(result))
 
 
 _FILE_FIX = "pass a CSV file with a header row and rows of values, or a Parquet file (.parquet)"

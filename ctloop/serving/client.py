@@ -149,10 +149,9 @@ def _give(origin: tuple[str, str], connection: http.client.HTTPConnection) -> No
     connection.close()
 
 
-def predict_file(url: str, model_name: str, path: Path, rows: int, drop: list[str], repeat: int
+def predict_rows(url: str, model_name: str, instances: list[dict[str, Any]], repeat: int
                  ) -> dict[str, Any]:
-    """Sends ``rows`` rows in one request, then times ``repeat`` single-row requests."""
-    instances = rows_from_file(path, rows, drop)
+    """Sends ``instances`` in one request, then times ``repeat`` single-row requests."""
     answer = predict_raw(url, model_name, instances)
     latencies = []
     for i in range(repeat):

@@ -5,3 +5,6 @@ environment without importing kserve or TensorFlow."""
 DEFAULT_PORT = 8080  # HTTP: V1, V2, health and /metrics
 DEFAULT_MAX_BATCH = 1024  # the most rows one request may carry; more is a 400
 DEFAULT_POLL_S = 1.0  # how often a server following a registry reads its pointers
+DEFAULT_RECORD_SAMPLE_RATE = 1.0  # the share of requests a recording server records
+DEFAULT_ROTATE_ROWS = 100_000  # a recording server starts a new file after this many rows...
+DEFAULT_ROTATE_S = 600.0  # ...or after this many seconds

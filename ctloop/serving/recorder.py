@@ -38,14 +38,17 @@ from typing import Any
 import numpy as np
 
 from ctloop.errors import ConfigError
+from ctloop.serving.defaults import (
+    DEFAULT_RECORD_SAMPLE_RATE,
+    DEFAULT_ROTATE_ROWS,
+    DEFAULT_ROTATE_S,
+)
 
 logger = logging.getLogger(__name__)
 
 RECORDS_GLOB = "requests-*.jsonl"
 LABELS_GLOB = "labels-*.jsonl"
 DEFAULT_QUEUE = 10_000
-DEFAULT_ROTATE_ROWS = 100_000
-DEFAULT_ROTATE_S = 600.0
 # How long the writer waits for more records before it flushes what it has: what a reader of the
 # files (ctloop monitor) sees lags the requests by about this much.
 FLUSH_S = 0.5
@@ -63,7 +66,8 @@ class Recorder:
         seed: Seed of the sampling draw (None: from the OS).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], sample_rate: float = 1.0,
+    def __init__(self, directory: str | os.PathLike[str],
+                 sample_rate: float = DEFAULT_RECORD_SAMPLE_RATE,
                  max_queue: int = DEFAULT_QUEUE, rotate_rows: int = DEFAULT_ROTATE_ROWS,
                  rotate_s: float = DEFAULT_ROTATE_S, seed: int | None = None):
         if not 0.0 < sample_rate <= 1.0:  # NaN fails too
