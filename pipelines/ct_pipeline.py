@@ -1,25 +1,58 @@
-"""The continuous-training pipeline: select span -> ingest -> validate -> train -> evaluate ->
-infra-validate -> rollout.
+"""The continuous-training pipeline: select span -> resolve the baseline -> ingest -> validate ->
+train -> evaluate -> infra-validate -> rollout.
 
-Gates live inside components (kfp.local cannot run dsl.If): rollout pushes only when the data is
-valid and the model is blessed and infra-blessed, and records why not otherwise.
+One baseline per run: resolve_baseline reads the registry once (the serving version, the
+statistics drift compares against) and load_baseline hands it to every later task as artifacts;
+no other task reads the registry, and only rollout writes to it (the pushed version, the span's
+statistics), replacing only the version resolved here.
+
+Gates stop work. Compiled for a cluster (``conditions=True``, what ``ctloop compile`` writes),
+train and evaluate run only when the data is valid, infra_validate only when the model is
+blessed, rollout only when it is infra-blessed (``dsl.If`` on the gate tasks' boolean outputs).
+kfp.local cannot run ``dsl.If``, so local runs use ``conditions=False``: the same tasks get the
+gate values as inputs and skip their work when a gate failed, saying why in their log and in
+their outputs' metadata (``skipped``); rollout checks every gate itself either way and records
+why nothing was pushed.
 """
 
+import contextlib
 import dataclasses
 from typing import Dict, List, Optional
 
 from kfp import dsl, kubernetes
 
+from ctloop import contract
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
+from ctloop.components.resolve_baseline.component import load_baseline, resolve_baseline
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
 from ctloop.kfp.images import PIPELINE_GPU_IMAGE
+from ctloop.settings import (
+    EVAL_PERCENT,
+    MODEL_NAME,
+    NO_THRESHOLD,
+    SERVING_TARGET,
+    SLO,
+    SPANS,
+    STATS_SAMPLE_RATE,
+    CanarySLO,
+    DriftThresholds,
+    Hyperparameters,
+    KServe,
+    Policy,
+    Thresholds,
+)
 
 PIPELINE_NAME = "ctloop-continuous-training"
+
+
+def _off(value: Optional[float]) -> float:
+    """A threshold's pipeline default: a KFP float parameter cannot be None, -1.0 means none."""
+    return NO_THRESHOLD if value is None else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +75,20 @@ class GpuSettings:
     shm_size: str = "2Gi"
 
 
-def build(gpu: Optional[GpuSettings] = None):
+def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
     """The CT pipeline; with ``gpu``, its GPU variant (same graph and parameters; the train task
-    on the GPU image, requesting ``gpu_count`` accelerators on nodes ``gpu`` selects)."""
+    on the GPU image, requesting ``gpu_count`` accelerators on nodes ``gpu`` selects).
+
+    ``conditions``: tasks after a failed gate do not run (``dsl.If``), as compiled for a
+    cluster; False: they run and skip their work themselves, for kfp.local, which cannot run
+    ``dsl.If``.
+    """
+
+    def gate(passed, name: str):
+        """Inside: the tasks that run only when ``passed`` (a gate task's bool output)."""
+        if not conditions:
+            return contextlib.nullcontext()
+        return dsl.If(passed == True, name=name)  # noqa: E712 - KFP compiles ==, not truth
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -56,47 +100,47 @@ def build(gpu: Optional[GpuSettings] = None):
         data_uri: str,
         label: str,
         registry_uri: str,
-        model_name: str = "ctloop-model",
+        model_name: str = MODEL_NAME,
         exclude: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-        task: str = "binary",
+        task: str = contract.BINARY,
         positive_label: str = "",
-        eval_percent: int = 20,
-        spans: int = 1,
+        eval_percent: int = EVAL_PERCENT,
+        spans: int = SPANS,
         s3_endpoint_url: str = "",
         storage_secret: str = "mlpipeline-minio-artifact",
         schema_uri: str = "",
-        drift_threshold: float = 0.03,
-        skew_threshold: float = 0.03,
-        false_alarm_rate: float = 0.01,
+        drift_threshold: float = DriftThresholds.drift,
+        skew_threshold: float = DriftThresholds.skew,
+        false_alarm_rate: float = DriftThresholds.false_alarm_rate,
         anomaly_policy: Dict[str, str] = {},  # noqa: B006 - a KFP default value, never mutated
-        stats_sample_rate: float = 1.0,
-        epochs: int = 10,
-        batch_size: int = 256,
-        learning_rate: float = 0.001,
-        hidden_units: List[int] = [64, 32],  # noqa: B006 - a KFP default value, never mutated
-        early_stopping_patience: int = 0,
+        stats_sample_rate: float = STATS_SAMPLE_RATE,
+        epochs: int = Hyperparameters.epochs,
+        batch_size: int = Hyperparameters.batch_size,
+        learning_rate: float = Hyperparameters.learning_rate,
+        hidden_units: List[int] = list(Hyperparameters.hidden_units),  # noqa: B006, B008
+        early_stopping_patience: int = Hyperparameters.early_stopping_patience,
         user_module: str = "",
         warm_start: bool = False,
-        seed: int = 42,
-        min_auc: float = -1.0,
-        max_auc_decrease: float = 0.01,
-        min_accuracy: float = -1.0,
-        max_accuracy_decrease: float = 0.01,
-        max_mae: float = -1.0,
-        max_mae_increase: float = -1.0,
+        seed: int = Hyperparameters.seed,
+        min_auc: float = _off(Thresholds.min_auc),
+        max_auc_decrease: float = _off(Thresholds.max_auc_decrease),
+        min_accuracy: float = _off(Thresholds.min_accuracy),
+        max_accuracy_decrease: float = _off(Thresholds.max_accuracy_decrease),
+        max_mae: float = _off(Thresholds.max_mae),
+        max_mae_increase: float = _off(Thresholds.max_mae_increase),
         slice_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-        cold_start: str = "bless_on_thresholds",
-        force_bless_reason: str = "",
+        cold_start: str = Policy.cold_start,
+        force_bless_reason: str = Policy.force_bless_reason or "",
         serving_python: str = "",
-        max_p99_ms: float = 250.0,
-        min_rps: float = 20.0,
-        infra_startup_timeout_s: float = 600.0,
-        serving_target: str = "local",
+        max_p99_ms: float = SLO.max_p99_ms,
+        min_rps: float = SLO.min_rps,
+        infra_startup_timeout_s: float = SLO.startup_timeout_s,
+        serving_target: str = SERVING_TARGET,
         serving_url: str = "",
-        canary_percent: int = 20,
-        kserve_namespace: str = "ctloop-serving",
-        kserve_mode: str = "Standard",
-        kserve_service_account: str = "ctloop-storage",
+        canary_percent: int = CanarySLO.percent,
+        kserve_namespace: str = KServe.namespace,
+        kserve_mode: str = KServe.mode,
+        kserve_service_account: str = KServe.service_account,
         serving_image: str = "",
         # A string: KFP's driver reads the accelerator count with GetStringValue()
         # (backend/src/v2/driver/resolve.go), which is "" for a number, and no GPU is requested.
@@ -108,7 +152,8 @@ def build(gpu: Optional[GpuSettings] = None):
         """One continuous-training iteration on the latest span(s) of ``data_uri``.
 
         Pipeline parameters have concrete defaults (no None): kfp 2.13's local runner cannot pass a
-        None pipeline parameter, by default or explicitly.
+        None pipeline parameter, by default or explicitly. Each default is ``ctloop.settings``'
+        (one definition for the pipeline, the CLI and the components).
 
         Args:
             data_uri: A pattern with ``{SPAN}`` (optionally ``{VERSION}``) placeholders and ``*``
@@ -152,8 +197,9 @@ def build(gpu: Optional[GpuSettings] = None):
             user_module: A Python file (in the image, gs:// or s3://) whose
                 ``build_model(features, train, hp, task)`` replaces the default model (empty:
                 none).
-            warm_start: Start training from the serving version's weights when they fit (same
-                task, classes, features, vocabularies and layers); the run record says which.
+            warm_start: Start training from the baseline's (the serving version's) weights when
+                they fit (same task, classes, features, vocabularies and layers); the run record
+                says which.
             seed: Seed for reproducible training.
             min_auc: Binary value threshold: the candidate's eval AUC must reach it (default:
                 off). This and the thresholds below are off when exactly -1.0; any other
@@ -201,13 +247,29 @@ def build(gpu: Optional[GpuSettings] = None):
                 trainer says in its log when it falls back to float32 on CPU).
             beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
         """
-        # Tasks that read data or the registry see state outside their inputs: never serve them
-        # from KFP's cache, or a changed span or a new serving model would be ignored. select_span
-        # is the cheap one that looks at the data on every run; ingest is cached, because its inputs
-        # include the data's fingerprint, so its cache key changes exactly when the data does.
+        # Caching. KFP keys a task's cache entry by its input parameters' values and its input
+        # artifacts' ids. select_span and resolve_baseline look at state outside their inputs
+        # (the data, the registry), so they run on every run; what they found (the data's
+        # fingerprint, the baseline's) is an input of ingest and load_baseline, whose cache keys
+        # then change exactly when the data or the baseline does, and whose artifacts keep their
+        # ids while they do not (an uncached task's artifacts are new in every run: no task fed
+        # them would ever be a cache hit). Every task from there on is decided by its inputs and
+        # cached (train too when it does not warm-start: a new serving version retrains), except
+        # infra_validate, whose verdict is the serving runtime's at the time (a slow image pull
+        # or a busy node must not stay cached), and rollout, which writes to the registry and
+        # deploys. A user module or a curated schema is named by its path: a file changed under
+        # the same path needs a new path (or a run with caching off) to be read again.
         selected = select_span(
             data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
         ).set_caching_options(False)
+        resolved = resolve_baseline(
+            registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
+            s3_endpoint_url=s3_endpoint_url,
+        ).set_caching_options(False)
+        baseline = load_baseline(
+            registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
+            fingerprint=resolved.outputs["fingerprint"], s3_endpoint_url=s3_endpoint_url,
+        ).set_caching_options(True)
         ingested = ingest(
             files=selected.outputs["files"],
             fingerprint=selected.outputs["fingerprint"],
@@ -218,13 +280,13 @@ def build(gpu: Optional[GpuSettings] = None):
             s3_endpoint_url=s3_endpoint_url,
             positive_label=positive_label,
             task=task,
-        )
+        ).set_caching_options(True)
         validated = validate_data(
             train_data=ingested.outputs["train_data"],
             eval_data=ingested.outputs["eval_data"],
+            serving_schema=baseline.outputs["schema"],
+            reference_statistics=baseline.outputs["statistics"],
             label=label,
-            registry_uri=registry_uri,
-            model_name=model_name,
             exclude=exclude,
             schema_uri=schema_uri,
             drift_threshold=drift_threshold,
@@ -233,97 +295,117 @@ def build(gpu: Optional[GpuSettings] = None):
             anomaly_policy=anomaly_policy,
             stats_sample_rate=stats_sample_rate,
             beam_pipeline_args=beam_pipeline_args,
-            s3_endpoint_url=s3_endpoint_url,
-        ).set_caching_options(False)
-        trained = train(
-            train_data=ingested.outputs["train_data"],
-            eval_data=ingested.outputs["eval_data"],
-            schema=validated.outputs["schema"],
-            label=label,
-            exclude=exclude,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            hidden_units=hidden_units,
-            early_stopping_patience=early_stopping_patience,
-            user_module=user_module,
-            s3_endpoint_url=s3_endpoint_url,
-            seed=seed,
-            mixed_precision=mixed_precision,
-            task=task,
-            warm_start=warm_start,
-            registry_uri=registry_uri,
-            model_name=model_name,
-        ).set_caching_options(False)  # a warm start reads the registry's serving version
-        trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
-        if gpu:
-            for key, value in gpu.node_selector:
-                kubernetes.add_node_selector(trained, label_key=key, label_value=value)
-            for key, effect in gpu.tolerations:
-                kubernetes.add_toleration(trained, key=key, operator="Exists", effect=effect)
-            # NCCL and tf.data exchange buffers through /dev/shm, which is 64 MiB in a container
-            # by default: a memory-backed volume gives them room.
-            kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm",
-                                       medium="Memory", size_limit=gpu.shm_size)
-        evaluated = evaluate(
-            model=trained.outputs["model"],
-            eval_data=ingested.outputs["eval_data"],
-            label=label,
-            registry_uri=registry_uri,
-            model_name=model_name,
-            min_auc=min_auc,
-            max_auc_decrease=max_auc_decrease,
-            min_accuracy=min_accuracy,
-            max_accuracy_decrease=max_accuracy_decrease,
-            max_mae=max_mae,
-            max_mae_increase=max_mae_increase,
-            slice_features=slice_features,
-            cold_start=cold_start,
-            force_bless_reason=force_bless_reason,
-            beam_pipeline_args=beam_pipeline_args,
-            s3_endpoint_url=s3_endpoint_url,
-        ).set_caching_options(False)
-        # After evaluation, not beside it: the server under test should not share the two cores
-        # with TFMA, or the latency it measures is the contention's.
-        infra_validated = infra_validate(
-            model=trained.outputs["model"],
-            eval_data=ingested.outputs["eval_data"],
-            model_name=model_name,
-            target=serving_target,
-            serving_python=serving_python,
-            kserve_namespace=kserve_namespace,
-            kserve_mode=kserve_mode,
-            kserve_service_account=kserve_service_account,
-            serving_image=serving_image,
-            max_p99_ms=max_p99_ms,
-            min_rps=min_rps,
-            startup_timeout_s=infra_startup_timeout_s,
-        ).set_caching_options(False).after(evaluated)
-        rolled_out = rollout(
-            model=trained.outputs["model"],
-            schema=validated.outputs["schema"],
-            train_data=ingested.outputs["train_data"],
-            anomalies=validated.outputs["anomalies"],
-            blessing=evaluated.outputs["blessing"],
-            infra_blessing=infra_validated.outputs["infra_blessing"],
-            data_valid=validated.outputs["Output"],
-            registry_uri=registry_uri,
-            model_name=model_name,
-            eval_data=ingested.outputs["eval_data"],
-            target=serving_target,
-            serving_url=serving_url,
-            kserve_namespace=kserve_namespace,
-            kserve_mode=kserve_mode,
-            kserve_service_account=kserve_service_account,
-            serving_image=serving_image,
-            canary_percent=canary_percent,
-            canary_max_p99_ms=max_p99_ms,
-            s3_endpoint_url=s3_endpoint_url,
-        ).set_caching_options(False)
+        ).set_caching_options(True)
+        data_valid = validated.outputs["Output"]
+        with gate(data_valid, "data-valid"):
+            trained = train(
+                train_data=ingested.outputs["train_data"],
+                eval_data=ingested.outputs["eval_data"],
+                schema=validated.outputs["schema"],
+                baseline=baseline.outputs["model"],
+                data_valid=data_valid,
+                anomalies=validated.outputs["anomalies"],
+                label=label,
+                exclude=exclude,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                hidden_units=hidden_units,
+                early_stopping_patience=early_stopping_patience,
+                user_module=user_module,
+                s3_endpoint_url=s3_endpoint_url,
+                seed=seed,
+                mixed_precision=mixed_precision,
+                task=task,
+                warm_start=warm_start,
+                # Also an input: kfp 2.13 passes a condition only its tasks' input channels, not
+                # those its tasks' resources name, so the accelerator limit below would resolve
+                # to nothing inside the data-valid condition without it.
+                gpu_count=gpu_count,
+                gpu_type=accelerator_type,
+            ).set_caching_options(True)
+            trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
+            if gpu:
+                for key, value in gpu.node_selector:
+                    kubernetes.add_node_selector(trained, label_key=key, label_value=value)
+                for key, effect in gpu.tolerations:
+                    kubernetes.add_toleration(trained, key=key, operator="Exists", effect=effect)
+                # NCCL and tf.data exchange buffers through /dev/shm, which is 64 MiB in a
+                # container by default: a memory-backed volume gives them room.
+                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm",
+                                           medium="Memory", size_limit=gpu.shm_size)
+            evaluated = evaluate(
+                model=trained.outputs["model"],
+                eval_data=ingested.outputs["eval_data"],
+                baseline=baseline.outputs["model"],
+                data_valid=data_valid,
+                label=label,
+                min_auc=min_auc,
+                max_auc_decrease=max_auc_decrease,
+                min_accuracy=min_accuracy,
+                max_accuracy_decrease=max_accuracy_decrease,
+                max_mae=max_mae,
+                max_mae_increase=max_mae_increase,
+                slice_features=slice_features,
+                cold_start=cold_start,
+                force_bless_reason=force_bless_reason,
+                beam_pipeline_args=beam_pipeline_args,
+            ).set_caching_options(True)
+            blessed = evaluated.outputs["Output"]
+            with gate(blessed, "blessed"):
+                # After evaluation (its blessing is an input), not beside it: the server under
+                # test should not share the cores with TFMA, or the latency it measures is the
+                # contention's.
+                infra_validated = infra_validate(
+                    model=trained.outputs["model"],
+                    eval_data=ingested.outputs["eval_data"],
+                    blessing=evaluated.outputs["blessing"],
+                    blessed=blessed,
+                    model_name=model_name,
+                    target=serving_target,
+                    serving_python=serving_python,
+                    kserve_namespace=kserve_namespace,
+                    kserve_mode=kserve_mode,
+                    kserve_service_account=kserve_service_account,
+                    serving_image=serving_image,
+                    max_p99_ms=max_p99_ms,
+                    min_rps=min_rps,
+                    tolerance=SLO.tolerance,
+                    concurrency=SLO.concurrency,
+                    requests=SLO.requests,
+                    startup_timeout_s=infra_startup_timeout_s,
+                ).set_caching_options(False)
+                with gate(infra_validated.outputs["Output"], "infra-blessed"):
+                    rolled_out = rollout(
+                        model=trained.outputs["model"],
+                        schema=validated.outputs["schema"],
+                        statistics=validated.outputs["statistics"],
+                        train_data=ingested.outputs["train_data"],
+                        anomalies=validated.outputs["anomalies"],
+                        baseline=baseline.outputs["model"],
+                        blessing=evaluated.outputs["blessing"],
+                        infra_blessing=infra_validated.outputs["infra_blessing"],
+                        data_valid=data_valid,
+                        registry_uri=registry_uri,
+                        model_name=model_name,
+                        eval_data=ingested.outputs["eval_data"],
+                        target=serving_target,
+                        serving_url=serving_url,
+                        kserve_namespace=kserve_namespace,
+                        kserve_mode=kserve_mode,
+                        kserve_service_account=kserve_service_account,
+                        serving_image=serving_image,
+                        canary_percent=canary_percent,
+                        canary_requests=CanarySLO.requests,
+                        canary_max_error_rate=CanarySLO.max_error_rate,
+                        canary_max_p99_ms=max_p99_ms,
+                        ready_timeout_s=KServe.ready_timeout_s,
+                        s3_endpoint_url=s3_endpoint_url,
+                    ).set_caching_options(False)
         # The tasks that read data, the registry or a user module get the object store's
         # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
         # sees them as parameters.
-        for step in (selected, ingested, validated, trained, evaluated, rolled_out):
+        for step in (selected, resolved, baseline, ingested, trained, rolled_out):
             kubernetes.use_secret_as_env(step, secret_name=storage_secret, secret_key_to_env={
                 "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
 

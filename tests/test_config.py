@@ -1,5 +1,6 @@
 """Settings files: the schema from the pipeline's signature, and `ctloop config init`."""
 
+import dataclasses
 import inspect
 import re
 
@@ -108,3 +109,82 @@ def test_config_init_writes_a_file_that_run_accepts(tmp_path, monkeypatch):
                                   "--force", "-o", "plan.yaml"])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["task"] == "multiclass"
+
+
+# -- defaults, defined once (ctloop.settings) --------------------------------------------------
+
+def _settings_defaults() -> dict:
+    """Each pipeline parameter that is a tunable -> its value in ctloop.settings."""
+    from ctloop import contract
+    from ctloop import settings as s
+
+    def off(value):  # a KFP float parameter cannot be None
+        return s.NO_THRESHOLD if value is None else value
+
+    thresholds = {name: off(value) for name, value in dataclasses.asdict(s.Thresholds()).items()}
+    hp = s.Hyperparameters()
+    return {
+        "model_name": s.MODEL_NAME, "task": contract.BINARY, "eval_percent": s.EVAL_PERCENT,
+        "spans": s.SPANS, "drift_threshold": s.DriftThresholds.drift,
+        "skew_threshold": s.DriftThresholds.skew,
+        "false_alarm_rate": s.DriftThresholds.false_alarm_rate,
+        "stats_sample_rate": s.STATS_SAMPLE_RATE, "epochs": hp.epochs,
+        "batch_size": hp.batch_size, "learning_rate": hp.learning_rate,
+        "hidden_units": list(hp.hidden_units), "seed": hp.seed,
+        "early_stopping_patience": hp.early_stopping_patience, **thresholds,
+        "cold_start": s.Policy.cold_start, "force_bless_reason": "",
+        "max_p99_ms": s.SLO.max_p99_ms, "min_rps": s.SLO.min_rps,
+        "infra_startup_timeout_s": s.SLO.startup_timeout_s,
+        "serving_target": s.SERVING_TARGET, "canary_percent": s.CanarySLO.percent,
+        "kserve_namespace": s.KServe.namespace, "kserve_mode": s.KServe.mode,
+        "kserve_service_account": s.KServe.service_account,
+    }
+
+
+def test_the_pipelines_defaults_are_the_settings():
+    found = config.parameters()
+    assert {name: found[name].default for name in _settings_defaults()} == _settings_defaults()
+    # What the compiled IR says a cluster run gets when a parameter is not given.
+    from ctloop.kfp import compiling
+
+    spec = next(yaml.safe_load_all(compiling.PIPELINE_YAML.read_text()))
+    compiled = spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: compiled[name]["defaultValue"] for name in _settings_defaults()} == (
+        _settings_defaults())
+
+
+def test_no_component_defines_a_default_of_its_own():
+    """The pipeline passes every tunable; a component's only defaults are None ("none")."""
+    from ctloop.components.resolve_baseline.component import load_baseline
+    from ctloop.kfp import compiling
+
+    components = {**compiling.all_components(), "load_baseline": load_baseline}
+    own = {(name, param.name): param.default
+           for name, component in components.items()
+           for param in inspect.signature(component.python_func).parameters.values()
+           if param.default is not inspect.Parameter.empty and param.default is not None}
+    assert own == {}
+
+
+@pytest.mark.parametrize("command", ["run", "monitor"])
+def test_an_unset_flag_shows_the_pipelines_default(command):
+    """`--help` shows each default; for `run` an unset flag is not passed (the pipeline's own
+    default applies), and both are the settings' value."""
+    defaults, found = _settings_defaults(), 0
+    for option in main.commands[command].params:
+        given = isinstance(option.default, (int, float, str))  # not click's "unset"
+        if option.name in defaults and given and not option.multiple:
+            assert option.default == defaults[option.name], option.name
+            assert option.show_default, option.name
+            found += 1
+    assert found == (18 if command == "run" else 4)
+
+
+def test_the_kserve_clients_defaults_are_the_settings():
+    """ctloop.kserve keeps defaults of its own (its ServiceConfig stands alone): the same."""
+    from ctloop import kserve
+    from ctloop.settings import KServe
+
+    config = kserve.ServiceConfig(name="m")
+    assert (config.namespace, config.service_account, config.mode.value) == (
+        KServe.namespace, KServe.service_account, KServe.mode)

@@ -82,6 +82,9 @@ def test_each_version_records_what_it_was_made_from(runs):
         "task": "binary", "warm_start": "off"}
     assert record["files"] == first["files"] and record["devices"] == ["CPU"]
     assert record["metrics"] == first["metrics"] and record["baseline_version"] is None
+    # The one baseline the run was judged against: none (a cold start), no drift reference.
+    assert record["baseline"] == {"version": None, "fingerprint": first["baseline_fingerprint"],
+                                  "drift_reference_span": None}
     assert record["infra"]["p99_ms"] == first["infra"]["p99_ms"]
     # The code and environment that ran: the same digests as this checkout and its lock file.
     assert record["code"]["digest"] == run_record.code_digest()
@@ -146,6 +149,21 @@ def test_corrupt_span_is_blocked_and_serving_model_unchanged(runs):
     assert serving.number == (second["pushed_version"] or 1)
     report = open(third["reports"]["anomalies_md"]).read()
     assert "deployment is blocked" in report and "`plan`" in report
+    # Judged against the serving version; nothing after the failed gate did its work: no model
+    # trained, none evaluated, no server started, and the summary says why nothing was pushed.
+    assert third["baseline_version"] == serving.number
+    assert set(third["skipped"]) == {"train", "evaluate", "infra-validate"}
+    assert all(why.startswith("data validation blocked: ") for why in third["skipped"].values())
+    assert third["metrics"] == {} and third["blessed"] is None and third["infra_blessed"] is None
+    run_dir = Path(third["run_dir"])
+    assert not any((run_dir / "train" / "model").iterdir())
+    assert (run_dir / "infra-validate" / "server_log").read_text() == "no server started\n"
+    described = local_run.describe(third)
+    assert "candidate: not trained (data validation blocked: " in described
+    assert f"rollout: {third['push_reason']}" in described.splitlines()
+    # A blocked span never becomes the drift reference: only pushed spans' statistics are kept.
+    stored = {p.name for p in (workdir / "registry" / "churn" / "statistics").iterdir()}
+    assert "span-3.stats.tfrecord" not in stored and "span-1.stats.tfrecord" in stored
 
 
 def test_run_outputs_are_on_disk(runs):

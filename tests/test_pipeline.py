@@ -1,4 +1,5 @@
-"""The compiled pipeline: golden IR, the settings a cluster needs, components compile alone."""
+"""The compiled pipeline: golden IR, the gates and caching a cluster runs, the settings it needs,
+components compile alone."""
 
 import re
 from pathlib import Path
@@ -8,7 +9,9 @@ import yaml
 from kfp import compiler, components
 
 from ctloop.components.evaluate.component import evaluate
+from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
+from ctloop.components.resolve_baseline.component import load_baseline, resolve_baseline
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
@@ -18,7 +21,50 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 
 GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
 GOLDEN_GPU = GOLDEN.with_name("ct_pipeline_gpu.yaml")
-COMPONENTS = [select_span, ingest, validate_data, train, evaluate, rollout]
+COMPONENTS = [select_span, resolve_baseline, load_baseline, ingest, validate_data, train,
+              evaluate, infra_validate, rollout]
+
+
+def all_tasks(spec: dict) -> dict[str, tuple[dict, list[str]]]:
+    """Every task of the IR at any depth: name -> (its spec, the condition tasks around it,
+    outermost first)."""
+    found = {}
+
+    def walk(dag: dict, around: list[str]) -> None:
+        for name, task in dag["tasks"].items():
+            found[name] = (task, around)
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], [*around, name])
+
+    walk(spec["root"]["dag"], [])
+    return found
+
+
+def producing_task(spec: dict, task: str, key: str) -> dict:
+    """The task output an input artifact of a task is, followed out through the conditions
+    around the task (they pass it on under one channel name)."""
+    tasks = all_tasks(spec)
+    found, around = tasks[task]
+    source = found["inputs"]["artifacts"][key]
+    for outer in reversed(around):
+        if "taskOutputArtifact" in source:
+            break
+        source = tasks[outer][0]["inputs"]["artifacts"][source["componentInputArtifact"]]
+    return source["taskOutputArtifact"]
+
+
+def pipeline_parameter(spec: dict, task: str, key: str) -> str | None:
+    """The pipeline parameter a task's input parameter is, followed out through the conditions
+    around the task (None: another task's output, or a constant)."""
+    tasks = all_tasks(spec)
+    found, around = tasks[task]
+    name = found["inputs"]["parameters"][key].get("componentInputParameter")
+    for outer in reversed(around):
+        if name is None:
+            return None
+        name = tasks[outer][0]["inputs"]["parameters"][name].get("componentInputParameter")
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +72,7 @@ def ir(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("ir") / "ct_pipeline.yaml"
     compiling.compile_pipeline(path)
     spec, platform = yaml.safe_load_all(path.read_text())
-    return {"text": path.read_text(), "spec": spec, "platform": platform}
+    return {"text": path.read_text(), "spec": spec, "platform": platform, "path": str(path)}
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +118,10 @@ def test_gpu_variant_schedules_the_train_task_on_gpu_nodes(gpu_ir, ir):
 
 
 def test_train_task_requests_accelerators_from_pipeline_parameters(ir):
-    tasks = ir["spec"]["root"]["dag"]["tasks"]
     resources = ir["spec"]["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert "accelerator_type" in resources["accelerator"]["resourceType"]
     assert "gpu_count" in resources["accelerator"]["resourceCount"]
-    inputs = tasks["train"]["inputs"]["parameters"]
-    assert inputs["pipelinechannel--gpu_count"]["componentInputParameter"] == "gpu_count"
+    assert pipeline_parameter(ir["spec"], "train", "pipelinechannel--gpu_count") == "gpu_count"
     defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
     assert defaults["gpu_count"]["defaultValue"] == "0"
     assert defaults["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
@@ -88,11 +132,9 @@ def driver_accelerator(ir: dict, task: str, arguments: dict) -> tuple[str, str]:
     ``arguments``, as backend/src/v2/driver/resolve.go's resolvePodSpecInputRuntimeParameter
     does: a channel resolves to the executor input's value read with GetStringValue(), which is
     "" for anything but a string (a NUMBER parameter arrives as a number_value)."""
-    executor = ir["spec"]["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace(
-        "comp-", "exec-")
+    executor = all_tasks(ir["spec"])[task][0]["componentRef"]["name"].replace("comp-", "exec-")
     accelerator = ir["spec"]["deploymentSpec"]["executors"][executor]["container"][
         "resources"]["accelerator"]
-    channels = ir["spec"]["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
     root = ir["spec"]["root"]["inputDefinitions"]["parameters"]
 
     def resolve(value: str) -> str:
@@ -100,7 +142,7 @@ def driver_accelerator(ir: dict, task: str, arguments: dict) -> tuple[str, str]:
         if not match:
             return value  # a constant
         # The channel carries the pipeline parameter's value with the parameter's type.
-        pipeline_param = channels[match.group(1)]["componentInputParameter"]
+        pipeline_param = pipeline_parameter(ir["spec"], task, match.group(1))
         given = arguments.get(pipeline_param, root[pipeline_param].get("defaultValue"))
         return given if root[pipeline_param]["parameterType"] == "STRING" else ""
 
@@ -115,11 +157,92 @@ def test_kfps_driver_resolves_the_gpu_count_of_the_gpu_variant(gpu_ir, ir):
     assert driver_accelerator(ir, "train", {}) == ("nvidia.com/gpu", "0")
 
 
-def test_tasks_reading_outside_state_are_never_cached(ir):
-    tasks = ir["spec"]["root"]["dag"]["tasks"]
-    # train reads the registry's serving version when it warm-starts.
-    for name in ("select-span", "validate-data", "train", "evaluate", "rollout"):
-        assert tasks[name]["cachingOptions"].get("enableCache") is not True, name
+# Task -> whether KFP may serve it from its cache. Never the tasks that look at state outside
+# their inputs (the data, the registry), nor infra validation (the serving runtime's verdict at
+# the time), nor rollout (it writes and deploys); every task decided by its inputs is.
+CACHED = {"select-span": False, "resolve-baseline": False, "load-baseline": True,
+          "ingest": True, "validate-data": True, "train": True, "evaluate": True,
+          "infra-validate": False, "rollout": False}
+# The gates: condition task name -> (the gate task whose bool output it tests).
+GATES = {"data-valid": "validate-data", "blessed": "evaluate", "infra-blessed": "infra-validate"}
+# Task -> the gates it runs inside, outermost first.
+GUARDED = {"train": ["data-valid"], "evaluate": ["data-valid"],
+           "infra-validate": ["data-valid", "blessed"],
+           "rollout": ["data-valid", "blessed", "infra-blessed"]}
+
+
+@pytest.mark.parametrize("fixture", ["ir", "gpu_ir"])
+def test_each_tasks_caching_is_as_designed(fixture, request):
+    spec = request.getfixturevalue(fixture)["spec"]
+    tasks = {name: task for name, (task, _) in all_tasks(spec).items()
+             if not name.startswith("condition-")}
+    assert {name: task["cachingOptions"].get("enableCache", False) is True
+            for name, task in tasks.items()} == CACHED
+
+
+@pytest.mark.parametrize("fixture", ["ir", "gpu_ir"])
+def test_tasks_after_a_failed_gate_do_not_run_on_a_cluster(fixture, request):
+    spec = request.getfixturevalue(fixture)["spec"]
+    tasks = all_tasks(spec)
+    names = {name: task["taskInfo"]["name"] for name, (task, _) in tasks.items()}
+    for condition, (task, _) in tasks.items():
+        if condition.startswith("condition-"):
+            gate = GATES[names[condition]]
+            assert task["triggerPolicy"]["condition"] == (
+                f"inputs.parameter_values['pipelinechannel--{gate}-Output'] == true")
+            assert task["inputs"]["parameters"][f"pipelinechannel--{gate}-Output"] == {
+                "taskOutputParameter": {"producerTask": gate, "outputParameterKey": "Output"}}
+    assert {name: [names[outer] for outer in around] for name, (_, around) in tasks.items()
+            if around and not name.startswith("condition-")} == GUARDED
+    # The gate tasks' outputs are booleans.
+    for gate in GATES.values():
+        component = spec["components"][tasks[gate][0]["componentRef"]["name"]]
+        assert component["outputDefinitions"]["parameters"]["Output"]["parameterType"] == (
+            "BOOLEAN")
+
+
+def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
+    """kfp.local cannot run dsl.If: local runs build the pipeline without conditions, and the
+    tasks after a gate get the gate's value as an input instead."""
+    from kfp.compiler import Compiler
+
+    from ctloop.pipelines.ct_pipeline import build
+
+    path = Path(ir["path"]).with_name("local.yaml")
+    Compiler().compile(build(conditions=False), str(path))
+    spec = next(yaml.safe_load_all(path.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(CACHED) and not any("triggerPolicy" in t for t in tasks.values())
+    gate_inputs = {"train": ("data_valid", "validate-data"),
+                   "evaluate": ("data_valid", "validate-data"),
+                   "infra-validate": ("blessed", "evaluate"),
+                   "rollout": ("data_valid", "validate-data")}
+    for name, (key, producer) in gate_inputs.items():
+        assert tasks[name]["inputs"]["parameters"][key]["taskOutputParameter"] == {
+            "producerTask": producer, "outputParameterKey": "Output"}
+    assert spec["root"]["inputDefinitions"] == ir["spec"]["root"]["inputDefinitions"]
+
+
+def test_one_baseline_is_resolved_and_every_later_task_consumes_it(ir):
+    tasks = {name: task for name, (task, _) in all_tasks(ir["spec"]).items()}
+    assert tasks["resolve-baseline"]["inputs"]["parameters"]["span"]["taskOutputParameter"] == {
+        "producerTask": "select-span", "outputParameterKey": "span"}
+    # load_baseline's cache key holds what the resolver found: a new serving version or new
+    # statistics is a miss, an unchanged baseline a hit (and its consumers keep their keys).
+    assert tasks["load-baseline"]["inputs"]["parameters"]["fingerprint"][
+        "taskOutputParameter"] == {"producerTask": "resolve-baseline",
+                                   "outputParameterKey": "fingerprint"}
+    consumers = {"validate-data": {"serving_schema": "schema",
+                                   "reference_statistics": "statistics"},
+                 "train": {"baseline": "model"}, "evaluate": {"baseline": "model"},
+                 "rollout": {"baseline": "model"}}
+    for name, inputs in consumers.items():
+        for key, output in inputs.items():
+            assert producing_task(ir["spec"], name, key) == {
+                "producerTask": "load-baseline", "outputArtifactKey": output}
+    # No task but the resolver, its loader and rollout is given the registry.
+    assert {name for name, task in tasks.items() if "registry_uri" in task["inputs"].get(
+        "parameters", {})} == {"resolve-baseline", "load-baseline", "rollout"}
 
 
 def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
@@ -136,9 +259,10 @@ def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
 
 def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
     executors = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    readers = {"exec-select-span", "exec-ingest", "exec-validate-data", "exec-train",
-               "exec-evaluate", "exec-rollout"}
-    assert set(executors) == readers  # infra-validate touches no storage itself
+    # The data, the registry, a user module; the others read only their input artifacts.
+    readers = {"exec-select-span", "exec-resolve-baseline", "exec-load-baseline", "exec-ingest",
+               "exec-train", "exec-rollout"}
+    assert set(executors) == readers
     for name in readers:
         (secret,) = executors[name]["secretAsEnv"]
         assert secret["secretNameParameter"] == {"componentInputParameter": "storage_secret"}

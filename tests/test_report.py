@@ -28,6 +28,8 @@ def workdir(tmp_path):
     """A workdir with one complete run (span 2 against v1, pushed as v2), as the tasks leave it."""
     run_dir = tmp_path / "work" / "pipeline_root" / f"{PIPELINE}-2026-12-02-10-00-00-000001"
     _task(run_dir, "select-span", {"span": 2.0, "spans_read": [2.0]})
+    _task(run_dir, "resolve-baseline", {"version": 1.0, "statistics_span": 1.0})
+    _task(run_dir, "load-baseline", artifacts={"model": {"version": 1.0}})
     _task(run_dir, "ingest", artifacts={"train_data": {"rows": 3987.0},
                                         "eval_data": {"rows": 1013.0}})
     _task(run_dir, "validate-data", {"Output": True}, {
@@ -64,6 +66,7 @@ def test_report_holds_the_decisions_charts_and_views_and_loads_nothing(workdir):
     for text in ("✓ data valid", "✓ blessed", "✓ infra-blessed", "pushed v2",
                  "pushed as version 2; promoted", "3987", 'id="drift-chart"', 'id="roc-chart"',
                  "baseline v1", "0.8216", "predicted 1", "17.4000", "plan &lt;b&gt;",
+                 "<b>Judged against:</b> serving version 1",
                  '<a href="validate-data/anomalies_report">'):
         assert text in page, text
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained
@@ -82,6 +85,31 @@ def test_report_of_a_failed_run_says_which_task_and_why(workdir):
     assert "No evaluation: the run ended before it." in page
     result = CliRunner().invoke(main, ["report", str(workdir / "pipeline_root")])
     assert result.exit_code == 1 and "is neither a run's folder nor a workdir" in result.output
+
+
+def test_report_of_a_blocked_run_says_what_was_skipped_and_why(workdir):
+    """Data validation blocked: the local pipeline's later tasks skipped their work."""
+    (finished,) = (workdir / "pipeline_root").iterdir()
+    run_dir = workdir / "pipeline_root" / f"{PIPELINE}-2026-12-04-10-00-00-000001"
+    shutil.copytree(finished, run_dir)
+    why = "data validation blocked: 1 blocking anomaly: plan (Drift)"
+    for task in ("validate-data", "evaluate", "infra-validate", "rollout"):
+        shutil.rmtree(run_dir / task)
+    _task(run_dir, "validate-data", {"Output": False}, {
+        "anomalies": {"anomaly_count": 1.0, "blocking_count": 1.0}})
+    _task(run_dir, "evaluate", artifacts={"blessing": {
+        "blessed": None, "skipped": why, "reason": f"skipped: {why}", "baseline_version": 1}})
+    _task(run_dir, "infra-validate", artifacts={"infra_blessing": {
+        "infra_blessed": None, "skipped": why, "reason": f"skipped: {why}"}})
+    _task(run_dir, "rollout", artifacts={"pushed_model": {
+        "pushed": False, "reason": "data validation did not pass (1 blocking anomalies)"}})
+    result = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "report.html").read_text()
+    for text in ("✗ data valid", "– blessed", "data validation did not pass",
+                 f"Not evaluated: {why}.", f"Skipped: {why}.",
+                 "<b>Judged against:</b> serving version 1"):
+        assert text in page, text
 
 
 @pytest.mark.skipif(BROWSER is None, reason="needs chromium (Debian: apt-get install chromium)")

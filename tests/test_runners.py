@@ -44,8 +44,11 @@ def _shape(run_dir: Path) -> dict:
     shape = {}
     for task in local_run.TASKS:
         output = json.loads((run_dir / task / "executor_output.json").read_text())
+        parameters = output.get("parameterValues", {})
+        if task == "resolve-baseline":  # each workdir's own version 1: another fingerprint
+            parameters = {**parameters, "fingerprint": len(parameters["fingerprint"])}
         shape[task] = {
-            "parameters": output.get("parameterValues", {}),
+            "parameters": parameters,
             "artifacts": {name: sorted(a["artifacts"][0].get("metadata", {}))
                           for name, a in output.get("artifacts", {}).items()},
         }
@@ -70,7 +73,9 @@ def test_both_runners_decide_the_same(both):
         assert ours["push_reason"] == theirs["push_reason"]
         assert set(ours["drift"]) == set(theirs["drift"])
         assert set(ours["metrics"]) == set(theirs["metrics"])
-        assert ours["metrics"]["auc"] == pytest.approx(theirs["metrics"]["auc"], abs=0.03)
+        assert ours["skipped"] == theirs["skipped"]  # the corrupt span: nothing trained
+        if ours["metrics"]:
+            assert ours["metrics"]["auc"] == pytest.approx(theirs["metrics"]["auc"], abs=0.03)
         assert set(ours["timings_s"]) == set(theirs["timings_s"]) == {*local_run.TASKS, "total"}
     # The cold start was pushed, the corrupt span blocked, by either runner.
     assert [s["pushed"] for s in default] == [True, False]

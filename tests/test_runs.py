@@ -25,6 +25,9 @@ def _write_task(run_dir, task, parameters=None, artifacts=None):
 def _complete_run(root, stamp, span, pushed):
     run_dir = root / f"{PIPELINE}-{stamp}"
     _write_task(run_dir, "select-span", {"span": float(span), "spans_read": [float(span)]})
+    _write_task(run_dir, "resolve-baseline", {"version": float(span - 1)})
+    _write_task(run_dir, "load-baseline", artifacts={"model": {
+        "version": float(span - 1) if span > 1 else None}})
     _write_task(run_dir, "ingest")
     _write_task(run_dir, "validate-data", {"Output": True})
     _write_task(run_dir, "train")
@@ -41,18 +44,21 @@ def test_runs_lists_each_run_with_its_decisions_and_a_failed_tasks_reason(tmp_pa
     _complete_run(root, "2026-12-02-10-00-00-000001", 2, pushed=False)
     failed = root / f"{PIPELINE}-2026-12-03-10-00-00-000001"
     _write_task(failed, "select-span", {"span": 3.0, "spans_read": [2.0, 3.0]})
+    _write_task(failed, "resolve-baseline", {"version": 1.0})
+    _write_task(failed, "load-baseline", artifacts={"model": {"version": 1.0}})
     (failed / "ingest").mkdir()
     (failed / "ingest" / task_exit.FAILURE_FILE).write_text(
         "label column 'churned' has 50 missing values; drop or fill those rows\n")
     result = CliRunner().invoke(main, ["runs", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "TIME                 SPAN  DATA VALID  BLESSED  INFRA  PUSHED  OUTCOME",
-        "2026-12-01 10:00:00  1     yes         yes      yes    v1      pushed as version 1; "
-        "promoted",
-        "2026-12-02 10:00:00  2     yes         NO       yes    -       not pushed: not blessed",
-        "2026-12-03 10:00:00  2,3   -           -        -      -       ingest failed: label "
-        "column 'churned' has 50 missing values; drop or fill those rows",
+        "TIME                 SPAN  BASELINE  DATA VALID  BLESSED  INFRA  PUSHED  OUTCOME",
+        "2026-12-01 10:00:00  1     none      yes         yes      yes    v1      pushed as "
+        "version 1; promoted",
+        "2026-12-02 10:00:00  2     v1        yes         NO       yes    -       not pushed: "
+        "not blessed",
+        "2026-12-03 10:00:00  2,3   v1        -           -        -      -       ingest failed: "
+        "label column 'churned' has 50 missing values; drop or fill those rows",
         f"3 run(s); their outputs and reports: {root}/<pipeline>-<time>/"]
 
 

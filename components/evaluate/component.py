@@ -21,25 +21,24 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 def evaluate(
     model: Input[Model],
     eval_data: Input[Dataset],
+    baseline: Input[Model],
+    data_valid: bool,
     label: str,
-    registry_uri: str,
-    model_name: str,
     blessing: Output[Artifact],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Markdown],
-    min_auc: Optional[float] = None,
-    max_auc_decrease: Optional[float] = 0.01,
-    min_accuracy: Optional[float] = None,
-    max_accuracy_decrease: Optional[float] = 0.01,
-    max_mae: Optional[float] = None,
-    max_mae_increase: Optional[float] = None,
-    cold_start: str = "bless_on_thresholds",
+    min_auc: float,
+    max_auc_decrease: float,
+    min_accuracy: float,
+    max_accuracy_decrease: float,
+    max_mae: float,
+    max_mae_increase: float,
+    cold_start: str,
     force_bless_reason: Optional[str] = None,
     slice_features: Optional[List[str]] = None,
     beam_pipeline_args: Optional[List[str]] = None,
-    s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
 
@@ -47,18 +46,24 @@ def evaluate(
     decides the metrics and which pair of thresholds judges: AUC, accuracy or mean absolute
     error.
 
-    The baseline is the registry's serving version (open-source KFP has no "latest blessed
-    model" resolver). With no value threshold of the task set, the candidate must beat a
-    no-skill predictor on the same eval rows (binary: a constant, AUC 0.5; multiclass: the
-    majority class; regression: the labels' median) by a margin whose one-sided 95% paired-
-    bootstrap lower bound is above 0, with or without a serving model: guessing is never blessed.
+    The baseline is the serving version ``load_baseline`` resolved for this run (the one model
+    every task of the run is judged against). With no value threshold of the task set, the
+    candidate must beat a no-skill predictor on the same eval rows (binary: a constant, AUC
+    0.5; multiclass: the majority class; regression: the labels' median) by a margin whose
+    one-sided 95% paired-bootstrap lower bound is above 0, with or without a serving model:
+    guessing is never blessed.
+
+    A gate: with ``data_valid`` False (data validation blocked, so nothing was trained), nothing
+    is evaluated or blessed; the task says so in its log and in its outputs' metadata
+    ``skipped``.
 
     Args:
         model: The candidate SavedModel.
         eval_data: The eval split.
+        baseline: The serving version's SavedModel (``load_baseline``'s ``model``; metadata
+            ``version``, None on a cold start: no baseline).
+        data_valid: validate_data's verdict; False skips the evaluation (not blessed).
         label: The label column.
-        registry_uri: The model registry root; its serving version is the baseline.
-        model_name: The model's name in the registry.
         blessing: Output: metadata ``blessed``, ``reason``, ``forced``, ``force_reason``,
             ``tfma_blessed``, ``tfma_reason``, ``checks``, ``metrics``, ``baseline_version``,
             ``baseline_metrics``, ``no_skill`` (the no-skill and candidate values, the margin
@@ -70,50 +75,61 @@ def evaluate(
             Empty for regression.
         report: Output: the verdict, each threshold with pass/fail, the no-skill comparison,
             and candidate vs baseline (and their difference) per metric, overall and per slice.
-        min_auc: Binary value threshold: the candidate's AUC must reach it (None: none, the
-            no-skill check judges). Every threshold below is off when None or exactly -1.0 (a
-            pipeline parameter cannot be None); any other negative value is refused.
+        min_auc: Binary value threshold: the candidate's AUC must reach it (-1.0: none, the
+            no-skill check judges). Every threshold below is off when exactly -1.0 (a pipeline
+            parameter cannot be None); any other negative value is refused.
         max_auc_decrease: Binary change threshold: how far AUC may fall below the serving
-            model's (None: none).
-        min_accuracy: Multiclass value threshold on accuracy (None: none, the no-skill check
+            model's (-1.0: none).
+        min_accuracy: Multiclass value threshold on accuracy (-1.0: none, the no-skill check
             judges).
         max_accuracy_decrease: Multiclass change threshold: how far accuracy may fall below the
-            serving model's (None: none).
+            serving model's (-1.0: none).
         max_mae: Regression value threshold: the candidate's mean absolute error must not
-            exceed it, in the label's units (None: none, the no-skill check judges).
+            exceed it, in the label's units (-1.0: none, the no-skill check judges).
         max_mae_increase: Regression change threshold: how far the MAE may rise above the
-            serving model's, in the label's units (None: at most 1% above it).
+            serving model's, in the label's units (-1.0: at most 1% above it).
         cold_start: With no serving model: ``bless_on_thresholds`` blesses a candidate that
             passes its checks, ``require_baseline`` blesses none.
         force_bless_reason: When not empty, bless the candidate whatever the verdict, recorded
             with this reason; TFMA still runs and the verdict it overrode is kept.
         slice_features: Features to report metrics per value of.
         beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
-        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
 
     Returns:
         Whether the candidate is blessed.
     """
     import dataclasses
+    import os
 
     from ctloop.components.evaluate import logic
     from ctloop.components.evaluate import report as markdown
     from ctloop.local import task_exit
-    from ctloop.registry import open_registry
 
     task_exit.install()
 
+    version = baseline.metadata.get("version")  # KFP hands numbers back as floats
+    version = None if version is None else int(version)
+    if not data_valid:
+        skipped = str(model.metadata.get("skipped") or "data validation blocked")
+        print(f"evaluate skipped: {skipped}")
+        blessing.metadata.update(blessed=None, reason=f"skipped: {skipped}", skipped=skipped,
+                                 metrics={}, baseline_version=version, baseline_metrics={})
+        with open(blessing.path, "w") as handle:
+            handle.write("NOT_BLESSED\n")
+        with open(report.path, "w") as handle:
+            handle.write(f"# Evaluation\n\nSkipped: {skipped}.\n")
+        os.makedirs(evaluation.path, exist_ok=True)
+        return False
     thresholds = logic.Thresholds.from_parameters(
         min_auc=min_auc, max_auc_decrease=max_auc_decrease, min_accuracy=min_accuracy,
         max_accuracy_decrease=max_accuracy_decrease, max_mae=max_mae,
         max_mae_increase=max_mae_increase)
     policy = logic.Policy(cold_start, force_bless_reason)
-    baseline = open_registry(registry_uri, model_name, s3_endpoint_url).serving()
     result = logic.run(
         model_dir=model.path,
         eval_path=eval_data.path,
         label=label,
-        baseline_dir=str(baseline.model_dir) if baseline else None,
+        baseline_dir=baseline.path if version is not None else None,
         thresholds=thresholds,
         output_dir=evaluation.path,
         slice_features=slice_features,
@@ -131,7 +147,7 @@ def evaluate(
         blessed=result.blessed, reason=result.reason, forced=result.forced,
         force_reason=result.force_reason, tfma_blessed=result.tfma_blessed,
         tfma_reason=result.tfma_reason, checks=[dataclasses.asdict(c) for c in result.checks],
-        metrics=result.metrics, baseline_version=baseline.number if baseline else None,
+        metrics=result.metrics, baseline_version=version,
         baseline_metrics=result.baseline_metrics, task=result.task,
         incomparable=result.incomparable,
         no_skill={**dataclasses.asdict(result.no_skill), "passed": result.no_skill.passed,
@@ -141,5 +157,5 @@ def evaluate(
         handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")
     with open(report.path, "w") as handle:
         handle.write(markdown.report_markdown(
-            result, baseline.number if baseline else None, eval_data.metadata.get("span")))
+            result, version, eval_data.metadata.get("span")))
     return result.blessed

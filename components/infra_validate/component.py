@@ -12,32 +12,39 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 def infra_validate(
     model: Input[Model],
     eval_data: Input[Dataset],
+    blessing: Input[Artifact],
+    blessed: bool,
     model_name: str,
     infra_blessing: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[Markdown],
     server_log: Output[Artifact],
-    target: str = "local",
+    target: str,
+    kserve_namespace: str,
+    kserve_mode: str,
+    kserve_service_account: str,
+    max_p99_ms: float,
+    min_rps: float,
+    tolerance: float,
+    concurrency: int,
+    requests: int,
+    startup_timeout_s: float,
     serving_python: Optional[str] = None,
-    kserve_namespace: str = "ctloop-serving",
-    kserve_mode: str = "Standard",
-    kserve_service_account: str = "ctloop-storage",
     serving_image: Optional[str] = None,
-    max_p99_ms: float = 250.0,
-    min_rps: float = 20.0,
-    tolerance: float = 1e-4,
-    concurrency: int = 4,
-    requests: int = 200,
-    startup_timeout_s: float = 600.0,
 ) -> bool:
     """Starts the candidate in the KServe model server and tests it like a deployment would.
 
     Fail-safe: a server that does not start, errs, disagrees with the model or misses the SLO
     is not infra-blessed, and rollout then pushes nothing.
 
+    A gate: with ``blessed`` False (evaluation did not bless the model, or skipped it), no
+    server is started; the task says so in its log and in its outputs' metadata ``skipped``.
+
     Args:
         model: The candidate SavedModel.
         eval_data: The eval split: its rows are the requests.
+        blessing: evaluate's blessing (metadata ``reason``, or ``skipped``: why not blessed).
+        blessed: evaluate's verdict; False skips the validation (not infra-blessed).
         model_name: The model's name in request paths (and its InferenceService's name).
         infra_blessing: Output: metadata ``infra_blessed``, ``reason`` and the measurements.
         metrics: Output: startup_s, max_abs_diff, p50_ms, p99_ms, rps.
@@ -46,11 +53,9 @@ def infra_validate(
         target: ``local``: a server process of the serving environment (``serving_python``).
             ``kserve``: a short-lived InferenceService ``<model_name>-infra-<run token>``
             beside the serving one, from the model artifact, deleted afterwards.
-        serving_python: ``local``: the python of the serving environment (kserve installed).
         kserve_namespace: ``kserve``: the serving namespace.
         kserve_mode: ``kserve``: ``Standard`` or ``Knative``.
         kserve_service_account: ``kserve``: the ServiceAccount with the storage credentials.
-        serving_image: ``kserve``: the ctloop serving image (None or empty: this release's).
         max_p99_ms: SLO: p99 latency of single-row requests under ``concurrency`` clients.
         min_rps: SLO: requests per second under ``concurrency`` clients.
         tolerance: Largest difference between served and in-process predictions, relative to
@@ -60,6 +65,8 @@ def infra_validate(
         startup_timeout_s: Deadline for the server to become ready. On a fresh cluster the
             candidate's first pod pulls the storage initializer and the model first; a pod that
             cannot pull its image or keeps crashing fails at once, not at the deadline.
+        serving_python: ``local``: the python of the serving environment (kserve installed).
+        serving_image: ``kserve``: the ctloop serving image (None or empty: this release's).
 
     Returns:
         Whether the candidate is infra-blessed.
@@ -73,6 +80,17 @@ def infra_validate(
 
     task_exit.install()
 
+    if not blessed:
+        skipped = str(blessing.metadata.get("skipped")
+                      or f"model not blessed: {blessing.metadata.get('reason') or 'no blessing'}")
+        print(f"infra validation skipped: {skipped}")
+        infra_blessing.metadata.update(infra_blessed=None, reason=f"skipped: {skipped}",
+                                       skipped=skipped)
+        for path, text in ((report.path, f"# Infra validation\n\nSkipped: {skipped}.\n"),
+                           (server_log.path, "no server started\n")):
+            with open(path, "w") as handle:
+                handle.write(text)
+        return False
     slo = logic.SLO(max_p99_ms=max_p99_ms, min_rps=min_rps, tolerance=tolerance,
                     concurrency=concurrency, requests=requests,
                     startup_timeout_s=startup_timeout_s)

@@ -16,11 +16,11 @@ def ingest(
     label: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
+    eval_percent: int,
+    task: str,
     exclude: Optional[List[str]] = None,
-    eval_percent: int = 20,
     s3_endpoint_url: Optional[str] = None,
     positive_label: Optional[str] = None,
-    task: str = "binary",
 ):
     """Reads select_span's files, checks their fingerprint, and splits train/eval by a row hash.
 
@@ -36,14 +36,14 @@ def ingest(
         train_data: Output: the train split (Parquet, label encoded for the task: 0/1, the class
             index, or the number).
         eval_data: Output: the eval split (Parquet, label encoded the same way).
-        exclude: Columns that are not features (IDs, timestamps, leaks).
         eval_percent: Share of rows, in percent, that go to the eval split.
+        task: ``binary``, ``multiclass`` or ``regression``. The label classes (sorted, the
+            positive one last for binary) go to the splits' metadata ``label_classes``.
+        exclude: Columns that are not features (IDs, timestamps, leaks).
         s3_endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS); None: boto3's default.
             Credentials come from boto3's standard chain only.
         positive_label: The label value that is the positive class (encoded 1), compared as
             text; None or empty: the second of the two values in sorted order. Binary only.
-        task: ``binary``, ``multiclass`` or ``regression``. The label classes (sorted, the
-            positive one last for binary) go to the splits' metadata ``label_classes``.
     """
     from ctloop.components.ingest import logic
     from ctloop.local import task_exit

@@ -12,8 +12,10 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 def rollout(
     model: Input[Model],
     schema: Input[Artifact],
+    statistics: Input[Artifact],
     train_data: Input[Dataset],
     anomalies: Input[Artifact],
+    baseline: Input[Model],
     blessing: Input[Artifact],
     infra_blessing: Input[Artifact],
     data_valid: bool,
@@ -22,17 +24,17 @@ def rollout(
     eval_data: Input[Dataset],
     pushed_model: Output[Artifact],
     report: Output[Markdown],
-    target: str = "local",
+    target: str,
+    kserve_namespace: str,
+    kserve_mode: str,
+    kserve_service_account: str,
+    canary_percent: int,
+    canary_requests: int,
+    canary_max_error_rate: float,
+    canary_max_p99_ms: float,
+    ready_timeout_s: float,
     serving_url: Optional[str] = None,
-    kserve_namespace: str = "ctloop-serving",
-    kserve_mode: str = "Standard",
-    kserve_service_account: str = "ctloop-storage",
     serving_image: Optional[str] = None,
-    canary_percent: int = 20,
-    canary_requests: int = 200,
-    canary_max_error_rate: float = 0.0,
-    canary_max_p99_ms: float = 250.0,
-    ready_timeout_s: float = 600.0,
     s3_endpoint_url: Optional[str] = None,
 ) -> bool:
     """Pushes the model as a new registry version if the data is valid and the model is blessed
@@ -40,15 +42,25 @@ def rollout(
     ``target``, canary first when a version serves there.
 
     Otherwise nothing moves: the serving version keeps serving and the reason is recorded. The
-    registry's serving pointer names the new version only once it serves all traffic.
+    registry's serving pointer names the new version only once it serves all traffic, and only
+    over the baseline the run was judged against (``load_baseline``'s version): another run's
+    version serving since makes this run's judgement stale, and nothing is pushed.
+
+    The only task that writes to the registry: with the version, it stores this span's train
+    statistics, the drift reference of the spans after it (so only a span whose data passed
+    validation and made a pushed model becomes one).
 
     Args:
         model: The trained SavedModel.
         schema: The schema the data was validated with; stored with the version.
+        statistics: validate_data's statistics (``train.stats.tfrecord``), stored for the span
+            when the version is pushed.
         train_data: The train split; its span and fingerprint go into the run record.
         anomalies: validate_data's anomalies (metadata ``blocking_count``).
-        blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics`` and
-            ``baseline_version``, the serving version it was judged against).
+        baseline: ``load_baseline``'s model (metadata ``version``, None on a cold start;
+            ``fingerprint``; ``statistics_span``): the serving version this run was judged
+            against, the only one the new version may replace.
+        blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics``).
         infra_blessing: infra_validate's verdict (metadata ``infra_blessed`` and ``reason``).
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.
@@ -114,15 +126,20 @@ def rollout(
         deploy = None  # nothing serves to canary against: promoted directly
     # The run record: what the version was made from (data, parameters, code, environment),
     # what it measured and what it was judged against.
+    baseline_version = _version(baseline.metadata.get("version"))
+    span = train_data.metadata.get("span")
     record = {
-        "span": train_data.metadata.get("span"),
+        "span": span,
         "spans": train_data.metadata.get("spans"),
         "data_fingerprint": train_data.metadata.get("fingerprint"),
         "files": train_data.metadata.get("files"),
         "parameters": dict(model.metadata.get("parameters", {})),
         "devices": model.metadata.get("devices"),
         "metrics": blessing.metadata.get("metrics", {}),
-        "baseline_version": blessing.metadata.get("baseline_version"),
+        "baseline_version": baseline_version,
+        "baseline": {"version": baseline_version,
+                     "fingerprint": baseline.metadata.get("fingerprint"),
+                     "drift_reference_span": _version(baseline.metadata.get("statistics_span"))},
         "blessing": {k: blessing.metadata.get(k) for k in ("reason", "forced", "force_reason")},
         "infra": {k: infra_blessing.metadata[k] for k in ("p50_ms", "p99_ms", "rps")
                   if k in infra_blessing.metadata},
@@ -138,12 +155,14 @@ def rollout(
         blessing_reason=str(blessing.metadata.get("reason", "")),
         infra_blessed=infra_blessing.metadata.get("infra_blessed"),
         infra_reason=str(infra_blessing.metadata.get("reason", "")),
-        baseline_version=_version(blessing.metadata.get("baseline_version")),
+        baseline_version=baseline_version,
         registry_uri=registry_uri,
         model_name=model_name,
         record=record,
         deploy=deploy,
         s3_endpoint_url=s3_endpoint_url,
+        statistics=(int(span), os.path.join(statistics.path, "train.stats.tfrecord"))
+        if span else None,
     )
     outcome = {
         "pushed": result.pushed, "promoted": result.promoted, "version": result.version,

@@ -1,7 +1,13 @@
 """Rollout: push a validated, blessed model into the registry, then put it into service.
 
-The gate lives here, not in the pipeline graph: kfp.local cannot run ``dsl.If``, and a push that
-checks its own preconditions cannot be wired around by mistake (TFX's Pusher does the same).
+The gate lives here too, not only in the pipeline graph (whose ``dsl.If`` runs rollout only
+after the gates passed, on a cluster): kfp.local cannot run ``dsl.If``, and a push that checks
+its own preconditions cannot be wired around by mistake (TFX's Pusher does the same).
+
+The only writer of the registry: the pushed version, and with it the span's train statistics
+(the drift reference of the spans after it). Nothing is read from it before the push: the
+serving version the model was judged against is the run's baseline (``baseline_version``), and
+the push checks, under the registry's lock, that it still serves.
 
 After the push (an unserved version), a *deploy* puts it into service on a target and says
 whether it was promoted; the registry's serving pointer names the new version only then:
@@ -175,22 +181,23 @@ def run(
     record: dict[str, Any],
     deploy: Deploy | None = None,
     s3_endpoint_url: str | None = None,
+    statistics: tuple[int, str] | None = None,
 ) -> RolloutResult:
     """Pushes the model as a new, unserved version if the gate allows it, then deploys it.
 
-    ``baseline_version`` is the serving version the model was evaluated against; if another run
-    has moved the pointer since, the blessing no longer holds and nothing is pushed.
-    ``deploy`` None: nothing serves to canary against, and the infra-validated model is promoted
-    directly.
+    ``baseline_version`` is the serving version the model was evaluated against (the run's
+    baseline, None on a cold start); if another run has moved the pointer since, the blessing no
+    longer holds and nothing is pushed. ``deploy`` None: nothing serves to canary against, and
+    the infra-validated model is promoted directly. ``statistics``: (span, train statistics
+    file), stored once the version is pushed: the drift reference of the spans after it.
     ``registry_uri`` is a local folder or ``s3://`` (``s3_endpoint_url``: its endpoint).
     """
-    registry = open_registry(registry_uri, model_name, s3_endpoint_url)
-    current = registry.serving()
-    previous = current.number if current else None
+    previous = baseline_version
     reason = gate(data_valid, anomaly_count, blessed, blessing_reason, infra_blessed,
                   infra_reason)
     if reason:
         return RolloutResult(False, reason, None, previous)
+    registry = open_registry(registry_uri, model_name, s3_endpoint_url)
     # Promoting directly, the pointer moves in the push, under the same lock as its baseline
     # check: pushed unserved and promoted after, a second run judged against the same baseline
     # could push between the two and find that baseline still serving.
@@ -199,6 +206,8 @@ def run(
                                 expected_serving=baseline_version, serve=deploy is None)
     except StaleBaselineError as exc:
         return RolloutResult(False, str(exc), None, previous)
+    if statistics is not None:
+        registry.save_statistics(*statistics)
     deployment = (PROMOTED_DIRECTLY if deploy is None
                   else deploy(registry, version.number, baseline_version))
     return RolloutResult(True, f"pushed as version {version.number}; {deployment.reason}",

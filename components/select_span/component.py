@@ -10,7 +10,7 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def select_span(
     data_uri: str,
-    spans: int = 1,
+    spans: int,
     s3_endpoint_url: Optional[str] = None,
 ) -> NamedTuple(
     "SelectSpanOutputs",

@@ -13,72 +13,92 @@ def train(
     train_data: Input[Dataset],
     eval_data: Input[Dataset],
     schema: Input[Artifact],
+    baseline: Input[Model],
+    anomalies: Input[Artifact],
+    data_valid: bool,
     label: str,
     model: Output[Model],
     training_metrics: Output[Metrics],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    hidden_units: List[int],
+    seed: int,
+    early_stopping_patience: int,
+    task: str,
+    warm_start: bool,
+    mixed_precision: bool,
+    gpu_count: str,
+    gpu_type: str,
     exclude: Optional[List[str]] = None,
-    epochs: int = 10,
-    batch_size: int = 256,
-    learning_rate: float = 0.001,
-    hidden_units: Optional[List[int]] = None,
-    seed: int = 42,
-    mixed_precision: bool = False,
-    early_stopping_patience: int = 0,
     user_module: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
-    task: str = "binary",
-    warm_start: bool = False,
-    registry_uri: Optional[str] = None,
-    model_name: Optional[str] = None,
 ):
     """Trains a model of the task on the train split; uses every GPU it sees, else the CPU.
+
+    A gate: with ``data_valid`` False (data validation blocked), nothing is trained; the task
+    says so in its log and in its outputs' metadata ``skipped``, and its model is empty.
 
     Args:
         train_data: The train split.
         eval_data: The eval split (reported, not trained on).
         schema: The schema from validate_data; it decides the features and their types.
+        baseline: The serving version's SavedModel (``load_baseline``'s ``model``; metadata
+            ``version``, None on a cold start), which ``warm_start`` starts from.
+        anomalies: validate_data's anomalies (metadata ``summary``: why the data is blocked).
+        data_valid: validate_data's verdict; False skips training.
         label: The label column.
-        model: Output: the SavedModel (``serving_default`` takes raw features) + features.json.
+        model: Output: the SavedModel (``serving_default`` takes raw features) + features.json;
+            metadata ``devices``, ``features``, ``precision``, ``parameters`` (or ``skipped``).
         training_metrics: Output: train loss, epochs run and the task's eval metrics (eval_auc;
             eval_accuracy; eval_mae and eval_rmse).
-        exclude: Columns that are not features.
         epochs: Passes over the train split.
         batch_size: Rows per step.
         learning_rate: Adam's learning rate.
-        hidden_units: Sizes of the hidden layers; [64, 32] when not given or empty.
+        hidden_units: Sizes of the hidden layers (empty: the settings' default layers).
         seed: Seed of every random choice, for reproducible runs.
-        mixed_precision: Compute in float16 (variables in float32) when a GPU is visible; on CPU
-            the trainer says so in its log and trains in float32.
         early_stopping_patience: Stop when the eval split's loss has not improved for this many
             epochs, keeping the best epoch's weights (0: train all ``epochs``).
+        task: ``binary``, ``multiclass`` or ``regression`` (as ingest encoded the label).
+        warm_start: Start from the baseline's weights when they fit (same task, classes,
+            features, vocabularies and layers); else, and on a cold start, from the initial
+            weights. The log and the run record say which.
+        mixed_precision: Compute in float16 (variables in float32) when a GPU is visible; on CPU
+            the trainer says so in its log and trains in float32.
+        gpu_count: The accelerators the task's pod requested (the pipeline sets its accelerator
+            limit from the same parameter), as a string; recorded in the model's metadata
+            ``accelerators``, and a request that the task does not see is said in its log.
+        gpu_type: The accelerator resource requested (e.g. ``nvidia.com/gpu``).
+        exclude: Columns that are not features.
         user_module: A Python file (local path in the image, gs:// or s3://) defining
             ``build_model(features, train, hp, task)`` that returns a compiled Keras model; it
             replaces the default model, everything else stays (None or empty: the default).
-        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module or registry.
-        task: ``binary``, ``multiclass`` or ``regression`` (as ingest encoded the label).
-        warm_start: Start from the weights of the registry's serving version when they fit
-            (same task, classes, features, vocabularies and layers); else, and on a cold start,
-            from the initial weights. The log and the run record say which.
-        registry_uri: The model registry root (for ``warm_start``).
-        model_name: The model's name in the registry (for ``warm_start``).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module.
     """
     import os
 
     from ctloop.components.train import logic
     from ctloop.local import task_exit
-    from ctloop.registry import open_registry
 
     task_exit.install()
 
+    if not data_valid:
+        skipped = "data validation blocked: " + str(
+            anomalies.metadata.get("summary") or "see its anomalies report")
+        print(f"train skipped: {skipped}")
+        os.makedirs(model.path, exist_ok=True)
+        model.metadata["skipped"] = skipped
+        training_metrics.metadata["skipped"] = skipped
+        return
     hp = logic.Hyperparameters(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
         # A KFP list parameter holds JSON numbers, which arrive as floats.
-        hidden_units=tuple(int(units) for units in hidden_units or (64, 32)), seed=seed,
+        hidden_units=tuple(int(units) for units in hidden_units)
+        or logic.Hyperparameters.hidden_units, seed=seed,
         early_stopping_patience=early_stopping_patience,
     )
-    baseline = None
-    if warm_start:
-        baseline = open_registry(registry_uri, model_name, s3_endpoint_url or None).serving()
+    version = baseline.metadata.get("version")  # KFP hands numbers back as floats
+    version = None if version is None else int(version)
     result = logic.run(
         train_path=train_data.path,
         eval_path=eval_data.path,
@@ -92,14 +112,14 @@ def train(
         user_module=user_module or None,
         s3_endpoint_url=s3_endpoint_url or None,
         task=task,
-        warm_start_from=str(baseline.model_dir) if baseline else None,
+        warm_start_from=baseline.path if warm_start and version is not None else None,
     )
     if not warm_start:
         warm = "off"
-    elif baseline is None:
+    elif version is None:
         warm = "no serving model: initial weights"
     else:
-        warm = f"version {baseline.number}: {result.warm_start}"
+        warm = f"version {version}: {result.warm_start}"
     # What the model was trained with, for the version's run record.
     parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
                   "batch_size": batch_size, "learning_rate": learning_rate,
@@ -109,8 +129,12 @@ def train(
                   "user_module": user_module or None,
                   "user_module_sha256": result.user_module_sha256, "task": task,
                   "warm_start": warm}
+    requested = int(gpu_count) if gpu_count.isdigit() else 0
+    if requested and not any(device != "CPU" for device in result.devices):
+        print(f"train: {requested} {gpu_type} requested, but none is visible: trained on CPU")
     model.metadata.update(devices=result.devices, features=[f.name for f in result.features],
-                          precision=result.precision, parameters=parameters)
+                          precision=result.precision, parameters=parameters,
+                          accelerators={"requested": requested, "type": gpu_type})
     training_metrics.log_metric("train_loss", result.train_loss)
     for name, value in result.eval_metrics.items():
         training_metrics.log_metric(name, value)

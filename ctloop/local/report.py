@@ -83,6 +83,7 @@ def render(run_dir: Path, links_from: Path) -> str:
         )) + _badge(f"pushed {row['pushed']}" if row["pushed"] != "-" else "pushed",
                     "yes" if row["pushed"] != "-" else "NO") + "</p>",
         f"<p><b>Outcome:</b> {_e(row['outcome'])}</p>",
+        f"<p><b>Judged against:</b> {_e(_judged_against(row['baseline']))}</p>",
         "<h2>Decision and reasons</h2>",
         _decisions(blessing, infra, pushed),
         "<h2>Data</h2>",
@@ -194,8 +195,16 @@ def _drift(distances: dict[str, float]) -> str:
             "significant and above its threshold (the anomalies above say which did).</p>")
 
 
+def _judged_against(baseline: str) -> str:
+    return {"none": "no serving version (cold start)",
+            "-": "unknown (the run ended before its baseline was resolved)"}.get(
+        baseline, f"serving version {baseline.removeprefix('v')}")
+
+
 def _metrics(blessing: dict) -> str:
     metrics, baseline = blessing.get("metrics") or {}, blessing.get("baseline_metrics") or {}
+    if blessing.get("skipped"):
+        return f"<p>Not evaluated: {_e(blessing['skipped'])}.</p>"
     if not metrics:
         return "<p>No metrics: the run ended before evaluation.</p>"
     version = blessing.get("baseline_version")
@@ -237,6 +246,8 @@ def _classification(found: dict) -> str:
 def _infra(infra: dict) -> str:
     if not infra:
         return "<p>Not run.</p>"
+    if infra.get("skipped"):
+        return f"<p>Skipped: {_e(infra['skipped'])}.</p>"
     names = {"startup_s": "server startup (s)", "p50_ms": "p50 latency (ms)",
              "p99_ms": "p99 latency (ms)", "rps": "requests per second",
              "max_abs_diff": "largest difference from the model (in-process)"}

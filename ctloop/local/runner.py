@@ -28,8 +28,10 @@ from typing import Any
 from ctloop.errors import TaskFailedError, WorkdirBusyError
 from ctloop.local import in_process, task_exit
 
-TASKS = ("select-span", "ingest", "validate-data", "train", "evaluate", "infra-validate",
-         "rollout")
+# The data's tasks, the baseline's, then the gates in order (kfp.local may run the first two
+# pairs in either order: neither needs the other).
+TASKS = ("select-span", "ingest", "resolve-baseline", "load-baseline", "validate-data", "train",
+         "evaluate", "infra-validate", "rollout")
 # kfp.local's log lines around a task's process (task names in color codes, which are removed).
 _LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
 _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
@@ -123,10 +125,13 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
     """
     from kfp import local
 
-    from ctloop.pipelines.ct_pipeline import PIPELINE_NAME, ct_pipeline
+    from ctloop.pipelines.ct_pipeline import PIPELINE_NAME, build
 
     if runner not in in_process.RUNNERS:
         raise ValueError(f"runner {runner!r} is not one of {', '.join(in_process.RUNNERS)}")
+    # kfp.local cannot run dsl.If: the tasks after a gate get its value and skip their work
+    # themselves when it failed.
+    pipeline = build(conditions=False)
 
     workdir = Path(workdir).resolve()
     root = workdir / "pipeline_root"
@@ -140,7 +145,7 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
     try:
         with (in_process.tasks_in_process() if runner == in_process.IN_PROCESS
               else contextlib.nullcontext()):
-            ct_pipeline(**params)
+            pipeline(**params)
     except RuntimeError as exc:  # kfp.local: a task failed
         raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
     finally:
@@ -209,9 +214,15 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
     def params(task: str) -> dict[str, Any]:
         return outputs[task].get("parameterValues", {})
 
+    def version(value: Any) -> int | None:  # KFP metadata numbers come back as floats
+        return None if value is None else int(value)
+
     train_meta, eval_meta = meta("ingest", "train_data"), meta("ingest", "eval_data")
     blessing, pushed = meta("evaluate", "blessing"), meta("rollout", "pushed_model")
-    infra = meta("infra-validate", "infra_blessing")
+    infra, baseline = meta("infra-validate", "infra_blessing"), meta("load-baseline", "model")
+    skipped = {task: reason for task, reason in (
+        ("train", meta("train", "model").get("skipped")), ("evaluate", blessing.get("skipped")),
+        ("infra-validate", infra.get("skipped"))) if reason}
     return {
         "run_dir": str(run_dir),
         "span": int(params("select-span")["span"]),
@@ -220,15 +231,18 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
         "data_fingerprint": params("select-span")["fingerprint"],
         "files": params("select-span")["files"],
         "rows": {"train": int(train_meta["rows"]), "eval": int(eval_meta["rows"])},
+        # The one baseline every task of the run was judged against (load_baseline's).
+        "baseline_version": version(baseline.get("version")),
+        "baseline_fingerprint": baseline.get("fingerprint"),
         "data_valid": params("validate-data")["Output"],
         "anomaly_count": int(meta("validate-data", "anomalies")["anomaly_count"]),
         "blocking_anomaly_count": int(meta("validate-data", "anomalies")["blocking_count"]),
         "drift": meta("validate-data", "drift_metrics"),
-        "previous_span": meta("validate-data", "statistics").get("previous_span"),
+        "previous_span": version(meta("validate-data", "statistics").get("previous_span")),
         "schema_source": meta("validate-data", "schema").get("source"),
         "training": meta("train", "training_metrics"),
+        "skipped": skipped,
         "metrics": blessing.get("metrics", {}),
-        "baseline_version": blessing.get("baseline_version"),
         "baseline_metrics": blessing.get("baseline_metrics", {}),
         "blessed": blessing.get("blessed"),
         "blessing_reason": blessing.get("reason"),
@@ -255,6 +269,7 @@ def describe(summary: dict[str, Any]) -> str:
     """A short human summary of a run: what was checked, the verdicts, and where the reports are."""
     metrics = summary["metrics"]
     baseline = summary["baseline_version"]
+    skipped = summary.get("skipped", {})
     lines = [
         f"{_spans(summary['spans'])}: {summary['rows']['train']} train / "
         f"{summary['rows']['eval']} eval rows (fingerprint {summary['data_fingerprint'][:12]})",
@@ -262,20 +277,32 @@ def describe(summary: dict[str, Any]) -> str:
         f"({summary['anomaly_count']} anomalies, {summary['blocking_anomaly_count']} blocking; "
         f"schema {summary['schema_source']})",
         _largest_distances(summary["drift"], summary["previous_span"]),
-        "candidate: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
     ]
-    if baseline is not None:
+    if "train" in skipped:
+        lines.append(f"candidate: not trained ({skipped['train']})")
+    elif "evaluate" in skipped:
+        lines.append(f"candidate: not evaluated ({skipped['evaluate']})")
+    else:
+        lines.append("candidate: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    if baseline is None:
+        lines.append("baseline: none (cold start)")
+    elif summary["baseline_metrics"]:
         lines.append(
             f"baseline v{baseline}: "
-            + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary["baseline_metrics"].items()))
-        )
+            + ", ".join(f"{k}={v:.4f}" for k, v in sorted(summary["baseline_metrics"].items())))
     else:
-        lines.append("baseline: none (cold start)")
+        lines.append(f"baseline v{baseline}: not compared")
+    if "evaluate" not in skipped:
+        lines.append(f"blessed: {summary['blessed']} ({summary['blessing_reason']})")
+    if "infra-validate" in skipped:
+        lines.append(f"infra validation: skipped ({skipped['infra-validate']})")
+    else:
+        lines.append(
+            f"infra-blessed: {summary['infra_blessed']} ({summary['infra_reason']})" + (
+                f"; p50 {summary['infra']['p50_ms']:.1f} ms, p99 {summary['infra']['p99_ms']:.1f}"
+                f" ms, {summary['infra']['rps']:.0f} req/s" if "p99_ms" in summary["infra"]
+                else ""))
     lines += [
-        f"blessed: {summary['blessed']} ({summary['blessing_reason']})",
-        f"infra-blessed: {summary['infra_blessed']} ({summary['infra_reason']})" + (
-            f"; p50 {summary['infra']['p50_ms']:.1f} ms, p99 {summary['infra']['p99_ms']:.1f} ms,"
-            f" {summary['infra']['rps']:.0f} req/s" if "p99_ms" in summary["infra"] else ""),
         f"rollout: {summary['push_reason']}",
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items()),
         f"reports in {summary['run_dir']}/:",

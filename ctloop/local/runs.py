@@ -43,7 +43,8 @@ def _yes_no(value: Any) -> str:
 
 
 def run_row(run_dir: Path) -> dict[str, str]:
-    """One run's row: time, span(s), the decisions, the pushed version, and the outcome."""
+    """One run's row: time, span(s), the baseline it was judged against, the decisions, the
+    pushed version, and the outcome."""
     from ctloop.local.runner import TASKS
 
     found = _STAMP.search(run_dir.name)
@@ -51,11 +52,15 @@ def run_row(run_dir: Path) -> dict[str, str]:
     outputs = {task: task_outputs(run_dir, task) for task in TASKS}
     select = (outputs["select-span"] or {}).get("parameterValues", {})
     spans = [int(s) for s in select.get("spans_read") or []]
+    baseline = artifact_metadata(outputs.get("load-baseline"), "model")
     data_valid = (outputs["validate-data"] or {}).get("parameterValues", {}).get("Output")
     blessing = artifact_metadata(outputs["evaluate"], "blessing")
     infra = artifact_metadata(outputs["infra-validate"], "infra_blessing")
     pushed = artifact_metadata(outputs["rollout"], "pushed_model")
-    failed = next((task for task in TASKS if outputs[task] is None), None)
+    # The task that says it failed; else the first without outputs (still running, or stopped).
+    failed = next((task for task in TASKS if outputs[task] is None
+                   and (run_dir / task / task_exit.FAILURE_FILE).is_file()), None) or next(
+        (task for task in TASKS if outputs[task] is None), None)
     if failed is not None:
         reason_file = run_dir / failed / task_exit.FAILURE_FILE
         outcome = f"{failed} failed: {reason_file.read_text().strip()}" if (
@@ -65,12 +70,21 @@ def run_row(run_dir: Path) -> dict[str, str]:
     return {
         "time": when,
         "span": ",".join(map(str, spans)) or "-",
+        "baseline": _baseline(baseline),
         "data valid": _yes_no(data_valid),
         "blessed": _yes_no(blessing.get("blessed")),
         "infra": _yes_no(infra.get("infra_blessed")),
         "pushed": f"v{pushed['version']}" if pushed.get("pushed") else "-",
         "outcome": outcome,
     }
+
+
+def _baseline(metadata: dict[str, Any]) -> str:
+    """The version a run was judged against: vN, "none" on a cold start, "-" when unknown (the
+    run ended before, or it predates the resolver)."""
+    if "version" not in metadata:
+        return "-"
+    return "none" if metadata["version"] is None else f"v{int(metadata['version'])}"
 
 
 def list_runs(workdir: str | Path) -> list[dict[str, str]]:

@@ -2,6 +2,7 @@
 no-skill check that judges when no value threshold is set, the cold-start policy, forced
 blessings, the confusion matrix and ROC views, and the report."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,8 +20,7 @@ from ctloop.components.evaluate import report as markdown
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train import logic as train
 from ctloop.errors import ConfigError
-from ctloop.registry import Registry
-from ctloop.settings import NO_THRESHOLD
+from ctloop.settings import NO_THRESHOLD, Policy, Thresholds
 
 MODEL_NAME = "churn"
 # The ROC's extreme thresholds leave no predicted negatives (or positives): TFMA's confusion
@@ -50,12 +50,22 @@ def _evaluate(model, prepared, tmp_path, baseline=None, policy=None, **threshold
                      slice_features=["contract"], policy=policy)
 
 
-def _run_component(model, prepared, tmp_path, baseline=None, **params):
-    """evaluate's KFP function on hand-built artifacts; ``baseline`` becomes the registry's
+# What the pipeline passes when no flag says otherwise (its defaults, ctloop.settings').
+DEFAULTS = {name: NO_THRESHOLD if value is None else value
+            for name, value in dataclasses.asdict(Thresholds()).items()}
+DEFAULTS["cold_start"] = Policy.cold_start
+
+
+def _baseline_artifact(baseline, tmp_path) -> Model:
+    """load_baseline's model artifact: ``baseline`` as serving version 1, or a cold start."""
+    artifact = Model(uri=str(baseline) if baseline else str(tmp_path / "no-baseline"))
+    artifact.metadata["version"] = 1 if baseline else None
+    return artifact
+
+
+def _run_component(model, prepared, tmp_path, baseline=None, data_valid=True, **params):
+    """evaluate's KFP function on hand-built artifacts; ``baseline`` is the run's baseline,
     serving version 1."""
-    registry = tmp_path / "registry"
-    if baseline:
-        Registry(registry, MODEL_NAME).push(baseline, prepared.schema, {}, expected_serving=None)
     eval_data = Dataset(uri=str(prepared.eval))
     eval_data.metadata["span"] = 1
     outputs = {
@@ -67,8 +77,8 @@ def _run_component(model, prepared, tmp_path, baseline=None, **params):
     }
     blessed = evaluate.python_func(
         model=Model(uri=str(model)), eval_data=eval_data, label=LABEL,
-        registry_uri=str(registry), model_name=MODEL_NAME, slice_features=["contract"],
-        **outputs, **params)
+        baseline=_baseline_artifact(baseline, tmp_path), data_valid=data_valid,
+        slice_features=["contract"], **outputs, **{**DEFAULTS, **params})
     return blessed, outputs
 
 
@@ -452,8 +462,8 @@ def test_component_views_per_task(task_data, tmp_path):
         (tmp_path / task).mkdir()
         blessed = evaluate.python_func(
             model=Model(uri=str(data.model_dir)), eval_data=Dataset(uri=str(data.eval)),
-            label=data.label, registry_uri=str(tmp_path / "registry"), model_name=task,
-            **outputs, **params)
+            label=data.label, baseline=_baseline_artifact(None, tmp_path / task),
+            data_valid=True, **outputs, **{**DEFAULTS, **params})
         return blessed, outputs
 
     blessed, out = component("multiclass", min_accuracy=0.8)
@@ -606,3 +616,28 @@ def test_only_the_exact_off_sentinel_turns_a_threshold_off(name):
     assert str(caught.value).startswith(f"{name} -0.7 is negative: only -1.0 means no "
                                         f"threshold; pass a value ")
     assert units in str(caught.value) and str(caught.value).endswith("or -1.0 to turn it off")
+
+
+def test_component_skips_when_data_validation_blocked(tmp_path, prepared):
+    """The local pipeline (no dsl.If) runs evaluate after a failed gate: nothing is evaluated,
+    nothing blessed, and the blessing and report say why."""
+    model = Model(uri=str(tmp_path / "not-trained"))
+    model.metadata["skipped"] = "data validation blocked: 1 blocking anomaly: plan (Drift)"
+    outputs = {
+        "blessing": Artifact(uri=str(tmp_path / "blessing")),
+        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
+        "metrics": Metrics(uri=str(tmp_path / "metrics")),
+        "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "classification")),
+        "report": Markdown(uri=str(tmp_path / "report.md")),
+    }
+    blessed = evaluate.python_func(
+        model=model, eval_data=Dataset(uri=str(prepared.eval)), label=LABEL,
+        baseline=_baseline_artifact(prepared.model_dir, tmp_path), data_valid=False,
+        **outputs, **DEFAULTS)
+    meta = outputs["blessing"].metadata
+    assert blessed is False and meta["blessed"] is None
+    assert meta["skipped"] == "data validation blocked: 1 blocking anomaly: plan (Drift)"
+    assert meta["reason"] == f"skipped: {meta['skipped']}" and meta["baseline_version"] == 1
+    assert (tmp_path / "blessing").read_text() == "NOT_BLESSED\n"
+    assert "Skipped: data validation blocked" in (tmp_path / "report.md").read_text()
+    assert outputs["metrics"].metadata == {}

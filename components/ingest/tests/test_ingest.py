@@ -14,6 +14,7 @@ from ctloop.components.ingest.component import ingest
 from ctloop.components.select_span import logic as select_span
 from ctloop.data import datagen
 from ctloop.errors import ConfigError, DataChangedError, DataError
+from ctloop.settings import EVAL_PERCENT
 
 LABEL, EXCLUDE = datagen.LABEL, [datagen.ID_COLUMN]
 
@@ -152,7 +153,8 @@ def test_rolling_range_concatenates_spans_and_records_them(spans_dir, tmp_path):
     eval_data = Dataset(uri=str(tmp_path / "eval"))
     ingest.python_func(files=selected.files, fingerprint=selected.fingerprint,
                        spans_read=selected.spans, label=LABEL, train_data=train_data,
-                       eval_data=eval_data, exclude=EXCLUDE)
+                       eval_data=eval_data, exclude=EXCLUDE, eval_percent=EVAL_PERCENT,
+                       task="binary")
     rows = pd.concat([pd.read_parquet(tmp_path / "train"), pd.read_parquet(tmp_path / "eval")])
     assert len(rows) == 6000
     assert set(rows[datagen.ID_COLUMN].str[:5]) == {"C0002", "C0003"}  # IDs carry their span
@@ -255,7 +257,7 @@ def test_select_span_and_ingest_under_kfp_local_against_s3(s3_bucket, tmp_path, 
                                          s3_endpoint_url=s3_endpoint_url)
         ingest(files=selected.outputs["files"], fingerprint=selected.outputs["fingerprint"],
                spans_read=selected.outputs["spans_read"], label=LABEL, exclude=EXCLUDE,
-               s3_endpoint_url=s3_endpoint_url)
+               eval_percent=EVAL_PERCENT, task="binary", s3_endpoint_url=s3_endpoint_url)
 
     root = tmp_path / "root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))

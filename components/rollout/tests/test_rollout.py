@@ -100,3 +100,30 @@ def test_set_serving_moves_the_pointer_only_over_the_expected_version(prepared, 
         registry.set_serving(3, expected_serving=1)  # run B, judged against version 1 too
     assert registry.serving().number == 2
     assert registry.set_serving(3).number == 3  # an operator's own switch checks nothing
+
+
+def test_a_pushed_version_stores_its_spans_statistics_and_only_then(prepared, tmp_path):
+    """The drift reference of later spans: a span's statistics are stored with the version
+    pushed from it, never for a span that was blocked or judged against a stale baseline."""
+    from ctloop.registry import open_registry
+
+    stats = tmp_path / "train.stats.tfrecord"
+    stats.write_bytes(b"statistics")
+
+    def rollout(span, **kwargs):
+        serving = open_registry(str(tmp_path), "churn").serving()
+        return logic.run(str(prepared.model_dir), str(prepared.schema), True, 0, True, "passed",
+                         True, "within the SLO", serving.number if serving else None,
+                         str(tmp_path), "churn", {"span": span},
+                         statistics=(span, str(stats)), **kwargs)
+
+    registry = open_registry(str(tmp_path), "churn")
+    assert rollout(1).pushed and registry.previous_statistics(2)[0] == 1
+    blocked = logic.run(str(prepared.model_dir), str(prepared.schema), False, 2, None, "", None,
+                        "", 1, str(tmp_path), "churn", {"span": 2}, statistics=(2, str(stats)))
+    assert not blocked.pushed and blocked.previous_version == 1
+    stale = logic.run(str(prepared.model_dir), str(prepared.schema), True, 0, True, "passed",
+                      True, "ok", None, str(tmp_path), "churn", {"span": 3},
+                      statistics=(3, str(stats)))
+    assert not stale.pushed and "now serves version 1, not version None" in stale.reason
+    assert registry.previous_statistics(4)[0] == 1  # neither span 2's nor span 3's

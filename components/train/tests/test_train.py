@@ -244,3 +244,30 @@ def test_warm_start_skips_a_baseline_whose_weights_do_not_fit(prepared, tmp_path
                       [*EXCLUDE, "plan"], hp, str(tmp_path / "n"),
                       warm_start_from=str(tmp_path / "baseline"))
     assert fewer.warm_start == "skipped: different features, vocabularies"
+
+
+def test_component_trains_nothing_after_a_failed_data_validation(tmp_path):
+    """The local pipeline (no dsl.If) runs train after a failed gate: nothing is trained, and
+    the model's and the metrics' metadata say why."""
+    from kfp.dsl import Artifact, Dataset, Metrics, Model
+
+    from ctloop.components.train.component import train
+    from ctloop.settings import Hyperparameters
+
+    anomalies = Artifact(uri=str(tmp_path / "anomalies"))
+    anomalies.metadata["summary"] = "1 blocking anomaly: plan (Drift)"
+    model = Model(uri=str(tmp_path / "model"))
+    metrics = Metrics(uri=str(tmp_path / "metrics"))
+    train.python_func(
+        train_data=Dataset(uri=str(tmp_path / "missing.parquet")),
+        eval_data=Dataset(uri=str(tmp_path / "missing.parquet")),
+        schema=Artifact(uri=str(tmp_path / "schema")), baseline=Model(uri=str(tmp_path / "b")),
+        anomalies=anomalies, data_valid=False, label=LABEL, model=model,
+        training_metrics=metrics, epochs=Hyperparameters.epochs,
+        batch_size=Hyperparameters.batch_size, learning_rate=Hyperparameters.learning_rate,
+        hidden_units=list(Hyperparameters.hidden_units), seed=Hyperparameters.seed,
+        early_stopping_patience=0, task=contract.BINARY, warm_start=False,
+        mixed_precision=False, gpu_count="0", gpu_type="nvidia.com/gpu")
+    reason = "data validation blocked: 1 blocking anomaly: plan (Drift)"
+    assert model.metadata == {"skipped": reason} and metrics.metadata == {"skipped": reason}
+    assert (tmp_path / "model").is_dir() and not any((tmp_path / "model").iterdir())
