@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,17 @@ def resolve(registry_uri: str, model_name: str, span: int,
 
 
 def fingerprint(version: Any, statistics: tuple[int, Path] | None) -> str:
-    """SHA-256 over the version's number and every file of it (model, schema, record), and over
-    the reference statistics' span and bytes: the same baseline gives the same fingerprint in
-    every run, and any change of what a task would read gives another."""
+    """SHA-256 over the version's number and its run record, and over the reference statistics'
+    span and bytes: the same baseline gives the same fingerprint in every run, and any change of
+    what a task would read gives another. A complete version never changes (the registry's
+    invariant) and its record names what made it (data fingerprint, code, parameters), so the
+    record stands for its files: on an object store nothing else is downloaded to resolve."""
     digest = hashlib.sha256()
     if version is None:
         digest.update(b"no serving version\n")
     else:
         digest.update(f"version {version.number}\n".encode())
-        for path in sorted(p for p in Path(version.path).rglob("*") if p.is_file()):
-            digest.update(f"{path.relative_to(version.path).as_posix()}\n".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(json.dumps(version.record(), sort_keys=True).encode())
     if statistics is None:
         digest.update(b"no statistics\n")
     else:

@@ -152,3 +152,22 @@ def test_s3_registry_is_resolved_and_loaded(files, s3_bucket, tmp_path):
     assert (tmp_path / "out" / "model" / "saved_model.pb").read_bytes() == b"graph"
     assert (tmp_path / "out" / "statistics" / logic.STATISTICS_FILE).read_bytes() == (
         stats_1.read_bytes())
+
+
+def test_on_an_object_store_resolving_downloads_no_model_and_loading_all_of_it(files, s3_bucket,
+                                                                             tmp_path):
+    """The resolver runs uncached on every run: on S3 it reads the pointer and the record, not the
+    model; the cached loader then copies the whole version, and the two agree."""
+    model, schema, (stats_1, _) = files
+    registry = open_registry(s3_bucket.uri, MODEL_NAME, s3_bucket.endpoint_url)
+    registry.push(model, schema, {"span": 1}, expected_serving=None)
+    registry.save_statistics(1, stats_1)
+    found = logic.resolve(s3_bucket.uri, MODEL_NAME, span=2, s3_endpoint_url=s3_bucket.endpoint_url)
+    assert found.number == 1 and found.statistics_span == 1
+    assert not (found.version.path / "model").exists()  # fingerprinted from the record alone
+    meta = logic.load(found, found.fingerprint, _outputs(tmp_path))
+    assert meta["version"] == 1
+    assert (tmp_path / "out" / "model" / "saved_model.pb").read_bytes() == b"graph"
+    assert (tmp_path / "out" / "model" / "variables" / "variables.index").read_bytes() == b"index"
+    again = logic.resolve(s3_bucket.uri, MODEL_NAME, span=2, s3_endpoint_url=s3_bucket.endpoint_url)
+    assert again.fingerprint == found.fingerprint
