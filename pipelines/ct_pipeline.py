@@ -25,7 +25,8 @@ from ctloop import contract
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
-from ctloop.components.resolve_baseline.component import load_baseline, resolve_baseline
+from ctloop.components.load_baseline.component import load_baseline
+from ctloop.components.resolve_baseline.component import resolve_baseline
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
@@ -48,6 +49,10 @@ from ctloop.settings import (
 )
 
 PIPELINE_NAME = "ctloop-continuous-training"
+# The components the pipeline is made of, in the order it runs them: compiled one by one too, as
+# reusable component YAMLs (`ctloop compile`).
+COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, train, evaluate,
+              infra_validate, rollout)
 
 
 def _off(value: Optional[float]) -> float:

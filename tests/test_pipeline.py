@@ -11,7 +11,8 @@ from kfp import compiler, components
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
-from ctloop.components.resolve_baseline.component import load_baseline, resolve_baseline
+from ctloop.components.load_baseline.component import load_baseline
+from ctloop.components.resolve_baseline.component import resolve_baseline
 from ctloop.components.rollout.component import rollout
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train

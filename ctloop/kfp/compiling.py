@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pkgutil
 from pathlib import Path
 
 import yaml
@@ -39,20 +38,10 @@ def compile_pipeline(output: Path, image: str | None = None, gpu=None) -> None:
 
 
 def all_components() -> dict:
-    """Every component of the library: folder name -> the ``@dsl.component`` it defines.
+    """Every component of the pipeline: its name -> the ``@dsl.component``, in pipeline order."""
+    from ctloop.pipelines.ct_pipeline import COMPONENTS
 
-    A component lives in ``components/<name>/component.py`` and is named like its folder, so a
-    new component folder is picked up without a list to maintain.
-    """
-    from ctloop import components
-
-    found = {}
-    for module in sorted(pkgutil.iter_modules(components.__path__), key=lambda m: m.name):
-        if module.ispkg:
-            component_module = importlib.import_module(
-                f"ctloop.components.{module.name}.component")
-            found[module.name] = getattr(component_module, module.name)
-    return found
+    return {component.python_func.__name__: component for component in COMPONENTS}
 
 
 def compile_components(out_dir: Path, image: str | None = None) -> list[Path]:

@@ -1,4 +1,5 @@
-"""resolve_baseline: the one baseline a run is judged against, read from the registry once.
+"""The one baseline a run is judged against, read from the registry once (the resolve_baseline
+and load_baseline components).
 
 The baseline is the registry's serving version (its model, which train warm-starts from and
 evaluate compares against; its schema, which validate_data checks the data with) and the
@@ -20,8 +21,6 @@ The drift reference is the stored train statistics of the latest span before thi
 Rollout stores a span's statistics when it pushes a version trained on it, so the reference is
 the latest earlier span whose data passed validation and made a pushed model: a span that was
 blocked (corrupted data, a model not blessed) never becomes the reference.
-
-No kfp import: called in-process by tests and by the KFP wrappers.
 """
 
 from __future__ import annotations
