@@ -31,8 +31,8 @@ def test_without_a_terminal_each_task_prints_one_plain_line_when_it_ends():
         _feed(clock, [("launch", "select-span", 100.0), ("exit", "select-span", 101.25, "SUCCESS"),
                       ("launch", "ingest", 101.5), ("exit", "ingest", 104.0, "FAILURE")])
     assert out.getvalue().splitlines() == [
-        "done     select-span        1.2s",
-        "failed   ingest             2.5s"]
+        "done     select-span         1.2s",
+        "failed   ingest              2.5s"]
     assert clock.seconds() == {"select-span": 1.25, "ingest": 2.5}
     assert progress.line("train") == "waiting  train"
 

@@ -1,5 +1,6 @@
 """`ctloop runs` and `ctloop versions`: tables read from a workdir's run folders and a registry."""
 
+import datetime
 import json
 
 from click.testing import CliRunner
@@ -77,8 +78,10 @@ def test_versions_lists_metrics_and_which_serves(tmp_path):
     schema = tmp_path / "schema.pbtxt"
     schema.write_text("")
     registry = LocalRegistry(tmp_path / "work" / "registry", "churn")
+    pushed = 1767225600.0  # what rollout records as pushed_unix
     registry.push(model, schema, {"spans": [1.0], "metrics": {"auc": 0.71, "precision": 0.5},
-                                  "infra": {"p99_ms": 19.46}}, expected_serving=None)
+                                  "infra": {"p99_ms": 19.46}, "pushed_unix": pushed},
+                  expected_serving=None)
     registry.push(model, schema, {"spans": [2.0], "metrics": {"auc": 0.73},
                                   "baseline_version": 1}, expected_serving=1, serve=False)
     result = CliRunner().invoke(main, ["versions", "--workdir", str(tmp_path / "work")])
@@ -86,10 +89,10 @@ def test_versions_lists_metrics_and_which_serves(tmp_path):
     lines = result.output.splitlines()
     assert lines[0].split() == ["VERSION", "STATE", "PUSHED", "SPAN", "METRICS", "P99", "MS",
                                 "BASELINE"]
-    assert lines[1].split()[:2] == ["v1", "serving"]
-    assert lines[1].split()[4:] == ["1", "auc=0.7100", "19.5", "-"]
-    assert lines[2].split()[:2] == ["v2", "-"]
-    assert lines[2].split()[4:] == ["2", "auc=0.7300", "-", "v1"]
+    when = datetime.datetime.fromtimestamp(pushed).strftime("%Y-%m-%d %H:%M:%S")
+    assert lines[1].split() == ["v1", "serving", *when.split(), "1", "auc=0.7100", "19.5", "-"]
+    # A record without pushed_unix (pushed by hand, not by a rollout): no time is shown.
+    assert lines[2].split() == ["v2", "-", "-", "2", "auc=0.7300", "-", "v1"]
     config = tmp_path / "ctloop.yaml"
     config.write_text(f"registry_uri: {tmp_path / 'work' / 'registry'}\nmodel_name: other\n")
     result = CliRunner().invoke(main, ["versions", "-c", str(config)])

@@ -24,6 +24,7 @@ whether it was promoted; the registry's serving pointer names the new version on
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,9 @@ def run(
     # check: pushed unserved and promoted after, a second run judged against the same baseline
     # could push between the two and find that baseline still serving.
     try:
-        version = registry.push(model_dir, schema_path, {**record, "previous_version": previous},
+        version = registry.push(model_dir, schema_path,
+                                {**record, "previous_version": previous,
+                                 "pushed_unix": round(time.time(), 3)},
                                 expected_serving=baseline_version, serve=deploy is None)
     except StaleBaselineError as exc:
         return RolloutResult(False, str(exc), None, previous)

@@ -11,6 +11,7 @@ import click
 from ctloop.errors import CtloopError, DataError
 from ctloop.serving import defaults
 from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
+from ctloop.settings import MODEL_NAME
 
 
 @click.command()
@@ -22,7 +23,7 @@ from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_P
               "SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-dir", type=click.Path(file_okay=False),
               help="Serve this model folder instead of a registry version.")
-@click.option("--model-name", default="ctloop-model", show_default=True,
+@click.option("--model-name", default=MODEL_NAME, show_default=True,
               help="The model's name, in the registry and in request paths.")
 @click.option("--version", type=click.IntRange(min=1), help="Registry version [default: serving].")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
@@ -84,7 +85,7 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
 @click.command()
 @click.option("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", show_default=True,
               help="The model server's base URL.")
-@click.option("--model-name", default="ctloop-model", show_default=True)
+@click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="A CSV/Parquet file of rows to send.")
 @click.option("--rows", default=5, show_default=True, help="How many rows to send.")

@@ -28,6 +28,7 @@ class TaskProgress:
     def __init__(self, stream: IO[str], tasks: Sequence[str], live: bool | None = None):
         self.stream = stream
         self.tasks = list(tasks)
+        self.width = max(map(len, self.tasks), default=0)  # task names line up
         self.live = stream.isatty() if live is None else live
         # task -> (status, launched at, ended at), times as time.time()
         self.state: dict[str, tuple[str, float | None, float | None]] = {
@@ -71,7 +72,7 @@ class TaskProgress:
         """One task's plain line: status, name, seconds."""
         status, started, ended = self.state[task]
         seconds = "" if started is None else f"{(ended or now or time.time()) - started:6.1f}s"
-        return f"{status:<8} {task:<15} {seconds}".rstrip()
+        return f"{status:<8} {task:<{self.width}} {seconds}".rstrip()
 
     def _add(self, task: str) -> None:
         if task not in self.state:  # a task this view was not told of: show it anyway
@@ -90,6 +91,7 @@ class TaskProgress:
             mark = Spinner("dots", style="cyan") if status == RUNNING else marks[status]
             seconds = "" if started is None else f"{(ended or now) - started:5.1f}s"
             style = {WAITING: "dim", FAILED: "red"}.get(status, "")
-            table.add_row(mark, f"[{style}]{task:<15}[/]" if style else f"{task:<15}",
-                          f"[{style}]{status:<8}[/]" if style else f"{status:<8}", seconds)
+            name, shown = f"{task:<{self.width}}", f"{status:<8}"
+            table.add_row(mark, f"[{style}]{name}[/]" if style else name,
+                          f"[{style}]{shown}[/]" if style else shown, seconds)
         return table

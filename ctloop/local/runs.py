@@ -118,9 +118,8 @@ def version_rows(registry: Any) -> list[dict[str, str]]:
             state = "serving"
         elif canary is not None and version.number == canary[0].number:
             state = f"canary {canary[1]}%"
-        path = version.path / "record.json"
-        when = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime(
-            "%Y-%m-%d %H:%M:%S") if path.is_file() else "-"
+        when = datetime.datetime.fromtimestamp(record["pushed_unix"]).strftime(
+            "%Y-%m-%d %H:%M:%S") if "pushed_unix" in record else "-"
         rows.append({
             "version": f"v{version.number}",
             "state": state or "-",
