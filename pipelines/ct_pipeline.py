@@ -11,8 +11,9 @@ train and evaluate run only when the data is valid, infra_validate only when the
 blessed, rollout only when it is infra-blessed (``dsl.If`` on the gate tasks' boolean outputs).
 kfp.local cannot run ``dsl.If``, so local runs use ``conditions=False``: the same tasks get the
 gate values as inputs and skip their work when a gate failed, saying why in their log and in
-their outputs' metadata (``skipped``); rollout checks every gate itself either way and records
-why nothing was pushed.
+their outputs' metadata (``skipped``), and rollout, checking every gate itself, records why
+nothing was pushed. Compiled, a task after a failed gate does not run at all; the gate task's
+own report says why.
 """
 
 import contextlib

@@ -66,8 +66,10 @@ def evaluate(
         label: The label column.
         blessing: Output: metadata ``blessed``, ``reason``, ``forced``, ``force_reason``,
             ``tfma_blessed``, ``tfma_reason``, ``checks``, ``metrics``, ``baseline_version``,
-            ``baseline_metrics``, ``no_skill`` (the no-skill and candidate values, the margin
-            and its bootstrap lower bound; None when a value threshold judged).
+            ``baseline_metrics``, ``task``, ``incomparable`` (why the baseline could not be
+            compared, or None), ``no_skill`` (the no-skill and candidate values, the margin and
+            its bootstrap lower bound; None when a value threshold judged); when skipped,
+            ``blessed`` None and ``skipped`` (why).
         evaluation: Output: TFMA's output folder (metrics, plots, validations).
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
         classification_metrics: Output: a classifier's confusion matrix (binary: at threshold

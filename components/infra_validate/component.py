@@ -49,7 +49,8 @@ def infra_validate(
         infra_blessing: Output: metadata ``infra_blessed``, ``reason`` and the measurements.
         metrics: Output: startup_s, max_abs_diff, p50_ms, p99_ms, rps.
         report: Output: every check, measured vs required.
-        server_log: Output: the model server's log (``local`` target).
+        server_log: Output: the model server's log (``local`` target); on ``kserve`` a note
+            where the InferenceService's logs are; when skipped, that no server started.
         target: ``local``: a server process of the serving environment (``serving_python``).
             ``kserve``: a short-lived InferenceService ``<model_name>-infra-<run token>``
             beside the serving one, from the model artifact, deleted afterwards.

@@ -169,7 +169,7 @@ def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.Data
     order, so metrics stay comparable across reruns and spans.
     """
     if not 1 <= eval_percent <= 99:
-        raise ConfigError(f"eval_percent {eval_percent} is out of range: use 1..99 (default 20)")
+        raise ConfigError(f"eval_percent {eval_percent} is out of range: use 1..99")
     buckets = pd.util.hash_pandas_object(frame, index=False).to_numpy() % 100
     is_eval = buckets < eval_percent
     return frame[~is_eval].reset_index(drop=True), frame[is_eval].reset_index(drop=True)

@@ -60,7 +60,8 @@ def rollout(
         baseline: ``load_baseline``'s model (metadata ``version``, None on a cold start;
             ``fingerprint``; ``statistics_span``): the serving version this run was judged
             against, the only one the new version may replace.
-        blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics``).
+        blessing: evaluate's blessing (metadata ``blessed``, ``reason``, ``metrics``,
+            ``forced``, ``force_reason``).
         infra_blessing: infra_validate's verdict (metadata ``infra_blessed`` and ``reason``).
         data_valid: validate_data's verdict.
         registry_uri: The model registry root.

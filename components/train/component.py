@@ -49,7 +49,8 @@ def train(
         data_valid: validate_data's verdict; False skips training.
         label: The label column.
         model: Output: the SavedModel (``serving_default`` takes raw features) + features.json;
-            metadata ``devices``, ``features``, ``precision``, ``parameters`` (or ``skipped``).
+            metadata ``devices``, ``accelerators``, ``features``, ``precision``, ``parameters``
+            (or ``skipped``).
         training_metrics: Output: train loss, epochs run and the task's eval metrics (eval_auc;
             eval_accuracy; eval_mae and eval_rmse).
         epochs: Passes over the train split.

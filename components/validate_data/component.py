@@ -53,12 +53,13 @@ def validate_data(
         anomalies: Output: ``<split>.anomalies.pbtxt`` files; metadata ``anomaly_count``,
             ``blocking_count``, ``valid`` and ``summary`` (the blocking anomalies in a line).
         drift_metrics: Output: ``drift.<feature>`` and ``skew.<feature>`` distances.
-        statistics_view: Output: TFDV's statistics view, this span vs the previous one (train vs
-            eval on the first span).
+        statistics_view: Output: TFDV's statistics view, this span vs the drift reference (train
+            vs eval when there is none).
         drift_view: Output: every drift and skew distance with its threshold, as a table.
         anomalies_report: Output: anomalies, their policy and the fix; drift and skew.
-        drift_threshold: Smallest Jensen-Shannon divergence of a feature from the previous
-            span (on the previous span's bins) that is drift, once significant.
+        drift_threshold: Smallest Jensen-Shannon divergence of a feature from the drift
+            reference (the latest earlier span a pushed model was trained on; on its bins) that
+            is drift, once significant.
         skew_threshold: Smallest Jensen-Shannon divergence between train and eval that is
             skew, once significant.
         false_alarm_rate: The chance that unchanged data reports any drift or skew, over all
@@ -67,7 +68,8 @@ def validate_data(
         exclude: Columns that are not features: no drift or skew is measured on them.
         schema_uri: A curated schema (text proto) that wins over the others (None or empty:
             none).
-        anomaly_policy: TFDV anomaly type -> "block" or "warn"; unlisted types block.
+        anomaly_policy: Anomaly type (TFDV's, or CTLOOP_DRIFT, CTLOOP_SKEW, CTLOOP_NEW_VALUES)
+            -> "block" or "warn"; unlisted types block.
         beam_pipeline_args: Beam options for TFDV (runner, workers, ...).
 
     Returns:

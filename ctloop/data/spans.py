@@ -56,7 +56,7 @@ def resolve(data_uri: str, spans: int = 1, s3_endpoint_url: str | None = None) -
         s3_endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS); None: boto3's default.
     """
     if spans < 1:
-        raise ConfigError(f"spans {spans} is invalid: read at least 1 span (default 1)")
+        raise ConfigError(f"spans {spans} is invalid: read at least 1 span")
     uri = _normalize(data_uri)
     folder, pattern = _compile(uri)
     candidates = []
