@@ -13,10 +13,14 @@ from ctloop.settings import MODEL_NAME, DriftThresholds
 
 # Monitoring the served model (ctloop/monitor.py): what it receives, against its training data.
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--records", "records_dir", required=True, type=click.Path(file_okay=False),
-              help="The record directory of `ctloop serve --record-dir`.")
-@click.option("--registry", "registry_root", required=True, type=click.Path(file_okay=False),
-              help="The registry the server serves from (its serving version is monitored).")
+@click.option("--records", "records_dir", required=True,
+              help="The record directory of `ctloop serve --record-dir`: a folder or "
+              "s3://BUCKET/PREFIX.")
+@click.option("--registry", "registry_root", required=True,
+              help="The registry the server serves from (its serving version is monitored): "
+              "a folder or s3://BUCKET/PREFIX.")
+@click.option("--s3-endpoint-url", help="S3-compatible endpoint of s3:// records, registry, "
+              "--out and --state (MinIO, SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--window", default="2000", show_default=True,
               help="The served rows compared: the latest N rows (2000), or a duration ending at "
@@ -33,9 +37,9 @@ from ctloop.settings import MODEL_NAME, DriftThresholds
               show_default=True,
               help="The chance that unchanged traffic reports any drift or skew, over all "
               "features.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Write report.md, decision.json and metrics.prom here [default: "
-              "RECORDS/monitor].")
+@click.option("--out", "out_dir",
+              help="Write report.md, decision.json and metrics.prom here (a folder or s3://) "
+              "[default: RECORDS/monitor].")
 @click.option("--prom-file", type=click.Path(dir_okay=False),
               help="Also write the metrics here (node_exporter's textfile collector directory, "
               "a *.prom name).")
@@ -45,19 +49,19 @@ from ctloop.settings import MODEL_NAME, DriftThresholds
               "cluster) with the arguments after `--`; one per drift episode.")
 @click.option("--cooldown-minutes", default=60.0, show_default=True,
               help="No run starts within this many minutes of the last triggered one.")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False),
-              help="The trigger's state file (drift episode, last run) [default: "
-              "RECORDS/monitor/trigger-state.json].")
+@click.option("--state", "state_path",
+              help="The trigger's state file or s3:// object (drift episode, last run) "
+              "[default: RECORDS/monitor/trigger-state.json].")
 @click.argument("command_args", nargs=-1, type=click.UNPROCESSED)
-def monitor(records_dir, registry_root, model_name, window, min_rows, drift_threshold,
-            skew_threshold, false_alarm_rate, out_dir, prom_file, trigger_command,
+def monitor(records_dir, registry_root, s3_endpoint_url, model_name, window, min_rows,
+            drift_threshold, skew_threshold, false_alarm_rate, out_dir, prom_file, trigger_command,
             cooldown_minutes, state_path, command_args) -> None:
     """Compare served traffic with the serving model's training data; retrain on drift.
 
     Arguments after `--` are the flags of the triggered `ctloop run` or `ctloop submit`.
     """
     from ctloop import drift
-    from ctloop.monitor import measure, records, report, trigger
+    from ctloop.monitor import measure, records, report, store, trigger
 
     if command_args and trigger_command == "none":
         raise click.UsageError(f"arguments {list(command_args)} given but --trigger is none; "
@@ -66,18 +70,20 @@ def monitor(records_dir, registry_root, model_name, window, min_rows, drift_thre
     command = (trigger.ctloop_command(trigger_command, list(command_args))
                if trigger_command != "none" else None)
     result = measure.monitor(records_dir, registry_root, model_name,
-                                records.Window.parse(window), thresholds, min_rows)
-    out = Path(out_dir) if out_dir else Path(records_dir) / "monitor"
+                             records.Window.parse(window), thresholds, min_rows, s3_endpoint_url)
+    out = out_dir or store.join(records_dir, "monitor")
     decision = result.decision()
     if command is not None:
         # One state per record directory, whatever --out: episodes are the traffic's.
-        state = state_path or Path(records_dir) / "monitor" / "trigger-state.json"
-        fired = trigger.trigger(result, state, command, cooldown_minutes * 60)
+        state = state_path or store.join(records_dir, "monitor", "trigger-state.json")
+        fired = trigger.trigger(result, state, command, cooldown_minutes * 60,
+                                s3_endpoint_url=s3_endpoint_url)
         decision["trigger"] = fired.as_dict()
-    report.write_atomic(out / "report.md", report.markdown(result))
-    report.write_atomic(out / "decision.json", json.dumps(decision, indent=2))
+    store.write_text(store.join(out, "report.md"), report.markdown(result), s3_endpoint_url)
+    store.write_text(store.join(out, "decision.json"), json.dumps(decision, indent=2),
+                     s3_endpoint_url)
     metrics = report.prometheus(result)
-    report.write_atomic(out / "metrics.prom", metrics)
+    store.write_text(store.join(out, "metrics.prom"), metrics, s3_endpoint_url)
     if prom_file:
         report.write_atomic(prom_file, metrics)
     click.echo(f"version {result.version} (span {result.span}), {result.rows} rows: "
@@ -87,17 +93,19 @@ def monitor(records_dir, registry_root, model_name, window, min_rows, drift_thre
         click.echo(f"trigger: {decision['trigger']['reason']}"
                    + (f" (exit code {decision['trigger']['exit_code']})"
                       if decision["trigger"]["started"] else ""))
-    click.echo(f"report: {out / 'report.md'}")
+    click.echo(f"report: {store.join(out, 'report.md')}")
 
 
 @click.command()
-@click.option("--records", "records_dir", required=True, type=click.Path(file_okay=False),
-              help="The record directory of `ctloop serve --record-dir`.")
+@click.option("--records", "records_dir", required=True,
+              help="The record directory of `ctloop serve --record-dir`: a folder or "
+              "s3://BUCKET/PREFIX.")
+@click.option("--s3-endpoint-url", help="S3-compatible endpoint of s3:// --records.")
 @click.option("--labels", "labels_path", required=True,
               type=click.Path(exists=True, dir_okay=False),
               help="A CSV/Parquet/JSON Lines file: request_id (the id a recorded answer "
               "carries), label, and optionally row (the row of the request, default 0).")
-def feedback(records_dir, labels_path) -> None:
+def feedback(records_dir, s3_endpoint_url, labels_path) -> None:
     """Add labels that came back for served requests; `ctloop monitor` joins them by id."""
     import pandas as pd
 
@@ -106,5 +114,5 @@ def feedback(records_dir, labels_path) -> None:
     suffix = Path(labels_path).suffix
     reader = {".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}
     labels = reader.get(suffix, lambda p: pd.read_csv(p, dtype={"request_id": str}))(labels_path)
-    path = records.write_labels(records_dir, labels)
+    path = records.write_labels(records_dir, labels, s3_endpoint_url)
     click.echo(f"{len(labels)} labels -> {path}")

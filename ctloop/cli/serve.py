@@ -19,8 +19,8 @@ from ctloop.settings import MODEL_NAME
               help="Registry: a folder or s3://BUCKET[/PREFIX]. Serve the model's serving "
               "version and follow it (a new version or a canary is picked up without a "
               "restart), or serve --version.")
-@click.option("--s3-endpoint-url", help="S3-compatible endpoint of an s3:// --registry (MinIO, "
-              "SeaweedFS) [default: boto3's own configuration].")
+@click.option("--s3-endpoint-url", help="S3-compatible endpoint of an s3:// --registry or "
+              "--record-dir (MinIO, SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-dir", type=click.Path(file_okay=False),
               help="Serve this model folder instead of a registry version.")
 @click.option("--model-name", default=MODEL_NAME, show_default=True,
@@ -36,9 +36,10 @@ from ctloop.settings import MODEL_NAME
               show_default=True, help="Seconds between reads of a followed registry's pointers.")
 @click.option("--request-log", is_flag=True,
               help="Log a line per request (access and latency); /metrics counts them anyway.")
-@click.option("--record-dir", type=click.Path(file_okay=False),
+@click.option("--record-dir",
               help="Record sampled requests here (inputs, answers, version, latency, request "
-              "id) as JSON Lines, off the request path, for `ctloop monitor` [default: off].")
+              "id) as JSON Lines, off the request path, for `ctloop monitor`: a folder, or "
+              "s3://BUCKET/PREFIX (each rotated file uploaded with one PUT) [default: off].")
 @click.option("--record-sample-rate", type=float, default=defaults.DEFAULT_RECORD_SAMPLE_RATE,
               show_default=True,
               help="The share of requests recorded, in (0, 1].")
@@ -56,9 +57,10 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
         raise click.UsageError("pass exactly one of --registry or --model-dir")
     if version is not None and registry_uri is None:
         raise click.UsageError("--version selects a registry version: pass --registry too")
-    if s3_endpoint_url and not (registry_uri or "").startswith("s3://"):
-        raise click.UsageError("--s3-endpoint-url is the endpoint of an s3:// --registry; "
-                               "pass one, or leave the flag out")
+    if s3_endpoint_url and not any((uri or "").startswith("s3://")
+                                   for uri in (registry_uri, record_dir)):
+        raise click.UsageError("--s3-endpoint-url is the endpoint of an s3:// --registry or "
+                               "--record-dir; pass one, or leave the flag out")
     from ctloop.registry import open_registry
     from ctloop.serving import server
     from ctloop.serving.recorder import Recorder
@@ -66,7 +68,9 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
     recorder = None
     if record_dir:
         recorder = Recorder(record_dir, record_sample_rate, rotate_rows=record_rotate_rows,
-                            rotate_s=record_rotate_minutes * 60)
+                            rotate_s=record_rotate_minutes * 60,
+                            s3_endpoint_url=s3_endpoint_url if record_dir.startswith("s3://")
+                            else None)
     if registry_uri and version is None:
         # Follows the registry: a new serving version or a canary is picked up while serving.
         model = server.RegistryModel(model_name, registry_uri, max_batch, poll_s=poll_interval,

@@ -112,17 +112,18 @@ def as_served(reference: drift.Profile) -> drift.Profile:
 
 def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLike[str],
             model_name: str, window: Window, thresholds: drift.Thresholds | None = None,
-            min_rows: int = DEFAULT_MIN_ROWS) -> Result:
+            min_rows: int = DEFAULT_MIN_ROWS, s3_endpoint_url: str | None = None) -> Result:
     """Measures the latest window of served rows of the serving version.
 
     Args:
-        records_dir: The server's record directory.
-        registry_root: The registry the server serves from.
+        records_dir: The server's record directory, or ``s3://BUCKET/PREFIX``.
+        registry_root: The registry the server serves from (a folder or ``s3://``).
         model_name: The registered model name.
         window: Which rows to compare.
         thresholds: The effect sizes that count and the false-alarm rate of the whole run
             (None: data validation's defaults).
         min_rows: The fewest rows of a window judged; fewer give no decision (no trigger).
+        s3_endpoint_url: The S3-compatible endpoint of ``s3://`` records and registry.
 
     Raises:
         RegistryError: The registry has no serving version, it records no span, or the span's
@@ -130,7 +131,7 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
         DataError: The record directory does not exist.
     """
     thresholds = thresholds or drift.Thresholds()
-    registry = open_registry(str(registry_root), model_name)
+    registry = open_registry(str(registry_root), model_name, s3_endpoint_url)
     serving = registry.serving()
     if serving is None:
         raise RegistryError(f"registry {registry.uri} has no serving version of "
@@ -142,7 +143,7 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
     span = int(span)
     features = contract.read_features(serving.model_dir)
     task, classes = contract.read_task(serving.model_dir)
-    served = read_records(records_dir, window, str(serving.number))
+    served = read_records(records_dir, window, str(serving.number), s3_endpoint_url)
     mine = served[served[VERSION].astype(str) == str(serving.number)]
     current, previous = windows(mine, window)
     notes = []
@@ -177,7 +178,7 @@ def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLik
         model_name, serving.number, span, str(window), len(current), len(previous),
         len(served) - len(mine), drift.judge(found, thresholds.false_alarm_rate), *means,
         latency_ms(latency),
-        _live_metric(current, read_labels(records_dir), task, classes), notes)
+        _live_metric(current, read_labels(records_dir, s3_endpoint_url), task, classes), notes)
 
 
 def _prediction_mean(frame: pd.DataFrame, task: str) -> float | None:

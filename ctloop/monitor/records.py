@@ -1,5 +1,6 @@
 """The served records a monitor run reads (``ctloop serve --record-dir``'s JSON Lines), the labels
-that came back for them (``ctloop feedback``), and the windows compared."""
+that came back for them (``ctloop feedback``), and the windows compared. The record location is a
+folder or ``s3://BUCKET/PREFIX`` (``ctloop.monitor.store``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import json
 import math
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ctloop.errors import ConfigError, DataError
+from ctloop.monitor import store
 from ctloop.serving.recorder import LABELS_GLOB, RECORDS_GLOB
 
 PREDICTION = "prediction"  # the prediction's name among the measured features
@@ -50,29 +51,28 @@ class Window:
 
 
 def read_records(directory: str | os.PathLike[str], window: Window | None = None,
-                 version: str | None = None) -> pd.DataFrame:
+                 version: str | None = None, s3_endpoint_url: str | None = None) -> pd.DataFrame:
     """The served rows of a record directory, oldest first: id, row, time, version, latency,
     one column per feature, and the prediction (the class index of a multiclass answer's
     largest probability, and ``probability_max``).
 
     Args:
-        directory: The record directory.
+        directory: The record directory, or ``s3://BUCKET/PREFIX``.
         window: Read only as far back as two such windows reach (of ``version``'s rows), not
             every file: a file last written before the oldest row needed holds none of them.
         version: The version whose rows ``window`` counts.
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` location.
 
     A line cut short (a file being written) is skipped.
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise DataError(f"record directory {folder} does not exist; pass the --record-dir the "
-                        "server was started with")
-    files = sorted(((p.stat().st_mtime, p) for p in folder.glob(RECORDS_GLOB)), reverse=True)
+    if not store.exists(directory, s3_endpoint_url):
+        raise DataError(f"record directory {directory} does not exist; pass the --record-dir "
+                        "the server was started with")
     parts = []
-    for mtime, path in files:
-        if window is not None and parts and mtime < _oldest_needed(parts, window, version):
+    for found in store.list_files(directory, RECORDS_GLOB, s3_endpoint_url):  # newest first
+        if window is not None and parts and found.mtime < _oldest_needed(parts, window, version):
             break  # its rows were all recorded before the oldest row the windows need
-        part = _read_file(path)
+        part = _parse(store.read_text(found.uri, s3_endpoint_url) or "")
         if len(part):
             parts.append(part)
     if not parts:
@@ -95,10 +95,10 @@ def _oldest_needed(parts: list[pd.DataFrame], window: Window, version: str | Non
     return float(times.max() - 2 * window.seconds)
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _parse(text: str) -> pd.DataFrame:
     columns: dict[str, list] = {}
     rows = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -122,11 +122,13 @@ def _read_file(path: Path) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def read_labels(directory: str | os.PathLike[str]) -> pd.DataFrame:
+def read_labels(directory: str | os.PathLike[str],
+                s3_endpoint_url: str | None = None) -> pd.DataFrame:
     """The label feedback of a record directory: id, row, label (the latest per id and row)."""
     rows = []
-    for path in sorted(Path(directory).glob(LABELS_GLOB)):
-        for line in path.read_text(encoding="utf-8").splitlines():
+    files = store.list_files(directory, LABELS_GLOB, s3_endpoint_url)
+    for found in sorted(files, key=lambda f: f.uri):
+        for line in (store.read_text(found.uri, s3_endpoint_url) or "").splitlines():
             try:
                 rows.append(json.loads(line))
             except ValueError:
@@ -135,7 +137,8 @@ def read_labels(directory: str | os.PathLike[str]) -> pd.DataFrame:
     return frame.drop_duplicates([ID, ROW], keep="last")
 
 
-def write_labels(directory: str | os.PathLike[str], labels: pd.DataFrame) -> Path:
+def write_labels(directory: str | os.PathLike[str], labels: pd.DataFrame,
+                 s3_endpoint_url: str | None = None) -> str:
     """Appends label feedback (columns ``request_id``, ``label``, optional ``row``, default 0)
     to the record directory, as one new ``labels-*.jsonl`` file.
 
@@ -148,14 +151,12 @@ def write_labels(directory: str | os.PathLike[str], labels: pd.DataFrame) -> Pat
                         "recorded answer carries), label and optionally row (default 0)")
     rows = labels["row"] if "row" in labels.columns else pd.Series(0, index=labels.index)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    path = Path(directory) / f"labels-{stamp}-{os.getpid()}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    uri = store.join(directory, f"labels-{stamp}-{os.getpid()}.jsonl")
     lines = [json.dumps({ID: str(i), ROW: int(r), LABEL: _plain_label(v)})
              for i, r, v in zip(labels["request_id"], rows, labels[LABEL], strict=True)]
-    tmp = path.with_name(f".{path.name}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)  # a reader sees all of the feedback or none
-    return path
+    # A rename or one PUT: a reader sees all of the feedback or none.
+    store.write_text(uri, "\n".join(lines) + "\n", s3_endpoint_url)
+    return uri
 
 
 def _plain_label(value: Any) -> Any:

@@ -10,12 +10,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ctloop.errors import ConfigError
+from ctloop.monitor import store
 from ctloop.monitor.measure import Result
-from ctloop.monitor.report import write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +31,8 @@ class Trigger:
 
 
 def trigger(result: Result, state_path: str | os.PathLike[str], command: list[str],
-            cooldown_s: float, now: float | None = None) -> Trigger:
+            cooldown_s: float, now: float | None = None,
+            s3_endpoint_url: str | None = None) -> Trigger:
     """Starts ``command`` (a CT run) when ``result`` decides drift, once per drift episode.
 
     An episode starts with a drift decision and ends with a no-drift decision on enough rows,
@@ -40,12 +40,31 @@ def trigger(result: Result, state_path: str | os.PathLike[str], command: list[st
     starts at most one run, and no run starts within ``cooldown_s`` of the last one, so a
     monitor on a schedule cannot start a run per pass. The state file is written before the
     run starts: a monitor killed during the run does not start another for the same episode.
+    The state is a local file or an ``s3://`` object (``s3_endpoint_url``).
 
     Notifications: none is sent; ``notify`` below is where a sink would be called.
     """
+    claimed = claim(result, state_path, command, cooldown_s, now, s3_endpoint_url)
+    if not claimed.started:
+        return claimed
+    notify(result, command)
+    code = subprocess.call(command)
+    record_run(state_path, {"exit_code": code}, s3_endpoint_url)
+    return dataclasses.replace(claimed, exit_code=code)
+
+
+def claim(result: Result, state_path: str | os.PathLike[str], command: list[str],
+          cooldown_s: float, now: float | None = None,
+          s3_endpoint_url: str | None = None) -> Trigger:
+    """Decides whether ``result`` starts a CT run (``trigger``'s episode and cool-down rules)
+    and writes the state before anyone starts it; ``started`` says that the caller must now
+    start the run (``command`` is what the state records of it: a command line, or the
+    pipeline run to submit). Used as is by the monitoring pipeline, whose next task submits
+    the run on KFP."""
     now = time.time() if now is None else now
-    path = Path(state_path)
-    state = json.loads(path.read_text()) if path.exists() else {}
+    state_uri = str(state_path)
+    text = store.read_text(state_uri, s3_endpoint_url)
+    state = json.loads(text) if text else {}
     episode = state.get("episode")
     if episode and episode.get("version") != result.version:
         episode = None  # a new serving version: its own reference, its own episodes
@@ -53,7 +72,7 @@ def trigger(result: Result, state_path: str | os.PathLike[str], command: list[st
         if result.enough:
             episode = None
         state["episode"] = episode
-        write_atomic(path, json.dumps(state, indent=2))
+        store.write_text(state_uri, json.dumps(state, indent=2), s3_endpoint_url)
         return Trigger(False, "no drift" if result.enough else "no decision: too few rows")
     if episode:
         return Trigger(False, f"drift episode of version {result.version} since "
@@ -64,13 +83,17 @@ def trigger(result: Result, state_path: str | os.PathLike[str], command: list[st
                        f"(< {cooldown_s:g} s)")
     state["episode"] = {"started": now, "version": result.version, "features": result.features}
     state["last_run"] = {"time": now, "command": command, "exit_code": None}
-    write_atomic(path, json.dumps(state, indent=2))
-    notify(result, command)
-    code = subprocess.call(command)
-    state["last_run"]["exit_code"] = code
-    write_atomic(path, json.dumps(state, indent=2))
-    return Trigger(True, f"drift in {', '.join(result.features)}: started a CT run", command,
-                   code)
+    store.write_text(state_uri, json.dumps(state, indent=2), s3_endpoint_url)
+    return Trigger(True, f"drift in {', '.join(result.features)}: started a CT run", command)
+
+
+def record_run(state_path: str | os.PathLike[str], outcome: dict[str, Any],
+               s3_endpoint_url: str | None = None) -> None:
+    """Adds what became of the claimed run (an exit code, a KFP run id) to the state."""
+    text = store.read_text(str(state_path), s3_endpoint_url)
+    state = json.loads(text) if text else {}
+    state.setdefault("last_run", {}).update(outcome)
+    store.write_text(str(state_path), json.dumps(state, indent=2), s3_endpoint_url)
 
 
 def notify(result: Result, command: list[str]) -> None:
