@@ -480,12 +480,16 @@ def test_paging_follows_tokens(kfp_server, package, tmp_path):
     assert names == ["r0", "r1", "r2", "r3", "r4"]
 
 
-def test_schedules_example_applies(cli, kfp_server, package):
+def test_schedules_example_applies(cli, kfp_server, package, tmp_path):
     _ok(cli("upload", "--host", HOST, "--package", package))
+    monitor_package = tmp_path / "monitor_pipeline.yaml"
+    shutil.copy(compiling.MONITOR_PIPELINE_YAML, monitor_package)
+    _ok(cli("upload", "--host", HOST, "--package", monitor_package))
     example = Path(__file__).resolve().parents[1] / "schedules.yaml"
     out = _ok(cli("schedule", "apply", "--host", HOST, "--file", example))
-    assert out.splitlines()[-1] == "2 schedule(s) declared, 2 change(s) applied"
+    assert out.splitlines()[-1] == "3 schedule(s) declared, 3 change(s) applied"
     assert kfp_server.schedules()["weekly-full-retrain"].status == "DISABLED"
+    assert kfp_server.schedules()["monitor-hourly"].status == "DISABLED"
 
 
 # --- one settings file for run, submit and schedules ----------------------------------------
@@ -540,3 +544,68 @@ def test_submit_checks_its_config_file_before_connecting(tmp_path):
                                        str(config)])
     assert _error(result) == (f"Error: config file {config}: epochs: -1 is not allowed: epochs "
                               "-1 is invalid: use at least 1")
+
+
+def test_schedule_apply_runs_each_schedule_on_the_pipeline_it_names(cli, kfp_server, package,
+                                                                     tmp_path):
+    monitor_package = tmp_path / "monitor_pipeline.yaml"
+    shutil.copy(compiling.MONITOR_PIPELINE_YAML, monitor_package)
+    _ok(cli("upload", "--host", HOST, "--package", package))
+    _ok(cli("upload", "--host", HOST, "--package", monitor_package))
+    watch = {"name": "monitor-hourly", "cron": "5 * * * *", "pipeline": "ctloop-monitor",
+             "parameters": {"records_uri": "s3://b/records", "registry_uri": "s3://b/registry",
+                            "window": "1h", "min_rows": 300,
+                            "ct_parameters": NIGHTLY["parameters"]}}
+    path = _write(tmp_path / "s.yaml", [NIGHTLY, watch], pipeline=NAME)
+    out = _ok(cli("schedule", "apply", "--host", HOST, "--file", path))
+    assert out.splitlines() == [
+        f"create nightly (cron 0 3 * * *, version {NAME})",
+        "create monitor-hourly (cron 5 * * * *, version ctloop-monitor)",
+        "2 schedule(s) declared, 2 change(s) applied"]
+    runs = kfp_server.schedules()
+    pipelines = {p.pipeline_id: p.display_name for p in kfp_server.pipelines.values()}
+    assert {name: pipelines[run.pipeline_version_reference.pipeline_id]
+            for name, run in runs.items()} == {"nightly": NAME, "monitor-hourly": "ctloop-monitor"}
+    assert runs["monitor-hourly"].runtime_config.parameters["min_rows"] == 300
+    assert _ok(cli("schedule", "apply", "--host", HOST, "--file", path)).splitlines()[-1] == (
+        "2 schedule(s) declared, 0 change(s) applied")
+
+
+def test_trigger_run_starts_the_ct_run_as_submit_does_and_records_it(kfp_server, package,
+                                                                     tmp_path, cli):
+    import json
+
+    from ctloop.components.trigger_run import logic
+    from ctloop.errors import ConfigError
+
+    _ok(cli("upload", "--host", HOST, "--package", package))
+    state = tmp_path / "trigger-state.json"
+    state.write_text(json.dumps({"last_run": {"time": 1.0, "command": ["kfp-run", NAME]}}))
+    parameters = {"data_uri": "s3://b/data", "label": "churned", "registry_uri": "s3://b/r",
+                  "epochs": 3}
+    run_id = logic.run(kfp_server, HOST, NAME, "latest", "ctloop", parameters, str(state))
+    run = kfp_server.runs[run_id]
+    assert run.runtime_config.parameters == parameters
+    assert kfp_server.experiments[run.experiment_id].display_name == "ctloop"
+    recorded = json.loads(state.read_text())["last_run"]
+    assert recorded["kfp_run_id"] == run_id and recorded["pipeline_version"] == NAME
+    # Parameters the CT pipeline refuses: no run, and the state says why.
+    with pytest.raises(ConfigError, match="epochs='many'"):
+        logic.run(kfp_server, HOST, NAME, "latest", "ctloop", {**parameters, "epochs": "many"},
+                  str(state))
+    assert len(kfp_server.runs) == 1
+    assert "epochs='many'" in json.loads(state.read_text())["last_run"]["error"]
+
+
+def test_trigger_run_token_comes_from_the_environment_or_the_projected_token(tmp_path,
+                                                                             monkeypatch):
+    from ctloop.components.trigger_run import logic
+
+    monkeypatch.delenv(logic.TOKEN_ENV, raising=False)
+    monkeypatch.setenv(logic.SA_TOKEN_PATH_ENV, str(tmp_path / "none"))
+    assert logic.token() is None
+    (tmp_path / "token").write_text("projected\n")
+    monkeypatch.setenv(logic.SA_TOKEN_PATH_ENV, str(tmp_path / "token"))
+    assert logic.token() == "projected"
+    monkeypatch.setenv(logic.TOKEN_ENV, "given")
+    assert logic.token() == "given"

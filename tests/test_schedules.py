@@ -90,15 +90,21 @@ def test_bad_intervals(value):
 def test_example_file_in_the_repository_is_valid():
     parsed = schedules.load(EXAMPLE, "ctloop-continuous-training")
     assert parsed.experiment == "ctloop"
-    assert [s.name for s in parsed.schedules] == ["nightly", "weekly-full-retrain"]
-    nightly, weekly = parsed.schedules
+    assert [s.name for s in parsed.schedules] == ["nightly", "weekly-full-retrain",
+                                                  "monitor-hourly"]
+    nightly, weekly, watch = parsed.schedules
     assert nightly.cron == "0 0 3 * * *" and nightly.pipeline_version == "latest"
     assert (nightly.max_concurrency, nightly.no_catchup, nightly.enabled) == (1, True, True)
     assert weekly.enabled is False and weekly.parameters["spans"] == 4
     # What `make kind-up` builds and `make e2e` runs: the registry in KFP's object store, where
     # every task of every run reaches it, and models infra-validated and served by KServe.
     e2e = (ROOT / "scripts/e2e.sh").read_text()
-    for schedule in parsed.schedules:
+    # The monitor runs its own pipeline, on the same registry, and starts nightly's CT run.
+    assert (watch.pipeline, nightly.pipeline) == ("ctloop-monitor", "ctloop-continuous-training")
+    assert watch.enabled is False and watch.parameters["records_uri"].startswith("s3://")
+    assert watch.parameters["ct_parameters"] == nightly.parameters
+    assert watch.parameters["registry_uri"] == nightly.parameters["registry_uri"]
+    for schedule in (nightly, weekly):
         assert schedule.parameters["registry_uri"] == "s3://mlpipeline/ctloop/registry"
         assert schedule.parameters["serving_target"] == "kserve"
         assert schedule.parameters["s3_endpoint_url"] == "http://seaweedfs.kubeflow:9000"
@@ -114,6 +120,7 @@ def test_example_file_in_the_repository_is_valid():
      "schedule 'n': serving_target 'local' without serving_python never infra-blesses a model"),
 ])
 def test_a_schedule_that_could_never_push_is_refused(parameters, message):
+    # (the monitoring pipeline's schedules are checked in the test below)
     data = {"schedules": [{"name": "n", "cron": "0 3 * * *", "parameters": parameters}]}
     with pytest.raises(ConfigError, match=message):
         schedules.parse(data, "f.yaml", "ct")
@@ -122,7 +129,8 @@ def test_a_schedule_that_could_never_push_is_refused(parameters, message):
 def test_defaults():
     parsed = schedules.parse({"schedules": [{"name": "n", "interval": "6h"}]}, "f.yaml", "ct")
     assert parsed == schedules.SchedulesFile("ctloop", "ct", (schedules.Schedule(
-        "n", None, 21600, "latest", {}, max_concurrency=1, no_catchup=True, enabled=True),))
+        "n", None, 21600, "latest", {}, max_concurrency=1, no_catchup=True, enabled=True,
+        pipeline="ct"),))
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -304,3 +312,19 @@ def test_a_bad_config_file_of_a_schedule_is_one_line(tmp_path):
     path.write_text("config: nope.yaml\nschedules: [{name: a, interval: 6h}]\n")
     with pytest.raises(ConfigError, match="nope.yaml: cannot read it"):
         schedules.load(path, "ct")
+
+
+def test_a_schedule_names_its_pipeline_and_the_monitors_are_checked_for_a_cluster():
+    watch = {"name": "m", "cron": "15 * * * *", "pipeline": "ctloop-monitor",
+             "parameters": {"records_uri": "s3://b/records", "registry_uri": "s3://b/registry"}}
+    parsed = schedules.parse({"pipeline": "ct", "schedules": [
+        watch, {"name": "n", "interval": "6h"}]}, "f.yaml", "default")
+    assert [s.pipeline for s in parsed.schedules] == ["ctloop-monitor", "ct"]
+    assert parsed.pipeline == "ct"
+    # A monitor serves nothing: no serving target is asked of it; its records are in a store.
+    with pytest.raises(ConfigError, match="schedule 'm': records_uri '/var/records' is a path "
+                       "inside one pod"):
+        schedules.parse({"schedules": [{**watch, "parameters": {
+            **watch["parameters"], "records_uri": "/var/records"}}]}, "f.yaml", "ct")
+    with pytest.raises(ConfigError, match="schedule 'm': pipeline 3 must be the name"):
+        schedules.parse({"schedules": [{**watch, "pipeline": 3}]}, "f.yaml", "ct")

@@ -1,4 +1,5 @@
-"""``ctloop datagen`` and ``ctloop compile``: the built-in data, and the pipeline as KFP IR YAML."""
+"""``ctloop datagen`` and ``ctloop compile``: the built-in data, and the pipelines as KFP IR
+YAML."""
 
 from __future__ import annotations
 
@@ -41,9 +42,12 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
 @click.option("--output", type=click.Path(dir_okay=False),
               help="Where to write the pipeline's IR YAML [default: pipelines/ct_pipeline.yaml, "
               "with --gpu pipelines/ct_pipeline_gpu.yaml].")
+@click.option("--monitor-output", type=click.Path(dir_okay=False),
+              help="Where to write the monitoring pipeline's IR YAML [default: "
+              "monitor_pipeline.yaml beside --output].")
 @click.option("--components-dir", type=click.Path(file_okay=False),
-              help="Where to write each component as its own reusable component YAML, "
-              "<name>.yaml [default: components/ beside --output].")
+              help="Where to write each component of both pipelines as its own reusable "
+              "component YAML, <name>.yaml [default: components/ beside --output].")
 @click.option("--image", default=None,
               help="Pipeline image for every task (default: ctloop-pipeline:<version>).")
 @click.option("--gpu", is_flag=True,
@@ -59,10 +63,11 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
               "nvidia.com/gpu:NoSchedule].")
 @click.option("--shm-size", default="2Gi", show_default=True,
               help="Size of the GPU variant's memory-backed /dev/shm.")
-def compile_(output: str | None, components_dir: str | None, image: str | None, gpu: bool,
+def compile_(output: str | None, monitor_output: str | None, components_dir: str | None,
+             image: str | None, gpu: bool,
              gpu_image: str | None, node_selector: tuple[str, ...], tolerations: tuple[str, ...],
              shm_size: str) -> None:
-    """Compile the CT pipeline, and each of its components, to KFP IR YAML."""
+    """Compile the CT and monitoring pipelines, and each of their components, to KFP IR YAML."""
     settings = None
     if gpu:
         settings = _gpu_settings(gpu_image, node_selector, tolerations, shm_size)
@@ -71,6 +76,10 @@ def compile_(output: str | None, components_dir: str | None, image: str | None, 
     output = output or str(compiling.PIPELINE_GPU_YAML if gpu else compiling.PIPELINE_YAML)
     compiling.compile_pipeline(Path(output), image, settings)
     click.echo(f"wrote {output}")
+    monitor_output = monitor_output or str(Path(output).with_name(
+        compiling.MONITOR_PIPELINE_YAML.name))
+    compiling.compile_monitor_pipeline(Path(monitor_output), image)
+    click.echo(f"wrote {monitor_output}")
     folder = Path(components_dir) if components_dir else Path(output).parent / "components"
     for path in compiling.compile_components(folder, image):
         click.echo(f"wrote {path}")

@@ -149,11 +149,14 @@ def schedule_apply(ctx, host, path, prune, dry_run) -> None:
     """Make the experiment's recurring runs match the file (idempotent)."""
     declared = schedules.load(Path(path), _default_pipeline_name())
     client = client_for(ctx, host)
+    found: dict[str, tuple[Any, list[Any]]] = {}  # each schedule's pipeline, read once
     with kfp_api.calling(host, f"reading pipeline {declared.pipeline!r}"):
-        pipeline, versions = _pipeline_and_versions(client, declared.pipeline)
         targets = {}
         for item in declared.schedules:
-            version = kfp_plan.resolve_version(declared.pipeline, versions, item.pipeline_version)
+            if item.pipeline not in found:
+                found[item.pipeline] = _pipeline_and_versions(client, item.pipeline)
+            pipeline, versions = found[item.pipeline]
+            version = kfp_plan.resolve_version(item.pipeline, versions, item.pipeline_version)
             definitions = kfp_plan.pipeline_parameters(kfp_api.version_spec(client, version))
             arguments = kfp_plan.coerce_parameters(definitions, item.parameters,
                                                    f"{path}: schedule {item.name!r}")
@@ -166,6 +169,7 @@ def schedule_apply(ctx, host, path, prune, dry_run) -> None:
         existing = kfp_api.list_recurring_runs(client, experiment.experiment_id) if (
             experiment) else []
     actions = schedules.plan(declared.schedules, targets, existing, prune)
+    versions = [v for _, listed in found.values() for v in listed]
     for action in actions:
         click.echo(("would " if dry_run else "") + _describe_schedule(action, versions))
     if not dry_run:

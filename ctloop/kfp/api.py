@@ -146,6 +146,40 @@ def apply_schedules(client: Any, experiment_id: str, actions: list[schedules.Act
                 version_id=action.version_id, enabled=schedule.enabled)
 
 
+def start_run(client: Any, pipeline_name: str, version_name: str, experiment: str,
+              values: dict[str, Any], run_name: str | None = None,
+              source: str = "--param") -> tuple[Any, Any]:
+    """Starts one run of a pipeline version by name, as ``ctloop submit`` does: the version
+    resolved (``latest`` or a name) and the parameters checked and typed against its spec by
+    ``ctloop.kfp.plan``, then ``run_pipeline`` in ``experiment`` (created if missing).
+
+    Returns:
+        (the ``V2beta1Run``, the ``V2beta1PipelineVersion`` it runs).
+
+    Raises:
+        ConfigError: No such pipeline or version, or parameters its spec refuses.
+    """
+    import datetime
+
+    from ctloop.errors import ConfigError
+
+    pipeline = find_pipeline(client, pipeline_name)
+    if pipeline is None:
+        raise ConfigError(f"pipeline {pipeline_name!r} does not exist on this KFP; run "
+                          "`ctloop upload` first, or pass the right pipeline name")
+    version = kfp_plan.resolve_version(pipeline_name, list_versions(client, pipeline.pipeline_id),
+                                       version_name)
+    definitions = kfp_plan.pipeline_parameters(version_spec(client, version))
+    arguments = kfp_plan.coerce_parameters(definitions, values, source)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    experiment_id = client.create_experiment(experiment).experiment_id
+    run = client.run_pipeline(
+        experiment_id=experiment_id, job_name=run_name or f"{version.display_name}-{stamp}",
+        params=arguments, pipeline_id=pipeline.pipeline_id,
+        version_id=version.pipeline_version_id)
+    return run, version
+
+
 def wait_for_run(client: Any, run_id: str, timeout: float, poll: float = 10.0) -> Any:
     """Polls a run until it finishes (any final state, cancelled included) or ``timeout`` s pass.
 

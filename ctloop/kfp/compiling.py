@@ -1,4 +1,4 @@
-"""Compiling the CT pipeline, and each of its components, to KFP IR YAML."""
+"""Compiling the CT and monitoring pipelines, and each of their components, to KFP IR YAML."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 PIPELINE_YAML = Path(next(iter(importlib.util.find_spec(
     "ctloop.pipelines").submodule_search_locations))) / "ct_pipeline.yaml"
 PIPELINE_GPU_YAML = PIPELINE_YAML.with_name("ct_pipeline_gpu.yaml")
+MONITOR_PIPELINE_YAML = PIPELINE_YAML.with_name("monitor_pipeline.yaml")
 # Beside the pipeline's IR: the components it is made of, each reusable on its own.
 COMPONENTS_DIR = PIPELINE_YAML.parent / "components"
 
@@ -37,11 +38,28 @@ def compile_pipeline(output: Path, image: str | None = None, gpu=None) -> None:
         set_image(output, gpu.image, executors=("exec-train",))
 
 
-def all_components() -> dict:
-    """Every component of the pipeline: its name -> the ``@dsl.component``, in pipeline order."""
-    from ctloop.pipelines.ct_pipeline import COMPONENTS
+def compile_monitor_pipeline(output: Path, image: str | None = None) -> None:
+    """Writes the monitoring pipeline's IR YAML (``image``: every task's image)."""
+    from kfp import compiler
 
-    return {component.python_func.__name__: component for component in COMPONENTS}
+    from ctloop.pipelines.monitor_pipeline import monitor_pipeline
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(monitor_pipeline, str(output))
+    if image:
+        set_image(output, image)
+
+
+def all_components() -> dict:
+    """Every component of the CT pipeline, then of the monitoring pipeline: its name -> the
+    ``@dsl.component``, in pipeline order (a component both use, once)."""
+    from ctloop.pipelines.ct_pipeline import COMPONENTS
+    from ctloop.pipelines.monitor_pipeline import COMPONENTS as MONITOR_COMPONENTS
+
+    found: dict = {}
+    for component in (*COMPONENTS, *MONITOR_COMPONENTS):
+        found.setdefault(component.python_func.__name__, component)
+    return found
 
 
 def compile_components(out_dir: Path, image: str | None = None) -> list[Path]:

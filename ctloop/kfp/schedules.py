@@ -3,12 +3,13 @@
 The file (``schedules.yaml``)::
 
     experiment: ctloop                 # where the recurring runs live (created if missing)
-    pipeline: ctloop-continuous-training
+    pipeline: ctloop-continuous-training   # the schedules' pipeline unless one names its own
     config: ctloop.yaml                # optional: the runs' parameters, as `ctloop run -c` reads
     schedules:
       - name: nightly
         cron: "0 3 * * *"              # standard 5 fields, or: interval: 6h (s, m, h, d)
         pipeline_version: latest       # or a pinned version name
+        pipeline: ctloop-monitor       # optional: another pipeline than the file's
         config: ctloop.yaml            # optional: this schedule's own settings file
         parameters: {data_uri: ..., label: churned, registry_uri: ...}  # over config's
         max_concurrency: 1             # default 1
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from ctloop.errors import ConfigError
+from ctloop.monitor import CT_PIPELINE_NAME, MONITOR_PIPELINE_NAME
 
 SCHEDULE_TAG = "ctloop-schedule-sha256:"
 _SCHEDULE_TAG_RE = re.compile(re.escape(SCHEDULE_TAG) + r"([0-9a-f]{64})")
@@ -52,7 +54,7 @@ _NAMES = {
 _INTERVAL_RE = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_KEYS = {"name", "cron", "interval", "pipeline_version", "config", "parameters",
+_KEYS = {"name", "cron", "interval", "pipeline", "pipeline_version", "config", "parameters",
          "max_concurrency", "no_catchup", "enabled"}
 
 
@@ -148,6 +150,7 @@ class Schedule:
     max_concurrency: int = 1
     no_catchup: bool = True
     enabled: bool = True
+    pipeline: str = CT_PIPELINE_NAME  # the pipeline it runs (the file's unless it names one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,15 +200,15 @@ def parse(data: Any, where: str, default_pipeline: str,
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: experiment, "
                           "pipeline, config, schedules")
     shared = _settings(data.get("config"), where, base)
-    schedules = tuple(_schedule(item, f"{where}: schedule #{i}", shared, base)
+    pipeline = str(data.get("pipeline") or default_pipeline)
+    schedules = tuple(_schedule(item, f"{where}: schedule #{i}", shared, base, pipeline)
                       for i, item in enumerate(data["schedules"], start=1))
     names = [s.name for s in schedules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{where}: schedule name(s) {', '.join(duplicates)} declared twice; "
                           "names must be unique")
-    return SchedulesFile(str(data.get("experiment") or DEFAULT_EXPERIMENT),
-                         str(data.get("pipeline") or default_pipeline), schedules)
+    return SchedulesFile(str(data.get("experiment") or DEFAULT_EXPERIMENT), pipeline, schedules)
 
 
 def _settings(path: Any, where: str, base: Path | None) -> dict[str, Any]:
@@ -220,7 +223,7 @@ def _settings(path: Any, where: str, base: Path | None) -> dict[str, Any]:
 
 
 def _schedule(item: Any, where: str, shared: Mapping[str, Any] | None = None,
-              base: Path | None = None) -> Schedule:
+              base: Path | None = None, pipeline: str = CT_PIPELINE_NAME) -> Schedule:
     if not isinstance(item, dict):
         raise ConfigError(f"{where} is not a mapping; write name:, cron: or interval:, ...")
     name = item.get("name")
@@ -245,7 +248,11 @@ def _schedule(item: Any, where: str, shared: Mapping[str, Any] | None = None,
     if "config" in item:
         shared = _settings(item["config"], where, base)
     parameters = {**(shared or {}), **parameters}
-    _check_cluster_parameters(parameters, where)
+    pipeline = item.get("pipeline", pipeline)
+    if not isinstance(pipeline, str) or not pipeline:
+        raise ConfigError(f"{where}: pipeline {pipeline!r} must be the name of a pipeline on "
+                          f"KFP, e.g. {CT_PIPELINE_NAME} or {MONITOR_PIPELINE_NAME}")
+    _check_cluster_parameters(parameters, where, pipeline)
     version = item.get("pipeline_version", "latest")
     if not isinstance(version, str) or not version:
         raise ConfigError(f"{where}: pipeline_version {version!r} must be a version name or "
@@ -260,24 +267,30 @@ def _schedule(item: Any, where: str, shared: Mapping[str, Any] | None = None,
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: {key} {value!r} must be true or false")
     return Schedule(name, cron, interval, version, dict(parameters), max_concurrency,
-                    flags["no_catchup"], flags["enabled"])
+                    flags["no_catchup"], flags["enabled"], pipeline)
 
 
 _OBJECT_STORES = ("s3://", "gs://")
 
 
-def _check_cluster_parameters(parameters: Mapping[str, Any], where: str) -> None:
-    """A recurring run runs on a cluster, each task in its own pod: the registry must be in an
-    object store every pod reaches (a folder exists in one pod only, so no run would ever see
-    another's model), and the ``local`` target needs a serving environment to infra-validate in
-    (without one nothing is ever infra-blessed, so nothing is ever pushed)."""
+def _check_cluster_parameters(parameters: Mapping[str, Any], where: str,
+                              pipeline: str = CT_PIPELINE_NAME) -> None:
+    """A recurring run runs on a cluster, each task in its own pod: the registry (and the
+    monitor's records) must be in an object store every pod reaches (a folder exists in one pod
+    only, so no run would ever see another's model), and the CT pipeline's ``local`` target
+    needs a serving environment to infra-validate in (without one nothing is ever
+    infra-blessed, so nothing is ever pushed)."""
     if not parameters:  # nothing configured here: KFP names the required parameters missing
         return
-    registry = parameters.get("registry_uri")
-    if registry is not None and not str(registry).startswith(_OBJECT_STORES):
-        raise ConfigError(
-            f"{where}: registry_uri {registry!r} is a path inside one pod; use an object store "
-            "every task reaches, e.g. s3://mlpipeline/ctloop/registry with s3_endpoint_url")
+    for key, example in (("registry_uri", "s3://mlpipeline/ctloop/registry"),
+                         ("records_uri", "s3://mlpipeline/ctloop/records")):
+        value = parameters.get(key)
+        if value is not None and not str(value).startswith(_OBJECT_STORES):
+            raise ConfigError(
+                f"{where}: {key} {value!r} is a path inside one pod; use an object store "
+                f"every task reaches, e.g. {example} with s3_endpoint_url")
+    if pipeline == MONITOR_PIPELINE_NAME:  # it serves nothing: no serving target to check
+        return
     target = parameters.get("serving_target", "local")
     if target == "local" and not parameters.get("serving_python"):
         raise ConfigError(

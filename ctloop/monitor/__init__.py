@@ -18,5 +18,11 @@ episode, after a cool-down.
 
 Modules: ``records`` (reading served records and label feedback; windows), ``measure`` (one run:
 skew, drift, prediction, latency, live metric), ``report`` (Markdown and Prometheus), ``trigger``
-(one CT run per drift episode).
+(one CT run per drift episode; ``claim`` decides and records it, so that a pipeline task can
+submit it), ``store`` (a folder or ``s3://``: record files by name pattern, whole writes).
 """
+
+# The pipelines' names on KFP, known to the core so that ``ctloop schedule apply`` can tell which
+# pipeline a schedule runs without importing kfp (pipelines/*.py use these).
+CT_PIPELINE_NAME = "ctloop-continuous-training"
+MONITOR_PIPELINE_NAME = "ctloop-monitor"
