@@ -14,6 +14,10 @@ gate values as inputs and skip their work when a gate failed, saying why in thei
 their outputs' metadata (``skipped``), and rollout, checking every gate itself, records why
 nothing was pushed. Compiled, a task after a failed gate does not run at all; the gate task's
 own report says why.
+
+Every run, blocked too, ends with its page (run_report, HTML the KFP UI shows). A task outside a
+condition cannot take outputs from inside it, so compiled, one report task per way a run ends runs:
+in each gate's ``dsl.Else`` branch, and after rollout. Locally one at the end takes every artifact.
 """
 
 import contextlib
@@ -29,6 +33,7 @@ from ctloop.components.ingest.component import ingest
 from ctloop.components.load_baseline.component import load_baseline
 from ctloop.components.resolve_baseline.component import resolve_baseline
 from ctloop.components.rollout.component import rollout
+from ctloop.components.run_report.component import run_report
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
@@ -53,7 +58,7 @@ PIPELINE_NAME = "ctloop-continuous-training"
 # The components the pipeline is made of, in the order it runs them: compiled one by one too, as
 # reusable component YAMLs (`ctloop compile`).
 COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, train, evaluate,
-              infra_validate, rollout)
+              infra_validate, rollout, run_report)
 
 
 def _off(value: Optional[float]) -> float:
@@ -303,6 +308,18 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             beam_pipeline_args=beam_pipeline_args,
         ).set_caching_options(True)
         data_valid = validated.outputs["Output"]
+        # The run's page: in each gate's Else branch, from the tasks before it, and after rollout
+        # (locally only there, from all). Cached: the page is its inputs' (ids in the cache key).
+        def report(stopped: str = "", **artifacts):
+            if not stopped or conditions:
+                with dsl.Else(name=stopped) if stopped else contextlib.nullcontext():
+                    run_report(**reported, **artifacts).set_caching_options(True)
+        reported = dict(
+            spans_read=selected.outputs["spans_read"], baseline_schema=baseline.outputs["schema"],
+            train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
+            data_valid=data_valid, anomalies=validated.outputs["anomalies"],
+            schema=validated.outputs["schema"], drift_metrics=validated.outputs["drift_metrics"],
+            anomalies_report=validated.outputs["anomalies_report"])
         with gate(data_valid, "data-valid"):
             trained = train(
                 train_data=ingested.outputs["train_data"],
@@ -358,6 +375,9 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 beam_pipeline_args=beam_pipeline_args,
             ).set_caching_options(True)
             blessed = evaluated.outputs["Output"]
+            judged = dict(blessing=evaluated.outputs["blessing"],
+                          evaluation_report=evaluated.outputs["report"],
+                          classification_metrics=evaluated.outputs["classification_metrics"])
             with gate(blessed, "blessed"):
                 # After evaluation (its blessing is an input), not beside it: the server under
                 # test should not share the cores with TFMA, or the latency it measures is the
@@ -381,6 +401,8 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                     requests=SLO.requests,
                     startup_timeout_s=infra_startup_timeout_s,
                 ).set_caching_options(False)
+                served = dict(infra_blessing=infra_validated.outputs["infra_blessing"],
+                              infra_report=infra_validated.outputs["report"])
                 with gate(infra_validated.outputs["Output"], "infra-blessed"):
                     rolled_out = rollout(
                         model=trained.outputs["model"],
@@ -408,6 +430,11 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                         ready_timeout_s=KServe.ready_timeout_s,
                         s3_endpoint_url=s3_endpoint_url,
                     ).set_caching_options(False)
+                    report(**judged, **served, pushed_model=rolled_out.outputs["pushed_model"],
+                           rollout_report=rolled_out.outputs["report"])
+                report("not-infra-blessed", **judged, **served)
+            report("not-blessed", **judged)
+        report("data-invalid")
         # The tasks that read data, the registry or a user module get the object store's
         # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
         # sees them as parameters.

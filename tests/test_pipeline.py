@@ -14,6 +14,7 @@ from ctloop.components.ingest.component import ingest
 from ctloop.components.load_baseline.component import load_baseline
 from ctloop.components.resolve_baseline.component import resolve_baseline
 from ctloop.components.rollout.component import rollout
+from ctloop.components.run_report.component import run_report
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
@@ -23,7 +24,7 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 GOLDEN = Path(__file__).resolve().parent.parent / "pipelines" / "ct_pipeline.yaml"
 GOLDEN_GPU = GOLDEN.with_name("ct_pipeline_gpu.yaml")
 COMPONENTS = [select_span, resolve_baseline, load_baseline, ingest, validate_data, train,
-              evaluate, infra_validate, rollout]
+              evaluate, infra_validate, rollout, run_report]
 
 
 def all_tasks(spec: dict) -> dict[str, tuple[dict, list[str]]]:
@@ -163,13 +164,40 @@ def test_kfps_driver_resolves_the_gpu_count_of_the_gpu_variant(gpu_ir, ir):
 # the time), nor rollout (it writes and deploys); every task decided by its inputs is.
 CACHED = {"select-span": False, "resolve-baseline": False, "load-baseline": True,
           "ingest": True, "validate-data": True, "train": True, "evaluate": True,
-          "infra-validate": False, "rollout": False}
+          "infra-validate": False, "rollout": False,
+          # The run's page is a function of its inputs.
+          "run-report": True, "run-report-2": True, "run-report-3": True, "run-report-4": True}
 # The gates: condition task name -> (the gate task whose bool output it tests).
 GATES = {"data-valid": "validate-data", "blessed": "evaluate", "infra-blessed": "infra-validate"}
-# Task -> the gates it runs inside, outermost first.
+# Each gate's dsl.Else branch: condition task name -> the gate it negates.
+ELSE = {"data-invalid": "data-valid", "not-blessed": "blessed",
+        "not-infra-blessed": "infra-blessed"}
+# Task -> the gates (and Else branches) it runs inside, outermost first.
 GUARDED = {"train": ["data-valid"], "evaluate": ["data-valid"],
            "infra-validate": ["data-valid", "blessed"],
-           "rollout": ["data-valid", "blessed", "infra-blessed"]}
+           "rollout": ["data-valid", "blessed", "infra-blessed"],
+           "run-report": ["data-valid", "blessed", "infra-blessed"],
+           "run-report-2": ["data-valid", "blessed", "not-infra-blessed"],
+           "run-report-3": ["data-valid", "not-blessed"],
+           "run-report-4": ["data-invalid"]}
+# The run's page takes what the tasks outside the conditions wrote, and what the tasks of the
+# conditions it runs in wrote: its input -> the task output it is.
+REPORTED = {"spans_read": ("select-span", "spans_read"),
+            "baseline_schema": ("load-baseline", "schema"),
+            "train_data": ("ingest", "train_data"), "eval_data": ("ingest", "eval_data"),
+            "data_valid": ("validate-data", "Output"),
+            "anomalies": ("validate-data", "anomalies"), "schema": ("validate-data", "schema"),
+            "drift_metrics": ("validate-data", "drift_metrics"),
+            "anomalies_report": ("validate-data", "anomalies_report")}
+JUDGED = {"blessing": ("evaluate", "blessing"),
+          "classification_metrics": ("evaluate", "classification_metrics"),
+          "evaluation_report": ("evaluate", "report")}
+SERVED = {"infra_blessing": ("infra-validate", "infra_blessing"),
+          "infra_report": ("infra-validate", "report")}
+PUSHED = {"pushed_model": ("rollout", "pushed_model"), "rollout_report": ("rollout", "report")}
+REPORT_INPUTS = {"run-report": {**REPORTED, **JUDGED, **SERVED, **PUSHED},
+                 "run-report-2": {**REPORTED, **JUDGED, **SERVED},
+                 "run-report-3": {**REPORTED, **JUDGED}, "run-report-4": REPORTED}
 
 
 @pytest.mark.parametrize("fixture", ["ir", "gpu_ir"])
@@ -186,20 +214,63 @@ def test_tasks_after_a_failed_gate_do_not_run_on_a_cluster(fixture, request):
     spec = request.getfixturevalue(fixture)["spec"]
     tasks = all_tasks(spec)
     names = {name: task["taskInfo"]["name"] for name, (task, _) in tasks.items()}
-    for condition, (task, _) in tasks.items():
-        if condition.startswith("condition-"):
-            gate = GATES[names[condition]]
-            assert task["triggerPolicy"]["condition"] == (
-                f"inputs.parameter_values['pipelinechannel--{gate}-Output'] == true")
-            assert task["inputs"]["parameters"][f"pipelinechannel--{gate}-Output"] == {
-                "taskOutputParameter": {"producerTask": gate, "outputParameterKey": "Output"}}
-    assert {name: [names[outer] for outer in around] for name, (_, around) in tasks.items()
+    conditions = {name for name in tasks if name.startswith("condition-")
+                  and not name.startswith("condition-branches-")}
+    assert {names[name] for name in conditions} == {*GATES, *ELSE}
+    for condition in conditions:
+        task = tasks[condition][0]
+        gate = GATES[names[condition]] if names[condition] in GATES else GATES[
+            ELSE[names[condition]]]
+        test = f"inputs.parameter_values['pipelinechannel--{gate}-Output'] == true"
+        assert task["triggerPolicy"]["condition"] == (
+            test if names[condition] in GATES else f"!({test})")
+        assert _producing_parameter(spec, condition, f"pipelinechannel--{gate}-Output") == {
+            "producerTask": gate, "outputParameterKey": "Output"}
+    assert {name: [names[outer] for outer in around if outer in conditions]
+            for name, (_, around) in tasks.items()
             if around and not name.startswith("condition-")} == GUARDED
     # The gate tasks' outputs are booleans.
     for gate in GATES.values():
         component = spec["components"][tasks[gate][0]["componentRef"]["name"]]
         assert component["outputDefinitions"]["parameters"]["Output"]["parameterType"] == (
             "BOOLEAN")
+
+
+@pytest.mark.parametrize("fixture", ["ir", "gpu_ir"])
+def test_exactly_one_report_runs_however_the_run_ends_with_what_ran_before(fixture, request):
+    """A task outside a condition cannot take outputs from inside it: one report task in each
+    gate's Else branch, one after rollout; each takes the artifacts of the tasks that ran."""
+    spec = request.getfixturevalue(fixture)["spec"]
+    tasks = all_tasks(spec)
+    for name, inputs in REPORT_INPUTS.items():
+        task = tasks[name][0]
+        assert re.fullmatch(r"comp-run-report(-\d)?", task["componentRef"]["name"])
+        given = {**task["inputs"].get("artifacts", {}), **task["inputs"]["parameters"]}
+        assert set(given) == set(inputs), name
+        for key, (producer, output) in inputs.items():
+            if key in task["inputs"].get("artifacts", {}):
+                assert producing_task(spec, name, key) == {
+                    "producerTask": producer, "outputArtifactKey": output}, (name, key)
+            else:
+                assert _producing_parameter(spec, name, key) == {
+                    "producerTask": producer, "outputParameterKey": output}, (name, key)
+        # What a branch may lack is optional; what runs before every gate is not.
+        definitions = spec["components"][task["componentRef"]["name"]]["inputDefinitions"]
+        optional = {key for side in ("artifacts", "parameters")
+                    for key, item in definitions.get(side, {}).items() if item.get("isOptional")}
+        assert optional == {*JUDGED, *SERVED, *PUSHED}
+
+
+def _producing_parameter(spec: dict, task: str, key: str) -> dict:
+    """The task output an input parameter of a task is, followed out through the conditions."""
+    tasks = all_tasks(spec)
+    found, around = tasks[task]
+    source = found["inputs"]["parameters"][key]
+    for outer in reversed(around):
+        if "taskOutputParameter" in source:
+            break
+        source = tasks[outer][0]["inputs"]["parameters"][source["componentInputParameter"]]
+    return source["taskOutputParameter"]
 
 
 def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
@@ -213,7 +284,14 @@ def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
     Compiler().compile(build(conditions=False), str(path))
     spec = next(yaml.safe_load_all(path.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == set(CACHED) and not any("triggerPolicy" in t for t in tasks.values())
+    assert set(tasks) == {*GATES.values(), "select-span", "resolve-baseline", "load-baseline",
+                          "ingest", "train", "rollout", "run-report"}
+    assert not any("triggerPolicy" in t for t in tasks.values())
+    # One page at the end, from every task's artifacts.
+    assert {key: (source.get("taskOutputArtifact") or source["taskOutputParameter"])[
+        "producerTask"] for side in ("artifacts", "parameters")
+        for key, source in tasks["run-report"]["inputs"][side].items()} == {
+        key: producer for key, (producer, _) in REPORT_INPUTS["run-report"].items()}
     gate_inputs = {"train": ("data_valid", "validate-data"),
                    "evaluate": ("data_valid", "validate-data"),
                    "infra-validate": ("blessed", "evaluate"),

@@ -1,4 +1,5 @@
-"""`ctloop report`: one self-contained page per run, rendered by a real headless browser."""
+"""The run's page, from a local run's folder (`ctloop report`) and from the tasks' artifacts (the
+pipeline's run_report), rendered by a real headless browser."""
 
 import json
 import re
@@ -9,6 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from ctloop.cli import main
+from ctloop.components.run_report.component import run_report
+from ctloop.components.run_report.tests import artifacts
 from ctloop.local import task_exit
 
 PIPELINE = "ctloop-continuous-training"
@@ -112,16 +115,38 @@ def test_report_of_a_blocked_run_says_what_was_skipped_and_why(workdir):
         assert text in page, text
 
 
-@pytest.mark.skipif(BROWSER is None, reason="needs chromium (Debian: apt-get install chromium)")
-def test_report_renders_in_a_headless_browser_with_its_charts_and_no_script_error(workdir,
-                                                                                 tmp_path):
-    CliRunner().invoke(main, ["report", str(workdir), "-o", str(tmp_path / "r.html")])
+def _in_browser(page, tmp_path) -> str:
+    """The page as headless chromium rendered it (its DOM after the load event), checked free of
+    script errors."""
     done = subprocess.run(
         [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
          "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-         "--dump-dom", (tmp_path / "r.html").as_uri()],
+         "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    # The page's script ran to its end after layout, and both charts had a size.
-    assert 'data-charts-rendered="2"' in done.stdout
     assert "Uncaught" not in done.stderr and "CONSOLE" not in done.stderr
+    return done.stdout
+
+
+needs_browser = pytest.mark.skipif(
+    BROWSER is None, reason="needs chromium (Debian: apt-get install chromium)")
+
+
+@needs_browser
+def test_report_renders_in_a_headless_browser_with_its_charts_and_no_script_error(workdir,
+                                                                                 tmp_path):
+    CliRunner().invoke(main, ["report", str(workdir), "-o", str(tmp_path / "r.html")])
+    # The page's script ran to its end after layout, and both charts had a size.
+    assert 'data-charts-rendered="2"' in _in_browser(tmp_path / "r.html", tmp_path)
+
+
+@needs_browser
+@pytest.mark.parametrize("run", ["pushed_run", "blocked_run"])
+def test_the_pipelines_page_renders_in_a_headless_browser(run, tmp_path):
+    """run_report's HTML artifact, what the KFP UI shows, from hand-built task artifacts."""
+    page = artifacts.page(tmp_path)
+    run_report.python_func(report=page, **getattr(artifacts, run)(tmp_path / "in"))
+    shown = _in_browser(tmp_path / "report.html", tmp_path)
+    # Both charts of a pushed run (drift, ROC); the drift chart of a run blocked before training.
+    assert f'data-charts-rendered="{2 if run == "pushed_run" else 1}"' in shown
+    assert "Outcome:" in shown

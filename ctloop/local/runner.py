@@ -29,9 +29,10 @@ from ctloop.errors import TaskFailedError, WorkdirBusyError
 from ctloop.local import in_process, task_exit
 
 # The data's tasks, the baseline's, then the gates in order (kfp.local may run the first two
-# pairs in either order: neither needs the other).
+# pairs in either order: neither needs the other), then the run's page.
+REPORT_TASK = "run-report"
 TASKS = ("select-span", "ingest", "resolve-baseline", "load-baseline", "validate-data", "train",
-         "evaluate", "infra-validate", "rollout")
+         "evaluate", "infra-validate", "rollout", REPORT_TASK)
 # kfp.local's log lines around a task's process (task names in color codes, which are removed).
 _LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
 _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
@@ -260,6 +261,7 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
             "drift_html": str(run_dir / "validate-data" / "drift_view"),
             "evaluation_md": str(run_dir / "evaluate" / "report"),
             "infra_md": str(run_dir / "infra-validate" / "report"),
+            "run_html": str(run_dir / REPORT_TASK / "report"),
         },
         "timings_s": timings_s,
     }
@@ -309,7 +311,7 @@ def describe(summary: dict[str, Any]) -> str:
     ]
     names = {"statistics_html": "data statistics", "anomalies_md": "anomalies",
              "drift_html": "drift and skew", "evaluation_md": "evaluation",
-             "infra_md": "infra validation"}
+             "infra_md": "infra validation", "run_html": "the run's page"}
     lines += [f"  {names.get(key, key):<17} {Path(path).relative_to(summary['run_dir'])}"
               for key, path in summary["reports"].items()]
     return "\n".join(lines)

@@ -45,8 +45,10 @@ def _yes_no(value: Any) -> str:
 def run_row(run_dir: Path) -> dict[str, str]:
     """One run's row: time, span(s), the baseline it was judged against, the decisions, the
     pushed version, and the outcome."""
-    from ctloop.local.runner import TASKS
+    from ctloop.local.runner import REPORT_TASK, TASKS
 
+    # The pipeline's own page is no decision; runs from before it wrote one have no folder for it.
+    tasks = [t for t in TASKS if t != REPORT_TASK or (run_dir / t).is_dir()]
     found = _STAMP.search(run_dir.name)
     when = "{}-{}-{} {}:{}:{}".format(*found.groups()) if found else "-"
     outputs = {task: task_outputs(run_dir, task) for task in TASKS}
@@ -58,9 +60,9 @@ def run_row(run_dir: Path) -> dict[str, str]:
     infra = artifact_metadata(outputs["infra-validate"], "infra_blessing")
     pushed = artifact_metadata(outputs["rollout"], "pushed_model")
     # The task that says it failed; else the first without outputs (still running, or stopped).
-    failed = next((task for task in TASKS if outputs[task] is None
+    failed = next((task for task in tasks if outputs[task] is None
                    and (run_dir / task / task_exit.FAILURE_FILE).is_file()), None) or next(
-        (task for task in TASKS if outputs[task] is None), None)
+        (task for task in tasks if outputs[task] is None), None)
     if failed is not None:
         reason_file = run_dir / failed / task_exit.FAILURE_FILE
         outcome = f"{failed} failed: {reason_file.read_text().strip()}" if (

@@ -1,0 +1,85 @@
+"""KFP component: the run's one-page HTML report, for the KFP UI."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Output,
+)
+
+from ctloop.kfp.images import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def run_report(
+    spans_read: List[int],
+    baseline_schema: Input[Artifact],
+    train_data: Input[Dataset],
+    eval_data: Input[Dataset],
+    data_valid: bool,
+    anomalies: Input[Artifact],
+    schema: Input[Artifact],
+    drift_metrics: Input[Metrics],
+    anomalies_report: Input[Markdown],
+    report: Output[HTML],
+    blessing: Input[Artifact] = None,
+    classification_metrics: Input[ClassificationMetrics] = None,
+    evaluation_report: Input[Markdown] = None,
+    infra_blessing: Input[Artifact] = None,
+    infra_report: Input[Markdown] = None,
+    pushed_model: Input[Artifact] = None,
+    rollout_report: Input[Markdown] = None,
+):
+    """Writes one self-contained HTML page for the run from its tasks' artifacts: decisions and
+    reasons, data and anomalies, drift and skew per feature (a chart), candidate vs baseline, ROC
+    and confusion matrix, infra latency, and the tasks' Markdown reports.
+
+    For blocked runs too: the artifacts of the tasks after a failed gate are optional (compiled
+    for a cluster those tasks did not run), and the page says which gate stopped the run and
+    why. The page loads nothing (inline styles and SVG), so the KFP UI shows it as it is.
+
+    Args:
+        spans_read: select_span's spans.
+        baseline_schema: load_baseline's schema (metadata ``version``: the version the run was
+            judged against, None on a cold start).
+        train_data: ingest's train split (metadata ``rows``; the rows themselves are not read).
+        eval_data: ingest's eval split (metadata ``rows``; the rows themselves are not read).
+        data_valid: validate_data's verdict.
+        anomalies: validate_data's anomalies (metadata ``anomaly_count``, ``blocking_count``,
+            ``summary``).
+        schema: validate_data's schema (metadata ``source``).
+        drift_metrics: validate_data's drift and skew per feature.
+        anomalies_report: validate_data's Markdown report.
+        report: Output: the page; metadata ``data_valid``, ``blessed``, ``infra_blessed``
+            (None: not decided), ``pushed_version`` (None: nothing pushed), ``baseline``,
+            ``outcome``.
+        blessing: evaluate's blessing (None: not evaluated).
+        classification_metrics: evaluate's ROC and confusion matrix (None: not evaluated).
+        evaluation_report: evaluate's Markdown report (None: not evaluated).
+        infra_blessing: infra_validate's infra blessing (None: not infra-validated).
+        infra_report: infra_validate's Markdown report (None: not infra-validated).
+        pushed_model: rollout's pushed model (None: rollout did not run).
+        rollout_report: rollout's Markdown report (None: rollout did not run).
+    """
+    from ctloop.components.run_report import logic
+    from ctloop.local import task_exit
+
+    task_exit.install()
+
+    found = logic.build(spans_read, data_valid, {
+        "baseline_schema": baseline_schema, "train_data": train_data, "eval_data": eval_data,
+        "anomalies": anomalies, "schema": schema, "drift_metrics": drift_metrics,
+        "anomalies_report": anomalies_report, "blessing": blessing,
+        "classification_metrics": classification_metrics,
+        "evaluation_report": evaluation_report, "infra_blessing": infra_blessing,
+        "infra_report": infra_report, "pushed_model": pushed_model,
+        "rollout_report": rollout_report})
+    report.metadata.update(logic.write(found, report.path))
+    print(f"run report: {report.metadata['outcome']}")
