@@ -8,7 +8,6 @@ of the command's input that needs no API, and kept in ``ctx.obj``.
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -103,18 +102,9 @@ def submit(ctx, host, pipeline_name, version_name, experiment, run_name, config_
     values = {**(config.load(config_path) if config_path else {}), **_params(params)}
     name = pipeline_name or _default_pipeline_name()
     client = client_for(ctx, host)
-    with kfp_api.calling(host, f"looking up pipeline {name!r}"):
-        pipeline, versions = _pipeline_and_versions(client, name)
-        version = kfp_plan.resolve_version(name, versions, version_name)
-        definitions = kfp_plan.pipeline_parameters(kfp_api.version_spec(client, version))
-    arguments = kfp_plan.coerce_parameters(definitions, values, "--param")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     with kfp_api.calling(host, f"starting a run of {name!r}"):
-        experiment_id = client.create_experiment(experiment).experiment_id
-        run = client.run_pipeline(
-            experiment_id=experiment_id, job_name=run_name or f"{version.display_name}-{stamp}",
-            params=arguments, pipeline_id=pipeline.pipeline_id,
-            version_id=version.pipeline_version_id)
+        run, version = kfp_api.start_run(client, name, version_name, experiment, values,
+                                         run_name)
     click.echo(f"run {run.run_id} of {name} version {version.display_name}: "
                f"{_link(host, f'runs/details/{run.run_id}')}")
     if not wait:
