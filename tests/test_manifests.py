@@ -167,6 +167,21 @@ def test_inferenceservices_the_rollout_writes_validate():
         assert obj["metadata"]["namespace"] == "ctloop-serving", path
 
 
+def test_a_recording_predictor_reads_the_credentials_the_storage_secret_holds(overlays):
+    """The recording predictor (rollout's golden file) takes boto3's variables from the Secret
+    the storage initializer uses: the ServiceAccount's own, with the keys the kind overlay sets."""
+    path = ROOT / "components/rollout/tests/golden/ctloop-standard-v1-recording.yaml"
+    predictor = yaml.safe_load(path.read_text())["spec"]["predictor"]
+    container = predictor["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    account = _one(overlays["kind"], "ServiceAccount", predictor["serviceAccountName"])
+    secret = _one(overlays["kind"], "Secret", account["secrets"][0]["name"])
+    assert refs == {key: {"name": secret["metadata"]["name"], "key": key}
+                    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    assert set(refs) == set(secret["stringData"])
+    assert container["args"][-4::2] == ["--record-dir", "--s3-endpoint-url"]
+
+
 def test_a_misspelled_field_fails_validation():
     bad = {"apiVersion": "v1", "kind": "ServiceAccount",
            "metadata": {"name": "x", "namespace": "y"}, "secret": [{"name": "s"}]}

@@ -10,9 +10,11 @@ written, and a version serves all traffic only after a probe of its own answers 
 Modules:
 
 - ``manifests``: the InferenceService manifests from ctloop's settings (``ServiceConfig``,
-  ``Resources``, the storage URI rules, the canary, promotion, rollback and stop manifests,
-  infra validation's candidate) and what an apply would change (``plan_apply``); pure, no
-  client.
+  ``Resources``, the storage URI rules, the canary, promotion, rollback and stop manifests) and
+  what an apply would change (``plan_apply``); pure, no client.
+- ``recording``: the predictor recording served requests to the object store (its flags, the
+  credentials from the storage Secret), for the monitoring pipeline.
+- ``candidate``: infra validation's per-run candidate service (never recording).
 - ``status``: what KServe's and Kubernetes' controllers report, read: readiness for the
   generation written in either mode, failures waiting will not fix, the versions served and
   canaried, the deployment mode, the traffic a Standard-mode canary gets, where to probe; pure
@@ -27,13 +29,8 @@ re-exported the names the rollout and infra validation components use.
 """
 
 from ctloop.kserve.api import candidate, connect, delete_stale_candidates, rollout
-from ctloop.kserve.manifests import (
-    SERVING_IMAGE,
-    ServiceConfig,
-    candidate_name,
-    candidate_service,
-    storage_uri,
-)
+from ctloop.kserve.candidate import candidate_name, candidate_service
+from ctloop.kserve.manifests import SERVING_IMAGE, ServiceConfig, storage_uri
 from ctloop.kserve.status import probe_url
 
 __all__ = [

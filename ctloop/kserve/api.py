@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import ClusterError
 from ctloop.kserve import probe
+from ctloop.kserve.candidate import CANDIDATE_ROLE, candidate_service
 from ctloop.kserve.manifests import (
     API_VERSION,
-    CANDIDATE_ROLE,
     FIELD_MANAGER,
     KIND,
     NAME_LABEL,
@@ -29,7 +29,6 @@ from ctloop.kserve.manifests import (
     Action,
     Mode,
     ServiceConfig,
-    candidate_service,
     inference_service,
     plan_apply,
     promoted,

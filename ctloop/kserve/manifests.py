@@ -2,8 +2,9 @@
 
 ``ServiceConfig`` says where and how a model serves; ``inference_service`` builds the manifest
 of one registry version (canary first or not), ``promoted``, ``restore`` and ``stopped`` the
-manifests that follow it, ``candidate_service`` infra validation's per-run service, and
-``plan_apply`` what applying one over the object on the cluster would change.
+manifests that follow it, and ``plan_apply`` what applying one over the object on the cluster
+would change. Infra validation's per-run service is ``ctloop.kserve.candidate``'s; the
+predictor's request recording, ``ctloop.kserve.recording``'s.
 
 KServe's two deployment modes canary differently (kserve 0.21's Python models,
 ``kserve.models``):
@@ -35,6 +36,7 @@ from typing import Any
 
 from ctloop.errors import ConfigError
 from ctloop.kfp.images import SERVING_IMAGE
+from ctloop.kserve import recording
 from ctloop.registry import validate_model_name
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -126,6 +128,10 @@ class ServiceConfig:
             and ``serving.kserve.io/s3-endpoint`` annotations (manifests/base/storage.yaml).
         resources: The predictor's CPU and memory.
         image: The serving image for the ``ctloop`` runtime.
+        record_uri: ``s3://BUCKET/PREFIX`` the ``ctloop`` predictor records served requests to,
+            as given (``ctloop.kserve.recording``: credentials from the ServiceAccount's Secret);
+            None or "": no recording.
+        s3_endpoint_url: The S3-compatible endpoint of ``record_uri`` (None: boto3's default).
     """
 
     name: str
@@ -135,6 +141,8 @@ class ServiceConfig:
     runtime: Runtime = Runtime.CTLOOP
     resources: Resources = Resources()
     image: str = SERVING_IMAGE
+    record_uri: str | None = None
+    s3_endpoint_url: str | None = None
 
     def __post_init__(self):
         validate_model_name(self.name)
@@ -158,6 +166,9 @@ class ServiceConfig:
         object.__setattr__(self, "runtime", _enum(Runtime, self.runtime, "runtime"))
         if not self.image:
             raise ConfigError("serving image is empty: pass the ctloop serving image")
+        object.__setattr__(self, "record_uri", recording.check_uri(
+            self.record_uri, ctloop_runtime=self.runtime is Runtime.CTLOOP))
+        object.__setattr__(self, "s3_endpoint_url", recording.check_endpoint(self.s3_endpoint_url))
 
 
 def storage_uri(artifact_uri: str) -> str:
@@ -210,10 +221,12 @@ def predictor(config: ServiceConfig, artifact_uri: str, version: int | None = No
             "image": config.image,
             "command": ["ctloop", "serve"],
             "args": ["--model-dir", MODEL_MOUNT, "--model-name", config.name,
-                     "--port", str(SERVING_PORT)],
+                     "--port", str(SERVING_PORT),
+                     *recording.args(config.record_uri, config.s3_endpoint_url)],
             # KServe's custom predictor: STORAGE_URI makes the storage initializer download the
             # model into MODEL_MOUNT before the container starts.
-            "env": [{"name": "STORAGE_URI", "value": uri}],
+            "env": [{"name": "STORAGE_URI", "value": uri},
+                    *recording.env(config.record_uri, config.service_account)],
             "ports": [{"containerPort": SERVING_PORT, "protocol": "TCP"}],
             "resources": resources,
         }],
@@ -295,51 +308,6 @@ def inference_service(config: ServiceConfig, version: int, artifact_uri: str, *,
             "annotations": annotations,
         },
         "spec": spec,
-    }
-
-
-CANDIDATE_ROLE = "infra-validation"
-_TOKEN = re.compile(r"^[a-z0-9]{1,8}$")
-
-
-def candidate_name(name: str, token: str) -> str:
-    """The name of one run's short-lived infra-validation InferenceService of model ``name``:
-    ``<name>-infra-<token>``, the model's name shortened so that it stays a valid serving name
-    (``ServiceConfig``). Unique per run: two runs of one model never probe, replace or delete
-    each other's candidate, and a run never waits on a predecessor's that is still going.
-
-    Raises:
-        ConfigError: ``token`` is not 1-8 lowercase letters or digits.
-    """
-    if not _TOKEN.match(token or ""):
-        raise ConfigError(f"candidate token {token!r} is invalid: use 1-8 lowercase letters or "
-                          "digits, e.g. a few hex digits of a UUID")
-    keep = 45 - len(f"-infra-{token}")  # ServiceConfig's limit for a name that canaries
-    return f"{name[:keep].rstrip('-')}-infra-{token}"
-
-
-def candidate_service(config: ServiceConfig, artifact_uri: str, token: str) -> dict[str, Any]:
-    """A short-lived InferenceService serving the candidate alone, for infra validation.
-
-    Named ``candidate_name(config.name, token)`` (also its model name in request paths), beside
-    the serving one and never taking its traffic; ``config``'s mode, runtime, resources and
-    credentials, so it is tested as it would serve.
-
-    Raises:
-        ConfigError: A bad token or artifact URI.
-    """
-    candidate = dataclasses.replace(config, name=candidate_name(config.name, token))
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": candidate.name,
-            "namespace": candidate.namespace,
-            "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, NAME_LABEL: config.name,
-                       ROLE_LABEL: CANDIDATE_ROLE},
-            "annotations": {MODE_ANNOTATION: candidate.mode.value},
-        },
-        "spec": {"predictor": predictor(candidate, artifact_uri)},
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -34,6 +35,7 @@ from ctloop.kserve.api import (
     rollout,
     wait_ready,
 )
+from ctloop.kserve.candidate import candidate_name, candidate_service
 from ctloop.kserve.manifests import (
     MODE_ANNOTATION,
     NAME_LABEL,
@@ -45,8 +47,6 @@ from ctloop.kserve.manifests import (
     Runtime,
     ServiceConfig,
     canary_name,
-    candidate_name,
-    candidate_service,
     deployment_name,
     inference_service,
     plan_apply,
@@ -87,6 +87,14 @@ def config(mode: Mode = Mode.STANDARD, runtime: Runtime = Runtime.CTLOOP, **over
                             **overrides})
 
 
+RECORD_URI = "s3://mlpipeline/ctloop/records/churn"
+ENDPOINT = "http://seaweedfs.kubeflow:9000"
+
+
+def recording_config(**overrides):
+    return config(**{"record_uri": RECORD_URI, "s3_endpoint_url": ENDPOINT, **overrides})
+
+
 def golden_cases():
     for runtime in Runtime:
         for mode in Mode:
@@ -96,6 +104,8 @@ def golden_cases():
                    inference_service(config(mode, runtime), 2, URI_V2, canary_percent=20,
                                      stable=v1))
     yield "ctloop-standard-infra-candidate", candidate_service(config(), URI_V1, "a1b2c3")
+    # Recording on (ctloop.kserve.recording): the flags and the Secret's credentials.
+    yield "ctloop-standard-v1-recording", inference_service(recording_config(), 1, URI_V1)
 
 
 GOLDEN_CASES = dict(golden_cases())
@@ -256,6 +266,69 @@ def test_invalid_resources():
 def test_strings_from_kfp_become_modes_and_runtimes():
     built = config("Knative", "tensorflow")
     assert (built.mode, built.runtime) == (Mode.KNATIVE, Runtime.TENSORFLOW)
+
+
+# --- recording served requests (ctloop.kserve.recording) -----------------------------------
+
+
+def test_recording_predictor_gets_the_record_flags_and_the_storage_secrets_credentials():
+    container = inference_service(recording_config(), 1, URI_V1)["spec"]["predictor"][
+        "containers"][0]
+    assert container["args"] == [
+        "--model-dir", "/mnt/models", "--model-name", "churn", "--port", "8080",
+        "--record-dir", RECORD_URI, "--s3-endpoint-url", ENDPOINT]
+    assert container["env"] == [
+        {"name": "STORAGE_URI", "value": storage_uri(URI_V1)},
+        {"name": "AWS_ACCESS_KEY_ID",
+         "valueFrom": {"secretKeyRef": {"name": "ctloop-storage", "key": "AWS_ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": "ctloop-storage",
+                                        "key": "AWS_SECRET_ACCESS_KEY"}}}]
+    # The URI as given; without an endpoint, boto3's default (AWS S3).
+    bare = config(record_uri="s3://records", s3_endpoint_url="")
+    assert inference_service(bare, 1, URI_V1)["spec"]["predictor"]["containers"][0][
+        "args"][-2:] == ["--record-dir", "s3://records"]
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_without_a_record_uri_the_manifests_are_as_before(mode):
+    """KFP passes "" for none: the same manifests as no recording at all (the golden files)."""
+    plain = inference_service(config(mode), 1, URI_V1)
+    assert inference_service(config(mode, record_uri="", s3_endpoint_url=ENDPOINT), 1,
+                             URI_V1) == plain
+    assert "--record-dir" not in plain["spec"]["predictor"]["containers"][0]["args"]
+
+
+def test_a_recording_canary_records_too_and_promotes_unchanged():
+    stable = inference_service(recording_config(), 1, URI_V1)
+    canary = inference_service(recording_config(), 2, URI_V2, canary_percent=20, stable=stable)
+    args = canary["spec"]["canary"][0]["predictor"]["containers"][0]["args"]
+    assert args[-4:] == ["--record-dir", RECORD_URI, "--s3-endpoint-url", ENDPOINT]
+    assert promoted(canary)["spec"]["predictor"]["containers"][0]["args"] == args
+
+
+def test_infra_validations_candidate_never_records():
+    assert candidate_service(recording_config(), URI_V1, "a1b2c3") == candidate_service(
+        config(), URI_V1, "a1b2c3")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"record_uri": "minio://mlpipeline/records"}, "record URI 'minio://mlpipeline/records' is "
+     "not an object-store location: the predictor records to s3://BUCKET/PREFIX only"),
+    ({"record_uri": "/var/records"}, "is not an object-store location"),
+    ({"record_uri": "gs://bucket/records"}, "is not an object-store location"),
+    ({"record_uri": "s3://"}, "is not an object-store location"),
+    ({"record_uri": "s3:///records"}, "is not an object-store location"),
+    ({"record_uri": "s3://bucket/my records"}, "is not an object-store location"),
+    ({"runtime": "tensorflow"}, "needs the 'ctloop' runtime: KServe's TensorFlow runtime does "
+     "not record"),
+    ({"s3_endpoint_url": "seaweedfs.kubeflow:9000"}, "S3 endpoint 'seaweedfs.kubeflow:9000' is "
+     "not a URL"),
+])
+def test_invalid_record_settings_fail_in_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        recording_config(**overrides)
+    assert "\n" not in str(caught.value)
 
 
 def test_canary_needs_a_stable_service_and_a_sane_percent():
