@@ -256,6 +256,12 @@ def _kserve_mode(value):
         raise ConfigError(f"kserve_mode {value!r} is not supported: use 'Standard' or 'Knative'")
 
 
+def _record_uri(value):
+    from ctloop.kserve import recording
+
+    recording.check_uri(value)
+
+
 def _gpu_count(value):
     if not value.isdigit():
         raise ConfigError(f"gpu_count {value!r} is not a whole number of GPUs written as text, "
@@ -286,6 +292,7 @@ _RANGES: dict[str, Callable[[Any], None]] = {
     "serving_target": _serving_target,
     "canary_percent": _canary,
     "kserve_mode": _kserve_mode,
+    "serving_record_uri": _record_uri,
     "gpu_count": _gpu_count,
 }
 

@@ -275,6 +275,9 @@ class KServe:
     mode: str = "Standard"  # or "Knative"
     service_account: str = "ctloop-storage"  # holds the object store's credentials
     ready_timeout_s: float = 600.0
+    # s3://BUCKET/PREFIX the predictor records served requests to, for the monitoring pipeline
+    # (its records_uri); "": none.
+    record_uri: str = ""
 
 
 # -- rollout -------------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
         kserve_mode: str = KServe.mode,
         kserve_service_account: str = KServe.service_account,
         serving_image: str = "",
+        serving_record_uri: str = KServe.record_uri,
         # A string: KFP's driver reads the accelerator count with GetStringValue()
         # (backend/src/v2/driver/resolve.go), which is "" for a number, and no GPU is requested.
         gpu_count: str = "1" if gpu else "0",
@@ -251,6 +252,9 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
                 credentials for KServe's storage initializer.
             serving_image: ``kserve`` target: the ctloop serving image (empty: this release's).
+            serving_record_uri: ``kserve`` target: ``s3://BUCKET/PREFIX`` (endpoint
+                ``s3_endpoint_url``) the predictor records served requests to, the monitoring
+                pipeline's ``records_uri`` (empty: none). Never infra validation's candidate.
             gpu_count: GPUs the train task requests on a cluster, as a string ("0", "1", "2",
                 "4", "8" or "16"; the GPU variant's default is "1", the CPU pipeline's "0").
             accelerator_type: The accelerator resource the train task requests.
@@ -282,15 +286,10 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             fingerprint=resolved.outputs["fingerprint"], s3_endpoint_url=s3_endpoint_url,
         ).set_caching_options(True)
         ingested = ingest(
-            files=selected.outputs["files"],
-            fingerprint=selected.outputs["fingerprint"],
-            spans_read=selected.outputs["spans_read"],
-            label=label,
-            exclude=exclude,
-            eval_percent=eval_percent,
-            s3_endpoint_url=s3_endpoint_url,
-            positive_label=positive_label,
-            task=task,
+            files=selected.outputs["files"], fingerprint=selected.outputs["fingerprint"],
+            spans_read=selected.outputs["spans_read"], label=label, exclude=exclude,
+            eval_percent=eval_percent, s3_endpoint_url=s3_endpoint_url,
+            positive_label=positive_label, task=task,
         ).set_caching_options(True)
         validated = validate_data(
             train_data=ingested.outputs["train_data"],
@@ -423,6 +422,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                         kserve_mode=kserve_mode,
                         kserve_service_account=kserve_service_account,
                         serving_image=serving_image,
+                        serving_record_uri=serving_record_uri,
                         canary_percent=canary_percent,
                         canary_requests=CanarySLO.requests,
                         canary_max_error_rate=CanarySLO.max_error_rate,

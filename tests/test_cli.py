@@ -220,6 +220,24 @@ def test_config_file_sets_the_parameters_and_flags_override_it(recorded, tmp_pat
             params["model_name"], params["hidden_units"]) == (5, ["region"], 0.05, "m2", [16])
 
 
+def test_serving_record_uri_is_a_settings_key_of_the_kserve_target(cli, recorded, tmp_path):
+    """No flag (like kserve_*): a settings file's value is passed on with serving_target kserve;
+    with a local target nothing would record it, so the run refuses it in one line."""
+    config = tmp_path / "ctloop.yaml"
+    uri = "s3://mlpipeline/ctloop/records/churn"
+    config.write_text(yaml.safe_dump({
+        "data_uri": str(recorded.data), "label": "churned", "serving_target": "kserve",
+        "serving_record_uri": uri}))
+    params = recorded("run", "-c", config, "--workdir", tmp_path / "w")
+    assert (params["serving_target"], params["serving_record_uri"]) == ("kserve", uri)
+    config.write_text(yaml.safe_dump({
+        "data_uri": str(recorded.data), "label": "churned", "serving_record_uri": uri}))
+    result = cli("run", "-c", config, "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "serving_record_uri records from the KServe predictor " \
+        "(serving_target: kserve); locally start the server with `ctloop serve --record-dir " \
+        "DIR` instead" in " ".join(result.output.split()), result.output
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("epoch: 3", "'epoch' is not a pipeline parameter; did you mean epochs?"),
     ("data: x", "'data' is not a pipeline parameter; did you mean data_uri?"),

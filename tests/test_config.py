@@ -138,6 +138,7 @@ def _settings_defaults() -> dict:
         "serving_target": s.SERVING_TARGET, "canary_percent": s.CanarySLO.percent,
         "kserve_namespace": s.KServe.namespace, "kserve_mode": s.KServe.mode,
         "kserve_service_account": s.KServe.service_account,
+        "serving_record_uri": s.KServe.record_uri,
     }
 
 
@@ -185,5 +186,18 @@ def test_the_kserve_clients_defaults_are_the_settings():
     from ctloop.settings import KServe
 
     config = kserve.ServiceConfig(name="m")
-    assert (config.namespace, config.service_account, config.mode.value) == (
-        KServe.namespace, KServe.service_account, KServe.mode)
+    assert (config.namespace, config.service_account, config.mode.value,
+            config.record_uri or "") == (
+        KServe.namespace, KServe.service_account, KServe.mode, KServe.record_uri)
+
+
+@pytest.mark.parametrize("value", ["s3://mlpipeline/ctloop/records/churn", ""])
+def test_a_serving_record_uri_is_an_object_store_location_or_none(value):
+    assert config.check({"serving_record_uri": value}, "f") == {"serving_record_uri": value}
+
+
+@pytest.mark.parametrize("value", ["records/", "minio://mlpipeline/records", "gs://b/records"])
+def test_a_serving_record_uri_elsewhere_fails_in_one_line(value):
+    with pytest.raises(ConfigError, match=rf"^f: serving_record_uri: '{value}' is not allowed: "
+                                          r"record URI .* s3://BUCKET/PREFIX only"):
+        config.check({"serving_record_uri": value}, "f")

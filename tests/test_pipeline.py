@@ -336,6 +336,18 @@ def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
     assert "data_uri" not in inputs  # it reads the files it is given, nothing it looks up
 
 
+def test_only_rollout_gets_the_record_uri_never_infra_validation(ir):
+    """The serving predictor records (with the data's endpoint); the candidate's load test,
+    synthetic traffic to a model that may never serve, must not reach the monitor."""
+    tasks = {name: task for name, (task, _) in all_tasks(ir["spec"]).items()}
+    assert {name for name, task in tasks.items() if "serving_record_uri" in task["inputs"].get(
+        "parameters", {})} == {"rollout"}
+    for key in ("serving_record_uri", "s3_endpoint_url"):
+        assert pipeline_parameter(ir["spec"], "rollout", key) == key
+    defaults = ir["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert defaults["serving_record_uri"]["defaultValue"] == ""
+
+
 def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
     executors = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # The data, the registry, a user module; the others read only their input artifacts.

@@ -36,6 +36,7 @@ def rollout(
     serving_url: Optional[str] = None,
     serving_image: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
+    serving_record_uri: Optional[str] = None,
 ) -> bool:
     """Pushes the model as a new registry version if the data is valid and the model is blessed
     (evaluation) and infra-blessed (it served within the SLO), then puts it into service on
@@ -85,7 +86,12 @@ def rollout(
         canary_max_error_rate: Largest share of failed requests allowed during the canary.
         canary_max_p99_ms: Largest p99 latency of the canary's answers.
         ready_timeout_s: ``kserve``: longest wait for each apply to become ready.
-        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
+        s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's);
+            on ``kserve``, also of ``serving_record_uri``.
+        serving_record_uri: ``kserve``: ``s3://BUCKET/PREFIX`` the predictor records served
+            requests to, as given (the monitoring pipeline's ``records_uri``; credentials from
+            ``kserve_service_account``'s Secret). None or empty: no recording. Unused on
+            ``local``, where ``ctloop serve --record-dir`` records.
 
     Returns:
         Whether the new version serves now.
@@ -114,7 +120,8 @@ def rollout(
 
         config = kserve.ServiceConfig(
             name=model_name, namespace=kserve_namespace, mode=kserve_mode,
-            service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE)
+            service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE,
+            record_uri=serving_record_uri or None, s3_endpoint_url=s3_endpoint_url or None)
         deploy = logic.kserve_rollout(kserve.connect(), config, model.uri,
                                       canary.rows(eval_data.path, model.path), slo,
                                       ready_timeout_s)

@@ -241,6 +241,12 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
     for key, value in ctx.meta.get(_CONFIG_ONLY, {}).items():
         if key not in ctx.params or ctx.get_parameter_source(key) not in given:
             params[key] = value
+    # No flag: like kserve_*, a setting of the `kserve` target (settings file, submit, schedules).
+    # A local target's server records when started with `ctloop serve --record-dir`.
+    if params.get("serving_record_uri") and params.get("serving_target", "local") == "local":
+        raise click.UsageError("serving_record_uri records from the KServe predictor "
+                               "(serving_target: kserve); locally start the server with "
+                               "`ctloop serve --record-dir DIR` instead")
     if verbose:
         log_path = "-"
     if log_path is None:
