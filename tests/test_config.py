@@ -201,3 +201,20 @@ def test_a_serving_record_uri_elsewhere_fails_in_one_line(value):
     with pytest.raises(ConfigError, match=rf"^f: serving_record_uri: '{value}' is not allowed: "
                                           r"record URI .* s3://BUCKET/PREFIX only"):
         config.check({"serving_record_uri": value}, "f")
+
+
+def test_the_example_schedules_record_where_the_monitor_reads():
+    """schedules.yaml: every CT run on KServe (scheduled, or started by the monitor) records to
+    the monitoring schedule's records_uri, and each one's parameters pass the settings checks."""
+    from pathlib import Path
+
+    plan = yaml.safe_load((Path(__file__).resolve().parents[1] / "schedules.yaml").read_text())
+    monitors = [s for s in plan["schedules"] if s.get("pipeline") == "ctloop-monitor"]
+    ct_runs = [s["parameters"] for s in plan["schedules"] if "pipeline" not in s]
+    ct_runs += [m["parameters"]["ct_parameters"] for m in monitors]
+    (records_uri,) = {m["parameters"]["records_uri"] for m in monitors}
+    assert ct_runs and all(p["serving_target"] == "kserve" for p in ct_runs)
+    assert {p["serving_record_uri"] for p in ct_runs} == {records_uri}
+    assert {p["s3_endpoint_url"] for p in ct_runs} == {monitors[0]["parameters"]["s3_endpoint_url"]}
+    for parameters in ct_runs:
+        config.check(parameters, "schedules.yaml")
