@@ -25,7 +25,10 @@ from ctloop.settings import MODEL_NAME
               help="Serve this model folder instead of a registry version.")
 @click.option("--model-name", default=MODEL_NAME, show_default=True,
               help="The model's name, in the registry and in request paths.")
-@click.option("--version", type=click.IntRange(min=1), help="Registry version [default: serving].")
+@click.option("--version", type=click.IntRange(min=1),
+              help="With --registry: the registry version to serve [default: follow the serving "
+              "one]. With --model-dir: the registry version the folder holds, which answers and "
+              "records carry (a KServe predictor serves its version's model folder).")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               help="HTTP port (V1, V2, health, /metrics).")
 @click.option("--grpc-port", type=click.IntRange(1, 65535),
@@ -55,8 +58,6 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
     """Serve a model with the KServe model server (serving environment)."""
     if (registry_uri is None) == (model_dir is None):
         raise click.UsageError("pass exactly one of --registry or --model-dir")
-    if version is not None and registry_uri is None:
-        raise click.UsageError("--version selects a registry version: pass --registry too")
     if s3_endpoint_url and not any((uri or "").startswith("s3://")
                                    for uri in (registry_uri, record_dir)):
         raise click.UsageError("--s3-endpoint-url is the endpoint of an s3:// --registry or "
@@ -81,7 +82,8 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
         found = server.registry_version(registry, version)
         model = server.CtloopModel(model_name, found.model_dir, max_batch, version=str(version))
     else:
-        model = server.CtloopModel(model_name, Path(model_dir), max_batch)
+        model = server.CtloopModel(model_name, Path(model_dir), max_batch,
+                                   version=None if version is None else str(version))
     server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log,
                       recorder=recorder)
 

@@ -220,8 +220,11 @@ def predictor(config: ServiceConfig, artifact_uri: str, version: int | None = No
             "name": CONTAINER_NAME,
             "image": config.image,
             "command": ["ctloop", "serve"],
+            # --version: answers and records carry the registry version this predictor serves
+            # (ctloop monitor counts only the serving version's records).
             "args": ["--model-dir", MODEL_MOUNT, "--model-name", config.name,
                      "--port", str(SERVING_PORT),
+                     *(["--version", str(version)] if version is not None else []),
                      *recording.args(config.record_uri, config.s3_endpoint_url)],
             # KServe's custom predictor: STORAGE_URI makes the storage initializer download the
             # model into MODEL_MOUNT before the container starts.

@@ -61,8 +61,9 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
-          registry: str | None = None, port: int | None = None, max_batch: int | None = None,
-          log_path: str | None = None, request_log: bool = False) -> Iterator[ServerProcess]:
+          registry: str | None = None, version: int | None = None, port: int | None = None,
+          max_batch: int | None = None, log_path: str | None = None,
+          request_log: bool = False) -> Iterator[ServerProcess]:
     """Runs ``ctloop serve`` (a model folder or a registry) until the block ends.
 
     Args:
@@ -70,6 +71,8 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
         model_name: The model's name in request paths.
         model_dir: Serve this model folder, or
         registry: serve this registry's serving version.
+        version: With ``model_dir``: the registry version the folder holds (answers carry it);
+            with ``registry``: serve this version instead of following the serving one.
         port: The HTTP port on 127.0.0.1 (default: a free one).
         max_batch: The most rows per request (default: the server's).
         log_path: Keep the server's log here (default: a temporary file, deleted at the end).
@@ -82,6 +85,7 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
         )
     port = port or free_port()
     source = ["--model-dir", model_dir] if model_dir else ["--registry", registry]
+    source += ["--version", str(version)] if version is not None else []
     command = [serving_python, "-m", "ctloop.cli", "serve", *source, "--model-name", model_name,
                "--port", str(port), *(["--max-batch", str(max_batch)] if max_batch else []),
                *(["--request-log"] if request_log else [])]

@@ -68,7 +68,7 @@ from ctloop.kserve.status import (
     standard_readiness,
 )
 from ctloop.registry import LocalRegistry
-from ctloop.serving import canary
+from ctloop.serving import canary, client
 from ctloop.serving import process as server_process
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -276,6 +276,7 @@ def test_recording_predictor_gets_the_record_flags_and_the_storage_secrets_crede
         "containers"][0]
     assert container["args"] == [
         "--model-dir", "/mnt/models", "--model-name", "churn", "--port", "8080",
+        "--version", "1",  # the records carry the version the monitor counts
         "--record-dir", RECORD_URI, "--s3-endpoint-url", ENDPOINT]
     assert container["env"] == [
         {"name": "STORAGE_URI", "value": storage_uri(URI_V1)},
@@ -796,9 +797,13 @@ def test_probe_needs_one_amount_and_rows():
 @pytest.mark.serving
 def test_probe_of_the_real_model_server_passes(prepared, serving_python):
     rows = canary.rows(str(prepared.eval), str(prepared.model_dir))
-    with server_process.serve(serving_python, "churn", model_dir=str(prepared.model_dir)) as run:
+    # Started as the predictor's manifest starts it: the model folder and its registry version.
+    with server_process.serve(serving_python, "churn", model_dir=str(prepared.model_dir),
+                              version=2) as run:
         run.wait_ready("churn", 120)
+        answer = client.predict_raw(run.url, "churn", rows[:1])
         probed = probing.probe(run.url, "churn", rows, "2", n_requests=30, concurrency=2)
+    assert answer["model_version"] == "2"  # what its records carry, which the monitor counts
     assert (len(probed.answered["2"]), probed.errors) == (30, 0)
     judged = canary_verdict(probed, canary.CanarySLO(min_canary_requests=20,
                                                      max_p99_ms=5000.0), "2")
