@@ -25,6 +25,11 @@ EVAL_PERCENT = 20  # the eval split's share of rows, in percent
 MAX_CLASSES = 1000
 
 
+# -- monitoring ----------------------------------------------------------------------------------
+MONITOR_WINDOW = "2000"  # the served rows a monitor pass compares: the latest N, or a duration
+MONITOR_MIN_ROWS = 200  # the fewest rows of a window judged; fewer give no decision
+COOLDOWN_MINUTES = 60.0  # no triggered CT run within this many minutes of the last one
+
 # -- data validation -----------------------------------------------------------------------------
 BLOCK, WARN = "block", "warn"
 # The anomaly types of the breaches ctloop.drift judges (TFDV's own types name TFDV's checks).

@@ -20,8 +20,13 @@ from kfp import dsl, kubernetes
 from ctloop.components.monitor.component import monitor
 from ctloop.components.trigger_run.component import trigger_run
 from ctloop.monitor import CT_PIPELINE_NAME, MONITOR_PIPELINE_NAME
-from ctloop.monitor.measure import DEFAULT_MIN_ROWS
-from ctloop.settings import MODEL_NAME, DriftThresholds
+from ctloop.settings import (
+    COOLDOWN_MINUTES,
+    MODEL_NAME,
+    MONITOR_MIN_ROWS,
+    MONITOR_WINDOW,
+    DriftThresholds,
+)
 
 PIPELINE_NAME = MONITOR_PIPELINE_NAME
 # The components the pipeline is made of, in the order it runs them (compiled one by one too).
@@ -40,14 +45,14 @@ def monitor_pipeline(
     records_uri: str,
     registry_uri: str,
     model_name: str = MODEL_NAME,
-    window: str = "2000",
-    min_rows: int = DEFAULT_MIN_ROWS,
+    window: str = MONITOR_WINDOW,
+    min_rows: int = MONITOR_MIN_ROWS,
     drift_threshold: float = DriftThresholds.drift,
     skew_threshold: float = DriftThresholds.skew,
     false_alarm_rate: float = DriftThresholds.false_alarm_rate,
     s3_endpoint_url: str = "",
     storage_secret: str = "mlpipeline-minio-artifact",
-    cooldown_minutes: float = 60.0,
+    cooldown_minutes: float = COOLDOWN_MINUTES,
     state_uri: str = "",
     ct_pipeline_name: str = CT_PIPELINE_NAME,
     ct_pipeline_version: str = "latest",

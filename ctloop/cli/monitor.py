@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from ctloop.settings import MODEL_NAME, DriftThresholds
+from ctloop.settings import (
+    COOLDOWN_MINUTES,
+    MODEL_NAME,
+    MONITOR_MIN_ROWS,
+    MONITOR_WINDOW,
+    DriftThresholds,
+)
 
 
 # Monitoring the served model (ctloop/monitor.py): what it receives, against its training data.
@@ -22,10 +28,10 @@ from ctloop.settings import MODEL_NAME, DriftThresholds
 @click.option("--s3-endpoint-url", help="S3-compatible endpoint of s3:// records, registry, "
               "--out and --state (MinIO, SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
-@click.option("--window", default="2000", show_default=True,
+@click.option("--window", default=MONITOR_WINDOW, show_default=True,
               help="The served rows compared: the latest N rows (2000), or a duration ending at "
               "the latest record (30m, 6h, 1d); the previous window is as long, before it.")
-@click.option("--min-rows", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--min-rows", type=click.IntRange(min=1), default=MONITOR_MIN_ROWS, show_default=True,
               help="The fewest rows of a window judged; fewer give no decision.")
 @click.option("--drift-threshold", default=DriftThresholds.drift, show_default=True,
               help="Smallest Jensen-Shannon divergence from the previous window that is drift, "
@@ -47,7 +53,7 @@ from ctloop.settings import MODEL_NAME, DriftThresholds
               default="none", show_default=True,
               help="On drift, start a CT run: `ctloop run` (local) or `ctloop submit` (a KFP "
               "cluster) with the arguments after `--`; one per drift episode.")
-@click.option("--cooldown-minutes", default=60.0, show_default=True,
+@click.option("--cooldown-minutes", default=COOLDOWN_MINUTES, show_default=True,
               help="No run starts within this many minutes of the last triggered one.")
 @click.option("--state", "state_path",
               help="The trigger's state file or s3:// object (drift episode, last run) "

@@ -27,8 +27,7 @@ from ctloop.monitor.records import (
 )
 from ctloop.registry import Registry, open_registry
 from ctloop.serving import client
-
-DEFAULT_MIN_ROWS = 200
+from ctloop.settings import MONITOR_MIN_ROWS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,7 @@ def as_served(reference: drift.Profile) -> drift.Profile:
 
 def monitor(records_dir: str | os.PathLike[str], registry_root: str | os.PathLike[str],
             model_name: str, window: Window, thresholds: drift.Thresholds | None = None,
-            min_rows: int = DEFAULT_MIN_ROWS, s3_endpoint_url: str | None = None) -> Result:
+            min_rows: int = MONITOR_MIN_ROWS, s3_endpoint_url: str | None = None) -> Result:
     """Measures the latest window of served rows of the serving version.
 
     Args:
