@@ -206,6 +206,28 @@ class Bucket:
     put: Callable[[str, bytes], None]  # (key, content)
 
 
+# A KFP API for the e2e tests; none reachable: they skip, saying where they looked.
+KFP_HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
+
+
+@pytest.fixture(scope="session")
+def kfp_client():
+    """A ``kfp.Client`` of the API at ``$KFP_HOST`` (token from ``KFP_TOKEN``), or a skip."""
+    import urllib.request
+
+    from ctloop.kfp import api as kfp_api
+
+    try:
+        with urllib.request.urlopen(f"{KFP_HOST}/apis/v2beta1/healthz", timeout=3) as answer:
+            reachable = answer.status == 200
+    except OSError:
+        reachable = False
+    if not reachable:
+        pytest.skip(f"no KFP API reachable at {KFP_HOST} (set KFP_HOST; `make kind-up` starts "
+                    "one)")
+    return kfp_api.connect(KFP_HOST, os.environ.get("KFP_TOKEN"))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -4,116 +4,100 @@ Each test works on its own pipeline and experiment names and removes what it cre
 teardown. Without an API at ``$KFP_HOST`` (default http://localhost:8080) every test skips.
 """
 
-import os
-import urllib.request
 import uuid
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import KFP_HOST
 from ctloop.cli import main
 from ctloop.kfp import api as kfp_api
 from ctloop.kfp import compiling
 
 pytestmark = pytest.mark.e2e
 
-HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
 REQUIRED = {"data_uri": "s3://mlpipeline/ctloop/data", "label": "churned",
             "registry_uri": "/mnt/ctloop/registry"}
 
 
-def _reachable(host: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{host}/apis/v2beta1/healthz", timeout=3) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def client():
-    if not _reachable(HOST):
-        pytest.skip(f"no KFP API reachable at {HOST} (set KFP_HOST; `make kind-up` starts one)")
-    return kfp_api.connect(HOST, os.environ.get("KFP_TOKEN"))
-
-
 @pytest.fixture
-def names(client):
+def names(kfp_client):
     suffix = uuid.uuid4().hex[:8]
     created = {"pipeline": f"ctloop-e2e-{suffix}", "experiment": f"ctloop-e2e-{suffix}"}
     yield created
-    experiment = kfp_api.find_experiment(client, created["experiment"])
+    experiment = kfp_api.find_experiment(kfp_client, created["experiment"])
     if experiment is not None:
-        for run in kfp_api.list_recurring_runs(client, experiment.experiment_id):
-            client.delete_recurring_run(run.recurring_run_id)
-        for run in client.list_runs(experiment_id=experiment.experiment_id,
-                                    page_size=100).runs or []:
+        for run in kfp_api.list_recurring_runs(kfp_client, experiment.experiment_id):
+            kfp_client.delete_recurring_run(run.recurring_run_id)
+        for run in kfp_client.list_runs(experiment_id=experiment.experiment_id,
+                                        page_size=100).runs or []:
             if run.state not in kfp_api.FINISHED:
-                client.terminate_run(run.run_id)
-            client.delete_run(run.run_id)
-        client.delete_experiment(experiment.experiment_id)
-    pipeline = kfp_api.find_pipeline(client, created["pipeline"])
+                kfp_client.terminate_run(run.run_id)
+            kfp_client.delete_run(run.run_id)
+        kfp_client.delete_experiment(experiment.experiment_id)
+    pipeline = kfp_api.find_pipeline(kfp_client, created["pipeline"])
     if pipeline is not None:
-        for version in kfp_api.list_versions(client, pipeline.pipeline_id):
-            client.delete_pipeline_version(pipeline.pipeline_id, version.pipeline_version_id)
-        client.delete_pipeline(pipeline.pipeline_id)
+        for version in kfp_api.list_versions(kfp_client, pipeline.pipeline_id):
+            kfp_client.delete_pipeline_version(pipeline.pipeline_id, version.pipeline_version_id)
+        kfp_client.delete_pipeline(pipeline.pipeline_id)
 
 
-def _ctloop(client, *args):
-    result = CliRunner().invoke(main, [str(a) for a in args], obj={"kfp_client": client})
+def _ctloop(kfp_client, *args):
+    result = CliRunner().invoke(main, [str(a) for a in args], obj={"kfp_client": kfp_client})
     assert result.exit_code == 0, result.output
     return result.output
 
 
 def test_upload_then_same_spec_uploads_nothing_then_new_spec_is_a_version(
-        client, names, tmp_path):
+        kfp_client, names, tmp_path):
     package = tmp_path / "p.yaml"
     compiling.compile_pipeline(package)
-    common = ["upload", "--host", HOST, "--package", package, "--pipeline-name", names["pipeline"]]
-    assert _ctloop(client, *common).startswith("uploaded ")
-    assert _ctloop(client, *common).startswith("unchanged: ")
+    common = ["upload", "--host", KFP_HOST, "--package", package, "--pipeline-name",
+              names["pipeline"]]
+    assert _ctloop(kfp_client, *common).startswith("uploaded ")
+    assert _ctloop(kfp_client, *common).startswith("unchanged: ")
     compiling.set_image(package, "ctloop-pipeline:e2e")
-    assert "uploaded" in _ctloop(client, *common, "--version-name", "e2e")
-    pipeline = kfp_api.find_pipeline(client, names["pipeline"])
-    versions = kfp_api.list_versions(client, pipeline.pipeline_id)
+    assert "uploaded" in _ctloop(kfp_client, *common, "--version-name", "e2e")
+    pipeline = kfp_api.find_pipeline(kfp_client, names["pipeline"])
+    versions = kfp_api.list_versions(kfp_client, pipeline.pipeline_id)
     assert sorted(v.display_name for v in versions) == sorted([names["pipeline"], "e2e"])
 
 
-def test_schedules_apply_idempotently_and_switch(client, names, tmp_path):
+def test_schedules_apply_idempotently_and_switch(kfp_client, names, tmp_path):
     package = tmp_path / "p.yaml"
     compiling.compile_pipeline(package)
-    _ctloop(client, "upload", "--host", HOST, "--package", package, "--pipeline-name",
+    _ctloop(kfp_client, "upload", "--host", KFP_HOST, "--package", package, "--pipeline-name",
             names["pipeline"])
     path = tmp_path / "s.yaml"
     declared = {"name": "e2e", "cron": "0 3 1 1 *", "enabled": False, "parameters": REQUIRED}
     path.write_text(yaml.safe_dump({"experiment": names["experiment"],
                                     "pipeline": names["pipeline"], "schedules": [declared]}))
-    apply = ["schedule", "apply", "--host", HOST, "--file", path]
-    assert _ctloop(client, *apply).splitlines()[-1].endswith("1 change(s) applied")
-    assert _ctloop(client, *apply).splitlines()[-1].endswith("0 change(s) applied")
-    listed = _ctloop(client, "schedule", "list", "--host", HOST, "--experiment",
+    apply = ["schedule", "apply", "--host", KFP_HOST, "--file", path]
+    assert _ctloop(kfp_client, *apply).splitlines()[-1].endswith("1 change(s) applied")
+    assert _ctloop(kfp_client, *apply).splitlines()[-1].endswith("0 change(s) applied")
+    listed = _ctloop(kfp_client, "schedule", "list", "--host", KFP_HOST, "--experiment",
                      names["experiment"])
     assert listed.startswith("e2e\tDISABLED\tcron 0 3 1 1 *\t")
-    _ctloop(client, "schedule", "resume", "e2e", "--host", HOST, "--experiment",
+    _ctloop(kfp_client, "schedule", "resume", "e2e", "--host", KFP_HOST, "--experiment",
             names["experiment"])
-    assert "e2e\tENABLED" in _ctloop(client, "schedule", "list", "--host", HOST,
+    assert "e2e\tENABLED" in _ctloop(kfp_client, "schedule", "list", "--host", KFP_HOST,
                                      "--experiment", names["experiment"])
-    assert "pause e2e" in _ctloop(client, *apply)  # the file says disabled
+    assert "pause e2e" in _ctloop(kfp_client, *apply)  # the file says disabled
     declared["cron"] = "0 4 1 1 *"
     path.write_text(yaml.safe_dump({"experiment": names["experiment"],
                                     "pipeline": names["pipeline"], "schedules": [declared]}))
-    out = _ctloop(client, *apply)
+    out = _ctloop(kfp_client, *apply)
     assert "delete e2e (changed" in out and "create e2e (cron 0 4 1 1 *" in out
 
 
-def test_submit_starts_a_run(client, names, tmp_path):
+def test_submit_starts_a_run(kfp_client, names, tmp_path):
     package = tmp_path / "p.yaml"
     compiling.compile_pipeline(package)
-    _ctloop(client, "upload", "--host", HOST, "--package", package, "--pipeline-name",
+    _ctloop(kfp_client, "upload", "--host", KFP_HOST, "--package", package, "--pipeline-name",
             names["pipeline"])
     params = [item for key, value in REQUIRED.items() for item in ("--param", f"{key}={value}")]
-    out = _ctloop(client, "submit", "--host", HOST, "--pipeline-name", names["pipeline"],
+    out = _ctloop(kfp_client, "submit", "--host", KFP_HOST, "--pipeline-name", names["pipeline"],
                   "--experiment", names["experiment"], *params)
     run_id = out.split()[1]
-    assert client.get_run(run_id).runtime_config.parameters["label"] == "churned"
+    assert kfp_client.get_run(run_id).runtime_config.parameters["label"] == "churned"

@@ -3,8 +3,6 @@ started with ``ctloop.kfp.api.start_run``, the call its ``trigger_run`` task mak
 Without an API at ``$KFP_HOST`` (default http://localhost:8080) every test skips; it has not run
 here (no KFP backend)."""
 
-import os
-import urllib.request
 import uuid
 
 import pytest
@@ -15,44 +13,27 @@ from ctloop.kfp import plan as kfp_plan
 
 pytestmark = pytest.mark.e2e
 
-HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
 
-
-def _reachable(host: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{host}/apis/v2beta1/healthz", timeout=3) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def client():
-    if not _reachable(HOST):
-        pytest.skip(f"no KFP API reachable at {HOST} (set KFP_HOST; `make kind-up` starts one)")
-    return kfp_api.connect(HOST, os.environ.get("KFP_TOKEN"))
-
-
-def test_monitor_pipeline_uploads_and_start_run_types_its_parameters(client):
+def test_monitor_pipeline_uploads_and_start_run_types_its_parameters(kfp_client):
     suffix = uuid.uuid4().hex[:8]
     name, experiment = f"ctloop-monitor-e2e-{suffix}", f"ctloop-e2e-{suffix}"
     package = compiling.MONITOR_PIPELINE_YAML
     action = kfp_plan.plan_upload(name, None, [], kfp_plan.spec_hash(package.read_text()),
                                   "v1", True)
-    pipeline_id, _, _ = kfp_api.upload(client, action, package)
+    pipeline_id, _, _ = kfp_api.upload(kfp_client, action, package)
     try:
-        run, version = kfp_api.start_run(client, name, "latest", experiment, {
+        run, version = kfp_api.start_run(kfp_client, name, "latest", experiment, {
             "records_uri": "s3://mlpipeline/ctloop/records/churn",
             "registry_uri": "s3://mlpipeline/ctloop/registry",
             "s3_endpoint_url": "http://seaweedfs.kubeflow:9000", "ct_pipeline_name": "",
             "min_rows": 200}, f"e2e-{suffix}")
         assert run.run_id and version.pipeline_id == pipeline_id
-        client.terminate_run(run.run_id)
-        client.delete_run(run.run_id)
+        kfp_client.terminate_run(run.run_id)
+        kfp_client.delete_run(run.run_id)
     finally:
-        for item in kfp_api.list_versions(client, pipeline_id):
-            client.delete_pipeline_version(pipeline_id, item.pipeline_version_id)
-        client.delete_pipeline(pipeline_id)
-        found = kfp_api.find_experiment(client, experiment)
+        for item in kfp_api.list_versions(kfp_client, pipeline_id):
+            kfp_client.delete_pipeline_version(pipeline_id, item.pipeline_version_id)
+        kfp_client.delete_pipeline(pipeline_id)
+        found = kfp_api.find_experiment(kfp_client, experiment)
         if found is not None:
-            client.delete_experiment(found.experiment_id)
+            kfp_client.delete_experiment(found.experiment_id)
