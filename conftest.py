@@ -206,6 +206,22 @@ class Bucket:
     put: Callable[[str, bytes], None]  # (key, content)
 
 
+@pytest.fixture
+def cli():
+    """``ctloop`` through click's runner: ``cli("run", ...)`` returns the result. Any existing
+    python passes the serving-python check; tests using it stop before a server starts."""
+    from click.testing import CliRunner
+
+    from ctloop.cli import main
+
+    runner = CliRunner(env={"CTLOOP_SERVING_PYTHON": sys.executable})
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args])
+
+    return invoke
+
+
 # A KFP API for the e2e tests; none reachable: they skip, saying where they looked.
 KFP_HOST = os.environ.get("KFP_HOST", "http://localhost:8080")
 

@@ -10,17 +10,6 @@ from ctloop.cli import main
 from ctloop.local import runner as local_run
 
 
-@pytest.fixture
-def cli():
-    # Any existing python passes the flag's check; these tests stop before a server starts.
-    runner = CliRunner(env={"CTLOOP_SERVING_PYTHON": sys.executable})
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args])
-
-    return invoke
-
-
 def test_datagen_is_deterministic(cli, tmp_path):
     for out in ("a", "b"):
         result = cli("datagen", "--out", tmp_path / out, "--spans", 2, "--rows", 300)
@@ -163,7 +152,6 @@ def recorded(cli, tmp_path, monkeypatch):
 
 
 def test_serving_environment_is_found_without_being_named(recorded, tmp_path, monkeypatch):
-    from click.testing import CliRunner
 
     from ctloop.cli import common as cli_module
 

@@ -4,24 +4,11 @@ workdir another run is using, and `ctloop predict` given a file it cannot read a
 from __future__ import annotations
 
 import fcntl
-import sys
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from ctloop.cli import main
 from ctloop.data import datagen
-
-
-@pytest.fixture
-def cli():
-    runner = CliRunner(env={"CTLOOP_SERVING_PYTHON": sys.executable})
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args])
-
-    return invoke
 
 
 def error_line(result) -> str:

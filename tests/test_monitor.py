@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,20 +90,11 @@ def test_skew_reference_is_compared_at_the_servers_float32_precision():
 @contextlib.contextmanager
 def _serve_recording(serving_python: str, registry: Registry, record_dir: Path):
     """`ctloop serve --registry --record-dir` from the serving environment."""
-    port = server_process.free_port()
-    log = record_dir.parent / "server.log"
-    command = [serving_python, "-m", "ctloop.cli", "serve", "--registry", str(registry.root),
-               "--model-name", registry.model_name, "--port", str(port),
-               "--record-dir", str(record_dir)]
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-    server = server_process.ServerProcess(process, f"http://127.0.0.1:{port}", log)
-    try:
+    with server_process.serve(serving_python, registry.model_name, registry=str(registry.root),
+                              log_path=str(record_dir.parent / "server.log"),
+                              extra_args=["--record-dir", str(record_dir)]) as server:
         server.wait_ready(registry.model_name, 120)
         yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _traffic(span: int, rows: int, drift: float) -> pd.DataFrame:

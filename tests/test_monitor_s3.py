@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -127,21 +125,13 @@ def test_missing_bucket_is_one_line(s3_bucket):
 
 @contextlib.contextmanager
 def _serve_to_s3(serving_python: str, registry, records_uri: str, endpoint: str, log: Path):
-    port = server_process.free_port()
-    command = [serving_python, "-m", "ctloop.cli", "serve", "--registry", str(registry.root),
-               "--model-name", registry.model_name, "--port", str(port),
-               "--record-dir", records_uri, "--s3-endpoint-url", endpoint,
-               "--record-rotate-minutes", "0.02"]  # a file a second: what the monitor sees
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ))
-    server = server_process.ServerProcess(process, f"http://127.0.0.1:{port}", log)
-    try:
+    with server_process.serve(serving_python, registry.model_name, registry=str(registry.root),
+                              log_path=str(log), extra_args=[
+                                  "--record-dir", records_uri, "--s3-endpoint-url", endpoint,
+                                  # a file a second: what the monitor sees
+                                  "--record-rotate-minutes", "0.02"]) as server:
         server.wait_ready(registry.model_name, 120)
         yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _send(url: str, frame, features: list[str]) -> None:

@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ctloop.errors import ConfigError, ModelError
@@ -63,7 +63,7 @@ class ServerProcess:
 def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
           registry: str | None = None, version: int | None = None, port: int | None = None,
           max_batch: int | None = None, log_path: str | None = None,
-          request_log: bool = False) -> Iterator[ServerProcess]:
+          request_log: bool = False, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """Runs ``ctloop serve`` (a model folder or a registry) until the block ends.
 
     Args:
@@ -77,6 +77,7 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
         max_batch: The most rows per request (default: the server's).
         log_path: Keep the server's log here (default: a temporary file, deleted at the end).
         request_log: Log a line per request too.
+        extra_args: More ``ctloop serve`` flags, e.g. ``["--record-dir", DIR]``.
     """
     if not serving_python or not Path(serving_python).exists():
         raise ConfigError(
@@ -88,7 +89,7 @@ def serve(serving_python: str, model_name: str, *, model_dir: str | None = None,
     source += ["--version", str(version)] if version is not None else []
     command = [serving_python, "-m", "ctloop.cli", "serve", *source, "--model-name", model_name,
                "--port", str(port), *(["--max-batch", str(max_batch)] if max_batch else []),
-               *(["--request-log"] if request_log else [])]
+               *(["--request-log"] if request_log else []), *extra_args]
     log = Path(log_path) if log_path else Path(
         tempfile.NamedTemporaryFile(prefix="ctloop-serve-", suffix=".log", delete=False).name)
     with open(log, "w") as handle:
