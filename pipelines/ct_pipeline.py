@@ -21,7 +21,6 @@ in each gate's ``dsl.Else`` branch, and after rollout. Locally one at the end ta
 """
 
 import contextlib
-import dataclasses
 from typing import Dict, List, Optional
 
 from kfp import dsl, kubernetes
@@ -37,7 +36,7 @@ from ctloop.components.run_report.component import run_report
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
-from ctloop.kfp.images import PIPELINE_GPU_IMAGE
+from ctloop.pipelines.gpu import GpuSettings, schedule_train
 from ctloop.settings import (
     EVAL_PERCENT,
     MODEL_NAME,
@@ -64,26 +63,6 @@ COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_dat
 def _off(value: Optional[float]) -> float:
     """A threshold's pipeline default: a KFP float parameter cannot be None, -1.0 means none."""
     return NO_THRESHOLD if value is None else value
-
-
-@dataclasses.dataclass(frozen=True)
-class GpuSettings:
-    """How the GPU variant's train task is scheduled and run: Kubernetes scheduling is fixed at
-    compile time, so these are compile-time settings, not pipeline parameters.
-
-    Attributes:
-        image: The train task's image (TensorFlow with CUDA).
-        node_selector: (label, value) pairs a node must have; by default the label NVIDIA's GPU
-            operator puts on GPU nodes.
-        tolerations: (taint key, effect) pairs tolerated with operator Exists; by default the
-            taint GKE, AKS and EKS GPU node pools carry.
-        shm_size: Size of the memory-backed /dev/shm.
-    """
-
-    image: str = PIPELINE_GPU_IMAGE
-    node_selector: tuple = (("nvidia.com/gpu.present", "true"),)
-    tolerations: tuple = (("nvidia.com/gpu", "NoSchedule"),)
-    shm_size: str = "2Gi"
 
 
 def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
@@ -346,16 +325,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 gpu_count=gpu_count,
                 gpu_type=accelerator_type,
             ).set_caching_options(True)
-            trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpu_count)
-            if gpu:
-                for key, value in gpu.node_selector:
-                    kubernetes.add_node_selector(trained, label_key=key, label_value=value)
-                for key, effect in gpu.tolerations:
-                    kubernetes.add_toleration(trained, key=key, operator="Exists", effect=effect)
-                # NCCL and tf.data exchange buffers through /dev/shm, which is 64 MiB in a
-                # container by default: a memory-backed volume gives them room.
-                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm",
-                                           medium="Memory", size_limit=gpu.shm_size)
+            schedule_train(trained, gpu, gpu_count, accelerator_type)
             evaluated = evaluate(
                 model=trained.outputs["model"],
                 eval_data=ingested.outputs["eval_data"],

@@ -79,7 +79,7 @@ def ir(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def gpu_ir(tmp_path_factory) -> dict:
-    from ctloop.pipelines.ct_pipeline import GpuSettings
+    from ctloop.pipelines.gpu import GpuSettings
 
     path = tmp_path_factory.mktemp("ir") / "ct_pipeline_gpu.yaml"
     compiling.compile_pipeline(path, gpu=GpuSettings())

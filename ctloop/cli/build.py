@@ -87,7 +87,7 @@ def compile_(output: str | None, monitor_output: str | None, components_dir: str
 
 def _gpu_settings(image: str | None, node_selector: tuple[str, ...],
                   tolerations: tuple[str, ...], shm_size: str):
-    from ctloop.pipelines.ct_pipeline import GpuSettings
+    from ctloop.pipelines.gpu import GpuSettings
 
     defaults = GpuSettings()
     taints = []
