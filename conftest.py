@@ -41,6 +41,23 @@ SERVING_PYTHON_ENV = "CTLOOP_SERVING_PYTHON"
 DEFAULT_SERVING_PYTHON = Path(__file__).resolve().parent / ".venv" / "serving" / "bin" / "python"
 
 
+def child_pids(marker: bytes = b"") -> list[int]:
+    """The pids of this process's running children (zombies excluded) whose command line
+    contains ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+            command = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if (int(fields["PPid"]) == os.getpid() and not fields["State"].strip().startswith("Z")
+                and marker in command):
+            found.append(int(proc.name))
+    return found
+
+
 @pytest.fixture(scope="session")
 def serving_python() -> str:
     """The python of the serving environment (kserve 0.21 + TF), or skip."""

@@ -97,6 +97,7 @@ def child_args(description: str) -> argparse.Namespace:
 def main() -> None:
     args = child_args(__doc__)
 
+    from ctloop.cli.common import end_process
     from ctloop.local import runner as local_run
 
     windows = time_tasks(args.runner)
@@ -106,6 +107,7 @@ def main() -> None:
         summary = local_run.run(params, args.workdir, runner=args.runner)
     args.out.write_text(json.dumps({"summary": summary, "windows": windows},
                                    indent=2))
+    end_process()  # as `ctloop run` ends (ctloop.cli.common.end_command)
 
 
 if __name__ == "__main__":

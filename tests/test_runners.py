@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXCLUDE, LABEL
+from conftest import EXCLUDE, LABEL, child_pids
 from ctloop.errors import TaskFailedError
 from ctloop.local import in_process, task_exit
 from ctloop.local import runner as local_run
@@ -149,3 +149,18 @@ def test_ctloop_run_takes_the_runner(flags, runner, tmp_path, monkeypatch):
         str(tmp_path / "w"), "--serving-python", sys.executable, *flags])
     assert result.exit_code == 0, result.output
     assert ran == [runner]
+
+
+def test_the_in_process_runner_starts_the_candidates_server_ahead(both):
+    """In-process, infra validation's server imported while the run validated, trained and
+    evaluated (ctloop.serving.ahead); a process per task starts it when its task runs. The run
+    that never validated a model (the corrupt span) stopped its unused server: none is left."""
+    def where(summary):
+        report = Path(summary["reports"]["infra_md"]).read_text()
+        return next(line for line in report.splitlines() if line.startswith("The candidate ran"))
+
+    (_, (ours, _)), (_, (theirs, _)) = both[in_process.IN_PROCESS], both[in_process.KFP_LOCAL]
+    assert "s ahead of the model (its imports meanwhile)" in where(ours)
+    assert "ahead" not in where(theirs)
+    assert ours["infra_blessed"] and theirs["infra_blessed"]
+    assert child_pids(b"ctloop.serving.ahead") == []

@@ -147,8 +147,10 @@ def local_server(model_dir: str, model_name: str, serving_python: str, startup_t
         with server_process.serve(serving_python, model_name, model_dir=model_dir,
                                   log_path=server_log) as server:
             startup = server.wait_ready(model_name, startup_timeout_s)
+            ahead = (f", started {server.ahead_s:.1f} s ahead of the model (its imports meanwhile)"
+                     if server.ahead_s else "")
             yield Endpoint(server.url, model_name, startup,
-                           "the KServe model server of the serving environment")
+                           f"the KServe model server of the serving environment{ahead}")
 
     return serve
 

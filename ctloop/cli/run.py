@@ -19,6 +19,7 @@ from ctloop.cli.common import (
     _pairs,
     _read_config,
     _terminal,
+    end_command,
     find_serving_python,
 )
 from ctloop.errors import CtloopError
@@ -273,6 +274,7 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
     click.echo(local_run.describe(summary))
     if log_path != "-":
         click.echo(f"task logs: {log_path}")
+    end_command()
 
 
 @click.group("config")

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ctloop.cli.common import end_command
 from ctloop.errors import CtloopError, DataError
 from ctloop.serving import defaults
 from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
@@ -86,6 +87,7 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
                                    version=None if version is None else str(version))
     server.run_server(model, http_port=port, grpc_port=grpc_port, request_log=request_log,
                       recorder=recorder)
+    end_command()  # stopped, and the recorder's files written: no second of TF's teardown
 
 
 @click.command()

@@ -2,7 +2,9 @@
 
 kfp.local orchestrates the run in topological order, one task at a time. By default each task
 runs inside this process (``ctloop.local.in_process``: the libraries are imported once per
-run); with the ``kfp-local`` runner, kfp.local's SubprocessRunner runs each as a subprocess of
+run), and infra validation's model server is started at the run's beginning, importing on
+another core while the tasks before it run (``ctloop.serving.process.started_ahead``); with the
+``kfp-local`` runner, kfp.local's SubprocessRunner runs each as a subprocess of
 this interpreter, as KFP runs a task per pod. Either way each task leaves
 ``executor_output.json`` (its output parameters and the metadata of its output artifacts) in
 ``<pipeline_root>/<run>/<task>/``. The summary is read from those files, so it reports exactly
@@ -27,6 +29,8 @@ from typing import Any
 
 from ctloop.errors import TaskFailedError, WorkdirBusyError
 from ctloop.local import in_process, task_exit
+from ctloop.serving import process as server_process
+from ctloop.settings import SERVING_TARGET
 
 # The data's tasks, the baseline's, then the gates in order (kfp.local may run the first two
 # pairs in either order: neither needs the other), then the run's page.
@@ -144,8 +148,14 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
     root_logger.addFilter(clock)
     started = time.monotonic()
     try:
-        with (in_process.tasks_in_process() if runner == in_process.IN_PROCESS
-              else contextlib.nullcontext()):
+        with contextlib.ExitStack() as stack:
+            if runner == in_process.IN_PROCESS:
+                stack.enter_context(in_process.tasks_in_process())
+                if params.get("serving_target", SERVING_TARGET) == "local":
+                    # Infra validation's server imports while the run validates, trains and
+                    # evaluates; its task hands it the candidate (ctloop.serving.ahead).
+                    stack.enter_context(server_process.started_ahead(
+                        params.get("serving_python", "")))
             pipeline(**params)
     except RuntimeError as exc:  # kfp.local: a task failed
         raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc

@@ -1,0 +1,88 @@
+"""A model server started ahead (``ctloop.serving.process.started_ahead``) is the server
+``ctloop serve`` runs, handed its arguments later; and how a ctloop command's process ends."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import EXCLUDE, LABEL, child_pids
+from ctloop.serving import client
+from ctloop.serving import process as server_process
+
+pytestmark = pytest.mark.serving
+
+
+def test_a_server_started_ahead_serves_the_model_it_is_given_later(prepared, serving_python,
+                                                                   tmp_path):
+    log = tmp_path / "server.log"
+    with server_process.started_ahead(serving_python):
+        time.sleep(1.0)  # the model exists only later, as a CT run's candidate does
+        with server_process.serve(serving_python, "churn", model_dir=str(prepared.model_dir),
+                                  version=7, log_path=str(log)) as server:
+            server.wait_ready("churn", 120)
+            answers = client.predict_raw(server.url, "churn", _rows(prepared))
+            ahead, pid = server.ahead_s, server.process.pid
+        assert server.process.returncode == 0  # stopped by SIGTERM, ended at once, status 0
+    assert ahead >= 1.0
+    assert answers["model_version"] == "7"
+    assert all(0.0 <= p <= 1.0 for p in answers["predictions"])
+    # Its output reached the log it was given: the server's own start line.
+    assert f"ctloop serving model 'churn' from {prepared.model_dir}" in log.read_text()
+    assert pid not in child_pids()
+
+
+def _rows(prepared) -> list[dict]:
+    frame = pd.read_parquet(prepared.eval).drop(columns=[LABEL, *EXCLUDE]).head(2)
+    return json.loads(frame.to_json(orient="records"))
+
+
+def test_a_server_started_ahead_and_never_used_is_stopped_at_the_end(serving_python):
+    with server_process.started_ahead(serving_python):
+        (started,) = child_pids()
+    assert started not in child_pids()
+
+
+def test_serve_starts_its_own_server_when_the_one_started_ahead_died(prepared, serving_python):
+    with server_process.started_ahead(serving_python):
+        (started,) = child_pids()
+        subprocess.run(["kill", "-9", str(started)], check=True)
+        time.sleep(0.2)
+        with server_process.serve(serving_python, "churn",
+                                  model_dir=str(prepared.model_dir)) as server:
+            server.wait_ready("churn", 120)
+            assert server.ahead_s == 0.0 and server.process.pid != started
+            assert len(client.predict(server.url, "churn", _rows(prepared))) == 2
+
+
+def test_nothing_is_started_ahead_for_a_python_that_does_not_exist(tmp_path):
+    with server_process.started_ahead(str(tmp_path / "no-python")):
+        assert child_pids() == []
+
+
+@pytest.mark.parametrize(("argv0", "ended_early"), [("ctloop", True), ("pytest", False)])
+def test_a_ctloop_command_ends_without_the_interpreters_teardown(tmp_path, argv0, ended_early):
+    """``end_command`` runs the exit hooks (temporary folders are removed) and skips the
+    teardown (an object's finalizer at interpreter exit), only in the command's own process."""
+    program = f"""
+import atexit, pathlib, sys
+sys.argv[0] = {argv0!r}
+class Finalized:
+    def __del__(self):
+        print("torn down", flush=True)
+kept = Finalized()
+atexit.register(pathlib.Path({str(tmp_path / 'hook')!r}).write_text, "exit hooks ran")
+from ctloop.cli.common import end_command
+end_command()
+print("returned", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          check=True)
+    assert (tmp_path / "hook").read_text() == "exit hooks ran"
+    if ended_early:
+        assert done.stdout == ""
+    else:
+        assert done.stdout.splitlines() == ["returned", "torn down"]
