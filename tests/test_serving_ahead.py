@@ -63,6 +63,34 @@ def test_nothing_is_started_ahead_for_a_python_that_does_not_exist(tmp_path):
         assert child_pids() == []
 
 
+def test_a_server_started_ahead_ends_when_its_run_is_killed(serving_python):
+    """A run killed at once (SIGKILL: no cleanup of its own) leaves no server behind: the one
+    it started ahead reads the end of its input and exits."""
+    program = f"""
+import os, signal, sys
+from ctloop.serving import process
+with process.started_ahead({serving_python!r}):
+    (started,) = process._ahead.values()
+    print(started[0].pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    killed = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert killed.returncode == -9
+    pid = int(killed.stdout)
+    deadline = time.monotonic() + 120  # it exits once its imports are done
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.2)
+    assert not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.parametrize(("argv0", "ended_early"), [("ctloop", True), ("pytest", False)])
 def test_a_ctloop_command_ends_without_the_interpreters_teardown(tmp_path, argv0, ended_early):
     """``end_command`` runs the exit hooks (temporary folders are removed) and skips the
