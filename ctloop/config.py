@@ -37,7 +37,10 @@ from ctloop.settings import (
 # Threshold parameters whose exact -1.0 means "none" (evaluate's NO_THRESHOLD); YAML's null
 # says the same.
 THRESHOLDS = ("min_auc", "max_auc_decrease", "min_accuracy", "max_accuracy_decrease", "max_mae",
-              "max_mae_increase")
+              "max_mae_increase", "max_fpr_gap", "max_tpr_gap", "max_fairness_gap_increase")
+# Fairness settings, checked together (thresholds need sensitive features and a binary task).
+FAIRNESS = ("sensitive_features", "train_on_sensitive_features", "max_fpr_gap", "max_tpr_gap",
+            "max_fairness_gap_increase", "min_group_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +126,14 @@ def check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             rule(value)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {key}: {value!r} is not allowed: {exc}") from exc
+    if any(key in checked for key in FAIRNESS):
+        from ctloop.settings import Fairness
+
+        given = {key: checked.get(key, known[key].default) for key in FAIRNESS}
+        try:
+            Fairness.from_parameters(**given).check_task(checked.get("task", known["task"].default))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
     return checked
 
 
@@ -283,7 +294,7 @@ _RANGES: dict[str, Callable[[Any], None]] = {
     **{name: _hyperparameter(name) for name in (
         "epochs", "batch_size", "learning_rate", "hidden_units", "early_stopping_patience",
         "seed")},
-    **{name: _threshold(name) for name in THRESHOLDS},
+    **{name: _threshold(name) for name in THRESHOLDS if name not in FAIRNESS},
     "cold_start": _cold_start,
     "force_bless_reason": _force_bless,
     "max_p99_ms": _slo("max_p99_ms"),

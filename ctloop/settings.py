@@ -241,6 +241,88 @@ class Policy:
         return self.force_bless_reason.strip() if self.force_bless_reason else None
 
 
+# Fairness compares the groups of a column: more distinct values than this is a quantity or an
+# ID (an age in years, a postcode), to be binned into a few groups before it is a sensitive column.
+MAX_GROUPS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Fairness:
+    """Fairness criteria over sensitive columns, judged by evaluate; off by default.
+
+    ``sensitive_features``: eval columns whose groups (one per value) are compared; excluded from
+    training unless ``train_on_sensitive_features``. ``max_fpr_gap`` / ``max_tpr_gap``: binary
+    models only: the largest difference between two groups' false / true positive rates at the
+    0.5 decision threshold. ``max_fairness_gap_increase``: how much either gap may exceed the
+    serving model's on the same rows. ``min_group_size``: a group is judged on a rate only with
+    at least this many rows in its denominator (negatives for the FPR, positives for the TPR);
+    smaller groups are reported with their confidence interval, not judged. None: no threshold.
+    """
+
+    sensitive_features: tuple[str, ...] = ()
+    train_on_sensitive_features: bool = False
+    max_fpr_gap: float | None = None
+    max_tpr_gap: float | None = None
+    max_fairness_gap_increase: float | None = None
+    # At 30 rows a rate's standard error is at most 0.09: a point estimate worth comparing.
+    min_group_size: int = 30
+
+    THRESHOLDS = ("max_fpr_gap", "max_tpr_gap", "max_fairness_gap_increase")
+
+    def __post_init__(self):
+        for name in self.THRESHOLDS:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ConfigError(f"{name} {value} is out of range: a difference of two rates; "
+                                  "use a value in [0, 1]")
+        if self.min_group_size < 1:
+            raise ConfigError(f"min_group_size {self.min_group_size} is invalid: use at least 1 "
+                              f"(default {Fairness.min_group_size})")
+        blank = [name for name in self.sensitive_features if not str(name).strip()]
+        if blank:
+            raise ConfigError(f"sensitive_features {list(self.sensitive_features)} holds a blank "
+                              "name; name eval columns")
+        if self.thresholds and not self.sensitive_features:
+            raise ConfigError(f"fairness thresholds ({', '.join(self.thresholds)}) are set but "
+                              "sensitive_features is empty: name the columns whose groups are "
+                              "compared, or unset them")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The fairness thresholds set, by name."""
+        return {name: getattr(self, name) for name in self.THRESHOLDS
+                if getattr(self, name) is not None}
+
+    @property
+    def on(self) -> bool:
+        """Whether any group is measured: off costs evaluate nothing."""
+        return bool(self.sensitive_features)
+
+    def check_task(self, task: str) -> None:
+        """Refuses fairness thresholds for a task they do not judge (binary only)."""
+        if self.thresholds and task != contract.BINARY:
+            raise ConfigError(
+                f"fairness thresholds ({', '.join(self.thresholds)}) judge binary models only "
+                f"(rates at a decision threshold), not {task}; unset them: {task} groups are "
+                "reported, not judged")
+
+    @classmethod
+    def from_parameters(cls, **values) -> Fairness:
+        """From pipeline parameters, where exactly ``NO_THRESHOLD`` means none (any other
+        negative value is refused, as for ``Thresholds``) and None lists are empty."""
+        for name in cls.THRESHOLDS:
+            value = values.get(name)
+            if value is not None and value < 0 and value != NO_THRESHOLD:
+                raise ConfigError(f"{name} {value} is negative: only {NO_THRESHOLD} means no "
+                                  f"threshold; pass a value in [0, 1], or {NO_THRESHOLD} to turn "
+                                  "it off")
+            if value == NO_THRESHOLD:
+                values[name] = None
+        if "sensitive_features" in values:
+            values["sensitive_features"] = tuple(values["sensitive_features"] or ())
+        return cls(**values)
+
+
 # -- infra validation ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SLO:

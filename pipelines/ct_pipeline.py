@@ -47,6 +47,7 @@ from ctloop.settings import (
     STATS_SAMPLE_RATE,
     CanarySLO,
     DriftThresholds,
+    Fairness,
     Hyperparameters,
     KServe,
     Policy,
@@ -119,6 +120,12 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
         max_mae: float = _off(Thresholds.max_mae),
         max_mae_increase: float = _off(Thresholds.max_mae_increase),
         slice_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        sensitive_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        train_on_sensitive_features: bool = Fairness.train_on_sensitive_features,
+        max_fpr_gap: float = _off(Fairness.max_fpr_gap),
+        max_tpr_gap: float = _off(Fairness.max_tpr_gap),
+        max_fairness_gap_increase: float = _off(Fairness.max_fairness_gap_increase),
+        min_group_size: int = Fairness.min_group_size,
         cold_start: str = Policy.cold_start,
         force_bless_reason: str = Policy.force_bless_reason or "",
         serving_python: str = "",
@@ -207,6 +214,12 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             max_mae_increase: Regression change threshold: how much the MAE may rise above the
                 serving model's, in the label's units (default: off, then at most 1% above it).
             slice_features: Eval columns to report metrics per value of (overall always).
+            sensitive_features: Eval columns whose groups evaluate compares (fairness).
+            train_on_sensitive_features: Train on them too (default: evaluation only).
+            max_fpr_gap: Binary: the largest false positive rate gap between groups (-1.0: none).
+            max_tpr_gap: Binary: the largest true positive rate gap between groups (-1.0: none).
+            max_fairness_gap_increase: How far either gap may exceed the serving model's (-1.0).
+            min_group_size: The fewest rows in a rate's denominator for a group to be judged.
             cold_start: With no serving model: ``bless_on_thresholds`` (bless a first model that
                 passes its checks) or ``require_baseline`` (bless none).
             force_bless_reason: Bless whatever evaluation finds, recording this reason and the
@@ -308,6 +321,8 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 anomalies=validated.outputs["anomalies"],
                 label=label,
                 exclude=exclude,
+                sensitive_features=sensitive_features,
+                train_on_sensitive_features=train_on_sensitive_features,
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
@@ -339,6 +354,9 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 max_mae=max_mae,
                 max_mae_increase=max_mae_increase,
                 slice_features=slice_features,
+                sensitive_features=sensitive_features, max_fpr_gap=max_fpr_gap,
+                max_tpr_gap=max_tpr_gap, max_fairness_gap_increase=max_fairness_gap_increase,
+                min_group_size=min_group_size,
                 cold_start=cold_start,
                 force_bless_reason=force_bless_reason,
                 beam_pipeline_args=beam_pipeline_args,

@@ -139,6 +139,10 @@ def _settings_defaults() -> dict:
         "kserve_namespace": s.KServe.namespace, "kserve_mode": s.KServe.mode,
         "kserve_service_account": s.KServe.service_account,
         "serving_record_uri": s.KServe.record_uri,
+        "sensitive_features": list(s.Fairness.sensitive_features),
+        "train_on_sensitive_features": s.Fairness.train_on_sensitive_features,
+        **{name: off(getattr(s.Fairness, name)) for name in s.Fairness.THRESHOLDS},
+        "min_group_size": s.Fairness.min_group_size,
     }
 
 

@@ -36,8 +36,13 @@ def evaluate(
     max_mae: float,
     max_mae_increase: float,
     cold_start: str,
+    max_fpr_gap: float,
+    max_tpr_gap: float,
+    max_fairness_gap_increase: float,
+    min_group_size: int,
     force_bless_reason: Optional[str] = None,
     slice_features: Optional[List[str]] = None,
+    sensitive_features: Optional[List[str]] = None,
     beam_pipeline_args: Optional[List[str]] = None,
 ) -> bool:
     """Evaluates the candidate with TFMA and blesses it if it passes the thresholds.
@@ -52,6 +57,10 @@ def evaluate(
     0.5; multiclass: the majority class; regression: the labels' median) by a margin whose
     one-sided 95% paired-bootstrap lower bound is above 0, with or without a serving model:
     guessing is never blessed.
+
+    With ``sensitive_features``, every group of those columns is measured in the same TFMA pass
+    (binary: positive rate, TPR, FPR with 95% intervals, AUC; else the judged metric), with the
+    gaps between groups; fairness thresholds (binary) join the blessing.
 
     A gate: with ``data_valid`` False (data validation blocked, so nothing was trained), nothing
     is evaluated or blessed; the task says so in its log and in its outputs' metadata
@@ -68,8 +77,9 @@ def evaluate(
             ``tfma_blessed``, ``tfma_reason``, ``checks``, ``metrics``, ``baseline_version``,
             ``baseline_metrics``, ``task``, ``incomparable`` (why the baseline could not be
             compared, or None), ``no_skill`` (the no-skill and candidate values, the margin and
-            its bootstrap lower bound; None when a value threshold judged); when skipped,
-            ``blessed`` None and ``skipped`` (why).
+            its bootstrap lower bound; None when a value threshold judged), ``fairness`` (every
+            group's numbers and the gaps) and ``decided_by`` (the failed checks), both only with
+            sensitive features; when skipped, ``blessed`` None and ``skipped`` (why).
         evaluation: Output: TFMA's output folder (metrics, plots, validations).
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
         classification_metrics: Output: a classifier's confusion matrix (binary: at threshold
@@ -92,9 +102,17 @@ def evaluate(
             serving model's, in the label's units (-1.0: at most 1% above it).
         cold_start: With no serving model: ``bless_on_thresholds`` blesses a candidate that
             passes its checks, ``require_baseline`` blesses none.
+        max_fpr_gap: Binary: the largest false positive rate gap between two groups of a
+            sensitive feature (-1.0: none).
+        max_tpr_gap: Binary: the largest true positive rate gap, likewise (-1.0: none).
+        max_fairness_gap_increase: Binary: how much either gap may exceed the serving model's
+            over the same groups (-1.0: none).
+        min_group_size: The fewest rows in a rate's denominator for a group to be judged on it;
+            smaller groups are reported, not judged.
         force_bless_reason: When not empty, bless the candidate whatever the verdict, recorded
             with this reason; TFMA still runs and the verdict it overrode is kept.
         slice_features: Features to report metrics per value of.
+        sensitive_features: Eval columns whose groups are compared for fairness (None: none).
         beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
 
     Returns:
@@ -127,6 +145,9 @@ def evaluate(
         max_accuracy_decrease=max_accuracy_decrease, max_mae=max_mae,
         max_mae_increase=max_mae_increase)
     policy = logic.Policy(cold_start, force_bless_reason)
+    fairness = logic.Fairness.from_parameters(
+        sensitive_features=sensitive_features, max_fpr_gap=max_fpr_gap, max_tpr_gap=max_tpr_gap,
+        max_fairness_gap_increase=max_fairness_gap_increase, min_group_size=min_group_size)
     result = logic.run(
         model_dir=model.path,
         eval_path=eval_data.path,
@@ -137,6 +158,7 @@ def evaluate(
         slice_features=slice_features,
         beam_pipeline_args=beam_pipeline_args,
         policy=policy,
+        fairness=fairness,
     )
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
@@ -155,6 +177,9 @@ def evaluate(
         no_skill={**dataclasses.asdict(result.no_skill), "passed": result.no_skill.passed,
                   "summary": result.no_skill.summary} if result.no_skill else None,
     )
+    if result.fairness:  # off: the metadata is what it was before fairness existed
+        blessing.metadata.update(fairness=dataclasses.asdict(result.fairness),
+                                 decided_by=[c.metric for c in result.checks if not c.passed])
     with open(blessing.path, "w") as handle:
         handle.write("BLESSED\n" if result.blessed else "NOT_BLESSED\n")
     with open(report.path, "w") as handle:

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ctloop import beam_options, contract
+from ctloop.components.evaluate import fairness as fair
 from ctloop.components.evaluate.no_skill import (
     Check,
     NoSkill,
@@ -40,7 +41,9 @@ from ctloop.errors import ConfigError
 from ctloop.settings import (
     BLESS_ON_THRESHOLDS,
     JUDGED,
+    MAX_GROUPS,
     REQUIRE_BASELINE,
+    Fairness,
     Policy,
     Thresholds,
 )
@@ -95,6 +98,7 @@ class Evaluation:
     task: str = contract.BINARY
     incomparable: str | None = None  # why the serving model could not be the baseline
     no_skill: NoSkill | None = None  # None: a hand-set value threshold judged instead
+    fairness: fair.Result | None = None  # None: no sensitive feature
 
     @property
     def forced(self) -> bool:
@@ -106,7 +110,8 @@ def load_features(model_dir: str | Path) -> list[FeatureSpec]:
 
 
 def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
-                slice_features: list[str], task: str = contract.BINARY):
+                slice_features: list[str], task: str = contract.BINARY,
+                extra_metrics: tuple[str, ...] = ()):
     import tensorflow_model_analysis as tfma
 
     def spec(name: str, is_baseline: bool):
@@ -142,7 +147,7 @@ def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
                 tfma.PerSliceMetricThreshold(slicing_specs=[overall], threshold=threshold)
             ] if name == judged.class_name and threshold.ByteSize() else [],
         )
-        for name in METRICS[task]
+        for name in [*METRICS[task], *extra_metrics]
     ]
     plots = {
         contract.BINARY: [tfma.MetricConfig(
@@ -195,15 +200,19 @@ def run(
     slice_features: list[str] | None = None,
     beam_pipeline_args: list[str] | None = None,
     policy: Policy | None = None,
+    fairness: Fairness | None = None,
 ) -> Evaluation:
-    """Evaluates the candidate (and the baseline, if any) and decides the blessing."""
+    """Evaluates the candidate (and the baseline, if any) and decides the blessing; with
+    ``fairness``' sensitive features, per group too, in the same TFMA pass."""
     import apache_beam as beam
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    policy = policy or Policy()
-    slice_features = slice_features or []
+    policy, fairness = policy or Policy(), fairness or Fairness()
+    sensitive = list(fairness.sensitive_features)
     task, categories = contract.read_task(model_dir)
+    fairness.check_task(task)
+    slice_features = list(dict.fromkeys([*(slice_features or []), *sensitive]))
     incomparable = None
     if baseline_dir is not None and contract.read_task(baseline_dir) != (task, categories):
         serving_task, serving_classes = contract.read_task(baseline_dir)
@@ -215,14 +224,23 @@ def run(
         )
     # Only a comparable serving model is TFMA's baseline; else the candidate is judged alone.
     with_baseline = baseline_dir is not None and incomparable is None
-    config = eval_config(label, thresholds, with_baseline, slice_features, task)
+    # Off costs nothing: the counts are computed only for groups to compare.
+    counts = tuple(fair.COUNTS) if sensitive and task == contract.BINARY else ()
+    config = eval_config(label, thresholds, with_baseline, slice_features, task, counts)
     features = {f.name: f for f in load_features(model_dir)}
     if with_baseline:
         features = {**{f.name: f for f in load_features(baseline_dir)}, **features}
     frame = pd.read_parquet(eval_path)
     unknown = sorted(set(slice_features) - set(frame.columns))
     if unknown:
-        raise ConfigError(f"slice features {unknown} are not columns of the eval data; fix them")
+        raise ConfigError(f"slice or sensitive features {unknown} are not columns of the eval "
+                          "data; fix them")
+    for name in sensitive:
+        if frame[name].nunique(dropna=False) > MAX_GROUPS:
+            raise ConfigError(
+                f"sensitive feature {name!r} has {frame[name].nunique(dropna=False)} distinct "
+                f"values in the eval split, more than {MAX_GROUPS} groups: bin it into a few "
+                "categories upstream (e.g. age bands) and name that column")
     for name in slice_features:
         features.setdefault(name, FeatureSpec(name, contract.CATEGORICAL))
     batches = record_batches(frame, list(features.values()), label, task)
@@ -268,6 +286,15 @@ def run(
         predicted = predictions(model_dir, frame, load_features(model_dir))
         skill = no_skill(task, frame[label].to_numpy(), predicted, categories)
         applied.insert(0, skill.check())  # in the value threshold's place
+    groups = None
+    if sensitive:
+        groups = fair.measure(fairness, slices, task, CANDIDATE,
+                              BASELINE if with_baseline else None)
+        applied += fair.checks(fairness, groups, with_baseline)
+        for by_slice in [*slices.values(), diffs]:  # counts are the groups' input, not metrics
+            for values in by_slice.values():
+                for name in fair.COUNTS.values():
+                    values.pop(name, None)
     tfma_blessed, tfma_reason = bless(validated, applied, task)
     blessed, reason = decide(tfma_blessed, tfma_reason, policy, baseline_dir is not None,
                              incomparable)
@@ -275,7 +302,7 @@ def run(
     return Evaluation(
         blessed, reason, metrics, slices.get(BASELINE, {}).get("overall", {}), slices, diffs,
         applied, tfma_blessed, tfma_reason, policy.force_reason, views, task, incomparable,
-        skill)
+        skill, groups)
 
 
 def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dict[str, float],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctloop.components.evaluate import fairness
 from ctloop.components.evaluate.logic import BASELINE, CANDIDATE, METRICS, Evaluation
 from ctloop.components.evaluate.no_skill import CONFIDENCE, NoSkill, _number
 
@@ -61,6 +62,8 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
     lines.append("")
     if evaluation.no_skill:
         lines += _no_skill_lines(evaluation.no_skill, evaluation.metrics.get("example_count"))
+    if evaluation.fairness:
+        lines += fairness.markdown(evaluation.fairness, baseline_version)
 
     def ordered(slices):  # overall first, then the slices by name
         return sorted(slices, key=lambda name: (name != "overall", name))

@@ -31,6 +31,8 @@ def train(
     gpu_count: str,
     gpu_type: str,
     exclude: Optional[List[str]] = None,
+    sensitive_features: Optional[List[str]] = None,
+    train_on_sensitive_features: Optional[bool] = None,
     user_module: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
 ):
@@ -71,6 +73,9 @@ def train(
             ``accelerators``, and a request that the task does not see is said in its log.
         gpu_type: The accelerator resource requested (e.g. ``nvidia.com/gpu``).
         exclude: Columns that are not features.
+        sensitive_features: Columns evaluated for fairness: not features either, unless
+            ``train_on_sensitive_features``.
+        train_on_sensitive_features: Train on the sensitive features too (None: False).
         user_module: A Python file (local path in the image, gs:// or s3://) defining
             ``build_model(features, train, hp, task)`` that returns a compiled Keras model; it
             replaces the default model, everything else stays (None or empty: the default).
@@ -105,7 +110,8 @@ def train(
         eval_path=eval_data.path,
         schema_path=os.path.join(schema.path, "schema.pbtxt"),
         label=label,
-        exclude=exclude or [],
+        exclude=[*(exclude or []), *([] if train_on_sensitive_features
+                                     else sensitive_features or [])],
         hp=hp,
         model_dir=model.path,
         label_classes=list(train_data.metadata.get("label_classes", [])),
@@ -130,6 +136,9 @@ def train(
                   "user_module": user_module or None,
                   "user_module_sha256": result.user_module_sha256, "task": task,
                   "warm_start": warm}
+    if sensitive_features:  # off: the run record is what it was before fairness existed
+        parameters.update(sensitive_features=sensitive_features,
+                          train_on_sensitive_features=bool(train_on_sensitive_features))
     requested = int(gpu_count) if gpu_count.isdigit() else 0
     if requested and not any(device != "CPU" for device in result.devices):
         print(f"train: {requested} {gpu_type} requested, but none is visible: trained on CPU")

@@ -20,7 +20,7 @@ from ctloop.components.evaluate import report as markdown
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train import logic as train
 from ctloop.errors import ConfigError
-from ctloop.settings import NO_THRESHOLD, Policy, Thresholds
+from ctloop.settings import NO_THRESHOLD, Fairness, Policy, Thresholds
 
 MODEL_NAME = "churn"
 # The ROC's extreme thresholds leave no predicted negatives (or positives): TFMA's confusion
@@ -54,6 +54,8 @@ def _evaluate(model, prepared, tmp_path, baseline=None, policy=None, **threshold
 DEFAULTS = {name: NO_THRESHOLD if value is None else value
             for name, value in dataclasses.asdict(Thresholds()).items()}
 DEFAULTS["cold_start"] = Policy.cold_start
+DEFAULTS.update(max_fpr_gap=NO_THRESHOLD, max_tpr_gap=NO_THRESHOLD,
+                max_fairness_gap_increase=NO_THRESHOLD, min_group_size=Fairness.min_group_size)
 
 
 def _baseline_artifact(baseline, tmp_path) -> Model:
