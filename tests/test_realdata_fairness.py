@@ -3,16 +3,22 @@
 
 The steps the pipeline runs, in-process: ingest and validate a span of the data, train (the
 component: the sensitive column is not a feature), evaluate (the component) with a fairness
-threshold the candidate breaks, then with a loose one.
+threshold the candidate breaks, then with a loose one; and the whole CT loop under kfp.local
+(marked ``local``) with the same settings in a settings file.
 """
 
+import json
+import subprocess
+import sys
+
 import pytest
+import yaml
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train.component import train
 from ctloop.settings import NO_THRESHOLD, Fairness, Hyperparameters, Policy, Thresholds
-from realdata import datasets, suite
+from realdata import datasets, spans, suite
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 SENSITIVE = "Marital"
@@ -108,3 +114,29 @@ def test_a_loose_fairness_threshold_passes(credit):
     assert meta["decided_by"] == [] and "false positive rate gap <= max_fpr_gap 0.5" in \
         meta["reason"]
     assert "## Fairness" in report
+
+
+@pytest.mark.local
+def test_the_ct_loop_does_not_deploy_a_candidate_that_breaks_a_fairness_threshold(tmp_path):
+    """`ctloop run -c` (kfp.local) with fairness settings in the settings file."""
+    entry = datasets.get("credit_data")
+    spans.write_span(entry.load(), tmp_path / "data", 1)
+    settings = {"data_uri": str(tmp_path / "data"), "label": entry.label, "task": entry.task,
+                "exclude": list(entry.exclude), "model_name": "credit",
+                "sensitive_features": [SENSITIVE], "max_fpr_gap": 0.02}
+    (tmp_path / "ctloop.yaml").write_text(yaml.safe_dump(settings))
+    summary = tmp_path / "summary.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "ctloop.cli", "run", "-c", str(tmp_path / "ctloop.yaml"),
+         "--workdir", str(tmp_path / "work"), "--summary", str(summary), "--log",
+         str(tmp_path / "run.log"), "--serving-python", sys.executable],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ran = json.loads(summary.read_text())
+    assert ran["data_valid"] and not ran["blessed"] and not ran["pushed"]
+    assert ran["blessing_reason"].startswith(
+        f"false positive rate gap over {SENSITIVE} = ")
+    # The two groups large enough to judge, named with their rates.
+    assert "Marital=single (" in ran["blessing_reason"]
+    assert "Marital=married (" in ran["blessing_reason"]
+    assert "fails false positive rate gap <= max_fpr_gap 0.02" in done.stdout
