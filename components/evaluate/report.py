@@ -52,7 +52,9 @@ def report_markdown(evaluation: Evaluation, baseline_version: int | None, span: 
                   "applies." if cold_start else f"Baseline: serving version {baseline_version}.",
                   ""]
     names = list(METRICS[evaluation.task].values())
-    lines += ["## Thresholds (overall slice)", ""]
+    scope = "overall slice; fairness: gaps between groups" if evaluation.fairness else \
+        "overall slice"
+    lines += [f"## Thresholds ({scope})", ""]
     if evaluation.checks:
         lines += ["| threshold | value | result |", "|---|---|---|"]
         lines += [f"| {c.threshold} | {c.shown} | {'pass' if c.passed else 'FAIL'} |"

@@ -283,7 +283,7 @@ def test_fairness_off_costs_nothing_and_changes_nothing(prepared, tmp_path):
     metrics = [m["className"] for spec in config["metricsSpecs"] for m in spec["metrics"]]
     assert not set(fair.COUNTS) & set(metrics)  # no extra TFMA metric
     assert [s.get("featureKeys") for s in config["slicingSpecs"]] == [None, ["contract"]]
-    assert "## Fairness" not in report
+    assert "## Fairness" not in report and "## Thresholds (overall slice)\n" in report
 
 
 def test_component_names_the_group_and_the_gap_when_fairness_blocks(prepared, tmp_path):
@@ -299,6 +299,9 @@ def test_component_names_the_group_and_the_gap_when_fairness_blocks(prepared, tm
     groups = meta["fairness"]["groups"]["region"]
     assert sum(g["rows"] for g in groups) == meta["metrics"]["example_count"]
     assert "**NOT BLESSED**: false positive rate gap over region" in report
+    assert "## Thresholds (overall slice; fairness: gaps between groups)" in report
+    assert "| false positive rate gap <= max_fpr_gap 0.01 | false positive rate gap over region " \
+        f"= {gap['gap']:.4f} | FAIL |" in report
     for group in groups:
         assert f"| {group['name']} | {group['rows']} | {group['positives']} |" in report
 
