@@ -72,3 +72,27 @@ def test_a_wrong_fairness_setting_fails_in_one_line(values, message):
     with pytest.raises(ConfigError) as caught:
         config.check(values, "f")
     assert str(caught.value) == message
+
+
+def test_ctloop_run_passes_fairness_settings_and_refuses_a_column_not_in_the_data(
+        cli, tmp_path, monkeypatch):
+    """Settings-file keys (no flags): passed on to the pipeline as they are; a sensitive
+    feature that is no column of the data fails before the run, in one line."""
+    from ctloop.local import runner as local_run
+
+    data = tmp_path / "data"
+    assert cli("datagen", "--out", data, "--spans", 1, "--rows", 50).exit_code == 0
+    runs = []
+    monkeypatch.setattr(local_run, "run", lambda params, workdir, **_: runs.append(params) or {})
+    monkeypatch.setattr(local_run, "describe", lambda summary: "ran")
+    config = tmp_path / "ctloop.yaml"
+    settings = {"data_uri": str(data), "label": "churned", "exclude": ["customer_id"],
+                "sensitive_features": ["region"], "max_fpr_gap": 0.1}
+    config.write_text(yaml.safe_dump(settings))
+    result = cli("run", "-c", config, "--workdir", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    assert (runs[-1]["sensitive_features"], runs[-1]["max_fpr_gap"]) == (["region"], 0.1)
+    config.write_text(yaml.safe_dump({**settings, "sensitive_features": ["gender"]}))
+    result = cli("run", "-c", config, "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "sensitive_features ['gender'] not among the data's " \
+        "columns (" in " ".join(result.output.split()), result.output

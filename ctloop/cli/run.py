@@ -207,6 +207,11 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
     if unknown:
         raise click.UsageError(f"--slice-feature {unknown} not among the data's columns "
                                f"({', '.join(columns)}); fix the column names")
+    unknown = sorted(set(ctx.meta.get(_CONFIG_ONLY, {}).get("sensitive_features", []))
+                     - set(columns))
+    if unknown:
+        raise click.UsageError(f"sensitive_features {unknown} not among the data's columns "
+                               f"({', '.join(columns)}); fix the column names")
     params = {
         "data_uri": data_uri, "spans": spans, "s3_endpoint_url": s3_endpoint_url or "",
         "label": label, "exclude": list(exclude), "positive_label": positive_label or "",
