@@ -239,7 +239,8 @@ def markdown(result: Result, baseline_version: int | None) -> list[str]:
             if binary:
                 cells = [rate(group.rates.get(r)) for r in
                          ("positive_rate", "true_positive_rate", "false_positive_rate")]
-                lines.append(f"| {group.name} | {group.rows} | {group.positives} | "
+                positives = "n/a" if group.positives is None else group.positives
+                lines.append(f"| {group.name} | {group.rows} | {positives} | "
                              + " | ".join(cells) + f" | {_number(group.metric)} |")
             else:
                 lines.append(f"| {group.name} | {group.rows} | {_number(group.metric)} |")

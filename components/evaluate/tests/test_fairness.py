@@ -127,6 +127,7 @@ def test_a_missing_count_fails_safe():
     result = fair.measure(fairness, {"candidate": slices}, contract.BINARY, "candidate", None)
     (check,) = fair.checks(fairness, result, with_baseline=False)
     assert not check.passed and "sex=female (0 negatives)" in check.detail
+    assert "| sex=female | 150 | n/a | n/a | n/a | n/a | 0.8000 |" in fair.markdown(result, None)
 
 
 def test_the_change_vs_the_serving_model_applies_only_with_one():
