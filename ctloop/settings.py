@@ -98,6 +98,9 @@ class Hyperparameters:
     hidden_units: tuple[int, ...] = (64, 32)
     seed: int = 42
     early_stopping_patience: int = 0  # epochs without a better eval loss before stopping; 0: off
+    # A user module's own hyperparameters (tuned values by name; its build_model reads
+    # hp.user.get(name, its default)). Empty unless a search tuned some.
+    user: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -113,6 +116,35 @@ class Hyperparameters:
                               "invalid: use 0 (off) or a number of epochs >= 1")
         if not 0.0 < self.learning_rate < 1.0:
             raise ConfigError(f"learning_rate {self.learning_rate} is out of range: use (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tune:
+    """The hyperparameter search before training (``components/tune``); off by default.
+
+    ``trials``: how many (0: off; trial 0 is the configured hyperparameters). ``timeout_s``: no
+    trial starts after this many seconds of search. ``parallelism``: trials at once (locally
+    worker processes, at most the machine's cores; 0: one per core). ``validation_percent``: the
+    share of the train split the trials are measured on (never the eval split).
+    ``cluster_parallelism``: trial tasks at once in the compiled pipeline's fan-out, fixed at
+    compile time (KFP's ParallelFor takes a constant).
+    """
+
+    trials: int = 0
+    timeout_s: float = 3600.0
+    parallelism: int = 0
+    validation_percent: int = 20
+    cluster_parallelism: int = 4
+
+    def __post_init__(self):
+        for name in ("trials", "parallelism"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"tune_{name} {getattr(self, name)} is invalid: use 0 or more")
+        if not self.timeout_s > 0:  # NaN fails too
+            raise ConfigError(f"tune_timeout_s {self.timeout_s} is invalid: use seconds > 0")
+        if not 1 <= self.validation_percent <= 99:
+            raise ConfigError(f"tune_validation_percent {self.validation_percent} is out of "
+                              "range: use 1..99")
 
 
 # -- evaluation ----------------------------------------------------------------------------------
