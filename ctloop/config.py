@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ctloop import tuning
 from ctloop.errors import ConfigError
 from ctloop.settings import (
     EVAL_PERCENT,
@@ -134,6 +135,10 @@ def check(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             Fairness.from_parameters(**given).check_task(checked.get("task", known["task"].default))
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
+    if checked.get("tune_trials") and not checked.get("tune_space"):
+        raise ConfigError(f"{source}: tune_trials {checked['tune_trials']} needs tune_space: map "
+                          "hyperparameters to ranges, e.g. {learning_rate: {low: 0.0001, high: "
+                          "0.01, log: true}}")
     return checked
 
 
@@ -146,7 +151,11 @@ def _typed(param: Parameter, value: Any, source: str) -> Any:
     if value is None and key in THRESHOLDS:
         return NO_THRESHOLD
     wanted = _NAMES[kind] + (f" of {_NAMES[param.item]}" if param.item else "")
-    if kind is dict:
+    if kind is dict and key == "tune_space":
+        ok = isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in value.items())
+        wanted = "a mapping of hyperparameter: {low, high} or {choices}"
+    elif kind is dict:
         ok = isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items())
         wanted = "a mapping of text: text"
@@ -305,6 +314,11 @@ _RANGES: dict[str, Callable[[Any], None]] = {
     "kserve_mode": _kserve_mode,
     "serving_record_uri": _record_uri,
     "gpu_count": _gpu_count,
+    "tune_trials": _between("tune_trials", 0, math.inf, "0 (off) or more"),
+    "tune_timeout_s": _between("tune_timeout_s", 1e-3, math.inf, "seconds > 0"),
+    "tune_parallelism": _between("tune_parallelism", 0, math.inf, "0 (one per core) or more"),
+    "tune_validation_percent": _between("tune_validation_percent", 1, 99, "1..99"),
+    "tune_space": lambda value: value and tuning.parse_space(value),  # empty: no search
 }
 
 

@@ -37,6 +37,7 @@ from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
 from ctloop.components.validate_data.component import validate_data
 from ctloop.pipelines.gpu import GpuSettings, schedule_train
+from ctloop.pipelines.tune import TUNING, tune_step
 from ctloop.settings import (
     EVAL_PERCENT,
     MODEL_NAME,
@@ -52,13 +53,14 @@ from ctloop.settings import (
     KServe,
     Policy,
     Thresholds,
+    Tune,
 )
 
 PIPELINE_NAME = "ctloop-continuous-training"
 # The components the pipeline is made of, in the order it runs them: compiled one by one too, as
 # reusable component YAMLs (`ctloop compile`).
-COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, train, evaluate,
-              infra_validate, rollout, run_report)
+COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, *TUNING, train,
+              evaluate, infra_validate, rollout, run_report)
 
 
 def _off(value: Optional[float]) -> float:
@@ -113,6 +115,11 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
         user_module: str = "",
         warm_start: bool = False,
         seed: int = Hyperparameters.seed,
+        tune_trials: int = Tune.trials,
+        tune_timeout_s: float = Tune.timeout_s,
+        tune_parallelism: int = Tune.parallelism,
+        tune_space: Dict[str, dict] = {},  # noqa: B006 - a KFP default value, never mutated
+        tune_validation_percent: int = Tune.validation_percent,
         min_auc: float = _off(Thresholds.min_auc),
         max_auc_decrease: float = _off(Thresholds.max_auc_decrease),
         min_accuracy: float = _off(Thresholds.min_accuracy),
@@ -199,6 +206,8 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 they fit (same task, classes, features, vocabularies and layers); the run record
                 says which.
             seed: Seed for reproducible training.
+            tune_trials: A hyperparameter search of this many trials before train (0: off), on
+                tune_space (``ctloop.tuning``); budget, workers, validation share: tune_*.
             min_auc: Binary value threshold: the candidate's eval AUC must reach it (default:
                 off). This and the thresholds below are off when exactly -1.0; any other
                 negative value is refused. With a task's value threshold off, the candidate
@@ -312,6 +321,8 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             schema=validated.outputs["schema"], drift_metrics=validated.outputs["drift_metrics"],
             anomalies_report=validated.outputs["anomalies_report"])
         with gate(data_valid, "data-valid"):
+            tuned, tuning = tune_step(conditions, locals(), ingested.outputs["train_data"],
+                                      validated.outputs)
             trained = train(
                 train_data=ingested.outputs["train_data"],
                 eval_data=ingested.outputs["eval_data"],
@@ -334,6 +345,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 mixed_precision=mixed_precision,
                 task=task,
                 warm_start=warm_start,
+                tuned=tuned,
                 # Also an input: kfp 2.13 passes a condition only its tasks' input channels, not
                 # those its tasks' resources name, so the accelerator limit below would resolve
                 # to nothing inside the data-valid condition without it.
@@ -426,7 +438,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
         # The tasks that read data, the registry or a user module get the object store's
         # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
         # sees them as parameters.
-        for step in (selected, resolved, baseline, ingested, trained, rolled_out):
+        for step in (selected, resolved, baseline, ingested, *tuning, trained, rolled_out):
             kubernetes.use_secret_as_env(step, secret_name=storage_secret, secret_key_to_env={
                 "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
 

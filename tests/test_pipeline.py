@@ -165,15 +165,22 @@ def test_kfps_driver_resolves_the_gpu_count_of_the_gpu_variant(gpu_ir, ir):
 CACHED = {"select-span": False, "resolve-baseline": False, "load-baseline": True,
           "ingest": True, "validate-data": True, "train": True, "evaluate": True,
           "infra-validate": False, "rollout": False,
+          # The search: decided by its inputs; tune_plan stamps when the search starts, from
+          # which its trials count their budget.
+          "tune": True, "tune-2": True, "tune-plan": False, "tune-trial": False,
           # The run's page is a function of its inputs.
           "run-report": True, "run-report-2": True, "run-report-3": True, "run-report-4": True}
 # The gates: condition task name -> (the gate task whose bool output it tests).
 GATES = {"data-valid": "validate-data", "blessed": "evaluate", "infra-blessed": "infra-validate"}
+# The search's branches, on the tune_trials parameter rather than a gate.
+TUNING_BRANCHES = {"tuning", "no-tuning"}
 # Each gate's dsl.Else branch: condition task name -> the gate it negates.
 ELSE = {"data-invalid": "data-valid", "not-blessed": "blessed",
         "not-infra-blessed": "infra-blessed"}
 # Task -> the gates (and Else branches) it runs inside, outermost first.
 GUARDED = {"train": ["data-valid"], "evaluate": ["data-valid"],
+           **{task: ["data-valid"] for task in ("tune", "tune-2", "tune-plan", "tune-trial",
+                                                  "for-loop-3")},
            "infra-validate": ["data-valid", "blessed"],
            "rollout": ["data-valid", "blessed", "infra-blessed"],
            "run-report": ["data-valid", "blessed", "infra-blessed"],
@@ -204,7 +211,7 @@ REPORT_INPUTS = {"run-report": {**REPORTED, **JUDGED, **SERVED, **PUSHED},
 def test_each_tasks_caching_is_as_designed(fixture, request):
     spec = request.getfixturevalue(fixture)["spec"]
     tasks = {name: task for name, (task, _) in all_tasks(spec).items()
-             if not name.startswith("condition-")}
+             if not name.startswith(("condition-", "for-loop-"))}
     assert {name: task["cachingOptions"].get("enableCache", False) is True
             for name, task in tasks.items()} == CACHED
 
@@ -215,7 +222,8 @@ def test_tasks_after_a_failed_gate_do_not_run_on_a_cluster(fixture, request):
     tasks = all_tasks(spec)
     names = {name: task["taskInfo"]["name"] for name, (task, _) in tasks.items()}
     conditions = {name for name in tasks if name.startswith("condition-")
-                  and not name.startswith("condition-branches-")}
+                  and not name.startswith("condition-branches-")
+                  and names[name] not in TUNING_BRANCHES}
     assert {names[name] for name in conditions} == {*GATES, *ELSE}
     for condition in conditions:
         task = tasks[condition][0]
@@ -273,6 +281,38 @@ def _producing_parameter(spec: dict, task: str, key: str) -> dict:
     return source["taskOutputParameter"]
 
 
+@pytest.mark.parametrize("fixture", ["ir", "gpu_ir"])
+def test_the_search_fans_out_trials_and_train_reads_its_best(fixture, request):
+    """With tune_trials > 0: tune_plan, a ParallelFor of tune_trial tasks (parallelism from
+    settings), tune picking among their collected results; otherwise tune in the Else branch,
+    which skips; train reads the best of whichever branch ran (dsl.OneOf)."""
+    from ctloop.settings import Tune
+
+    spec = request.getfixturevalue(fixture)["spec"]
+    tasks = all_tasks(spec)
+    named = {task["taskInfo"]["name"]: (name, task) for name, (task, _) in tasks.items()}
+    trials = "int(inputs.parameter_values['pipelinechannel--tune_trials']) > 0"
+    tuning, no_tuning = named["tuning"][1], named["no-tuning"][1]
+    assert tuning["triggerPolicy"]["condition"] == trials
+    assert no_tuning["triggerPolicy"]["condition"] == f"!({trials})"
+    loop_name, loop = named["trials"]
+    assert loop["iteratorPolicy"] == {"parallelismLimit": Tune.cluster_parallelism}
+    assert loop["inputs"]["parameters"][loop["parameterIterator"]["items"]["inputParameter"]] == {
+        "taskOutputParameter": {"producerTask": "tune-plan", "outputParameterKey": "trials"}}
+    assert tasks["tune-trial"][1][-1] == loop_name
+    assert tasks["tune"][0]["inputs"]["parameters"]["results"] == {"taskOutputParameter": {
+        "producerTask": loop_name, "outputParameterKey": "pipelinechannel--tune-trial-Output"}}
+    assert tasks["tune"][1][-1] == named["tuning"][0]
+    assert tasks["tune-2"][1][-1] == named["no-tuning"][0]
+    assert pipeline_parameter(spec, "tune-2", "trials") == "tune_trials"
+    source = tasks["train"][0]["inputs"]["artifacts"]["tuned"]["taskOutputArtifact"]
+    branches = spec["components"][tasks[source["producerTask"]][0]["componentRef"]["name"]]
+    assert [(s["producerSubtask"], s["outputArtifactKey"]) for s in branches["dag"]["outputs"][
+        "artifacts"][source["outputArtifactKey"]]["artifactSelectors"]] == [
+        (named["tuning"][0], "pipelinechannel--tune-best"),
+        (named["no-tuning"][0], "pipelinechannel--tune-2-best")]
+
+
 def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
     """kfp.local cannot run dsl.If: local runs build the pipeline without conditions, and the
     tasks after a gate get the gate's value as an input instead."""
@@ -285,7 +325,10 @@ def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
     spec = next(yaml.safe_load_all(path.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {*GATES.values(), "select-span", "resolve-baseline", "load-baseline",
-                          "ingest", "train", "rollout", "run-report"}
+                          "ingest", "tune", "train", "rollout", "run-report"}
+    # One tune task runs the whole search (kfp.local has no ParallelFor); train reads its best.
+    assert tasks["train"]["inputs"]["artifacts"]["tuned"]["taskOutputArtifact"] == {
+        "producerTask": "tune", "outputArtifactKey": "best"}
     assert not any("triggerPolicy" in t for t in tasks.values())
     # One page at the end, from every task's artifacts.
     assert {key: (source.get("taskOutputArtifact") or source["taskOutputParameter"])[
@@ -352,7 +395,7 @@ def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
     executors = ir["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # The data, the registry, a user module; the others read only their input artifacts.
     readers = {"exec-select-span", "exec-resolve-baseline", "exec-load-baseline", "exec-ingest",
-               "exec-train", "exec-rollout"}
+               "exec-train", "exec-rollout", "exec-tune", "exec-tune-2", "exec-tune-trial"}
     assert set(executors) == readers
     for name in readers:
         (secret,) = executors[name]["secretAsEnv"]

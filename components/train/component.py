@@ -35,6 +35,7 @@ def train(
     train_on_sensitive_features: Optional[bool] = None,
     user_module: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
+    tuned: Optional[Input[Artifact]] = None,
 ):
     """Trains a model of the task on the train split; uses every GPU it sees, else the CPU.
 
@@ -80,6 +81,8 @@ def train(
             ``build_model(features, train, hp, task)`` that returns a compiled Keras model; it
             replaces the default model, everything else stays (None or empty: the default).
         s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` user module.
+        tuned: The tune task's ``best``: when its search ran (metadata ``tuned``), its
+            hyperparameters replace the configured ones (None: the configured ones).
     """
     import os
 
@@ -103,6 +106,12 @@ def train(
         or logic.Hyperparameters.hidden_units, seed=seed,
         early_stopping_patience=early_stopping_patience,
     )
+    tuning = None
+    if tuned is not None and tuned.metadata.get("tuned"):
+        from ctloop import tuning as search
+
+        hp, tuning = search.tuned(hp, tuned.path)
+        print(f"train: hyperparameters from the search ({tuning['verdict']}): {hp}")
     version = baseline.metadata.get("version")  # KFP hands numbers back as floats
     version = None if version is None else int(version)
     result = logic.run(
@@ -128,17 +137,19 @@ def train(
     else:
         warm = f"version {version}: {result.warm_start}"
     # What the model was trained with, for the version's run record.
-    parameters = {"label": label, "exclude": exclude or [], "epochs": epochs,
-                  "batch_size": batch_size, "learning_rate": learning_rate,
+    parameters = {"label": label, "exclude": exclude or [], "epochs": hp.epochs,
+                  "batch_size": hp.batch_size, "learning_rate": hp.learning_rate,
                   "hidden_units": list(hp.hidden_units), "seed": seed,
                   "mixed_precision": mixed_precision,
-                  "early_stopping_patience": early_stopping_patience,
+                  "early_stopping_patience": hp.early_stopping_patience,
                   "user_module": user_module or None,
                   "user_module_sha256": result.user_module_sha256, "task": task,
                   "warm_start": warm}
     if sensitive_features:  # off: the run record is what it was before fairness existed
         parameters.update(sensitive_features=sensitive_features,
                           train_on_sensitive_features=bool(train_on_sensitive_features))
+    if tuning:  # off: the run record is what it was before tuning existed
+        parameters["tuning"] = tuning
     requested = int(gpu_count) if gpu_count.isdigit() else 0
     if requested and not any(device != "CPU" for device in result.devices):
         print(f"train: {requested} {gpu_type} requested, but none is visible: trained on CPU")

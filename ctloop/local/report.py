@@ -61,8 +61,9 @@ def from_run_dir(run_dir: Path, links_from: Path) -> report.Run:
         return runs.artifact_metadata(outputs[task], artifact)
 
     # A task that failed or wrote nothing: the row's outcome says which and why. The pipeline's
-    # own page is not one of the run's decisions (and older runs have none).
-    failed = row["outcome"] if any(outputs[t] is None for t in TASKS if t != REPORT_TASK) else None
+    # own page is not one of the run's decisions (and older runs have none, nor a tune task).
+    failed = row["outcome"] if any(outputs[t] is None for t in TASKS
+                                   if t not in (REPORT_TASK, "tune")) else None
     return report.Run(
         title=f"ctloop run {row['time']}",
         spans=[int(s) for s in ((outputs["select-span"] or {}).get("parameterValues", {})

@@ -35,8 +35,8 @@ from ctloop.settings import SERVING_TARGET
 # The data's tasks, the baseline's, then the gates in order (kfp.local may run the first two
 # pairs in either order: neither needs the other), then the run's page.
 REPORT_TASK = "run-report"
-TASKS = ("select-span", "ingest", "resolve-baseline", "load-baseline", "validate-data", "train",
-         "evaluate", "infra-validate", "rollout", REPORT_TASK)
+TASKS = ("select-span", "ingest", "resolve-baseline", "load-baseline", "validate-data", "tune",
+         "train", "evaluate", "infra-validate", "rollout", REPORT_TASK)
 # kfp.local's log lines around a task's process (task names in color codes, which are removed).
 _LAUNCHED = re.compile(r"Executing task '(?P<task>[^']+)'$")
 _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
@@ -251,6 +251,7 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
         "drift": meta("validate-data", "drift_metrics"),
         "previous_span": version(meta("validate-data", "statistics").get("previous_span")),
         "schema_source": meta("validate-data", "schema").get("source"),
+        "tuning": meta("tune", "best"),
         "training": meta("train", "training_metrics"),
         "skipped": skipped,
         "metrics": blessing.get("metrics", {}),
@@ -269,6 +270,7 @@ def summarize(run_dir: Path, timings_s: dict[str, float]) -> dict[str, Any]:
             "statistics_html": str(run_dir / "validate-data" / "statistics_view"),
             "anomalies_md": str(run_dir / "validate-data" / "anomalies_report"),
             "drift_html": str(run_dir / "validate-data" / "drift_view"),
+            "tune_html": str(run_dir / "tune" / "report"),
             "evaluation_md": str(run_dir / "evaluate" / "report"),
             "infra_md": str(run_dir / "infra-validate" / "report"),
             "run_html": str(run_dir / REPORT_TASK / "report"),
@@ -290,6 +292,8 @@ def describe(summary: dict[str, Any]) -> str:
         f"schema {summary['schema_source']})",
         _largest_distances(summary["drift"], summary["previous_span"]),
     ]
+    if summary.get("tuning", {}).get("tuned"):
+        lines.append(f"tuning: {summary['tuning']['verdict']}")
     if "train" in skipped:
         lines.append(f"candidate: not trained ({skipped['train']})")
     elif "evaluate" in skipped:

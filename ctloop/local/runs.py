@@ -47,8 +47,9 @@ def run_row(run_dir: Path) -> dict[str, str]:
     pushed version, and the outcome."""
     from ctloop.local.runner import REPORT_TASK, TASKS
 
-    # The pipeline's own page is no decision; runs from before it wrote one have no folder for it.
-    tasks = [t for t in TASKS if t != REPORT_TASK or (run_dir / t).is_dir()]
+    # The pipeline's own page is no decision; runs from before it (or the tune task) existed have
+    # no folder for it.
+    tasks = [t for t in TASKS if t not in (REPORT_TASK, "tune") or (run_dir / t).is_dir()]
     found = _STAMP.search(run_dir.name)
     when = "{}-{}-{} {}:{}:{}".format(*found.groups()) if found else "-"
     outputs = {task: task_outputs(run_dir, task) for task in TASKS}
