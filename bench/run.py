@@ -12,6 +12,8 @@ Sections:
 - ``stats``: rows/s of the TFDV step against pyarrow parsing the same files.
 - ``serving``: the KServe model server under 1, 4 and 16 concurrent clients, single rows and
   batches, against the in-process SavedModel call.
+- ``tune``: the hyperparameter search's cost per trial and the speed-up of 2 worker processes
+  over 1 (bench.tune); it prepares its own data, so it also runs alone.
 
 Every size runs on fresh data and a fresh registry (a cold start); runs never overlap.
 """
@@ -32,7 +34,7 @@ from bench import machine, measure, report
 from bench.pipeline import MODEL_NAME
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("pipeline", "kfp-local", "floor", "stats", "serving")
+SECTIONS = ("pipeline", "kfp-local", "floor", "stats", "serving", "tune")
 # Result key, title, the child module and its runner, for each measured child.
 KINDS = (("pipeline", "default", "pipeline", "in-process"),
          ("kfp_local", "kfp.local", "pipeline", "kfp-local"),
@@ -46,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--serving-python {args.serving_python!r} does not exist; pass the serving "
                  "environment's python (make sets CTLOOP_SERVING_PYTHON)")
     sections = set(args.only)
-    if not sections & {"pipeline", "kfp-local", "floor"}:
-        sys.exit("--only needs pipeline, kfp-local or floor: the other sections measure their "
-                 "outputs")
+    if not sections & {"pipeline", "kfp-local", "floor", "tune"}:
+        sys.exit("--only needs pipeline, kfp-local, floor or tune: the other sections measure "
+                 "their outputs")
     out = args.out or REPO / "bench" / "results" / (
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
     workdir = args.workdir.resolve()
@@ -63,6 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     code = result["code"]
     print(f"machine: {machine.describe(result['machine'])}\ncode: {(code['commit'] or '?')[:12]}"
           + (" with uncommitted changes" if code["uncommitted_changes"] else ""))
+    if "tune" in sections:
+        from bench import tune
+
+        result["tune"] = tune.measure(workdir / "tune", args.tune_rows, args.tune_trials,
+                                      args.tune_epochs)
+        print(tune.table(result["tune"]))
+        _write(out, result)
+        if not sections & {"pipeline", "kfp-local", "floor"}:
+            print(f"\nwrote {out}")
+            return
     sizes: dict[int, dict[str, Any]] = result["sizes"]
     for rows in sorted(args.rows):
         sizes[rows] = run_size(rows, sections, workdir / f"rows-{rows}", args.serving_python)
@@ -401,6 +413,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="Requests per request kind and client count [default: %(default)s].")
     parser.add_argument("--batch-rows", type=int, default=64,
                         help="Rows per batch request [default: %(default)s].")
+    parser.add_argument("--tune-rows", type=int, default=50_000,
+                        help="tune: rows of the search's data [default: %(default)s].")
+    parser.add_argument("--tune-trials", type=int, default=8,
+                        help="tune: trials per search [default: %(default)s].")
+    parser.add_argument("--tune-epochs", type=int, default=10,
+                        help="tune: epochs per trial [default: %(default)s].")
     return parser
 
 
