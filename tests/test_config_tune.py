@@ -16,6 +16,18 @@ def test_the_search_is_off_by_default_and_its_keys_are_pipeline_parameters():
     assert (known["tune_timeout_s"].default, known["tune_parallelism"].default,
             known["tune_validation_percent"].default, known["tune_space"].default) == (
         Tune.timeout_s, Tune.parallelism, Tune.validation_percent, {})
+    # What a cluster run gets when they are not given: the same.
+    import yaml
+
+    from ctloop.kfp import compiling
+
+    spec = next(yaml.safe_load_all(compiling.PIPELINE_YAML.read_text()))
+    compiled = spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: compiled[name]["defaultValue"] for name in (
+        "tune_trials", "tune_timeout_s", "tune_parallelism", "tune_validation_percent",
+        "tune_space")} == {"tune_trials": 0, "tune_timeout_s": Tune.timeout_s,
+                           "tune_parallelism": 0, "tune_validation_percent": 20,
+                           "tune_space": {}}
 
 
 def test_a_search_reads_as_written():

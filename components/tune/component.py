@@ -106,6 +106,7 @@ def tune(
             artifact.metadata["skipped"] = skipped
         best.metadata["tuned"] = False
         return
+    # The settings file's range checks, for a caller that bypassed it.
     Tune(trials=trials, timeout_s=timeout_s, parallelism=parallelism,
          validation_percent=validation_percent)
     base = Hyperparameters(
