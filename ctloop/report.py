@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,6 +58,9 @@ class Run:
         blessing, classification: evaluate's blessing and ClassificationMetrics metadata.
         infra: infra_validate's infra blessing metadata.
         pushed: rollout's pushed model metadata.
+        tuning: tune's best hyperparameters metadata (``tuned``, ``verdict``, ``trial``,
+            ``hyperparameters``, ``stopped``); {} or not ``tuned``: no search, no section.
+        tuning_page: tune's trials plot and table (an HTML fragment ctloop wrote), if any.
         failed: "<task> failed: <reason>" when a task failed (a local run's folder says so).
         texts: Title -> a Markdown report file, shown folded (files that do not exist are left
             out).
@@ -77,6 +81,8 @@ class Run:
     classification: dict = dataclasses.field(default_factory=dict)
     infra: dict = dataclasses.field(default_factory=dict)
     pushed: dict = dataclasses.field(default_factory=dict)
+    tuning: dict = dataclasses.field(default_factory=dict)
+    tuning_page: Optional[str] = None
     failed: Optional[str] = None
     texts: dict = dataclasses.field(default_factory=dict)
     links: dict = dataclasses.field(default_factory=dict)
@@ -146,6 +152,7 @@ def render(run: Run) -> str:
         _data(run),
         "<h2>Drift and skew per feature</h2>",
         _drift(run.drift),
+        _tuning(run),
         "<h2>Candidate vs baseline</h2>",
         _metrics(run.blessing, run.data_valid),
         _classification(run.classification),
@@ -185,6 +192,22 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _tuning(run: Run) -> str:
+    """The search's verdict, the hyperparameters train used and the trials; nothing when no
+    search ran (a run with tuning off shows the page it always did)."""
+    if not run.tuning.get("tuned"):
+        return ""
+    chosen = run.tuning.get("hyperparameters") or {}
+    page = Path(run.tuning_page) if run.tuning_page else None
+    return ("<h2>Hyperparameter search</h2>"
+            f"<p><b>Verdict:</b> {_e(run.tuning.get('verdict', '-'))}; "
+            f"{_e(run.tuning.get('stopped', ''))}.</p>"
+            + _table(["hyperparameter", "trained with"],
+                     [[name, json.dumps(value)] for name, value in chosen.items()])
+            # ctloop's own fragment (the tune task wrote it): inline styles and SVG only.
+            + (page.read_text() if page and page.is_file() else ""))
 
 
 def _decisions(run: Run) -> str:

@@ -33,6 +33,7 @@ from ctloop.errors import ConfigError
 from ctloop.settings import JUDGED, Hyperparameters
 
 BEST_FILE = "hyperparameters.json"  # in the tune task's ``best`` artifact; train reads it
+TRIALS_PAGE = "trials.html"  # beside it: the trials' plot and table, which the run's page shows
 TUNABLE = ("epochs", "batch_size", "learning_rate", "hidden_units", "early_stopping_patience")
 _INTS = ("epochs", "batch_size", "early_stopping_patience")
 _KEYS = {"low", "high", "log", "step", "choices", "int"}

@@ -376,7 +376,8 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             blessed = evaluated.outputs["Output"]
             judged = dict(blessing=evaluated.outputs["blessing"],
                           evaluation_report=evaluated.outputs["report"],
-                          classification_metrics=evaluated.outputs["classification_metrics"])
+                          classification_metrics=evaluated.outputs["classification_metrics"],
+                          tuning=tuned)
             with gate(blessed, "blessed"):
                 # After evaluation (its blessing is an input), not beside it: the server under
                 # test should not share the cores with TFMA, or the latency it measures is the

@@ -36,6 +36,10 @@ def test_a_run_with_tuning_trains_with_the_best_trials_hyperparameters(spans_dir
     assert best["value"] == max(values) and best["configured_value"] == values[0]
     assert "<svg" in (run_dir / "tune" / "report").read_text()
     assert local_run.describe(summary).count("tuning: ") == 1
+    # The run's page shows the search: its verdict, the values trained with, every trial.
+    page = Path(summary["reports"]["run_html"]).read_text()
+    assert "<h2>Hyperparameter search</h2>" in page and best["verdict"] in page
+    assert page.count("<circle") == 3
     # Train used exactly the chosen values, early stopping kept; the record says where from.
     assert summary["pushed"], summary["push_reason"]
     record = LocalRegistry(tmp_path / "registry", "churn").serving().record()

@@ -36,6 +36,7 @@ def run_report(
     infra_report: Input[Markdown] = None,
     pushed_model: Input[Artifact] = None,
     rollout_report: Input[Markdown] = None,
+    tuning: Input[Artifact] = None,
 ):
     """Writes one self-contained HTML page for the run from its tasks' artifacts: decisions and
     reasons, data and anomalies, drift and skew per feature (a chart), candidate vs baseline, ROC
@@ -67,6 +68,7 @@ def run_report(
         infra_report: infra_validate's Markdown report (None: not infra-validated).
         pushed_model: rollout's pushed model (None: rollout did not run).
         rollout_report: rollout's Markdown report (None: rollout did not run).
+        tuning: tune's best hyperparameters (None, or metadata ``tuned`` False: no search).
     """
     from ctloop.components.run_report import logic
     from ctloop.local import task_exit
@@ -80,6 +82,6 @@ def run_report(
         "classification_metrics": classification_metrics,
         "evaluation_report": evaluation_report, "infra_blessing": infra_blessing,
         "infra_report": infra_report, "pushed_model": pushed_model,
-        "rollout_report": rollout_report})
+        "rollout_report": rollout_report, "tuning": tuning})
     report.metadata.update(logic.write(found, report.path))
     print(f"run report: {report.metadata['outcome']}")

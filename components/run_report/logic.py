@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from ctloop import report
+from ctloop.tuning import TRIALS_PAGE
 
 # Input -> the title of the Markdown report it is, shown folded on the page.
 TEXTS = {"anomalies_report": "the data validation report (anomalies, every measure)",
@@ -32,7 +33,9 @@ def build(spans: list, data_valid: Optional[bool], artifacts: Mapping[str, Any])
         train_data=meta("train_data"), eval_data=meta("eval_data"),
         anomalies=meta("anomalies"), schema=meta("schema"), drift=meta("drift_metrics"),
         blessing=meta("blessing"), classification=meta("classification_metrics"),
-        infra=meta("infra_blessing"), pushed=meta("pushed_model"),
+        infra=meta("infra_blessing"), pushed=meta("pushed_model"), tuning=meta("tuning"),
+        tuning_page=(f"{artifacts['tuning'].path}/{TRIALS_PAGE}"
+                     if artifacts.get("tuning") is not None else None),
         texts={title: artifacts[name].path for name, title in TEXTS.items()
                if artifacts.get(name) is not None and artifacts[name].path},
     )

@@ -57,7 +57,9 @@ def tune(
             the search optimizes is the one the blessing judges.
         best: Output: ``hyperparameters.json``: the chosen ``hyperparameters`` (train's
             tunables, ``user``: the user module's own), its trial, value and the configured
-            one's, the verdict; metadata ``tuned`` (False: no search ran), ``verdict``.
+            one's, the verdict; ``trials.html``: the trials' plot and table, for the run's page;
+            metadata ``tuned`` (False: no search ran), ``verdict``, ``trial``,
+            ``hyperparameters``, ``stopped``.
         history: Output: ``trials.csv``, one row per trial (values, metric, epochs, seconds).
         report: Output: the trials' table and a plot of their values (HTML, inline SVG).
         metrics: Output: ``best``, ``configured``, ``trials``, ``seconds``,
@@ -128,7 +130,8 @@ def tune(
     outputs.write(found, best.path, history.path, report.path)
     print(f"tune: {found.verdict()}; {found.stopped}")
     print("tune: the final training uses " + json.dumps(found.hyperparameters))
-    best.metadata.update(tuned=True, verdict=found.verdict(), trial=found.chosen["number"])
+    best.metadata.update(tuned=True, verdict=found.verdict(), trial=found.chosen["number"],
+                         hyperparameters=found.hyperparameters, stopped=found.stopped)
     metrics.log_metric("best", found.chosen["value"])
     if found.defaults:
         metrics.log_metric("configured", found.defaults["value"])

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.components.tune.logic import HISTORY_FILE, Search
-from ctloop.tuning import BEST_FILE
+from ctloop.tuning import BEST_FILE, TRIALS_PAGE
 
 WIDTH, HEIGHT, PAD = 640, 260, 40
+CHOSEN = ' style="background:#dfd"'  # the chosen trial's row
 
 
 def write(search: Search, best_dir: str, history_dir: str, report_path: str) -> None:
     Path(best_dir).mkdir(parents=True, exist_ok=True)
     Path(best_dir, BEST_FILE).write_text(json.dumps(best(search), indent=2))
-    Path(history_dir).mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(k for t in search.trials for k in t["params"]))
+    Path(best_dir, TRIALS_PAGE).write_text(trials(search, names))
+    Path(history_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(history_dir, HISTORY_FILE), "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["trial", "configured", *names, search.metric, "epochs_run", "seconds"])
@@ -53,9 +55,11 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, list) else value
 
 
-def page(search: Search, names: list[str]) -> str:
+def trials(search: Search, names: list[str]) -> str:
+    """The trials' plot and table: an HTML fragment, inline styles only (the run's page embeds
+    it)."""
     rows = "".join(
-        f"<tr{' class=chosen' if t is search.chosen else ''}><td>{t['number']}"
+        f"<tr{CHOSEN if t is search.chosen else ''}><td>{t['number']}"
         f"{' (configured)' if t['defaults'] else ''}</td>"
         + "".join(f"<td>{html.escape(str(_cell(t['params'].get(n, '')) ))}</td>" for n in names)
         + f"<td>{t['value']:.4f}</td><td>{t['epochs_run']}</td><td>{t['seconds']:.1f}</td></tr>"
@@ -63,16 +67,19 @@ def page(search: Search, names: list[str]) -> str:
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     mean = sum(t["seconds"] for t in search.trials) / len(search.trials)
     return (
-        "<!doctype html><meta charset=utf-8><title>tune</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}"
-        "tr.chosen{background:#dfd}</style>"
-        f"<h1>Hyperparameter search</h1><p>{html.escape(search.verdict())}.</p>"
         f"<p>{len(search.trials)} trials, {search.workers} at once, {search.seconds:.1f} s "
         f"({mean:.1f} s per trial); stopped: {html.escape(search.stopped)}. Measured on "
         f"{search.rows.get('validation', '?')} validation rows carved out of the train split "
         f"(fitted on {search.rows.get('fit', '?')}).</p>"
         f"{plot(search)}<table><tr><th>trial</th>{head}<th>{search.metric}</th>"
         f"<th>epochs</th><th>s</th></tr>{rows}</table>")
+
+
+def page(search: Search, names: list[str]) -> str:
+    return ("<!doctype html><meta charset=utf-8><title>tune</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>"
+            f"<h1>Hyperparameter search</h1><p>{html.escape(search.verdict())}.</p>"
+            + trials(search, names))
 
 
 def plot(search: Search) -> str:

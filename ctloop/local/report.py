@@ -12,6 +12,7 @@ from pathlib import Path
 from ctloop import report
 from ctloop.errors import ConfigError
 from ctloop.local import runs
+from ctloop.tuning import TRIALS_PAGE
 
 REPORT_FILE = "report.html"
 # Title -> (task, output) of the Markdown reports the page shows, and of the views it links to.
@@ -76,6 +77,7 @@ def from_run_dir(run_dir: Path, links_from: Path) -> report.Run:
         blessing=meta("evaluate", "blessing"),
         classification=meta("evaluate", "classification_metrics"),
         infra=meta("infra-validate", "infra_blessing"), pushed=meta("rollout", "pushed_model"),
+        tuning=meta("tune", "best"), tuning_page=str(run_dir / "tune" / "best" / TRIALS_PAGE),
         failed=failed,
         texts={title: run_dir / task / name for title, (task, name) in TEXTS.items()},
         links={title: os.path.relpath(run_dir / task / name, links_from)

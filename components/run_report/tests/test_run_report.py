@@ -61,3 +61,25 @@ def test_page_of_a_run_stopped_at_blessing_or_infra_validation(tmp_path):
     page, meta = _run(inputs, tmp_path)
     assert meta["outcome"] == "not pushed: not blessed (AUC 0.61 < 0.7)"
     assert "✗ blessed" in page and "Not run: the model is not blessed." in page
+
+
+def test_page_of_a_tuned_run_shows_the_search_and_an_untuned_one_does_not(tmp_path):
+    from kfp.dsl import Artifact
+
+    from ctloop.tuning import TRIALS_PAGE
+
+    inputs = artifacts.pushed_run(tmp_path / "in")
+    untuned, _ = _run(inputs, tmp_path)
+    assert "Hyperparameter search" not in untuned
+    best = Artifact(uri=str(tmp_path / "best"))
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / TRIALS_PAGE).write_text('<svg id="trials"><circle/></svg>')
+    best.metadata.update(tuned=True, trial=2.0, stopped="all 3 trials ran",
+                         verdict="trial 2 beats the configured hyperparameters: eval_auc 0.83 "
+                                 "vs 0.81 (trial 0)",
+                         hyperparameters={"learning_rate": 0.004, "hidden_units": [16.0]})
+    page, _ = _run({**inputs, "tuning": best}, tmp_path)
+    for text in ("<h2>Hyperparameter search</h2>", "trial 2 beats the configured",
+                 "all 3 trials ran", "learning_rate", "[16.0]", '<svg id="trials">'):
+        assert text in page, text
+    assert _self_contained(page)
