@@ -68,13 +68,14 @@ def _off(value: Optional[float]) -> float:
     return NO_THRESHOLD if value is None else value
 
 
-def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
+def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
+          tune_fan_out: int = Tune.cluster_parallelism):
     """The CT pipeline; with ``gpu``, its GPU variant (same graph and parameters; the train task
     on the GPU image, requesting ``gpu_count`` accelerators on nodes ``gpu`` selects).
 
     ``conditions``: tasks after a failed gate do not run (``dsl.If``), as compiled for a
     cluster; False: they run and skip their work themselves, for kfp.local, which cannot run
-    ``dsl.If``.
+    ``dsl.If``. ``tune_fan_out``: trial tasks at once in the search's ParallelFor (a constant).
     """
 
     def gate(passed, name: str):
@@ -206,8 +207,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
                 they fit (same task, classes, features, vocabularies and layers); the run record
                 says which.
             seed: Seed for reproducible training.
-            tune_trials: A hyperparameter search of this many trials before train (0: off), on
-                tune_space (``ctloop.tuning``); budget, workers, validation share: tune_*.
+            tune_trials: Trials of a search before train (0: off); tune_*: ``pipelines/tune.py``.
             min_auc: Binary value threshold: the candidate's eval AUC must reach it (default:
                 off). This and the thresholds below are off when exactly -1.0; any other
                 negative value is refused. With a task's value threshold off, the candidate
@@ -321,7 +321,7 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True):
             schema=validated.outputs["schema"], drift_metrics=validated.outputs["drift_metrics"],
             anomalies_report=validated.outputs["anomalies_report"])
         with gate(data_valid, "data-valid"):
-            tuned, tuning = tune_step(conditions, locals(), ingested.outputs["train_data"],
+            tuned, tuning = tune_step(conditions, tune_fan_out, locals(), ingested.outputs,
                                       validated.outputs)
             trained = train(
                 train_data=ingested.outputs["train_data"],

@@ -2,11 +2,11 @@
 hyperparameters train reads.
 
 Compiled for a cluster (``conditions``): with ``tune_trials`` > 0, tune_plan proposes the trials,
-a ParallelFor runs one tune_trial task per trial (``parallelism`` at once, a compile-time
-constant: KFP's ParallelFor takes no parameter), and tune picks among their results
-(``dsl.Collected``); otherwise tune runs in the Else branch, and skips. Locally (kfp.local cannot
-run dsl.If or ParallelFor) one tune task runs the whole search, its trials in worker processes,
-and skips when ``tune_trials`` is 0.
+a ParallelFor runs one tune_trial task per trial (build's ``tune_fan_out`` at once, from
+``ctloop compile --tune-parallelism``: KFP's ParallelFor takes a constant, not a parameter), and
+tune picks among their results (``dsl.Collected``); otherwise tune runs in the Else branch, and
+skips. Locally (kfp.local cannot run dsl.If or ParallelFor) one tune task runs the whole search,
+its trials in worker processes, and skips when ``tune_trials`` is 0.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from kfp import dsl
 from ctloop.components.tune.component import tune
 from ctloop.components.tune_plan.component import tune_plan
 from ctloop.components.tune_trial.component import tune_trial
-from ctloop.settings import Tune
 
 # The search's components, in the order they run (compiled one by one too).
 TUNING = (tune_plan, tune_trial, tune)
@@ -34,14 +33,15 @@ DATA = ("label", "task", "exclude", "sensitive_features", "train_on_sensitive_fe
         "user_module", "s3_endpoint_url")
 
 
-def tune_step(conditions: bool, params: dict, train_data, validated: dict,
-              parallelism: int = Tune.cluster_parallelism):
+def tune_step(conditions: bool, parallelism: int, params: dict, ingested: dict, validated: dict):
     """Adds the search's tasks; returns ``(best, tasks)``: the channel of the best
     hyperparameters (tune's ``best``) and the tasks that read storage (a user module).
 
-    ``params``: the pipeline's parameters by name (``PARAMETERS``, ``CONFIGURED``, ``DATA``);
-    ``validated``: validate_data's outputs (its schema, anomalies and verdict).
+    ``parallelism``: trial tasks at once in the fan-out; ``params``: the pipeline's parameters by
+    name (``PARAMETERS``, ``CONFIGURED``, ``DATA``); ``ingested``, ``validated``: ingest's and
+    validate_data's outputs (the train split; the schema, anomalies and verdict).
     """
+    train_data = ingested["train_data"]
     schema, anomalies = validated["schema"], validated["anomalies"]
     data_valid = validated["Output"]
     configured = {name: params[name] for name in CONFIGURED}

@@ -324,4 +324,5 @@ def test_compile_writes_ir(cli, tmp_path):
                 dags.append(component["dag"])
             else:
                 tasks.add(name.rstrip("-0123456789") if name.startswith("run-report") else name)
-    assert tasks == set(local_run.TASKS)
+    # The search adds its cluster tasks: tune_plan, a tune_trial per trial, tune's skip branch.
+    assert tasks == {*local_run.TASKS, "tune-plan", "tune-trial", "tune-2"}

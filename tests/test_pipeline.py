@@ -315,6 +315,15 @@ def test_the_search_fans_out_trials_and_train_reads_its_best(fixture, request):
         (named["no-tuning"][0], "pipelinechannel--tune-2-best")]
 
 
+def test_the_fan_outs_parallelism_is_set_at_compile_time(cli, tmp_path):
+    result = cli("compile", "--output", tmp_path / "ct.yaml", "--tune-parallelism", 2)
+    assert result.exit_code == 0, result.output
+    spec = next(yaml.safe_load_all((tmp_path / "ct.yaml").read_text()))
+    (loop,) = [task for task, _ in all_tasks(spec).values() if task["taskInfo"]["name"] == "trials"]
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 2}
+    assert cli("compile", "--tune-parallelism", -1).exit_code == 2
+
+
 def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
     """kfp.local cannot run dsl.If: local runs build the pipeline without conditions, and the
     tasks after a gate get the gate's value as an input instead."""

@@ -63,10 +63,13 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
               "nvidia.com/gpu:NoSchedule].")
 @click.option("--shm-size", default="2Gi", show_default=True,
               help="Size of the GPU variant's memory-backed /dev/shm.")
+@click.option("--tune-parallelism", type=click.IntRange(min=0), default=None,
+              help="Trial tasks at once in the hyperparameter search's fan-out (0: no limit) "
+              "[default: ctloop.settings.Tune.cluster_parallelism].")
 def compile_(output: str | None, monitor_output: str | None, components_dir: str | None,
              image: str | None, gpu: bool,
              gpu_image: str | None, node_selector: tuple[str, ...], tolerations: tuple[str, ...],
-             shm_size: str) -> None:
+             shm_size: str, tune_parallelism: int | None) -> None:
     """Compile the CT and monitoring pipelines, and each of their components, to KFP IR YAML."""
     settings = None
     if gpu:
@@ -74,7 +77,7 @@ def compile_(output: str | None, monitor_output: str | None, components_dir: str
     elif gpu_image or node_selector or tolerations:
         raise click.UsageError("--gpu-image, --gpu-node-selector and --gpu-toleration need --gpu")
     output = output or str(compiling.PIPELINE_GPU_YAML if gpu else compiling.PIPELINE_YAML)
-    compiling.compile_pipeline(Path(output), image, settings)
+    compiling.compile_pipeline(Path(output), image, settings, tune_parallelism)
     click.echo(f"wrote {output}")
     monitor_output = monitor_output or str(Path(output).with_name(
         compiling.MONITOR_PIPELINE_YAML.name))

@@ -18,20 +18,23 @@ MONITOR_PIPELINE_YAML = PIPELINE_YAML.with_name("monitor_pipeline.yaml")
 COMPONENTS_DIR = PIPELINE_YAML.parent / "components"
 
 
-def compile_pipeline(output: Path, image: str | None = None, gpu=None) -> None:
+def compile_pipeline(output: Path, image: str | None = None, gpu=None,
+                     tune_fan_out: int | None = None) -> None:
     """Writes the CT pipeline's IR YAML.
 
     Args:
         output: The IR YAML to write.
         image: Replaces the pipeline image of every task.
         gpu: A ``GpuSettings``: compile the GPU variant, whose train task runs on ``gpu.image``.
+        tune_fan_out: Trial tasks at once in the search's ParallelFor (None: the settings').
     """
     from kfp import compiler
 
     from ctloop.pipelines.ct_pipeline import build
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build(gpu), str(output))
+    fan_out = {} if tune_fan_out is None else {"tune_fan_out": tune_fan_out}
+    compiler.Compiler().compile(build(gpu, **fan_out), str(output))
     if image:
         set_image(output, image)
     if gpu:
