@@ -127,7 +127,7 @@ class Tune:
     worker processes, at most the machine's cores; 0: one per core). ``validation_percent``: the
     share of the train split the trials are measured on (never the eval split).
     ``cluster_parallelism``: trial tasks at once in the compiled pipeline's fan-out, fixed at
-    compile time (KFP's ParallelFor takes a constant).
+    compile time (KFP's ParallelFor takes a constant; ``ctloop compile --tune-parallelism``).
     """
 
     trials: int = 0
