@@ -146,3 +146,32 @@ def test_a_fan_out_plans_every_trial_and_picks_from_their_results():
     assert found.chosen["params"] == planned[2]["params"]
     assert isinstance(found.hyperparameters["batch_size"], int)
     assert found.stopped == "time budget: 1 of 4 trials started too late"
+
+
+def test_a_user_modules_own_hyperparameters_are_searched_and_reach_its_build_model(prepared,
+                                                                                   tmp_path):
+    module = tmp_path / "widths.py"
+    module.write_text(
+        "import keras\n"
+        "from ctloop.components.train.logic import compile_model, head, preprocess\n\n\n"
+        "def build_model(features, train, hp, task):\n"
+        "    inputs, encoded = preprocess(features, train)\n"
+        "    hidden = keras.layers.Dense(hp.user.get('width', 8), activation='relu',\n"
+        "                                name='hidden')(encoded)\n"
+        "    return compile_model(keras.Model(inputs, head(task, hidden)), task,\n"
+        "                         hp.learning_rate)\n")
+    found = logic.search(str(prepared.train), str(prepared.schema), LABEL, EXCLUDE, "binary",
+                         None, Hyperparameters(epochs=1), {"width": {"low": 2, "high": 32,
+                                                                     "int": True}},
+                         3, 600.0, 1, 20, user_module=str(module), log=lambda line: None)
+    # Trial 0 leaves the module's own default (8); the others draw whole widths.
+    assert found.trials[0]["params"] == {}
+    widths = [t["params"]["width"] for t in found.trials[1:]]
+    assert all(isinstance(w, int) and 2 <= w <= 32 for w in widths)
+    chosen = found.chosen["params"].get("width")
+    assert found.hyperparameters["user"] == ({} if chosen is None else {"width": chosen})
+    # What train does with the search's best: the module sees hp.user.
+    outputs.write(found, str(tmp_path / "best"), str(tmp_path / "history"),
+                  str(tmp_path / "report.html"))
+    hp, source = tuning.tuned(Hyperparameters(epochs=1), str(tmp_path / "best"))
+    assert hp.user == found.hyperparameters["user"] and source["user"] == hp.user
