@@ -180,6 +180,11 @@ UNITS = ">= 0, in the label's units"
 NO_THRESHOLD = -1.0
 
 
+def or_no_threshold(value: float | None) -> float:
+    """A threshold's pipeline default: ``NO_THRESHOLD`` for None (off)."""
+    return NO_THRESHOLD if value is None else value
+
+
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
     """Blessing thresholds of each task's judged metric; a task uses its own pair.

@@ -41,7 +41,6 @@ from ctloop.pipelines.tune import TUNING, tune_step
 from ctloop.settings import (
     EVAL_PERCENT,
     MODEL_NAME,
-    NO_THRESHOLD,
     SERVING_TARGET,
     SLO,
     SPANS,
@@ -54,6 +53,7 @@ from ctloop.settings import (
     Policy,
     Thresholds,
     Tune,
+    or_no_threshold,
 )
 
 PIPELINE_NAME = "ctloop-continuous-training"
@@ -61,11 +61,6 @@ PIPELINE_NAME = "ctloop-continuous-training"
 # reusable component YAMLs (`ctloop compile`).
 COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, *TUNING, train,
               evaluate, infra_validate, rollout, run_report)
-
-
-def _off(value: Optional[float]) -> float:
-    """A threshold's pipeline default: a KFP float parameter cannot be None, -1.0 means none."""
-    return NO_THRESHOLD if value is None else value
 
 
 def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
@@ -121,18 +116,18 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
         tune_parallelism: int = Tune.parallelism,
         tune_space: Dict[str, dict] = {},  # noqa: B006 - a KFP default value, never mutated
         tune_validation_percent: int = Tune.validation_percent,
-        min_auc: float = _off(Thresholds.min_auc),
-        max_auc_decrease: float = _off(Thresholds.max_auc_decrease),
-        min_accuracy: float = _off(Thresholds.min_accuracy),
-        max_accuracy_decrease: float = _off(Thresholds.max_accuracy_decrease),
-        max_mae: float = _off(Thresholds.max_mae),
-        max_mae_increase: float = _off(Thresholds.max_mae_increase),
+        min_auc: float = or_no_threshold(Thresholds.min_auc),
+        max_auc_decrease: float = or_no_threshold(Thresholds.max_auc_decrease),
+        min_accuracy: float = or_no_threshold(Thresholds.min_accuracy),
+        max_accuracy_decrease: float = or_no_threshold(Thresholds.max_accuracy_decrease),
+        max_mae: float = or_no_threshold(Thresholds.max_mae),
+        max_mae_increase: float = or_no_threshold(Thresholds.max_mae_increase),
         slice_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
         sensitive_features: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
         train_on_sensitive_features: bool = Fairness.train_on_sensitive_features,
-        max_fpr_gap: float = _off(Fairness.max_fpr_gap),
-        max_tpr_gap: float = _off(Fairness.max_tpr_gap),
-        max_fairness_gap_increase: float = _off(Fairness.max_fairness_gap_increase),
+        max_fpr_gap: float = or_no_threshold(Fairness.max_fpr_gap),
+        max_tpr_gap: float = or_no_threshold(Fairness.max_tpr_gap),
+        max_fairness_gap_increase: float = or_no_threshold(Fairness.max_fairness_gap_increase),
         min_group_size: int = Fairness.min_group_size,
         cold_start: str = Policy.cold_start,
         force_bless_reason: str = Policy.force_bless_reason or "",
@@ -207,7 +202,11 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
                 they fit (same task, classes, features, vocabularies and layers); the run record
                 says which.
             seed: Seed for reproducible training.
-            tune_trials: Trials of a search before train (0: off); tune_*: ``pipelines/tune.py``.
+            tune_trials: Trials of a hyperparameter search before train (0: off).
+            tune_timeout_s: No trial starts after this many seconds of the search.
+            tune_parallelism: Locally, trials at once in worker processes (0: one per core).
+            tune_space: Name -> ``{low, high[, log, step]}`` or ``{choices}`` (tune's README).
+            tune_validation_percent: Share of the train split the trials are scored on.
             min_auc: Binary value threshold: the candidate's eval AUC must reach it (default:
                 off). This and the thresholds below are off when exactly -1.0; any other
                 negative value is refused. With a task's value threshold off, the candidate
