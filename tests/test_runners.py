@@ -152,9 +152,9 @@ def test_ctloop_run_takes_the_runner(flags, runner, tmp_path, monkeypatch):
 
 
 def test_the_in_process_runner_starts_the_candidates_server_ahead(both):
-    """In-process, infra validation's server imported while the run validated, trained and
-    evaluated (ctloop.serving.ahead); a process per task starts it when its task runs. The run
-    that never validated a model (the corrupt span) stopped its unused server: none is left."""
+    """In-process, infra validation's server imported while the run trained and evaluated
+    (started once the data was found valid: ctloop.serving.ahead); a process per task starts it
+    when its task runs. No server is left after either run (the corrupt span's started none)."""
     def where(summary):
         report = Path(summary["reports"]["infra_md"]).read_text()
         return next(line for line in report.splitlines() if line.startswith("The candidate ran"))

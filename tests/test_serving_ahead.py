@@ -114,3 +114,24 @@ print("returned", flush=True)
         assert done.stdout == ""
     else:
         assert done.stdout.splitlines() == ["returned", "torn down"]
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_a_local_run_starts_the_server_once_its_data_is_found_valid(serving_python, tmp_path,
+                                                                    valid):
+    """The in-process runner's listener: after validate-data, a server for valid data only."""
+    import contextlib
+
+    from ctloop.local.runner import ServerAhead
+
+    task = tmp_path / "run" / ServerAhead.AFTER
+    task.mkdir(parents=True)
+    (task / "executor_output.json").write_text(json.dumps({"parameterValues": {"Output": valid}}))
+    with contextlib.ExitStack() as stack:
+        ahead = ServerAhead(stack, serving_python, lambda: tmp_path / "run")
+        ahead.launched("train", 0.0)
+        ahead.exited("ingest", 0.0, True)
+        assert child_pids() == []
+        ahead.exited(ServerAhead.AFTER, 0.0, True)
+        assert len(child_pids(b"ctloop.serving.ahead")) == (1 if valid else 0)
+    assert child_pids() == []

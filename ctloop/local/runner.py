@@ -2,10 +2,10 @@
 
 kfp.local orchestrates the run in topological order, one task at a time. By default each task
 runs inside this process (``ctloop.local.in_process``: the libraries are imported once per
-run), and infra validation's model server is started at the run's beginning, importing on
-another core while the tasks before it run (``ctloop.serving.process.started_ahead``); with the
-``kfp-local`` runner, kfp.local's SubprocessRunner runs each as a subprocess of
-this interpreter, as KFP runs a task per pod. Either way each task leaves
+run), and infra validation's model server is started once the data is found valid, importing
+on another core while the tasks before it run (``ServerAhead``); with the ``kfp-local``
+runner, kfp.local's SubprocessRunner runs each as a subprocess of this interpreter, as KFP runs
+a task per pod. Either way each task leaves
 ``executor_output.json`` (its output parameters and the metadata of its output artifacts) in
 ``<pipeline_root>/<run>/<task>/``. The summary is read from those files, so it reports exactly
 what the tasks recorded. Its timings come from kfp.local's own log records, written just before
@@ -57,22 +57,22 @@ class TaskClock(logging.Filter):
     the task's process from launch to exit: its start, imports, work and teardown.
     """
 
-    def __init__(self, listener: Any = None):
+    def __init__(self, *listeners: Any):
         super().__init__()
         self.launched: dict[str, float] = {}
         self.exited: dict[str, float] = {}
-        self.listener = listener
+        self.listeners = [listener for listener in listeners if listener is not None]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = _COLOR.sub("", record.getMessage())
         if found := _LAUNCHED.match(message):
             self.launched[found["task"]] = record.created
-            if self.listener is not None:
-                self.listener.launched(found["task"], record.created)
+            for listener in self.listeners:
+                listener.launched(found["task"], record.created)
         elif found := _EXITED.match(message):
             self.exited[found["task"]] = record.created
-            if self.listener is not None:
-                self.listener.exited(found["task"], record.created, found["status"] == "SUCCESS")
+            for listener in self.listeners:
+                listener.exited(found["task"], record.created, found["status"] == "SUCCESS")
         return True
 
     def seconds(self) -> dict[str, float]:
@@ -80,6 +80,30 @@ class TaskClock(logging.Filter):
         times."""
         return {task: round(self.exited[task] - self.launched[task], 2)
                 for task in self.launched if task in self.exited}
+
+
+class ServerAhead:
+    """A task listener that starts infra validation's model server (``started_ahead``) once
+    validate-data has found the data valid: the server imports TensorFlow and KServe on the other
+    core while tune, train and evaluate run (each keeps mostly to one core at these sizes),
+    rather than beside validate-data's own imports of TensorFlow and TFDV, and a run whose data
+    is blocked starts no server. Infra validation's task then hands it the candidate
+    (``ctloop.serving.ahead``)."""
+
+    AFTER = "validate-data"
+
+    def __init__(self, stack: contextlib.ExitStack, serving_python: str, run_dir):
+        self.stack, self.serving_python, self.run_dir = stack, serving_python, run_dir
+
+    def launched(self, task: str, at: float) -> None:
+        pass
+
+    def exited(self, task: str, at: float, ok: bool) -> None:
+        if task != self.AFTER or not ok:
+            return
+        output = json.loads((self.run_dir() / task / "executor_output.json").read_text())
+        if output.get("parameterValues", {}).get("Output"):
+            self.stack.enter_context(server_process.started_ahead(self.serving_python))
 
 
 @contextlib.contextmanager
@@ -144,23 +168,23 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
     params = {"registry_uri": str(workdir / "registry"), **params}
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    clock, root_logger = TaskClock(listener), logging.getLogger()
-    root_logger.addFilter(clock)
+    root_logger = logging.getLogger()
     started = time.monotonic()
-    try:
-        with contextlib.ExitStack() as stack:
-            if runner == in_process.IN_PROCESS:
-                stack.enter_context(in_process.tasks_in_process())
-                if params.get("serving_target", SERVING_TARGET) == "local":
-                    # Infra validation's server imports while the run validates, trains and
-                    # evaluates; its task hands it the candidate (ctloop.serving.ahead).
-                    stack.enter_context(server_process.started_ahead(
-                        params.get("serving_python", "")))
+    with contextlib.ExitStack() as stack:
+        ahead = None
+        if runner == in_process.IN_PROCESS:
+            stack.enter_context(in_process.tasks_in_process())
+            if params.get("serving_target", SERVING_TARGET) == "local":
+                ahead = ServerAhead(stack, params.get("serving_python", ""),
+                                    lambda: _new_run(root, before, PIPELINE_NAME))
+        clock = TaskClock(listener, ahead)
+        root_logger.addFilter(clock)
+        try:
             pipeline(**params)
-    except RuntimeError as exc:  # kfp.local: a task failed
-        raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
-    finally:
-        root_logger.removeFilter(clock)
+        except RuntimeError as exc:  # kfp.local: a task failed
+            raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
+        finally:
+            root_logger.removeFilter(clock)
     timings = {**clock.seconds(), "total": round(time.monotonic() - started, 2)}
     return summarize(_new_run(root, before, PIPELINE_NAME), timings)
 
