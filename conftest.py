@@ -81,6 +81,19 @@ def validate_outputs(folder: Path):
                        str(folder / "drift.html"), str(folder / "anomalies.md"))
 
 
+def evaluate_outputs(folder: Path) -> dict:
+    """The evaluate component's output artifacts, inside ``folder``."""
+    from kfp.dsl import Artifact, ClassificationMetrics, Markdown, Metrics
+
+    return {
+        "blessing": Artifact(uri=str(folder / "blessing")),
+        "evaluation": Artifact(uri=str(folder / "evaluation")),
+        "metrics": Metrics(uri=str(folder / "metrics")),
+        "classification_metrics": ClassificationMetrics(uri=str(folder / "classification")),
+        "report": Markdown(uri=str(folder / "report.md")),
+    }
+
+
 @pytest.fixture(scope="session")
 def spans_dir(tmp_path_factory) -> Path:
     """Spans 1-2 (clean), span 3 with 5% corrupt rows, as CSV, 3000 rows each."""

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 import yaml
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import Artifact, Dataset, Metrics, Model
 
+from conftest import evaluate_outputs
 from ctloop.components.evaluate.component import evaluate
 from ctloop.components.train.component import train
 from ctloop.settings import NO_THRESHOLD, Fairness, Hyperparameters, Policy, Thresholds
@@ -54,13 +55,7 @@ def credit(tmp_path_factory):
 def _evaluate(credit, name, **fairness):
     entry, work, model = credit
     out = work / name
-    outputs = {
-        "blessing": Artifact(uri=str(out / "blessing")),
-        "evaluation": Artifact(uri=str(out / "evaluation")),
-        "metrics": Metrics(uri=str(out / "metrics")),
-        "classification_metrics": ClassificationMetrics(uri=str(out / "classification")),
-        "report": Markdown(uri=str(out / "report.md")),
-    }
+    outputs = evaluate_outputs(out)
     out.mkdir()
     baseline = Model(uri=str(work / "no-baseline"))
     baseline.metadata["version"] = None

@@ -14,6 +14,9 @@ from ctloop.serving import client
 from ctloop.serving import process as server_process
 
 pytestmark = pytest.mark.serving
+# In a server's command line while it waits for its model (other children of the test process,
+# e.g. session fixtures' servers, do not have it).
+AHEAD = b"ctloop.serving.ahead"
 
 
 def test_a_server_started_ahead_serves_the_model_it_is_given_later(prepared, serving_python,
@@ -42,13 +45,13 @@ def _rows(prepared) -> list[dict]:
 
 def test_a_server_started_ahead_and_never_used_is_stopped_at_the_end(serving_python):
     with server_process.started_ahead(serving_python):
-        (started,) = child_pids()
-    assert started not in child_pids()
+        (started,) = child_pids(AHEAD)
+    assert started not in child_pids(AHEAD)
 
 
 def test_serve_starts_its_own_server_when_the_one_started_ahead_died(prepared, serving_python):
     with server_process.started_ahead(serving_python):
-        (started,) = child_pids()
+        (started,) = child_pids(AHEAD)
         subprocess.run(["kill", "-9", str(started)], check=True)
         time.sleep(0.2)
         with server_process.serve(serving_python, "churn",
@@ -60,7 +63,7 @@ def test_serve_starts_its_own_server_when_the_one_started_ahead_died(prepared, s
 
 def test_nothing_is_started_ahead_for_a_python_that_does_not_exist(tmp_path):
     with server_process.started_ahead(str(tmp_path / "no-python")):
-        assert child_pids() == []
+        assert child_pids(AHEAD) == []
 
 
 def test_a_server_started_ahead_ends_when_its_run_is_killed(serving_python):
@@ -131,7 +134,7 @@ def test_a_local_run_starts_the_server_once_its_data_is_found_valid(serving_pyth
         ahead = ServerAhead(stack, serving_python, lambda: tmp_path / "run")
         ahead.launched("train", 0.0)
         ahead.exited("ingest", 0.0, True)
-        assert child_pids() == []
+        assert child_pids(AHEAD) == []
         ahead.exited(ServerAhead.AFTER, 0.0, True)
-        assert len(child_pids(b"ctloop.serving.ahead")) == (1 if valid else 0)
-    assert child_pids() == []
+        assert len(child_pids(AHEAD)) == (1 if valid else 0)
+    assert child_pids(AHEAD) == []

@@ -13,7 +13,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from conftest import EXCLUDE, LABEL
+from conftest import EXCLUDE, LABEL, evaluate_outputs
 from ctloop import contract
 from ctloop.components.evaluate import logic
 from ctloop.components.evaluate import report as markdown
@@ -70,13 +70,7 @@ def _run_component(model, prepared, tmp_path, baseline=None, data_valid=True, **
     serving version 1."""
     eval_data = Dataset(uri=str(prepared.eval))
     eval_data.metadata["span"] = 1
-    outputs = {
-        "blessing": Artifact(uri=str(tmp_path / "blessing")),
-        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
-        "metrics": Metrics(uri=str(tmp_path / "metrics")),
-        "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "classification")),
-        "report": Markdown(uri=str(tmp_path / "report.md")),
-    }
+    outputs = evaluate_outputs(tmp_path)
     blessed = evaluate.python_func(
         model=Model(uri=str(model)), eval_data=eval_data, label=LABEL,
         baseline=_baseline_artifact(baseline, tmp_path), data_valid=data_valid,
@@ -625,13 +619,7 @@ def test_component_skips_when_data_validation_blocked(tmp_path, prepared):
     nothing blessed, and the blessing and report say why."""
     model = Model(uri=str(tmp_path / "not-trained"))
     model.metadata["skipped"] = "data validation blocked: 1 blocking anomaly: plan (Drift)"
-    outputs = {
-        "blessing": Artifact(uri=str(tmp_path / "blessing")),
-        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
-        "metrics": Metrics(uri=str(tmp_path / "metrics")),
-        "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "classification")),
-        "report": Markdown(uri=str(tmp_path / "report.md")),
-    }
+    outputs = evaluate_outputs(tmp_path)
     blessed = evaluate.python_func(
         model=model, eval_data=Dataset(uri=str(prepared.eval)), label=LABEL,
         baseline=_baseline_artifact(prepared.model_dir, tmp_path), data_valid=False,

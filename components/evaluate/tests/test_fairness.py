@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import Dataset, Model
 
-from conftest import EXCLUDE, LABEL
+from conftest import EXCLUDE, LABEL, evaluate_outputs
 from ctloop import contract
 from ctloop.components.evaluate import fairness as fair
 from ctloop.components.evaluate import logic
@@ -248,13 +248,7 @@ def test_groups_agree_with_the_models_answers_and_thresholds_join_the_blessing(
 
 
 def _component(model, prepared, tmp_path, **params):
-    outputs = {
-        "blessing": Artifact(uri=str(tmp_path / "blessing")),
-        "evaluation": Artifact(uri=str(tmp_path / "evaluation")),
-        "metrics": Metrics(uri=str(tmp_path / "metrics")),
-        "classification_metrics": ClassificationMetrics(uri=str(tmp_path / "classification")),
-        "report": Markdown(uri=str(tmp_path / "report.md")),
-    }
+    outputs = evaluate_outputs(tmp_path)
     baseline = Model(uri=str(tmp_path / "no-baseline"))
     baseline.metadata["version"] = None
     defaults = {"min_auc": NO_THRESHOLD, "max_auc_decrease": 0.01,
