@@ -136,5 +136,8 @@ def test_a_local_run_starts_the_server_once_its_data_is_found_valid(serving_pyth
         ahead.exited("ingest", 0.0, True)
         assert child_pids(AHEAD) == []
         ahead.exited(ServerAhead.AFTER, 0.0, True)
+        deadline = time.monotonic() + 10  # as the process table shows it
+        while valid and not child_pids(AHEAD) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(child_pids(AHEAD)) == (1 if valid else 0)
     assert child_pids(AHEAD) == []

@@ -12,6 +12,7 @@ sends its output to ``log`` from then on and runs ``ctloop serve`` with ``args``
 before that line (the run ended, or its process died) ends the process quietly.
 """
 
+import gc
 import json
 import os
 import sys
@@ -25,6 +26,10 @@ def main() -> int:
     import ctloop.serving.server  # noqa: F401
     from ctloop.cli import main as cli
 
+    # What the imports left is kept for good: no full collection walks it in the middle of the
+    # requests infra validation times (a fresh server collects while it imports, before ready).
+    gc.collect()
+    gc.freeze()
     line = sys.stdin.readline()
     if not line.strip():
         return 0

@@ -131,7 +131,11 @@ def started_ahead(serving_python: str) -> Iterator[None]:
     ``serve`` takes to load the model; the imports ran meanwhile, on another core. Nothing is
     started for a ``serving_python`` that does not exist (``serve`` says what is wrong).
     """
-    if not serving_python or not Path(serving_python).exists() or serving_python in _ahead:
+    if not serving_python or not Path(serving_python).exists():
+        yield
+        return
+    waiting = _ahead.get(serving_python)
+    if waiting is not None and waiting[0].poll() is None:  # another block's, still waiting
         yield
         return
     process = subprocess.Popen([serving_python, "-m", "ctloop.serving.ahead"],
