@@ -349,7 +349,8 @@ def describe(summary: dict[str, Any]) -> str:
     ]
     names = {"statistics_html": "data statistics", "anomalies_md": "anomalies",
              "drift_html": "drift and skew", "evaluation_md": "evaluation",
-             "infra_md": "infra validation", "run_html": "the run's page"}
+             "infra_md": "infra validation", "run_html": "the run's page",
+             "tune_html": "tuning"}
     lines += [f"  {names.get(key, key):<17} {Path(path).relative_to(summary['run_dir'])}"
               for key, path in summary["reports"].items()]
     return "\n".join(lines)
