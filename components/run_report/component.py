@@ -37,6 +37,12 @@ def run_report(
     pushed_model: Input[Artifact] = None,
     rollout_report: Input[Markdown] = None,
     tuning: Input[Artifact] = None,
+    notify_email_to: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+    notify_email_from: str = "",
+    notify_smtp_host: str = "",
+    notify_smtp_port: int = 587,
+    notify_smtp_starttls: bool = True,
+    notify_on: List[str] = ["succeeded", "blocked", "failed"],  # noqa: B006 - as above
 ):
     """Writes one self-contained HTML page for the run from its tasks' artifacts: decisions and
     reasons, data and anomalies, drift and skew per feature (a chart), candidate vs baseline, ROC
@@ -60,7 +66,8 @@ def run_report(
         anomalies_report: validate_data's Markdown report.
         report: Output: the page; metadata ``data_valid``, ``blessed``, ``infra_blessed``
             (None: not decided), ``pushed_version`` (None: nothing pushed), ``baseline``,
-            ``outcome``.
+            ``outcome``; ``notified`` (per sink tried: ``sink``, ``target`` host, ``ok``,
+            ``error``) when a notification was sent or tried.
         blessing: evaluate's blessing (None: not evaluated).
         classification_metrics: evaluate's ROC and confusion matrix (None: not evaluated).
         evaluation_report: evaluate's Markdown report (None: not evaluated).
@@ -69,6 +76,14 @@ def run_report(
         pushed_model: rollout's pushed model (None: rollout did not run).
         rollout_report: rollout's Markdown report (None: rollout did not run).
         tuning: tune's best hyperparameters (None, or metadata ``tuned`` False: no search).
+        notify_email_to: Email recipients of the run's notification ([]: no email).
+        notify_email_from: Its sender ("": the SMTP username if it is an address, else
+            ctloop@<host>).
+        notify_smtp_host: The SMTP server ("": no email).
+        notify_smtp_port: Its port (465: implicit TLS).
+        notify_smtp_starttls: STARTTLS before login and sending (not on port 465).
+        notify_on: The outcomes that send a message (succeeded, blocked; failed runs are
+            notify_failure's).
     """
     from ctloop.components.run_report import logic
     from ctloop.local import task_exit
@@ -85,3 +100,15 @@ def run_report(
         "rollout_report": rollout_report, "tuning": tuning})
     report.metadata.update(logic.write(found, report.path))
     print(f"run report: {report.metadata['outcome']}")
+    # After the page: a sink that is down is logged and recorded, never fails the run. The
+    # webhook URL and SMTP login come from the environment or the mounted Secret only.
+    from ctloop import notify
+
+    sent = notify.send(logic.message(found, report.metadata, report.uri),
+                       notify.Settings.from_environment(
+                           notify_email_to=notify_email_to, notify_email_from=notify_email_from,
+                           notify_smtp_host=notify_smtp_host, notify_smtp_port=notify_smtp_port,
+                           notify_smtp_starttls=notify_smtp_starttls, notify_on=notify_on,
+                           secret_dir=notify.SECRET_DIR))
+    if sent:
+        report.metadata["notified"] = [result.as_metadata() for result in sent]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from ctloop import report
+from ctloop import notify, report
 from ctloop.tuning import TRIALS_PAGE
 
 # Input -> the title of the Markdown report it is, shown folded on the page.
@@ -45,3 +45,34 @@ def write(run: report.Run, path: str) -> dict[str, Any]:
     """Writes the page to ``path``; returns the run's decisions (the artifact's metadata)."""
     report.write(run, path)
     return report.decisions(run)
+
+
+def message(run: report.Run, decisions: Mapping[str, Any], page_uri: str) -> notify.Message:
+    """The run's end as a notification: succeeded (a version pushed and promoted, or staged),
+    else blocked (a gate stopped it: data, blessing, infra validation, or the canary rolled it
+    back); the decision, the key numbers, and where the page is (``page_uri``)."""
+    pushed = decisions["pushed_version"]
+    # Pushed but not promoted (a canary rolled back, another run promoted first) serves nothing
+    # new: the run was blocked, though a version was written. Staged: it waits for promotion.
+    served = pushed is not None and (run.pushed.get("promoted") is not False
+                                     or bool(run.pushed.get("staged")))
+    outcome = notify.SUCCEEDED if served else notify.BLOCKED
+    spans = ", ".join(str(s) for s in run.spans) or "-"
+    numbers: dict[str, Any] = {"spans": spans, "baseline": decisions["baseline"]}
+    if run.train_data.get("rows") is not None and run.eval_data.get("rows") is not None:
+        numbers["rows (train / eval)"] = (f"{int(run.train_data['rows'])} / "
+                                          f"{int(run.eval_data['rows'])}")
+    if run.anomalies.get("blocking_count") is not None:
+        numbers["blocking anomalies"] = int(run.anomalies["blocking_count"])
+    for name, value in sorted((run.blessing.get("metrics") or {}).items()):
+        numbers[f"candidate {name}"] = value
+    for name, value in sorted((run.blessing.get("baseline_metrics") or {}).items()):
+        numbers[f"baseline {name}"] = value
+    for key, label in (("p99_ms", "infra p99 ms"), ("rps", "infra req/s")):
+        if run.infra.get(key) is not None:
+            numbers[label] = run.infra[key]
+    if pushed is not None:
+        numbers["pushed version"] = pushed
+    return notify.Message(outcome=outcome, title=f"{run.title} {outcome}: span {spans}",
+                          decision=str(decisions["outcome"]), numbers=numbers,
+                          links={"run page": page_uri})

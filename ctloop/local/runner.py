@@ -43,6 +43,8 @@ _EXITED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w
 # kfp.local's error when a task failed (pipeline_orchestrator.py).
 _FAILED = re.compile(r"Inner task failed: '(?P<task>[^']+)'")
 _COLOR = re.compile(r"\x1b\[[0-9;]*m")
+# _failure's line.
+_FAILED_TASK = re.compile(r"task (?P<task>\S+) failed: ")
 # Held (flock) by the run using a workdir: two runs in one workdir would mix their outputs.
 WORKDIR_LOCK = ".lock"
 
@@ -182,7 +184,10 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
         try:
             pipeline(**params)
         except RuntimeError as exc:  # kfp.local: a task failed
-            raise TaskFailedError(_failure(exc, _new_run(root, before, PIPELINE_NAME))) from exc
+            run_dir = _new_run(root, before, PIPELINE_NAME)
+            failure = _failure(exc, run_dir)
+            _notify_failed(params, failure, run_dir)
+            raise TaskFailedError(failure) from exc
         finally:
             root_logger.removeFilter(clock)
     timings = {**clock.seconds(), "total": round(time.monotonic() - started, 2)}
@@ -203,6 +208,26 @@ def _failure(exc: RuntimeError, run_dir: Path) -> str:
     recorded = run_dir / task / task_exit.FAILURE_FILE
     why = recorded.read_text().strip() if recorded.is_file() else "its log says why"
     return f"task {task} failed: {why}"
+
+
+def _notify_failed(params: dict[str, Any], failure: str, run_dir: Path) -> None:
+    """Sends the "failed" message of a local run (which task, its reason) to the sinks the
+    pipeline's notify_* parameters and the environment configure: on a cluster the exit
+    handler's notify_failure task does, which kfp.local cannot run. A sink that is down is
+    logged, never raised."""
+    from ctloop import notify
+
+    try:
+        settings = notify.Settings.from_environment(
+            **{name: params[name] for name in notify.PARAMETERS if name in params})
+    except ValueError as exc:  # a bad notify_on: the task's failure is what the run reports
+        logging.getLogger(__name__).warning("notify: not sent: %s", exc)
+        return
+    found = _FAILED_TASK.match(failure)
+    notify.send(notify.Message(
+        outcome=notify.FAILED, title=f"ctloop run failed: {found['task'] if found else 'a task'}",
+        decision=failure, numbers={"task": found["task"]} if found else {},
+        links={"run folder": str(run_dir)}), settings)
 
 
 @contextlib.contextmanager
