@@ -69,12 +69,24 @@ def _digest(path) -> tuple[str, int]:
     return digest.hexdigest()[:16], len(frame)
 
 
+# Whole files in one batch and one Parquet file per split; and batches of 64 rows (a batch of
+# "late_text" holds only missing values, one of "late_missing_int" only integers) into parts of
+# 100 rows.
+SIZES = {"one-batch": (logic.BATCH_ROWS, logic.SHARD_ROWS), "small-batches": (64, 100)}
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("case", sorted(RECORDED))
-def test_same_fingerprint_and_split_as_recorded(inputs, tmp_path, case):
+def test_same_fingerprint_and_split_as_recorded(inputs, tmp_path, case, size):
     data, spans, label, exclude, task = inputs[case]
+    batch_rows, shard_rows = SIZES[size]
     selected = select_span.run(str(data), spans)
     result = logic.run(selected.files, selected.fingerprint, selected.spans, label, exclude, 20,
-                       str(tmp_path / "train"), str(tmp_path / "eval"), task=task)
+                       str(tmp_path / "train"), str(tmp_path / "eval"), task=task,
+                       batch_rows=batch_rows, shard_rows=shard_rows)
+    for split, rows in (("train", result.train_rows), ("eval", result.eval_rows)):
+        parts = sorted(p.name for p in (tmp_path / split).iterdir())
+        assert parts == [f"part-{i:05d}.parquet" for i in range(-(-rows // shard_rows))]
     assert result.fingerprint == selected.fingerprint
     assert (_digest(tmp_path / "train"), _digest(tmp_path / "eval")) == RECORDED[case]
     assert (result.train_rows, result.eval_rows) == (RECORDED[case][0][1], RECORDED[case][1][1])

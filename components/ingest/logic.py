@@ -1,5 +1,10 @@
 """Ingest: read exactly the files select_span chose, check they are what it fingerprinted, split
-train/eval by a stable hash.
+train/eval by a stable hash, and write each split as a folder of Parquet files.
+
+The read streams: memory is bounded by a batch of rows (``BATCH_ROWS``), not by the span. A first
+pass over the files learns what only the whole data tells (each column's type, the label's
+classes, missing labels, row counts); a second one encodes, splits and writes each batch. Each
+row lands in the split, with the values and types, that a read of the whole span at once gives.
 
 No kfp import: this is called in-process by tests and by the KFP wrapper in component.py.
 """
@@ -7,15 +12,30 @@ No kfp import: this is called in-process by tests and by the KFP wrapper in comp
 from __future__ import annotations
 
 import dataclasses
-import io
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ctloop import contract
+from ctloop.components.ingest import reading
 from ctloop.data import storage
-from ctloop.data.tables import read_table
 from ctloop.errors import ConfigError, DataChangedError, DataError
 from ctloop.settings import MAX_CLASSES
+
+# Rows read, encoded, split and written at a time: the memory ingest needs (about 40 MB of
+# frames for the generated 11-column data).
+BATCH_ROWS = 100_000
+# Rows per Parquet file of a split: a split is a folder of PART files, in row order, that
+# pandas/pyarrow read as one table and Beam or tf.data read in parallel.
+SHARD_ROWS = 500_000
+PART = "part-{:05d}.parquet"
+PART_GLOB = "part-*.parquet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,27 +50,60 @@ class IngestResult:
     label_classes: list[str]
 
 
-def read_files(files: list[str], fingerprint: str, s3_endpoint_url: str | None = None
-               ) -> pd.DataFrame:
-    """Reads and concatenates the files, after checking they are the bytes select_span described.
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A data file and the local file its rows are read from (itself, or a copy of a remote
+    one); ``stat`` is the local file's when it was hashed (None for a copy: it cannot change)."""
 
-    Each file is read once; the description of those very bytes (their SHA-256, or the store's
-    ETag or hashes from the same response) gives the fingerprint they have now. If it is not
-    ``fingerprint``, a file changed or went away since select_span listed it: the rows would not
-    be the data the run (and KFP's cache key) says they are, so the run stops here.
+    uri: str
+    path: str
+    stat: tuple[int, int, int] | None
+
+    def check_unchanged(self) -> None:
+        """Raises DataChangedError if the file changed since it was hashed."""
+        if self.stat is None:
+            return
+        try:
+            now = _stat(os.stat(self.path))
+        except FileNotFoundError:
+            now = None
+        if now != self.stat:
+            raise DataChangedError(
+                f"data file {self.uri} changed while ingest read it: the data changed while the "
+                "run started; rerun the pipeline"
+            )
+
+
+def open_files(files: list[str], fingerprint: str, spool: str,
+               s3_endpoint_url: str | None = None) -> list[Source]:
+    """Checks the files are the bytes select_span described; returns where to read their rows.
+
+    Each file is read once for its description (its SHA-256, or the store's ETag or hashes from
+    the same response): if their fingerprint is not ``fingerprint``, a file changed or went away
+    since select_span listed it, the rows would not be the data the run (and KFP's cache key)
+    says they are, and the run stops here. A remote file is copied into ``spool`` by that same
+    read (one file in memory at a time); a local one is read in place, and checked unchanged
+    after each pass over its rows (``Source.check_unchanged``).
     """
     if not files:
         raise ConfigError("files is empty; pass select_span's files output")
-    contents, described = [], []
-    for uri in files:
+    sources, described = [], []
+    for i, uri in enumerate(files):
         try:
-            content, stored = storage.read(uri, s3_endpoint_url)
+            if storage.is_remote(uri):
+                content, stored = storage.read(uri, s3_endpoint_url)
+                path = Path(spool) / f"{i:05d}-{Path(uri).name}"
+                path.write_bytes(content)
+                del content
+                sources.append(Source(uri, str(path), None))
+            else:
+                stored, stat = _hash_local(uri)
+                sources.append(Source(uri, uri, stat))
         except FileNotFoundError as exc:
             raise DataChangedError(
                 f"data file {uri} is gone since select_span listed it: the data changed while "
                 "the run started; rerun the pipeline"
             ) from exc
-        contents.append(content)
         described.append(stored)
     # Checked before parsing, so a file rewritten in between fails as changed, not as unreadable.
     read = storage.fingerprint(described)
@@ -60,16 +113,181 @@ def read_files(files: list[str], fingerprint: str, s3_endpoint_url: str | None =
             f"{fingerprint[:12]} selected, {read[:12]} read): the data changed while the run "
             "started; rerun the pipeline"
         )
-    frames = [read_table(uri, io.BytesIO(content))
-              for uri, content in zip(files, contents, strict=True)]
-    columns = list(frames[0].columns)
-    for uri, frame in zip(files[1:], frames[1:], strict=True):
-        if list(frame.columns) != columns:
+    return sources
+
+
+def _hash_local(uri: str) -> tuple[storage.StoredFile, tuple[int, int, int]]:
+    """The description ``storage.read`` gives of a local file, read in chunks, and its stat."""
+    digest, size = hashlib.sha256(), 0
+    with open(uri, "rb") as f:
+        before = _stat(os.fstat(f.fileno()))
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return storage.StoredFile(uri, size, f"sha256:{digest.hexdigest()}"), before
+
+
+def _stat(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@dataclasses.dataclass
+class _Column:
+    """What the first pass saw of a column, over every batch of every file."""
+
+    dtypes: set = dataclasses.field(default_factory=set)
+    text: bool = False  # some value is a string
+    arrow_types: set = dataclasses.field(default_factory=set)  # of its object batches
+
+    def add(self, uri: str, name: str, values: pd.Series) -> None:
+        self.dtypes.add(values.dtype)
+        if not pd.api.types.is_object_dtype(values.dtype):
+            return
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if kind == "empty":
+            return
+        if kind == "string":
+            self.text = True
+            return
+        self.text = self.text or kind.startswith("mixed")
+        import pyarrow as pa
+
+        try:
+            self.arrow_types.add(pa.array(values, from_pandas=True).type)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
             raise DataError(
-                f"data file {uri} has columns {list(frame.columns)} but {files[0]} has "
-                f"{columns}; give every file of the spans read the same columns"
+                f"column {name!r} of data file {uri} mixes types ({kind} values); give it one "
+                "type"
+            ) from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The columns' types over the whole data: how to read, cast and hash each batch.
+
+    ``as_text``: CSV columns holding text, parsed as text everywhere (as a whole-file read parses
+    a column with any text). ``dtypes``: the type of every other column in the whole data (a
+    batch with an integer column whose missing values are in another batch is cast to float).
+    A row's hash does not depend on the other rows once its columns have these types: pandas
+    hashes an object column value by value (nulls alike), and a number column by its bytes.
+    """
+
+    columns: list[str]
+    as_text: frozenset[str]
+    dtypes: dict[str, object]
+    arrow_types: dict[str, object]
+
+
+def layout(columns: list[str], seen: dict[str, _Column], csv: bool) -> Layout:
+    import pyarrow as pa
+    from pandas.core.dtypes.cast import find_common_type
+
+    as_text, dtypes, arrow_types = set(), {}, {}
+    for name in columns:
+        column = seen[name]
+        if csv and column.text:
+            as_text.add(name)
+            arrow_types[name] = pa.string()
+            continue
+        if not column.dtypes:
+            continue
+        if all(isinstance(d, pd.CategoricalDtype) for d in column.dtypes):
+            continue  # hashed by value whatever a batch's categories
+        dtype = find_common_type(list(column.dtypes))
+        dtypes[name] = dtype
+        if pd.api.types.is_object_dtype(dtype):
+            found = column.arrow_types | ({pa.string()} if column.text else set())
+            if len(found) > 1:
+                raise DataError(
+                    f"column {name!r} holds values of types {sorted(map(str, found))} in "
+                    "different rows or files; give it one type"
+                )
+            arrow_types[name] = found.pop() if found else pa.null()
+    return Layout(columns, frozenset(as_text), dtypes, arrow_types)
+
+
+def _cast(frame: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    changed = {name: dtype for name, dtype in layout.dtypes.items()
+               if name in frame.columns and frame[name].dtype != dtype}
+    return frame.astype(changed) if changed else frame
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelCode:
+    """How the label is encoded for the task: ``classes`` are the class names (the positive one
+    last for binary), ``values`` the label's values as text, in class-index order."""
+
+    task: str
+    classes: list[str]
+    values: list[str]
+
+    def encode(self, values: pd.Series) -> pd.Series:
+        if self.task == contract.REGRESSION:
+            return pd.to_numeric(values, errors="coerce").astype("float64")
+        if self.task == contract.MULTICLASS:
+            index = {name: i for i, name in enumerate(self.values)}
+            return values.astype(str).map(index).astype("int64")
+        return (values.astype(str) == self.values[1]).astype("int64")
+
+
+def check_label(label: str, columns: list[str], missing: int, task: str,
+                positive_label: str | None) -> None:
+    """The label is a column with no missing value; a positive label is for a binary task."""
+    if label not in columns:
+        raise DataError(
+            f"label column {label!r} is not in the data (columns: {', '.join(columns)}); "
+            "pass the right --label"
+        )
+    if missing:
+        raise DataError(
+            f"label column {label!r} has {missing} missing values; drop or fill those rows"
+        )
+    if positive_label is not None and task != contract.BINARY:
+        raise ConfigError(f"positive label {positive_label!r} applies to a binary task, not "
+                          f"{task!r}; leave it empty")
+
+
+def label_code(label: str, task: str, distinct: pd.Series, positive_label: str | None = None,
+               non_numeric: tuple[int, object] = (0, None)) -> LabelCode:
+    """The encoding of the label for the task, from its distinct values (every row's, typed as
+    the whole column) and, for regression, how many of its values are not numbers (and the
+    first)."""
+    if task == contract.REGRESSION:
+        count, example = non_numeric
+        if count:
+            raise DataError(
+                f"label column {label!r} has {count} non-numeric values such as "
+                f"{example!r}; a regression task needs numbers (fix the rows, or use "
+                "task 'multiclass')"
             )
-    return pd.concat(frames, ignore_index=True)
+        return LabelCode(task, [], [])
+    classes = [str(c) for c in sorted(distinct.unique().tolist())]
+    if task == contract.MULTICLASS:
+        if not 2 <= len(classes) <= MAX_CLASSES:
+            raise DataError(
+                f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; a "
+                f"multiclass task needs 2 to {MAX_CLASSES} (for a numeric target use task "
+                "'regression')"
+            )
+        return LabelCode(task, classes, classes)
+    if len(classes) != 2:
+        raise DataError(
+            f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; "
+            "a binary task needs exactly 2 (use task 'multiclass' or 'regression' for more)"
+        )
+    if positive_label is not None and positive_label not in classes:
+        raise ConfigError(
+            f"positive label {positive_label!r} is not a value of label column {label!r} "
+            f"(values: {classes}); pass one of them"
+        )
+    positive = positive_label if positive_label is not None else classes[1]
+    negative = classes[0] if positive == classes[1] else classes[1]
+    return LabelCode(task, [negative, positive], [negative, positive])
+
+
+def _non_numeric(values: pd.Series) -> tuple[int, object]:
+    bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+    return int(bad.sum()), (values[bad].iloc[0] if bad.any() else None)
 
 
 def encode_label(frame: pd.DataFrame, label: str, task: str = contract.BINARY,
@@ -83,53 +301,12 @@ def encode_label(frame: pd.DataFrame, label: str, task: str = contract.BINARY,
       classes as text, at most ``MAX_CLASSES``.
     - ``regression``: the value as float64; no classes.
     """
-    if label not in frame.columns:
-        raise DataError(
-            f"label column {label!r} is not in the data (columns: {', '.join(frame.columns)}); "
-            "pass the right --label"
-        )
+    check_label(label, list(frame.columns), int(frame[label].isna().sum())
+                if label in frame.columns else 0, task, positive_label)
     values = frame[label]
-    if values.isna().any():
-        raise DataError(
-            f"label column {label!r} has {int(values.isna().sum())} missing values; "
-            "drop or fill those rows"
-        )
-    if positive_label is not None and task != contract.BINARY:
-        raise ConfigError(f"positive label {positive_label!r} applies to a binary task, not "
-                          f"{task!r}; leave it empty")
-    if task == contract.REGRESSION:
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna()
-        if bad.any():
-            raise DataError(
-                f"label column {label!r} has {int(bad.sum())} non-numeric values such as "
-                f"{values[bad].iloc[0]!r}; a regression task needs numbers (fix the rows, or use "
-                "task 'multiclass')"
-            )
-        return numbers.astype("float64"), []
-    classes = [str(c) for c in sorted(values.unique().tolist())]
-    if task == contract.MULTICLASS:
-        if not 2 <= len(classes) <= MAX_CLASSES:
-            raise DataError(
-                f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; a "
-                f"multiclass task needs 2 to {MAX_CLASSES} (for a numeric target use task "
-                "'regression')"
-            )
-        index = {name: i for i, name in enumerate(classes)}
-        return values.astype(str).map(index).astype("int64"), classes
-    if len(classes) != 2:
-        raise DataError(
-            f"label column {label!r} has {len(classes)} distinct values {classes[:5]}; "
-            "a binary task needs exactly 2 (use task 'multiclass' or 'regression' for more)"
-        )
-    if positive_label is not None and positive_label not in classes:
-        raise ConfigError(
-            f"positive label {positive_label!r} is not a value of label column {label!r} "
-            f"(values: {classes}); pass one of them"
-        )
-    positive = positive_label if positive_label is not None else classes[1]
-    negative = classes[0] if positive == classes[1] else classes[1]
-    return (values.astype(str) == positive).astype("int64"), [negative, positive]
+    code = label_code(label, task, pd.Series(values.unique()), positive_label,
+                      _non_numeric(values) if task == contract.REGRESSION else (0, None))
+    return code.encode(values), code.classes
 
 
 def numbers_as_floats(frame: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -144,35 +321,143 @@ def numbers_as_floats(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return frame.astype({name: "float64" for name in floats}) if floats else frame
 
 
-def check_splits(train: pd.DataFrame, evaluation: pd.DataFrame, label: str, task: str,
-                 spans: list[int]) -> None:
+def check_splits(distinct: dict[str, int], task: str, spans: list[int]) -> None:
     """Both splits must be able to train and judge a model of the task.
 
-    Binary: both classes in each split (AUC needs both). Multiclass: two classes or more in each.
-    Regression: two distinct values or more in the train split.
+    ``distinct``: split name -> its count of distinct label values (exact up to 2). Binary: both
+    classes in each split (AUC needs both). Multiclass: two classes or more in each. Regression:
+    two distinct values or more in the train split.
     """
     needs = {contract.BINARY: (2, 2), contract.MULTICLASS: (2, 2), contract.REGRESSION: (2, 1)}
-    for (name, part), least in zip((("train", train), ("eval", evaluation)), needs[task],
-                                   strict=True):
-        if part[label].nunique() < least:
+    for name, least in zip(("train", "eval"), needs[task], strict=True):
+        if distinct[name] < least:
             raise DataError(
-                f"the {name} split of spans {spans} has {part[label].nunique()} distinct label "
+                f"the {name} split of spans {spans} has {distinct[name]} distinct label "
                 f"value(s) and a {task} task needs {least} or more there; provide more rows "
                 "of every class (or value)"
             )
+
+
+def _check_eval_percent(eval_percent: int) -> None:
+    if not 1 <= eval_percent <= 99:
+        raise ConfigError(f"eval_percent {eval_percent} is out of range: use 1..99")
+
+
+def is_eval(frame: pd.DataFrame, eval_percent: int) -> np.ndarray:
+    """Which rows go to the eval split, by a hash of each row's content (and column types)."""
+    buckets = pd.util.hash_pandas_object(frame, index=False).to_numpy() % 100
+    return buckets < eval_percent
 
 
 def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Deterministic train/eval split by a hash of each row's content.
 
     The same row lands in the same split in every run and on every machine, whatever the row
-    order, so metrics stay comparable across reruns and spans.
+    order or the batch it is read in, so metrics stay comparable across reruns and spans.
     """
-    if not 1 <= eval_percent <= 99:
-        raise ConfigError(f"eval_percent {eval_percent} is out of range: use 1..99")
-    buckets = pd.util.hash_pandas_object(frame, index=False).to_numpy() % 100
-    is_eval = buckets < eval_percent
-    return frame[~is_eval].reset_index(drop=True), frame[is_eval].reset_index(drop=True)
+    _check_eval_percent(eval_percent)
+    chosen = is_eval(frame, eval_percent)
+    return frame[~chosen].reset_index(drop=True), frame[chosen].reset_index(drop=True)
+
+
+class Shards:
+    """Writes a split as ``PART`` files of at most ``shard_rows`` rows each, in row order."""
+
+    def __init__(self, folder: str, schema, shard_rows: int):
+        self.folder, self.schema, self.shard_rows = Path(folder), schema, shard_rows
+        self.rows = 0
+        self._writer, self._in_part, self._parts = None, 0, 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        while table.num_rows:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.folder / PART.format(self._parts),
+                                                self.schema)
+                self._parts, self._in_part = self._parts + 1, 0
+            taken = table.slice(0, self.shard_rows - self._in_part)
+            self._writer.write_table(taken)
+            self._in_part += taken.num_rows
+            self.rows += taken.num_rows
+            table = table.slice(taken.num_rows)
+            if self._in_part == self.shard_rows:
+                self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def prepare_output(folder: str) -> None:
+    """An empty folder at ``folder``: a split written before (a file, or parts) is removed."""
+    path = Path(folder)
+    if path.is_file():
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    for part in path.glob(PART_GLOB):
+        part.unlink()
+
+
+@dataclasses.dataclass
+class _Scan:
+    columns: list[str]
+    rows: int
+    seen: dict[str, _Column]
+    missing_labels: int
+    distinct_labels: pd.Series | None
+    non_numeric: tuple[int, object]
+
+
+def _scan(sources: list[Source], label: str, task: str, batch_rows: int) -> _Scan:
+    """The first pass: the columns of every file (the same in each), their types over every
+    batch, the row count, and the label's missing values and distinct values."""
+    columns = None
+    rows, missing, distinct, non_numeric = 0, 0, [], (0, None)
+    seen: dict[str, _Column] = {}
+    for source in sources:
+        names = reading.header(source.uri, source.path)
+        if columns is None:
+            columns = names
+            seen = {name: _Column() for name in columns}
+        elif names != columns:
+            raise DataError(
+                f"data file {source.uri} has columns {names} but {sources[0].uri} has "
+                f"{columns}; give every file of the spans read the same columns"
+            )
+        for frame in reading.batches(source.uri, source.path, batch_rows):
+            rows += len(frame)
+            for name in columns:
+                seen[name].add(source.uri, name, frame[name])
+            if label in frame.columns:
+                values = frame[label]
+                missing += int(values.isna().sum())
+                if task == contract.REGRESSION:
+                    count, example = _non_numeric(values)
+                    non_numeric = (non_numeric[0] + count,
+                                   non_numeric[1] if non_numeric[0] else example)
+                else:
+                    distinct.append(pd.Series(values.dropna().unique()))
+                    if len(distinct) > 16:  # keep the list short; duplicates go
+                        distinct = [pd.concat(distinct, ignore_index=True).drop_duplicates()]
+        source.check_unchanged()
+    merged = pd.concat(distinct, ignore_index=True).drop_duplicates() if distinct else None
+    return _Scan(columns or [], rows, seen, missing, merged, non_numeric)
+
+
+def _batches(sources: list[Source], shape: Layout, batch_rows: int,
+             usecols: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Every file's rows, a batch at a time, typed as the whole data types them."""
+    for source in sources:
+        as_text = {name: str for name in shape.as_text if usecols is None or name in usecols}
+        parsed = reading.batches(source.uri, source.path, batch_rows,
+                                 None if reading.is_parquet(source.uri) else as_text, usecols)
+        for frame in parsed:
+            yield _cast(frame, shape)
+        source.check_unchanged()
 
 
 def run(
@@ -187,8 +472,10 @@ def run(
     s3_endpoint_url: str | None = None,
     positive_label: str | None = None,
     task: str = contract.BINARY,
+    batch_rows: int = BATCH_ROWS,
+    shard_rows: int = SHARD_ROWS,
 ) -> IngestResult:
-    """Reads select_span's files and writes the train and eval splits as Parquet.
+    """Reads select_span's files and writes the train and eval splits as folders of Parquet files.
 
     Args:
         files: The files to read (select_span's ``files``).
@@ -197,40 +484,104 @@ def run(
         label: The label column.
         exclude: Columns that are not features; checked to exist, kept in the splits.
         eval_percent: Share of rows, in percent, that go to the eval split.
-        train_path: Where to write the train split.
-        eval_path: Where to write the eval split.
+        train_path: The folder to write the train split into (``part-00000.parquet``, ...).
+        eval_path: The folder to write the eval split into.
         s3_endpoint_url: An S3-compatible endpoint; None: boto3's default.
         positive_label: The label value that is the positive class of a binary task (None: the
             second of the two in sorted order).
         task: ``binary``, ``multiclass`` or ``regression``: how the label is encoded.
+        batch_rows: Rows read and split at a time (bounds the memory used).
+        shard_rows: Rows per Parquet file of a split.
     """
     if not spans:
         raise ConfigError("spans is empty; pass select_span's spans_read output")
     span = max(spans)
-    frame = read_files(files, fingerprint, s3_endpoint_url)
-    if frame.empty:
-        raise DataError(f"data files of spans {spans} have a header but no rows; add rows")
-    unknown = sorted(set(exclude) - set(frame.columns))
-    if unknown:
-        raise ConfigError(
-            f"excluded columns {unknown} are not in the data (columns: {', '.join(frame.columns)});"
-            " fix --exclude"
-        )
-    if label in exclude:
-        raise ConfigError(f"label column {label!r} is also excluded; remove it from --exclude")
-    frame[label], classes = encode_label(frame, label, contract.task(task), positive_label)
-    frame = numbers_as_floats(frame, label)
-    train, evaluation = split(frame, eval_percent)
-    check_splits(train, evaluation, label, task, spans)
-    train.to_parquet(train_path, index=False)
-    evaluation.to_parquet(eval_path, index=False)
+    task = contract.task(task)
+    with tempfile.TemporaryDirectory(prefix="ctloop-ingest-") as spool:
+        sources = open_files(files, fingerprint, spool, s3_endpoint_url)
+        scan = _scan(sources, label, task, batch_rows)
+        if not scan.rows:
+            raise DataError(f"data files of spans {spans} have a header but no rows; add rows")
+        unknown = sorted(set(exclude) - set(scan.columns))
+        if unknown:
+            raise ConfigError(
+                f"excluded columns {unknown} are not in the data (columns: "
+                f"{', '.join(scan.columns)}); fix --exclude"
+            )
+        if label in exclude:
+            raise ConfigError(f"label column {label!r} is also excluded; remove it from --exclude")
+        check_label(label, scan.columns, scan.missing_labels, task, positive_label)
+        _check_eval_percent(eval_percent)
+        csv = any(not reading.is_parquet(s.uri) for s in sources)
+        shape = layout(scan.columns, scan.seen, csv)
+        distinct = scan.distinct_labels
+        if label in shape.as_text:  # read as text: its classes are its text
+            distinct = pd.concat(
+                [f[label].drop_duplicates() for f in _batches(sources, shape, batch_rows,
+                                                              [label])],
+                ignore_index=True)
+        elif distinct is not None and label in shape.dtypes:
+            distinct = distinct.astype(shape.dtypes[label])
+        code = label_code(label, task, distinct if distinct is not None else pd.Series([]),
+                          positive_label, scan.non_numeric)
+        try:
+            counts = _write(sources, shape, code, label, eval_percent, train_path, eval_path,
+                            batch_rows, shard_rows)
+        except BaseException:
+            shutil.rmtree(train_path, ignore_errors=True)
+            shutil.rmtree(eval_path, ignore_errors=True)
+            raise
+    try:
+        check_splits({name: len(values) for name, values in counts.distinct.items()}, task, spans)
+    except DataError:
+        shutil.rmtree(train_path, ignore_errors=True)
+        shutil.rmtree(eval_path, ignore_errors=True)
+        raise
     return IngestResult(
         span=span,
         spans=list(spans),
         files=list(files),
         fingerprint=fingerprint,
-        train_rows=len(train),
-        eval_rows=len(evaluation),
-        columns=list(frame.columns),
-        label_classes=classes,
+        train_rows=counts.rows["train"],
+        eval_rows=counts.rows["eval"],
+        columns=list(scan.columns),
+        label_classes=code.classes,
     )
+
+
+@dataclasses.dataclass
+class _Written:
+    rows: dict[str, int]
+    distinct: dict[str, set]
+
+
+def _write(sources: list[Source], shape: Layout, code: LabelCode, label: str,
+           eval_percent: int, train_path: str, eval_path: str, batch_rows: int,
+           shard_rows: int) -> _Written:
+    """The second pass: encodes, splits and writes every batch."""
+    import pyarrow as pa
+
+    for path in (train_path, eval_path):
+        prepare_output(path)
+    shards = None
+    # Up to 2 distinct label values per split: all that check_splits needs to know.
+    distinct: dict[str, set] = {"train": set(), "eval": set()}
+    for frame in _batches(sources, shape, batch_rows):
+        frame[label] = code.encode(frame[label])
+        frame = numbers_as_floats(frame, label)
+        if shards is None:
+            schema = pa.Schema.from_pandas(frame, preserve_index=False)
+            for name, arrow_type in shape.arrow_types.items():
+                if name == label:  # encoded: a number now
+                    continue
+                schema = schema.set(schema.get_field_index(name), pa.field(name, arrow_type))
+            shards = {"train": Shards(train_path, schema, shard_rows),
+                      "eval": Shards(eval_path, schema, shard_rows)}
+        chosen = is_eval(frame, eval_percent)
+        for name, part in (("train", frame[~chosen]), ("eval", frame[chosen])):
+            shards[name].write(part)
+            if len(distinct[name]) < 2:
+                distinct[name].update(part[label].drop_duplicates().head(2).tolist())
+    for shard in (shards or {}).values():
+        shard.close()
+    return _Written({name: shards[name].rows if shards else 0 for name in distinct}, distinct)
