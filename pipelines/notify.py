@@ -18,6 +18,7 @@ missing key is a missing file: that sink is simply not configured.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any, ContextManager
 
 from kfp import dsl, kubernetes
@@ -26,6 +27,12 @@ from ctloop import notify
 from ctloop.components.notify_failure.component import notify_failure
 
 EXIT_TASK = "notify-failure"
+
+
+def parameters(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The notification parameters (``ctloop.notify.PARAMETERS``) out of a pipeline function's
+    ``locals()``: what run_report and ``exit_handler`` take, passed on as they are."""
+    return {name: scope[name] for name in notify.PARAMETERS}
 
 
 def mount_secret(task: dsl.PipelineTask, secret_name: Any = notify.SECRET_NAME

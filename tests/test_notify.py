@@ -289,9 +289,11 @@ def test_the_exit_handler_compiles_with_the_final_status_and_the_optional_secret
 
     @dsl.pipeline(name="notified")
     def notified(notify_email_to: List[str] = [],  # noqa: B006 - a KFP default value
-                 notify_smtp_host: str = "", notify_secret: str = "ctloop-notify"):
-        with pipeline_notify.exit_handler(notify_email_to=notify_email_to,
-                                          notify_smtp_host=notify_smtp_host,
+                 notify_email_from: str = "", notify_smtp_host: str = "",
+                 notify_smtp_port: int = 587, notify_smtp_starttls: bool = True,
+                 notify_on: List[str] = ["failed"],  # noqa: B006 - a KFP default value
+                 notify_secret: str = "ctloop-notify"):
+        with pipeline_notify.exit_handler(**pipeline_notify.parameters(locals()),
                                           notify_secret=notify_secret):
             work(x="a")
 
@@ -305,8 +307,8 @@ def test_the_exit_handler_compiles_with_the_final_status_and_the_optional_secret
     assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     assert exit_task["inputs"]["parameters"]["status"] == {
         "taskFinalStatus": {"producerTask": handler}}
-    assert exit_task["inputs"]["parameters"]["notify_email_to"] == {
-        "componentInputParameter": "notify_email_to"}
+    assert {name: source["componentInputParameter"] for name, source in exit_task["inputs"][
+        "parameters"].items() if name != "status"} == {name: name for name in notify.PARAMETERS}
     assert exit_task["cachingOptions"] == {}  # never cached
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert executors["exec-notify-failure"] == {"secretAsVolume": [{
