@@ -83,6 +83,10 @@ from ctloop.settings import (
               help="in-process: kfp.local orders the tasks and builds their inputs and outputs, "
               "and each task runs in this process (libraries imported once); kfp-local: each "
               "task a process of its own (kfp.local's SubprocessRunner), as KFP runs it.")
+@click.option("--beam-arg", "beam_pipeline_args", multiple=True, metavar="ARG",
+              help="A Beam pipeline option for the TFDV and TFMA steps (repeatable), e.g. "
+              "--beam-arg=--direct_num_workers=2 --beam-arg=--direct_running_mode="
+              "multi_processing; sets beam_pipeline_args [default: the in-process runner].")
 @click.option("--model-name", default=MODEL_NAME, show_default=True)
 @click.option("--schema", "schema_uri", help="A curated TFDV schema (text proto).")
 @click.option("--epochs", default=Hyperparameters.epochs, show_default=True)
@@ -169,7 +173,7 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
         warm_start, slice_features, drift_threshold, skew_threshold, false_alarm_rate,
         anomaly_policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
         canary_percent, min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae,
-        max_mae_increase, cold_start, force_bless_reason) -> None:
+        max_mae_increase, cold_start, force_bless_reason, beam_pipeline_args) -> None:
     """Run one continuous-training iteration on this machine (kfp.local).
 
     Settings come from flags, from a settings file (-c ctloop.yaml) under them, and from the
@@ -226,6 +230,7 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
         "cold_start": cold_start, "early_stopping_patience": early_stopping_patience,
         "slice_features": list(slice_features), "user_module": user_module or "",
         "force_bless_reason": force_bless_reason or "", "hidden_units": list(hidden_units),
+        "beam_pipeline_args": list(beam_pipeline_args),
     }
     # A flag left unset is not passed: the pipeline's default applies (the same value, both from
     # ctloop.settings). A settings file's value is a flag's default here (DEFAULT_MAP): passed.
