@@ -44,3 +44,8 @@ class KfpError(CtloopError):
 class ClusterError(CtloopError):
     """The Kubernetes cluster is unreachable or refused a request, or an InferenceService did not
     become ready (a fix on the cluster: KServe, RBAC, storage credentials, the model)."""
+
+
+class PromotionRefused(RegistryError):
+    """A promotion or rollback between stages was refused (no approver or reason, a version not
+    staged, not blessed or superseded, no history to return to); nothing was changed."""

@@ -1,10 +1,13 @@
-"""The model registry: numbered versions, the serving pointer, the canary, per-span statistics.
+"""The model registry: numbered versions, per stage (staging, production) the serving pointer
+with its history, a canary and a shadow, decisions on versions, per-span statistics.
 
-``Registry`` is the protocol (``ctloop.registry.base``, with the layout and ``Version``);
+``Registry`` is the protocol (``ctloop.registry.base``, with the layout, the stages and
+``Version``; its pointer operations are ``ctloop.registry.pointers``');
 ``LocalRegistry`` (``ctloop.registry.local``) keeps it in a folder, ``S3Registry``
 (``ctloop.registry.s3``) in an S3 bucket, with the same semantics. ``open_registry(uri,
 model_name)`` opens the one a URI names. ``ctloop.registry.record`` is what a version was made
-from (code and environment).
+from (code and environment); ``ctloop.registry.stages`` promotes a staged version to production
+on a person's approval, and rolls a stage back.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from ctloop.registry.base import (
     CANARY_FILE,
     MODEL_DIR,
     POINTER_FILE,
+    PRODUCTION,
     RECORD_FILE,
     SCHEMA_FILE,
+    SHADOW_FILE,
+    STAGES,
+    STAGING,
+    STAGING_FILE,
     STATS_SUFFIX,
     Registry,
     Version,
+    check_stage,
+    pointer_file,
     stale_baseline,
     validate_model_name,
 )
@@ -43,7 +53,8 @@ def open_registry(uri: str, model_name: str, s3_endpoint_url: str | None = None)
 
 
 __all__ = [
-    "ANY_SERVING", "CANARY_FILE", "MODEL_DIR", "POINTER_FILE", "RECORD_FILE", "SCHEMA_FILE",
-    "STATS_SUFFIX", "LocalRegistry", "Registry", "S3Registry", "Version", "open_registry",
-    "stale_baseline", "validate_model_name",
+    "ANY_SERVING", "CANARY_FILE", "MODEL_DIR", "POINTER_FILE", "PRODUCTION", "RECORD_FILE",
+    "SCHEMA_FILE", "SHADOW_FILE", "STAGES", "STAGING", "STAGING_FILE", "STATS_SUFFIX",
+    "LocalRegistry", "Registry", "S3Registry", "Version", "check_stage", "open_registry",
+    "pointer_file", "stale_baseline", "validate_model_name",
 ]

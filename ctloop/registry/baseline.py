@@ -1,9 +1,10 @@
 """The one baseline a run is judged against, read from the registry once (the resolve_baseline
 and load_baseline components).
 
-The baseline is the registry's serving version (its model, which train warm-starts from and
-evaluate compares against; its schema, which validate_data checks the data with) and the
-statistics drift is measured against. Two steps, like select_span and ingest:
+The baseline is the version a stage of the registry serves (``baseline_stage``: production by
+default): its model, which train warm-starts from and evaluate compares against, and its
+schema, which validate_data checks the data with; and the statistics drift is measured
+against. Two steps, like select_span and ingest:
 
 - ``resolve`` looks at the registry (the resolve_baseline task, never cached: the registry
   changes between runs) and fingerprints what it found: the version's files and record, the
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.errors import RegistryError
-from ctloop.registry import open_registry
+from ctloop.registry import PRODUCTION, check_stage, open_registry
 
 SCHEMA_FILE = "schema.pbtxt"  # in the schema artifact's folder, as validate_data writes it
 STATISTICS_FILE = "train.stats.tfrecord"  # in the statistics artifact's folder, likewise
@@ -51,6 +52,7 @@ class Baseline:
     version: Any  # ctloop.registry's Version, or None
     statistics: tuple[int, Path] | None
     fingerprint: str
+    stage: str = PRODUCTION  # whose serving version it is
 
     @property
     def number(self) -> int | None:
@@ -62,23 +64,31 @@ class Baseline:
 
     def describe(self) -> str:
         """One line: what the run is judged against."""
-        served = (f"version {self.number}" if self.number is not None
-                  else "no serving version (cold start)")
+        which = "" if self.stage == PRODUCTION else f"{self.stage} "
+        served = (f"{which}version {self.number}" if self.number is not None
+                  else f"no {which}serving version (cold start)")
         reference = (f"span {self.statistics_span}'s statistics"
                      if self.statistics is not None else "no earlier span's statistics")
         return f"{served} of {self.registry}; drift against {reference}"
 
 
 def resolve(registry_uri: str, model_name: str, span: int,
-            s3_endpoint_url: str | None = None) -> Baseline:
-    """The registry's serving version and the stored statistics of the latest span before
-    ``span`` (none for span 0, data without spans), fingerprinted."""
+            s3_endpoint_url: str | None = None, baseline_stage: str = PRODUCTION) -> Baseline:
+    """The version ``baseline_stage`` of the registry serves (production by default) and the
+    stored statistics of the latest span before ``span`` (none for span 0, data without
+    spans), fingerprinted.
+
+    Raises:
+        ConfigError: ``baseline_stage`` is not a stage.
+    """
+    check_stage(baseline_stage)
     registry = open_registry(registry_uri, model_name, s3_endpoint_url)
-    version = registry.serving()
+    version = registry.serving(baseline_stage)
     statistics = registry.previous_statistics(span) if span else None
     if statistics is not None:
         statistics = (int(statistics[0]), Path(statistics[1]))
-    return Baseline(registry.uri, version, statistics, fingerprint(version, statistics))
+    return Baseline(registry.uri, version, statistics, fingerprint(version, statistics),
+                    baseline_stage)
 
 
 def fingerprint(version: Any, statistics: tuple[int, Path] | None) -> str:
@@ -86,13 +96,16 @@ def fingerprint(version: Any, statistics: tuple[int, Path] | None) -> str:
     span and bytes: the same baseline gives the same fingerprint in every run, and any change of
     what a task would read gives another. A complete version never changes (the registry's
     invariant) and its record names what made it (data fingerprint, code, parameters), so the
-    record stands for its files: on an object store nothing else is downloaded to resolve."""
+    record stands for its files: on an object store nothing else is downloaded to resolve. Its
+    ``decisions`` (promotions, rollbacks) are left out: they say where the version went, not
+    what it is, and a promotion must not make a run's cached baseline look changed."""
     digest = hashlib.sha256()
     if version is None:
         digest.update(b"no serving version\n")
     else:
         digest.update(f"version {version.number}\n".encode())
-        digest.update(json.dumps(version.record(), sort_keys=True).encode())
+        record = {k: v for k, v in version.record().items() if k != "decisions"}
+        digest.update(json.dumps(record, sort_keys=True).encode())
     if statistics is None:
         digest.update(b"no statistics\n")
     else:

@@ -22,26 +22,27 @@ from typing import Any
 
 from ctloop.errors import RegistryError
 from ctloop.registry.base import (
-    CANARY_FILE,
     LOCK_FILE,
     MODEL_DIR,
-    POINTER_FILE,
+    POINTER_FILES,
+    PRODUCTION,
     RECORD_FILE,
     SCHEMA_FILE,
     STATS_RE,
     STATS_SUFFIX,
     HeldLock,
-    Pointers,
     Version,
+    check_stage,
     validate_model_name,
 )
+from ctloop.registry.pointers import Pointers
 
 STAGING_PREFIX = ".staging-"
 
 
 class LocalRegistry(Pointers):
     """The versions of one model under a local registry root (the ``Registry`` protocol; its
-    pointer operations are ``base.Pointers``')."""
+    pointer operations are ``pointers.Pointers``')."""
 
     def __init__(self, root: str | os.PathLike[str], model_name: str):
         self.model_name = validate_model_name(model_name)
@@ -91,6 +92,7 @@ class LocalRegistry(Pointers):
         *,
         expected_serving: int | None,
         serve: bool = True,
+        stage: str = PRODUCTION,
         lock_timeout_s: float = 60.0,
     ) -> Version:
         """Adds a new numbered version atomically and (by default) points serving at it.
@@ -99,17 +101,19 @@ class LocalRegistry(Pointers):
             model_dir: The SavedModel directory to copy in.
             schema_path: The schema file the model was validated with.
             record: The run record stored as record.json.
-            expected_serving: The serving version the model was judged against (None: none
-                served). Checked under the lock, so a model blessed against version n is never
-                pushed over a version another run pushed meanwhile.
-            serve: Move the serving pointer to the new version.
+            expected_serving: The version ``stage`` served when the model was judged (None:
+                none served). Checked under the lock, so a model blessed against version n is
+                never pushed over a version another run pushed meanwhile.
+            serve: Move the stage's pointer to the new version.
+            stage: The stage whose pointer ``expected_serving`` and ``serve`` concern.
             lock_timeout_s: How long to wait for a concurrent push to finish.
 
         Returns:
             The new version.
         """
+        check_stage(stage)
         with self.lock(lock_timeout_s):
-            self._check_baseline(expected_serving)
+            self._check_baseline(expected_serving, stage)
             self._versions.mkdir(parents=True, exist_ok=True)
             self._remove_stale_staging()
             number = max((v.number for v in self.versions()), default=0) + 1
@@ -125,7 +129,7 @@ class LocalRegistry(Pointers):
             _fsync_dir(self._versions)
             version = self._version(number)
             if serve:
-                self._write_pointer(number)
+                self._write_pointer(number, stage)
             return version
 
     def save_statistics(self, span: int, stats_file: str | os.PathLike[str]) -> Path:
@@ -173,22 +177,25 @@ class LocalRegistry(Pointers):
         (self.path / name).unlink(missing_ok=True)
         _fsync_dir(self.path)
 
-    def _write_json(self, name: str, data: dict[str, Any]) -> None:
-        tmp = self.path / f".{name}.{uuid.uuid4().hex}"
-        with open(tmp, "w") as handle:
-            json.dump(data, handle)
+    def _write_bytes(self, name: str, body: bytes) -> None:
+        final = self.path / name
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}")
+        with open(tmp, "wb") as handle:
+            handle.write(body)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, self.path / name)
-        _fsync_dir(self.path)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
 
     def _remove_stale_staging(self) -> None:
         # Only called under the lock: any staging dir left is from a run that died mid-push.
         for stale in self._versions.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
-        for name in (POINTER_FILE, CANARY_FILE):
+        for name in POINTER_FILES:
             for stale in self.path.glob(f".{name}.*"):
                 stale.unlink(missing_ok=True)
+        for stale in self._versions.glob(f"*/.{RECORD_FILE}.*"):  # a decision's, half-written
+            stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -9,8 +9,9 @@ It lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the layout of
   the version (and only if absent); readers ignore a number without it, so a push killed
   half-way is never visible. Numbers come from every prefix under ``versions/``, complete or
   not, so one is never reused.
-- ``SERVING``, ``CANARY`` and the statistics are single PUTs, which S3 makes visible whole or
-  not at all.
+- The pointers (``SERVING``, ``STAGING``, the canaries and shadows), the statistics and a
+  record rewritten to add a decision are single PUTs, which S3 makes visible whole or not at
+  all.
 - The push lock is ``.lock``, created only if absent (``If-None-Match: *``, conditional writes
   of AWS S3, MinIO and SeaweedFS) and holding an expiry a minute ahead, which its holder renews
   (a PUT conditional on the ETag it wrote) while it holds the lock. A lock left by a killed run
@@ -47,14 +48,16 @@ from ctloop.errors import ConfigError, RegistryError
 from ctloop.registry.base import (
     LOCK_FILE,
     MODEL_DIR,
+    PRODUCTION,
     RECORD_FILE,
     SCHEMA_FILE,
     STATS_RE,
     STATS_SUFFIX,
-    Pointers,
     Version,
+    check_stage,
     validate_model_name,
 )
+from ctloop.registry.pointers import Pointers
 
 LOCK_LEASE_S = 60.0  # a killed run's lock is free this long after its last renewal
 LOCK_RENEW_S = 15.0  # how often the holder renews; with less lease than this left, it stops writing
@@ -66,7 +69,7 @@ _TEMPORARY: dict[Path, int] = {}  # folder -> pid of the process that made it
 
 class S3Registry(Pointers):
     """The versions of one model under ``s3://bucket/prefix/`` (the ``Registry`` protocol; its
-    pointer operations are ``base.Pointers``').
+    pointer operations are ``pointers.Pointers``').
 
     ``cache_dir``: where downloaded files go (kept); default: a temporary folder, made at the
     first download and removed by ``close()`` or at exit.
@@ -164,12 +167,13 @@ class S3Registry(Pointers):
 
     def push(self, model_dir: str | os.PathLike[str], schema_path: str | os.PathLike[str],
              record: dict[str, Any], *, expected_serving: int | None, serve: bool = True,
-             lock_timeout_s: float = 60.0) -> Version:
-        """Adds a new numbered version and (by default) points serving at it; see
+             stage: str = PRODUCTION, lock_timeout_s: float = 60.0) -> Version:
+        """Adds a new numbered version and (by default) points the stage at it; see
         ``LocalRegistry.push``. Each PUT follows a check of the lease, so a holder that lost the
         lock writes nothing more; ``record.json`` goes last, and only if absent."""
+        check_stage(stage)
         with self.lock(lock_timeout_s) as lease:
-            self._check_baseline(expected_serving)
+            self._check_baseline(expected_serving, stage)
             number = max(self._numbers(complete=False), default=0) + 1
             base = f"{self.prefix}versions/{number}/"
             files = [(path, f"{MODEL_DIR}/{path.relative_to(model_dir).as_posix()}")
@@ -184,8 +188,8 @@ class S3Registry(Pointers):
                     f"registry {self.uri}: version {number} was made complete by another run "
                     "while this one wrote it (this run lost its push lock); rerun")
             if serve:
-                lease.check(f"pointing serving at version {number}")
-                self._write_pointer(number)
+                lease.check(f"pointing {stage} at version {number}")
+                self._write_pointer(number, stage)
             self._delete_incomplete(below=number, lease=lease)
         return self._version(number)
 
@@ -210,8 +214,11 @@ class S3Registry(Pointers):
                                     Key=key)
         return None if found is None else found["Body"].read()
 
-    def _write_json(self, name: str, data: dict[str, Any]) -> None:
-        self._put(self.prefix + name, json.dumps(data).encode())
+    def _write_bytes(self, name: str, body: bytes) -> None:
+        self._put(self.prefix + name, body)  # one PUT: visible whole or not at all
+        if name.startswith("versions/"):  # a record rewritten (a decision): not the copy here
+            with self._fetching:
+                (self._cache / name).unlink(missing_ok=True)
 
     def _remove(self, name: str) -> None:
         key = self.prefix + name
