@@ -232,6 +232,17 @@ class Registry(Protocol):
                         lock_timeout_s: float = 60.0) -> None:
         """Appends ``decision`` to version ``number``'s record, whole or not at all."""
 
+    def read_record(self, number: int) -> dict[str, Any]:
+        """Version ``number``'s run record as stored now."""
+
+    def write_pointer(self, lease: Lease, number: int, *, stage: str = PRODUCTION,
+                      previous: list[int] | None = None,
+                      decision: dict[str, Any] | None = None) -> None:
+        """``set_serving``'s write, for a caller that holds ``lock()`` (``lease``)."""
+
+    def write_decision(self, lease: Lease, number: int, decision: dict[str, Any]) -> None:
+        """``record_decision``'s write, for a caller that holds ``lock()`` (``lease``)."""
+
     def save_statistics(self, span: int, stats_file: str | os.PathLike[str]) -> str | Path:
         """Stores a span's train statistics (replacing a rerun's); where they went."""
 

@@ -32,7 +32,6 @@ from ctloop.registry.base import (
     STATS_SUFFIX,
     HeldLock,
     Version,
-    check_stage,
     validate_model_name,
 )
 from ctloop.registry.pointers import Pointers
@@ -111,7 +110,6 @@ class LocalRegistry(Pointers):
         Returns:
             The new version.
         """
-        check_stage(stage)
         with self.lock(lock_timeout_s):
             self._check_baseline(expected_serving, stage)
             self._versions.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,8 @@ It lives under ``s3://<bucket>/<prefix>/<model_name>/`` with the layout of
   the version (and only if absent); readers ignore a number without it, so a push killed
   half-way is never visible. Numbers come from every prefix under ``versions/``, complete or
   not, so one is never reused.
-- The pointers (``SERVING``, ``STAGING``, the canaries and shadows), the statistics and a
-  record rewritten to add a decision are single PUTs, which S3 makes visible whole or not at
-  all.
+- The pointers, the statistics and a record rewritten to add a decision are single PUTs,
+  which S3 makes visible whole or not at all.
 - The push lock is ``.lock``, created only if absent (``If-None-Match: *``, conditional writes
   of AWS S3, MinIO and SeaweedFS) and holding an expiry a minute ahead, which its holder renews
   (a PUT conditional on the ETag it wrote) while it holds the lock. A lock left by a killed run
@@ -54,7 +53,6 @@ from ctloop.registry.base import (
     STATS_RE,
     STATS_SUFFIX,
     Version,
-    check_stage,
     validate_model_name,
 )
 from ctloop.registry.pointers import Pointers
@@ -171,7 +169,6 @@ class S3Registry(Pointers):
         """Adds a new numbered version and (by default) points the stage at it; see
         ``LocalRegistry.push``. Each PUT follows a check of the lease, so a holder that lost the
         lock writes nothing more; ``record.json`` goes last, and only if absent."""
-        check_stage(stage)
         with self.lock(lock_timeout_s) as lease:
             self._check_baseline(expected_serving, stage)
             number = max(self._numbers(complete=False), default=0) + 1
@@ -216,9 +213,8 @@ class S3Registry(Pointers):
 
     def _write_bytes(self, name: str, body: bytes) -> None:
         self._put(self.prefix + name, body)  # one PUT: visible whole or not at all
-        if name.startswith("versions/"):  # a record rewritten (a decision): not the copy here
-            with self._fetching:
-                (self._cache / name).unlink(missing_ok=True)
+        with self._fetching:  # a record rewritten (a decision): the copy here is not it now
+            (self._cache / name).unlink(missing_ok=True)
 
     def _remove(self, name: str) -> None:
         key = self.prefix + name
