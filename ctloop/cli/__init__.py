@@ -34,11 +34,12 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from ctloop.cli import build, kfp, monitor, records, run, serve
+    from ctloop.cli import build, kfp, monitor, records, run, serve, stages
 
     for command in (build.datagen, build.compile_, run.run, run.config_group, records.runs_,
-                    records.report, records.versions, serve.serve, serve.predict, kfp.upload,
-                    kfp.submit, kfp.schedule, monitor.monitor, monitor.feedback):
+                    records.report, records.versions, stages.promote, stages.rollback,
+                    serve.serve, serve.predict, kfp.upload, kfp.submit, kfp.schedule,
+                    monitor.monitor, monitor.feedback):
         main.add_command(command)
 
 

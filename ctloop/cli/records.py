@@ -52,7 +52,8 @@ def report(run_or_workdir: str, output: str | None) -> None:
               "model].")
 @click.option("--s3-endpoint-url", help="S3-compatible endpoint for an s3:// registry.")
 def versions(config_path, registry_uri, workdir, model_name, s3_endpoint_url) -> None:
-    """List a registry's model versions: metrics, infra latency, which one serves."""
+    """List a registry's model versions: metrics, infra latency, the stage(s) each is in, and
+    the decisions that moved them (who, when, why)."""
     from ctloop import config
     from ctloop.local import runs
     from ctloop.registry import open_registry
@@ -68,8 +69,55 @@ def versions(config_path, registry_uri, workdir, model_name, s3_endpoint_url) ->
             raise click.UsageError(f"pass --model-name: registry {registry_uri} holds "
                                    f"{', '.join(models) or 'no model folders'}")
         model_name = models[0]
-    rows = runs.version_rows(open_registry(registry_uri, model_name, s3_endpoint_url))
+    registry = open_registry(registry_uri, model_name, s3_endpoint_url)
+    rows = runs.version_rows(registry)
     if not rows:
         click.echo(f"no versions of {model_name} in {registry_uri}")
         return
+    states = _stage_states(registry)
+    for row in rows:
+        row["state"] = states.get(int(row["version"][1:]), row["state"])
     click.echo(runs.table(rows))
+    decided = [(version.number, d) for version in registry.versions()
+               for d in version.record().get("decisions") or [] if isinstance(d, dict)]
+    if decided:
+        click.echo("\ndecisions:")
+    for number, decision in decided:
+        click.echo(f"  v{number}  {_decision_line(decision)}")
+
+
+def _stage_states(registry) -> dict[int, str]:
+    """Version -> where it is in the stages ("serving" for production, as before stages;
+    "staging", "staging-canary 10%", "shadow", ...), for versions in any."""
+    from ctloop.registry import PRODUCTION, STAGING, stages
+
+    states: dict[int, list[str]] = {}
+    described = stages.describe(registry)
+    for stage, now in ((s, described[s]) for s in (PRODUCTION, STAGING)):  # production first
+        prefix = "" if stage == PRODUCTION else f"{stage}-"
+        if now["version"] is not None:
+            states.setdefault(now["version"], []).append(
+                "serving" if stage == PRODUCTION else stage)
+        if now["canary"]:
+            states.setdefault(now["canary"]["version"], []).append(
+                f"{prefix}canary {now['canary']['percent']}%")
+        if now["shadow"] is not None:
+            states.setdefault(now["shadow"], []).append(f"{prefix}shadow")
+    return {number: ",".join(names) for number, names in states.items()}
+
+
+def _decision_line(decision: dict) -> str:
+    """One decision: when, what, who, why."""
+    import datetime
+
+    when = (datetime.datetime.fromtimestamp(decision["at_unix"]).strftime("%Y-%m-%d %H:%M:%S")
+            if isinstance(decision.get("at_unix"), (int, float)) else "-")
+    action = decision.get("action", "?")
+    where = decision.get("stage")
+    what = f"{action} to {where}" if action == "promote" else (
+        f"{action} of {where} to v{decision.get('to_version')}" if action == "rollback"
+        else f"{action} ({where})" if where else action)
+    who = decision.get("approved_by") or decision.get("by")
+    why = decision.get("reason")
+    return "  ".join(filter(None, [when, what, f"by {who}" if who else None,
+                                   f"because: {why}" if why else None]))
