@@ -294,3 +294,29 @@ def test_ctloop_promote_refused_exits_non_zero_with_one_line(cli, tmp_path, loca
     result = cli("rollback", "churn", "--stage", "staging", "--by", "bob", "--reason", "x",
                  "--registry", root)
     assert result.exit_code == 1 and "remembers no version before version 2" in result.output
+
+
+# --- the approval pipeline -----------------------------------------------------------------------
+
+
+def test_the_promote_pipeline_compiles_to_one_uncached_task_with_the_storage_secret(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    from ctloop.pipelines.promote_pipeline import PIPELINE_NAME, promote_pipeline
+
+    out = tmp_path / "promote_pipeline.yaml"
+    compiler.Compiler().compile(promote_pipeline, str(out))
+    spec, platform = yaml.safe_load_all(out.read_text())
+    assert spec["pipelineInfo"]["name"] == PIPELINE_NAME == "ctloop-promote"
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"version", "approved_by", "reason", "registry_uri"} <= {
+        name for name, p in parameters.items() if not p.get("isOptional")}
+    assert parameters["version"]["parameterType"] == "NUMBER_INTEGER"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert list(tasks) == ["promote"]
+    assert tasks["promote"]["cachingOptions"] == {}  # enableCache false is left out of the IR
+    secret = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "exec-promote"]["secretAsEnv"][0]
+    assert [(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]] == [
+        ("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")]
