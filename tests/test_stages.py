@@ -170,6 +170,29 @@ def test_a_version_production_serves_already_or_a_newer_one_is_superseded(store,
     assert store.snapshot() == before
 
 
+def test_two_approvals_at_once_one_lands_the_other_is_refused(store, staged):
+    import threading
+
+    outcomes, start = {}, threading.Barrier(2)
+
+    def approve(name: str) -> None:
+        start.wait()
+        try:
+            outcomes[name] = stages.promote(store.open(), 2, approved_by=name, reason="go").number
+        except PromotionRefused as exc:
+            outcomes[name] = str(exc)
+
+    threads = [threading.Thread(target=approve, args=(name,)) for name in ("ana", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(str, outcomes.values()))[0] == "2", outcomes
+    assert sum("production serves it already" in str(o) for o in outcomes.values()) == 1
+    decisions = [d for d in store.open().read_record(2)["decisions"] if d["action"] == "promote"]
+    assert len(decisions) == 1 and store.open().history() == [1]
+
+
 def test_a_blessing_recorded_false_or_staging_empty_is_refused(store, model):
     registry = store.open()
     registry.push(*model, {"blessing": {"blessed": False, "reason": "auc 0.6 < 0.9"}},
