@@ -79,8 +79,11 @@ def evaluate(
             compared, or None), ``no_skill`` (the no-skill and candidate values, the margin and
             its bootstrap lower bound; None when a value threshold judged), ``fairness`` (every
             group's numbers and the gaps) and ``decided_by`` (the failed checks), both only with
-            sensitive features; when skipped, ``blessed`` None and ``skipped`` (why).
-        evaluation: Output: TFMA's output folder (metrics, plots, validations).
+            sensitive features; ``beam`` (the Beam options TFMA ran with: ``runner``,
+            ``workers``, ``running_mode``, ``args``); when skipped, ``blessed`` None and
+            ``skipped`` (why).
+        evaluation: Output: TFMA's output folder (metrics, plots, validations); metadata
+            ``beam``.
         metrics: Output: the candidate's overall metrics, as the KFP UI shows them.
         classification_metrics: Output: a classifier's confusion matrix (binary: at threshold
             0.5, with the ROC curve; multiclass: of the most probable class), from TFMA's plots.
@@ -113,7 +116,8 @@ def evaluate(
             with this reason; TFMA still runs and the verdict it overrode is kept.
         slice_features: Features to report metrics per value of.
         sensitive_features: Eval columns whose groups are compared for fairness (None: none).
-        beam_pipeline_args: Beam options for TFMA (runner, workers, ...).
+        beam_pipeline_args: Beam options for TFMA (runner, workers, ...); empty: in-process
+            (``ctloop.beam_options.resolve``, by the eval split's row count).
 
     Returns:
         Whether the candidate is blessed.
@@ -177,6 +181,9 @@ def evaluate(
         no_skill={**dataclasses.asdict(result.no_skill), "passed": result.no_skill.passed,
                   "summary": result.no_skill.summary} if result.no_skill else None,
     )
+    blessing.metadata["beam"] = evaluation.metadata["beam"] = result.beam
+    print(f"evaluate: Beam {result.beam['runner']}, {result.beam['workers']} worker(s) "
+          f"({result.beam['running_mode']}); options {result.beam['args']}")
     if result.fairness:  # off: the metadata is what it was before fairness existed
         blessing.metadata.update(fairness=dataclasses.asdict(result.fairness),
                                  decided_by=[c.metric for c in result.checks if not c.passed])

@@ -99,6 +99,7 @@ class Evaluation:
     incomparable: str | None = None  # why the serving model could not be the baseline
     no_skill: NoSkill | None = None  # None: a hand-set value threshold judged instead
     fairness: fair.Result | None = None  # None: no sensitive feature
+    beam: dict | None = None  # the Beam options TFMA ran with (beam_options.describe)
 
     @property
     def forced(self) -> bool:
@@ -257,7 +258,8 @@ def run(
         custom_predict_extractor=tfma.extractors.PredictionsExtractor(
             eval_config=config, eval_shared_model=models),
     )
-    options = PipelineOptions(beam_options.resolve(beam_pipeline_args))
+    beam_pipeline_args = beam_options.resolve(beam_pipeline_args, len(frame))
+    options = PipelineOptions(beam_pipeline_args)
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline
@@ -302,7 +304,7 @@ def run(
     return Evaluation(
         blessed, reason, metrics, slices.get(BASELINE, {}).get("overall", {}), slices, diffs,
         applied, tfma_blessed, tfma_reason, policy.force_reason, views, task, incomparable,
-        skill, groups)
+        skill, groups, beam_options.describe(beam_pipeline_args))
 
 
 def checks(validation, thresholds: Thresholds, with_baseline: bool, metrics: dict[str, float],

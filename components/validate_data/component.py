@@ -48,10 +48,13 @@ def validate_data(
             (``load_baseline``'s ``statistics``; metadata ``span``, None: no file, no drift).
         label: The label column.
         statistics: Output: ``<split>.stats.tfrecord`` files (DatasetFeatureStatisticsList);
-            metadata ``span`` and ``previous_span`` (the span drift was measured against).
+            metadata ``span``, ``previous_span`` (the span drift was measured against) and
+            ``beam`` (the Beam options statistics ran with: ``runner``, ``workers``,
+            ``running_mode``, ``args``).
         schema: Output: the schema used, ``schema.pbtxt``; metadata ``source``.
         anomalies: Output: ``<split>.anomalies.pbtxt`` files; metadata ``anomaly_count``,
-            ``blocking_count``, ``valid`` and ``summary`` (the blocking anomalies in a line).
+            ``blocking_count``, ``valid``, ``summary`` (the blocking anomalies in a line) and
+            ``beam``.
         drift_metrics: Output: ``drift.<feature>`` and ``skew.<feature>`` distances.
         statistics_view: Output: TFDV's statistics view, this span vs the drift reference (train
             vs eval when there is none).
@@ -70,7 +73,8 @@ def validate_data(
             none).
         anomaly_policy: Anomaly type (TFDV's, or CTLOOP_DRIFT, CTLOOP_SKEW, CTLOOP_NEW_VALUES)
             -> "block" or "warn"; unlisted types block.
-        beam_pipeline_args: Beam options for TFDV (runner, workers, ...).
+        beam_pipeline_args: Beam options for TFDV (runner, workers, ...); empty: in-process
+            (``ctloop.beam_options.resolve``, by the splits' row count).
 
     Returns:
         True when no blocking anomaly was found; False blocks training and deployment.
@@ -123,11 +127,13 @@ def validate_data(
         + ", ".join(f"{a.feature} ({a.short})" for a in blocking[:3])
         + (", ..." if len(blocking) > 3 else ""))
     anomalies.metadata.update(anomaly_count=len(result.anomalies), blocking_count=len(blocking),
-                              valid=result.valid, summary=summary)
+                              valid=result.valid, summary=summary, beam=result.beam)
     source = result.schema_source
     if version is not None and source.startswith("serving model"):
         source = f"serving model: version {version}"
     schema.metadata["source"] = source
-    statistics.metadata.update(span=span, previous_span=result.previous_span)
+    statistics.metadata.update(span=span, previous_span=result.previous_span, beam=result.beam)
+    print(f"data validation: Beam {result.beam['runner']}, {result.beam['workers']} worker(s) "
+          f"({result.beam['running_mode']}); options {result.beam['args']}")
     print(f"data validation: {'passed' if result.valid else 'blocked'} ({summary})")
     return result.valid

@@ -50,6 +50,7 @@ class ValidationResult:
     measurements: list[drift.Measurement]
     previous_span: int | None
     previous_note: str | None = None  # why no drift was measured against the previous span
+    beam: dict | None = None  # the Beam options statistics ran with (beam_options.describe)
 
     @property
     def blocking(self) -> list[Anomaly]:
@@ -96,6 +97,19 @@ def sample_rows(batch: pa.RecordBatch, rate: float) -> pa.RecordBatch:
     return batch.filter(pa.array(keep))
 
 
+def parquet_files(path: str) -> str:
+    """A split's Parquet as Beam reads it: ingest's folder of part files as a pattern, or a file.
+    """
+    return str(Path(path) / "*.parquet") if Path(path).is_dir() else path
+
+
+def parquet_rows(path: str) -> int:
+    """The rows of a split (a Parquet file or a folder of them), from the files' footers."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet").count_rows()
+
+
 def generate_statistics(
     splits: dict[str, str],
     stats_dir: str,
@@ -106,9 +120,10 @@ def generate_statistics(
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
     Args:
-        splits: Split name -> Parquet file.
+        splits: Split name -> Parquet file, or a folder of Parquet files (ingest's).
         stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
-        beam_pipeline_args: Beam options (runner, workers, ...); see ctloop.beam_options.
+        beam_pipeline_args: Beam options (runner, workers, ...), as ctloop.beam_options
+            resolves them.
         sample_rate: Share of rows to compute statistics on (None: all rows).
         schema: A schema whose categorical integer features get value counts (top values).
 
@@ -126,7 +141,7 @@ def generate_statistics(
     outputs = {s: str(Path(stats_dir) / STATS_FILE.format(split=s)) for s in splits}
     with beam.Pipeline(options=PipelineOptions(beam_options.resolve(beam_pipeline_args))) as p:
         for split, path in splits.items():
-            batches = p | f"Read[{split}]" >> ParquetTFXIO(path).BeamSource()
+            batches = p | f"Read[{split}]" >> ParquetTFXIO(parquet_files(path)).BeamSource()
             if sample_rate is not None and sample_rate < 1.0:
                 batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
             _ = (
@@ -234,14 +249,15 @@ def measure_changes(schema, train_path: str, eval_path: str, label: str, exclude
     when the previous span's statistics carry no profiles to compare with.
     """
     import pandas as pd
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
     from tensorflow_data_validation.utils import schema_util
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     features = {f.name: f for f in schema.feature if f.name not in set(exclude)}
     frames = {}
     for split, path in (("train", train_path), ("eval", eval_path)):
-        present = [name for name in pq.read_schema(path).names if name in features]
+        names = ds.dataset(path, format="parquet").schema.names
+        present = [name for name in names if name in features]
         frames[split] = pd.read_parquet(path, columns=present)
     train, evaluation = frames["train"], frames["eval"]
     previous = drift.read_profiles(previous_stats) if previous_stats is not None else {}
@@ -342,8 +358,8 @@ def run(
     """Computes statistics, picks the schema, finds anomalies, drift and skew; writes outputs.
 
     Args:
-        train_path: The train split (Parquet).
-        eval_path: The eval split (Parquet).
+        train_path: The train split (a Parquet file, or ingest's folder of them).
+        eval_path: The eval split (the same).
         span: The span number, for the views.
         label: The label column (absent from the SERVING environment of an inferred schema).
         exclude: Columns that are not features: no drift or skew is measured on them.
@@ -353,7 +369,8 @@ def run(
         outputs: Where to write.
         thresholds: Drift and skew thresholds and the false-alarm rate (``drift.Thresholds``).
         policy: Anomaly type -> "block" or "warn" (default: block).
-        beam_pipeline_args: Beam options for TFDV.
+        beam_pipeline_args: Beam options for TFDV; with none, ``beam_options.resolve`` picks
+            them for the splits' row count.
         sample_rate: Share of rows statistics are computed on.
     """
     import tensorflow_data_validation as tfdv
@@ -362,6 +379,8 @@ def run(
     policy = check_policy(policy or {})
     thresholds = thresholds or drift.Thresholds()
     splits = {"train": train_path, "eval": eval_path}
+    beam_pipeline_args = beam_options.resolve(
+        beam_pipeline_args, sum(parquet_rows(path) for path in splits.values()))
     schema, source = load_schema(curated_schema, serving_schema)
     if schema is None:  # cold start
         stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate)
@@ -382,7 +401,7 @@ def run(
     Path(outputs.stats_dir, STATS_FILE.format(split="train")).write_bytes(
         stats["train"].SerializeToString())
     result = ValidationResult(source, anomalies, measured, previous[0] if previous else None,
-                              note)
+                              note, beam_options.describe(beam_pipeline_args))
 
     Path(outputs.schema).parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, outputs.schema)

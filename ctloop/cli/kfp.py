@@ -90,16 +90,25 @@ def upload(ctx, host, package, pipeline_name, version_name, description, dry_run
               "parameters; --param overrides them.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A pipeline parameter (repeatable); lists and dicts as JSON.")
+@click.option("--beam-arg", "beam_args", multiple=True, metavar="ARG",
+              help="A Beam pipeline option for the TFDV and TFMA steps (repeatable), e.g. "
+              "--beam-arg=--runner=DataflowRunner; sets beam_pipeline_args over the settings "
+              "file's.")
 @click.option("--wait", is_flag=True, help="Wait until the run finishes; fail unless it succeeds.")
 @click.option("--timeout", type=click.IntRange(min=1), default=3600, show_default=True,
               help="Seconds --wait waits.")
 @click.pass_context
 def submit(ctx, host, pipeline_name, version_name, experiment, run_name, config_path, params,
-           wait, timeout) -> None:
+           beam_args, wait, timeout) -> None:
     """Run a version of the pipeline once, with parameters."""
     from ctloop import config
 
     values = {**(config.load(config_path) if config_path else {}), **_params(params)}
+    if beam_args:
+        if "beam_pipeline_args" in _params(params):
+            raise click.UsageError("--beam-arg and --param beam_pipeline_args=... both set the "
+                                   "Beam options; use one of them")
+        values["beam_pipeline_args"] = list(beam_args)
     name = pipeline_name or _default_pipeline_name()
     client = client_for(ctx, host)
     with kfp_api.calling(host, f"starting a run of {name!r}"):

@@ -278,10 +278,15 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
             if log_path != "-":
                 click.echo(f"task logs: {log_path}", err=True)
             raise
+    from ctloop.local import report as local_report
+
+    if summary.get("run_dir"):  # the Beam options validate-data and evaluate ran with
+        summary["beam"] = local_report.beam_steps(Path(summary["run_dir"]))
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_path).write_text(json.dumps(summary, indent=2))
-    click.echo(local_run.describe(summary))
+    click.echo("\n".join(filter(None, [local_run.describe(summary),
+                                       local_report.beam_line(summary.get("beam", {}))])))
     if log_path != "-":
         click.echo(f"task logs: {log_path}")
     end_command()

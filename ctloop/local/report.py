@@ -6,10 +6,11 @@ to where the page is written.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from ctloop import report
+from ctloop import beam_options, report
 from ctloop.errors import ConfigError
 from ctloop.local import runs
 from ctloop.tuning import TRIALS_PAGE
@@ -26,6 +27,8 @@ VIEWS = {"TFDV statistics (Facets)": ("validate-data", "statistics_view"),
          "anomalies": ("validate-data", "anomalies_report"),
          "evaluation (TFMA)": ("evaluate", "report"),
          "infra validation": ("infra-validate", "report")}
+# Task -> the output whose metadata ``beam`` says what Beam options the task ran with.
+BEAM_STEPS = {"validate-data": "statistics", "evaluate": "blessing"}
 
 
 def find_run(path: str | Path) -> Path:
@@ -83,3 +86,27 @@ def from_run_dir(run_dir: Path, links_from: Path) -> report.Run:
         links={title: os.path.relpath(run_dir / task / name, links_from)
                for title, (task, name) in VIEWS.items() if (run_dir / task / name).exists()},
     )
+
+
+def beam_steps(run_dir: Path) -> dict[str, dict]:
+    """Task -> the Beam options it ran with (``beam_options.describe``), for each Beam task of
+    the run that recorded them (a skipped evaluation ran no Beam)."""
+    found = {}
+    for task, artifact in BEAM_STEPS.items():
+        path = Path(run_dir) / task / "executor_output.json"
+        if not path.is_file():
+            continue
+        output = json.loads(path.read_text())
+        metadata = runs.artifact_metadata(output, artifact)
+        if metadata.get("beam"):
+            found[task] = metadata["beam"]
+    return found
+
+
+def beam_line(steps: dict[str, dict]) -> str | None:
+    """``beam: validate-data FnApiRunner, 1 worker (in_memory); evaluate ...`` (None: no step
+    recorded its options)."""
+    if not steps:
+        return None
+    return "beam: " + "; ".join(f"{task} {beam_options.summary(described)}"
+                                for task, described in steps.items())
