@@ -12,30 +12,26 @@ No kfp import: this is called in-process by tests and by the KFP wrapper in comp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ctloop import contract
-from ctloop.components.ingest import reading
-from ctloop.data import storage
-from ctloop.errors import ConfigError, DataChangedError, DataError
+from ctloop.components.ingest import reading, shards
+from ctloop.components.ingest.columns import Column, Layout, cast, layout
+from ctloop.components.ingest.sources import Source, open_files
+from ctloop.errors import ConfigError, DataError
 from ctloop.settings import MAX_CLASSES
 
 # Rows read, encoded, split and written at a time: the memory ingest needs (about 40 MB of
 # frames for the generated 11-column data).
 BATCH_ROWS = 100_000
-# Rows per Parquet file of a split: a split is a folder of PART files, in row order, that
+# Rows per Parquet file of a split: a split is a folder of shards.PART files, in row order, that
 # pandas/pyarrow read as one table and Beam or tf.data read in parallel.
 SHARD_ROWS = 500_000
-PART = "part-{:05d}.parquet"
-PART_GLOB = "part-*.parquet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,168 +44,6 @@ class IngestResult:
     eval_rows: int
     columns: list[str]
     label_classes: list[str]
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """A data file and the local file its rows are read from (itself, or a copy of a remote
-    one); ``stat`` is the local file's when it was hashed (None for a copy: it cannot change)."""
-
-    uri: str
-    path: str
-    stat: tuple[int, int, int] | None
-
-    def check_unchanged(self) -> None:
-        """Raises DataChangedError if the file changed since it was hashed."""
-        if self.stat is None:
-            return
-        try:
-            now = _stat(os.stat(self.path))
-        except FileNotFoundError:
-            now = None
-        if now != self.stat:
-            raise DataChangedError(
-                f"data file {self.uri} changed while ingest read it: the data changed while the "
-                "run started; rerun the pipeline"
-            )
-
-
-def open_files(files: list[str], fingerprint: str, spool: str,
-               s3_endpoint_url: str | None = None) -> list[Source]:
-    """Checks the files are the bytes select_span described; returns where to read their rows.
-
-    Each file is read once for its description (its SHA-256, or the store's ETag or hashes from
-    the same response): if their fingerprint is not ``fingerprint``, a file changed or went away
-    since select_span listed it, the rows would not be the data the run (and KFP's cache key)
-    says they are, and the run stops here. A remote file is copied into ``spool`` by that same
-    read (one file in memory at a time); a local one is read in place, and checked unchanged
-    after each pass over its rows (``Source.check_unchanged``).
-    """
-    if not files:
-        raise ConfigError("files is empty; pass select_span's files output")
-    sources, described = [], []
-    for i, uri in enumerate(files):
-        try:
-            if storage.is_remote(uri):
-                content, stored = storage.read(uri, s3_endpoint_url)
-                path = Path(spool) / f"{i:05d}-{Path(uri).name}"
-                path.write_bytes(content)
-                del content
-                sources.append(Source(uri, str(path), None))
-            else:
-                stored, stat = _hash_local(uri)
-                sources.append(Source(uri, uri, stat))
-        except FileNotFoundError as exc:
-            raise DataChangedError(
-                f"data file {uri} is gone since select_span listed it: the data changed while "
-                "the run started; rerun the pipeline"
-            ) from exc
-        described.append(stored)
-    # Checked before parsing, so a file rewritten in between fails as changed, not as unreadable.
-    read = storage.fingerprint(described)
-    if read != fingerprint:
-        raise DataChangedError(
-            f"data files changed since select_span fingerprinted them (fingerprint "
-            f"{fingerprint[:12]} selected, {read[:12]} read): the data changed while the run "
-            "started; rerun the pipeline"
-        )
-    return sources
-
-
-def _hash_local(uri: str) -> tuple[storage.StoredFile, tuple[int, int, int]]:
-    """The description ``storage.read`` gives of a local file, read in chunks, and its stat."""
-    digest, size = hashlib.sha256(), 0
-    with open(uri, "rb") as f:
-        before = _stat(os.fstat(f.fileno()))
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return storage.StoredFile(uri, size, f"sha256:{digest.hexdigest()}"), before
-
-
-def _stat(stat: os.stat_result) -> tuple[int, int, int]:
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-@dataclasses.dataclass
-class _Column:
-    """What the first pass saw of a column, over every batch of every file."""
-
-    dtypes: set = dataclasses.field(default_factory=set)
-    text: bool = False  # some value is a string
-    arrow_types: set = dataclasses.field(default_factory=set)  # of its object batches
-
-    def add(self, uri: str, name: str, values: pd.Series) -> None:
-        self.dtypes.add(values.dtype)
-        if not pd.api.types.is_object_dtype(values.dtype):
-            return
-        kind = pd.api.types.infer_dtype(values, skipna=True)
-        if kind == "empty":
-            return
-        if kind == "string":
-            self.text = True
-            return
-        self.text = self.text or kind.startswith("mixed")
-        import pyarrow as pa
-
-        try:
-            self.arrow_types.add(pa.array(values, from_pandas=True).type)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise DataError(
-                f"column {name!r} of data file {uri} mixes types ({kind} values); give it one "
-                "type"
-            ) from exc
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """The columns' types over the whole data: how to read, cast and hash each batch.
-
-    ``as_text``: CSV columns holding text, parsed as text everywhere (as a whole-file read parses
-    a column with any text). ``dtypes``: the type of every other column in the whole data (a
-    batch with an integer column whose missing values are in another batch is cast to float).
-    A row's hash does not depend on the other rows once its columns have these types: pandas
-    hashes an object column value by value (nulls alike), and a number column by its bytes.
-    """
-
-    columns: list[str]
-    as_text: frozenset[str]
-    dtypes: dict[str, object]
-    arrow_types: dict[str, object]
-
-
-def layout(columns: list[str], seen: dict[str, _Column], csv: bool) -> Layout:
-    import pyarrow as pa
-    from pandas.core.dtypes.cast import find_common_type
-
-    as_text, dtypes, arrow_types = set(), {}, {}
-    for name in columns:
-        column = seen[name]
-        if csv and column.text:
-            as_text.add(name)
-            arrow_types[name] = pa.string()
-            continue
-        if not column.dtypes:
-            continue
-        if all(isinstance(d, pd.CategoricalDtype) for d in column.dtypes):
-            continue  # hashed by value whatever a batch's categories
-        dtype = find_common_type(list(column.dtypes))
-        dtypes[name] = dtype
-        if pd.api.types.is_object_dtype(dtype):
-            found = column.arrow_types | ({pa.string()} if column.text else set())
-            if len(found) > 1:
-                raise DataError(
-                    f"column {name!r} holds values of types {sorted(map(str, found))} in "
-                    "different rows or files; give it one type"
-                )
-            arrow_types[name] = found.pop() if found else pa.null()
-    return Layout(columns, frozenset(as_text), dtypes, arrow_types)
-
-
-def _cast(frame: pd.DataFrame, layout: Layout) -> pd.DataFrame:
-    changed = {name: dtype for name, dtype in layout.dtypes.items()
-               if name in frame.columns and frame[name].dtype != dtype}
-    return frame.astype(changed) if changed else frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,53 +194,11 @@ def split(frame: pd.DataFrame, eval_percent: int) -> tuple[pd.DataFrame, pd.Data
     return frame[~chosen].reset_index(drop=True), frame[chosen].reset_index(drop=True)
 
 
-class Shards:
-    """Writes a split as ``PART`` files of at most ``shard_rows`` rows each, in row order."""
-
-    def __init__(self, folder: str, schema, shard_rows: int):
-        self.folder, self.schema, self.shard_rows = Path(folder), schema, shard_rows
-        self.rows = 0
-        self._writer, self._in_part, self._parts = None, 0, 0
-
-    def write(self, frame: pd.DataFrame) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        while table.num_rows:
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self.folder / PART.format(self._parts),
-                                                self.schema)
-                self._parts, self._in_part = self._parts + 1, 0
-            taken = table.slice(0, self.shard_rows - self._in_part)
-            self._writer.write_table(taken)
-            self._in_part += taken.num_rows
-            self.rows += taken.num_rows
-            table = table.slice(taken.num_rows)
-            if self._in_part == self.shard_rows:
-                self.close()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def prepare_output(folder: str) -> None:
-    """An empty folder at ``folder``: a split written before (a file, or parts) is removed."""
-    path = Path(folder)
-    if path.is_file():
-        path.unlink()
-    path.mkdir(parents=True, exist_ok=True)
-    for part in path.glob(PART_GLOB):
-        part.unlink()
-
-
 @dataclasses.dataclass
 class _Scan:
     columns: list[str]
     rows: int
-    seen: dict[str, _Column]
+    seen: dict[str, Column]
     missing_labels: int
     distinct_labels: pd.Series | None
     non_numeric: tuple[int, object]
@@ -417,12 +209,12 @@ def _scan(sources: list[Source], label: str, task: str, batch_rows: int) -> _Sca
     batch, the row count, and the label's missing values and distinct values."""
     columns = None
     rows, missing, distinct, non_numeric = 0, 0, [], (0, None)
-    seen: dict[str, _Column] = {}
+    seen: dict[str, Column] = {}
     for source in sources:
         names = reading.header(source.uri, source.path)
         if columns is None:
             columns = names
-            seen = {name: _Column() for name in columns}
+            seen = {name: Column() for name in columns}
         elif names != columns:
             raise DataError(
                 f"data file {source.uri} has columns {names} but {sources[0].uri} has "
@@ -456,7 +248,7 @@ def _batches(sources: list[Source], shape: Layout, batch_rows: int,
         parsed = reading.batches(source.uri, source.path, batch_rows,
                                  None if reading.is_parquet(source.uri) else as_text, usecols)
         for frame in parsed:
-            yield _cast(frame, shape)
+            yield cast(frame, shape)
         source.check_unchanged()
 
 
@@ -562,26 +354,27 @@ def _write(sources: list[Source], shape: Layout, code: LabelCode, label: str,
     import pyarrow as pa
 
     for path in (train_path, eval_path):
-        prepare_output(path)
-    shards = None
+        shards.prepare_output(path)
+    writers = None
     # Up to 2 distinct label values per split: all that check_splits needs to know.
     distinct: dict[str, set] = {"train": set(), "eval": set()}
     for frame in _batches(sources, shape, batch_rows):
         frame[label] = code.encode(frame[label])
         frame = numbers_as_floats(frame, label)
-        if shards is None:
+        if writers is None:
             schema = pa.Schema.from_pandas(frame, preserve_index=False)
             for name, arrow_type in shape.arrow_types.items():
                 if name == label:  # encoded: a number now
                     continue
                 schema = schema.set(schema.get_field_index(name), pa.field(name, arrow_type))
-            shards = {"train": Shards(train_path, schema, shard_rows),
-                      "eval": Shards(eval_path, schema, shard_rows)}
+            writers = {"train": shards.Shards(train_path, schema, shard_rows),
+                       "eval": shards.Shards(eval_path, schema, shard_rows)}
         chosen = is_eval(frame, eval_percent)
         for name, part in (("train", frame[~chosen]), ("eval", frame[chosen])):
-            shards[name].write(part)
+            writers[name].write(part)
             if len(distinct[name]) < 2:
                 distinct[name].update(part[label].drop_duplicates().head(2).tolist())
-    for shard in (shards or {}).values():
-        shard.close()
-    return _Written({name: shards[name].rows if shards else 0 for name in distinct}, distinct)
+    for writer in (writers or {}).values():
+        writer.close()
+    return _Written({name: writers[name].rows if writers else 0 for name in distinct},
+                    distinct)
