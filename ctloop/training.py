@@ -11,6 +11,7 @@ module's ``build_model`` may replace ``build_model`` and build on ``preprocess``
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -231,14 +232,14 @@ def make_model(builder, features: list[FeatureSpec], train: dict[str, np.ndarray
 def fit(model, train: dict[str, np.ndarray], y_train: np.ndarray,
         evaluation: dict[str, np.ndarray], y_eval: np.ndarray, hp: Hyperparameters, task: Task,
         verbose: int = 2):
-    """Fits ``model`` on the train rows (shuffled with ``hp.seed``), with early stopping on the
-    ``evaluation`` rows' loss when ``hp.early_stopping_patience`` is set, and measures them.
+    """Fits ``model`` on in-memory train rows (shuffled with ``hp.seed``), with early stopping on
+    the ``evaluation`` rows' loss when ``hp.early_stopping_patience`` is set, and measures them.
+    The tune task's trials fit this way; train streams its splits through ``fit_datasets``.
 
     Returns:
         ``(history, metrics)``: Keras' history dict, and ``evaluate_predictions`` on
         ``evaluation``.
     """
-    import keras
     import tensorflow as tf
 
     train_ds = (
@@ -248,12 +249,172 @@ def fit(model, train: dict[str, np.ndarray], y_train: np.ndarray,
         .prefetch(tf.data.AUTOTUNE)
     )
     eval_ds = tf.data.Dataset.from_tensor_slices((evaluation, y_eval)).batch(hp.batch_size)
+    history = fit_datasets(model, train_ds, eval_ds, hp, verbose=verbose)
+    return history, evaluate_predictions(task, y_eval, model.predict(eval_ds, verbose=0))
+
+
+def fit_datasets(model, train_ds, eval_ds, hp: Hyperparameters, verbose: int = 2,
+                 steps: int | None = None, eval_steps: int | None = None) -> dict:
+    """Fits ``model`` on ``train_ds`` (batches of ``(inputs, labels)``, shuffled by their maker)
+    for ``hp.epochs``, with early stopping on ``eval_ds``' loss when
+    ``hp.early_stopping_patience`` is set. ``steps`` / ``eval_steps``: batches per epoch, for
+    distributed datasets, whose length Keras cannot see. Returns Keras' history dict."""
+    import keras
+
     callbacks = []
     if hp.early_stopping_patience:
         # Stops when the eval rows' loss has not improved for that many epochs, and keeps the
         # weights of the best epoch.
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+    if steps is not None and getattr(model, "_distribute_strategy", None) is not None:
+        return _fit_multi_worker(model, model._distribute_strategy, train_ds, eval_ds, hp,
+                                 steps, eval_steps)
     history = model.fit(train_ds, epochs=hp.epochs, shuffle=False, verbose=verbose,  # shuffled
                         validation_data=eval_ds if callbacks else None, callbacks=callbacks)
-    return history.history, evaluate_predictions(task, y_eval, model.predict(eval_ds, verbose=0))
+    return history.history
+
+
+def _fit_multi_worker(model, strategy, train_ds, eval_ds, hp: Hyperparameters, steps: int,
+                      eval_steps: int | None) -> dict:
+    """``model.fit``'s epochs, Keras' own ``train_step`` and ``test_step`` under ``strategy``,
+    with ``EarlyStopping(restore_best_weights=True)``'s rule.
+
+    Keras 3.15's ``fit`` cannot run under MultiWorkerMirroredStrategy: it averages a peeked
+    batch across workers to build the model (``_maybe_symbolic_build``: fails on string
+    features) and each step's logs along an axis a scalar does not have (``reduce_per_replica``,
+    reduction "auto"). The metrics' variables are mirrored, so the first replica's logs are the
+    job's, the same on every worker, and every worker stops at the same epoch.
+    """
+    import tensorflow as tf
+
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+
+    def first(logs):
+        return {name: strategy.experimental_local_results(value)[0]
+                for name, value in logs.items()}
+
+    @tf.function
+    def train_step(iterator):
+        return first(strategy.run(model.train_step, args=(next(iterator),)))
+
+    @tf.function
+    def test_step(iterator):
+        return first(strategy.run(model.test_step, args=(next(iterator),)))
+
+    history: dict[str, list[float]] = {"loss": []}
+    best, waited, best_weights = float("inf"), 0, None
+    for epoch in range(hp.epochs):
+        model.reset_metrics()
+        batches = iter(train_ds)
+        for _ in range(steps):
+            logs = train_step(batches)
+        history["loss"].append(float(logs["loss"]))
+        if not hp.early_stopping_patience:
+            continue
+        model.reset_metrics()
+        batches = iter(eval_ds)
+        for _ in range(eval_steps):
+            logs = test_step(batches)
+        history.setdefault("val_loss", []).append(float(logs["loss"]))
+        if history["val_loss"][-1] < best:
+            best, waited, best_weights = history["val_loss"][-1], 0, model.get_weights()
+            continue
+        waited += 1
+        if waited >= hp.early_stopping_patience and epoch > 0:
+            model.set_weights(best_weights)
+            break
+    return history
+
+
+def predict_batches(model, batches) -> np.ndarray:
+    """The model's answers for every ``(inputs, labels)`` batch, in order, computed on this
+    process alone (under a multi-worker strategy too: no collective step)."""
+    import tensorflow as tf
+
+    answer = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    parts = [answer({name: tf.constant(values) for name, values in inputs.items()}).numpy()
+             for inputs, _ in batches]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where this process trains: the ``TF_CONFIG`` a Kubeflow Training Operator TFJob sets
+    (``cluster``: replica type -> addresses; ``task``: this process's type and index), or none
+    (one process)."""
+
+    spec: dict = dataclasses.field(default_factory=dict)
+    task_type: str = "worker"
+    task_index: int = 0
+
+    @classmethod
+    def of(cls, tf_config: str | None) -> Cluster:
+        """The cluster of a ``TF_CONFIG`` JSON value (None or empty: one process).
+
+        Raises:
+            ConfigError: Not JSON of the form ``{"cluster": {...}, "task": {...}}``.
+        """
+        if not tf_config:
+            return cls()
+        try:
+            parsed = json.loads(tf_config)
+            return cls({kind: list(addresses) for kind, addresses in parsed["cluster"].items()},
+                       str(parsed["task"]["type"]), int(parsed["task"]["index"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"TF_CONFIG {tf_config[:200]!r} is not of the form "
+                              '{"cluster": {"worker": [...]}, "task": {"type": ..., '
+                              '"index": ...}}; '
+                              "let the training operator set it, or unset it") from exc
+
+    @property
+    def workers(self) -> int:
+        """The processes that train together: the chief (if any) and the workers; 1 with no
+        cluster."""
+        return max(1, len(self.spec.get("chief", [])) + len(self.spec.get("worker", [])))
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the model: the chief, else worker 0 (the training
+        operator's rule: with no Chief replica, worker 0 is the chief)."""
+        if "chief" in self.spec:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
+
+
+def distribution_strategy(mixed_precision: bool = False, cluster: Cluster | None = None):
+    """The strategy and the Keras dtype policy: ``MultiWorkerMirroredStrategy`` when ``cluster``
+    has more than one worker; else ``MirroredStrategy`` over the visible GPUs, else the default
+    (CPU) strategy. The policy is ``mixed_float16`` if asked for and a GPU is there, else
+    ``float32``.
+
+    Returns:
+        ``(strategy, devices, policy)``.
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    policy = "mixed_float16" if mixed_precision and gpus else "float32"
+    if mixed_precision and not gpus:
+        log.warning("mixed precision needs a GPU and none is visible: training in float32")
+    keras.mixed_precision.set_global_policy(policy)
+    devices = [g.name for g in gpus] or ["CPU"]
+    if cluster is not None and cluster.workers > 1:
+        # The cluster as parsed, not TF's own reading of the environment: one source of truth.
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster.spec), task_type=cluster.task_type,
+            task_id=cluster.task_index, rpc_layer="grpc")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        log.info("training on %d workers with MultiWorkerMirroredStrategy (this one: %s %d), "
+                 "%s: %s", cluster.workers, cluster.task_type, cluster.task_index, policy,
+                 devices)
+        return strategy, devices, policy
+    if gpus:
+        strategy = tf.distribute.MirroredStrategy()
+        log.info("training on %d GPU(s) with MirroredStrategy, %s: %s", len(gpus), policy,
+                 devices)
+        return strategy, devices, policy
+    log.info("no GPU visible: training on CPU, %s", policy)
+    return tf.distribute.get_strategy(), devices, policy

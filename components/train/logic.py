@@ -14,22 +14,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ctloop import contract
-from ctloop.contract import FeatureSpec, features_from_schema, to_inputs
+from ctloop.components.train import stream
+from ctloop.contract import FeatureSpec, features_from_schema
+from ctloop.errors import ConfigError
 from ctloop.settings import Hyperparameters
 from ctloop.training import (  # noqa: F401 - preprocess, head, compile_model: the user-module API
+    Cluster,
     Task,
     build_model,
     check_user_model,
     compile_model,
-    fit,
+    distribution_strategy,
+    evaluate_predictions,
+    fit_datasets,
     head,
     make_model,
+    predict_batches,
     preprocess,
     vocabulary,
 )
@@ -50,26 +57,6 @@ class TrainResult:
     precision: str = "float32"  # the Keras dtype policy trained with
     user_module_sha256: str | None = None  # the user module's content, when one built the model
     warm_start: str | None = None  # None: off; else what happened (``warm_start``'s answer)
-
-
-def distribution_strategy(mixed_precision: bool = False):
-    """MirroredStrategy over the visible GPUs, else the default (CPU) strategy; and the Keras
-    dtype policy: ``mixed_float16`` if asked for and a GPU is there, else ``float32``."""
-    import keras
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    policy = "mixed_float16" if mixed_precision and gpus else "float32"
-    if mixed_precision and not gpus:
-        log.warning("mixed precision needs a GPU and none is visible: training in float32")
-    keras.mixed_precision.set_global_policy(policy)
-    if gpus:
-        strategy = tf.distribute.MirroredStrategy()
-        log.info("training on %d GPU(s) with MirroredStrategy, %s: %s", len(gpus), policy,
-                 [g.name for g in gpus])
-        return strategy, [g.name for g in gpus], policy
-    log.info("no GPU visible: training on CPU, %s", policy)
-    return tf.distribute.get_strategy(), ["CPU"], policy
 
 
 def export(model, features: list[FeatureSpec], task: Task, model_dir: str, extra: dict) -> None:
@@ -151,14 +138,20 @@ def run(
     s3_endpoint_url: str | None = None,
     task: str = contract.BINARY,
     warm_start_from: str | None = None,
+    cluster: Cluster | None = None,
 ) -> TrainResult:
     """Trains on the train split, measures the eval split, exports to ``model_dir``.
+
+    Each split is a Parquet file or a folder of ``part-*.parquet`` shards, streamed in batches
+    (``stream``): no split is held whole. The preprocessing and a user module's ``train``
+    columns come from a seeded sample of at most ``stream.SAMPLE_ROWS`` train rows.
 
     ``task``: ``binary``, ``multiclass`` or ``regression``, with ingest's ``label_classes``.
     ``user_module``: a Python file (local, gs:// or s3://) whose ``build_model`` replaces the
     default model; everything else (inputs, training, export, the contract) stays ctloop's.
     ``warm_start_from``: a model directory (the serving version) to start from, when its
-    weights fit (``warm_start``).
+    weights fit (``warm_start``). ``cluster``: the multi-worker job this process is part of
+    (``Cluster.of(TF_CONFIG)``; None: it trains alone); only its chief writes ``model_dir``.
     """
     import keras
     import tensorflow as tf
@@ -166,25 +159,40 @@ def run(
     keras.utils.set_random_seed(hp.seed)
     tf.config.experimental.enable_op_determinism()
     features = features_from_schema(schema_path, label, exclude)
-    train_frame, eval_frame = pd.read_parquet(train_path), pd.read_parquet(eval_path)
-    train, evaluation = to_inputs(train_frame, features), to_inputs(eval_frame, features)
-    spec = Task.of(task, label_classes, train_frame[label].to_numpy(dtype=np.float64))
-    y_train, y_eval = spec.labels(train_frame, label), spec.labels(eval_frame, label)
+    multiclass = contract.task(task) == contract.MULTICLASS
+    train_split = stream.Split.of(train_path, features, label, multiclass)
+    eval_split = stream.Split.of(eval_path, features, label, multiclass)
+    train, labels = train_split.sample(stream.SAMPLE_ROWS, hp.seed)
+    spec = Task.of(task, label_classes, labels)
 
     builder, module_digest = build_model, None
     if user_module:
         builder, module_digest = load_user_module(user_module, s3_endpoint_url)
-    strategy, devices, precision = distribution_strategy(mixed_precision)
+    cluster = cluster or Cluster()
+    strategy, devices, precision = distribution_strategy(mixed_precision, cluster)
     with strategy.scope():
         model = make_model(builder, features, train, hp, spec, user_module)
         warm = (warm_start(model, warm_start_from, features, spec, train)
                 if warm_start_from else None)
     if builder is not build_model:
-        check_user_model(model, evaluation, user_module, spec)
-    history, eval_metrics = fit(model, train, y_train, evaluation, y_eval, hp, spec)
+        check_user_model(model, eval_split.head(8), user_module, spec)
+    train_ds, eval_ds, steps, eval_steps = _datasets(strategy, cluster, train_split, eval_split,
+                                                     hp)
+    history = fit_datasets(model, train_ds, eval_ds, hp, steps=steps, eval_steps=eval_steps)
+    y_eval = np.concatenate([labels for _, labels in eval_split.batches(stream.READ_ROWS)]
+                            or [np.zeros(0, eval_split.label_dtype)])
+    predicted = predict_batches(model, eval_split.batches(stream.READ_ROWS))
+    eval_metrics = evaluate_predictions(spec, y_eval, predicted)
     vocabularies = {f.name: vocabulary(train[f.name]) for f in features
                     if f.dtype == contract.CATEGORICAL}
-    export(model, features, spec, model_dir, {"label": label, "vocabularies": vocabularies})
+    described = {"label": label, "vocabularies": vocabularies}
+    if cluster.is_chief:
+        export(model, features, spec, model_dir, described)
+    else:
+        # Every worker saves (a save may take collective steps), only the chief where it counts.
+        scratch = tempfile.mkdtemp(prefix="ctloop-worker-model-")
+        export(model, features, spec, scratch, described)
+        shutil.rmtree(scratch, ignore_errors=True)
     return TrainResult(
         features=features,
         devices=devices,
@@ -195,3 +203,32 @@ def run(
         user_module_sha256=module_digest,
         warm_start=warm,
     )
+
+
+def _datasets(strategy, cluster: Cluster, train_split: stream.Split, eval_split: stream.Split,
+              hp: Hyperparameters) -> tuple:
+    """``(train, eval, steps, eval_steps)`` for ``fit_datasets``: the splits' datasets, or with
+    more than one worker, each worker's share of them with the same number of steps on every
+    worker (a worker out of batches would leave the others waiting in a collective step)."""
+    if cluster.workers <= 1:
+        return (train_split.dataset(hp.batch_size, seed=hp.seed),
+                eval_split.dataset(hp.batch_size), None, None)
+    steps = train_split.rows // hp.batch_size
+    eval_steps = eval_split.rows // hp.batch_size
+    if not steps or (hp.early_stopping_patience and not eval_steps):
+        raise ConfigError(f"batch_size {hp.batch_size} is larger than a split "
+                          f"({train_split.rows} train, {eval_split.rows} eval rows): a multi-"
+                          "worker job needs a full batch; use a smaller batch_size")
+
+    def share(split: stream.Split, split_steps: int, seed: int | None):
+        def make(context):
+            # Each input pipeline (one per worker) feeds its local replicas one batch each
+            # per step.
+            batches = split_steps * strategy.num_replicas_in_sync // context.num_input_pipelines
+            return split.dataset(context.get_per_replica_batch_size(hp.batch_size), seed=seed,
+                                 worker=context.input_pipeline_id,
+                                 workers=context.num_input_pipelines, steps=batches)
+        return strategy.distribute_datasets_from_function(make)
+
+    return (share(train_split, steps, hp.seed), share(eval_split, max(eval_steps, 1), None),
+            steps, max(eval_steps, 1))
