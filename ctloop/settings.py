@@ -427,3 +427,8 @@ class CanarySLO:
             )
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ConfigError(f"max_error_rate {self.max_error_rate} is out of range: use [0, 1]")
+
+
+# How a stage's new version is released (canary, shadow, blue-green) and what it must show first:
+# defined beside the release phases that use it (this module is at its size limit).
+from ctloop.serving.release import Release as Release  # noqa: E402 - re-exported

@@ -6,6 +6,9 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from ctloop.kfp.images import PIPELINE_IMAGE
+from ctloop.settings import Release
+
+_RELEASE = Release()
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -37,6 +40,14 @@ def rollout(
     serving_image: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
     serving_record_uri: Optional[str] = None,
+    stage: str = "production",
+    strategy: str = _RELEASE.strategy,
+    shadow_requests: int = _RELEASE.shadow_requests,
+    shadow_min_agreement: float = _RELEASE.min_agreement,
+    shadow_max_error_rate: float = _RELEASE.max_shadow_error_rate,
+    shadow_max_p99_ms: float = _RELEASE.max_shadow_p99_ms,
+    green_requests: int = _RELEASE.green_requests,
+    green_max_p99_ms: float = _RELEASE.max_green_p99_ms,
 ) -> bool:
     """Pushes the model as a new registry version if the data is valid and the model is blessed
     (evaluation) and infra-blessed (it served within the SLO), then puts it into service on
@@ -92,9 +103,23 @@ def rollout(
             requests to, as given (the monitoring pipeline's ``records_uri``; credentials from
             ``kserve_service_account``'s Secret). None or empty: no recording. Unused on
             ``local``, where ``ctloop serve --record-dir`` records.
+        stage: The stage this run deploys into: ``production``, or ``staging`` (a person then
+            approves the version for production with ``ctloop promote``; the report gives the
+            command). ``serving_url`` must be the server following that stage (``ctloop serve
+            --stage``); on ``kserve``, staging is the InferenceService ``<model_name>-staging``.
+        strategy: ``canary`` (a share of the clients), ``shadow`` (a copy of the requests,
+            answers compared, no client sees them) or ``blue_green`` (loaded beside, checked at
+            its version's route, then all traffic at once; the old version kept warm).
+            ``local`` only for shadow and blue-green.
+        shadow_requests: ``shadow``: requests sent while the shadow runs.
+        shadow_min_agreement: ``shadow``: least share of rows whose answers agree.
+        shadow_max_error_rate: ``shadow``: largest share of requests the shadow may fail.
+        shadow_max_p99_ms: ``shadow``: largest p99 of the shadow's own scoring.
+        green_requests: ``blue_green``: checks sent to the green at its version's route.
+        green_max_p99_ms: ``blue_green``: largest p99 of those checks.
 
     Returns:
-        Whether the new version serves now.
+        Whether the new version serves in ``stage`` now.
     """
     import json
     import os
@@ -111,25 +136,45 @@ def rollout(
     def _version(value):  # KFP metadata is a protobuf Struct: numbers come back as floats
         return None if value is None else int(value)
 
+    from ctloop.registry import check_stage
+    from ctloop.settings import Release
+
     slo = canary.CanarySLO(percent=canary_percent, requests=canary_requests,
                            max_error_rate=canary_max_error_rate, max_p99_ms=canary_max_p99_ms)
+    check_stage(stage)
+    settings = Release(strategy=strategy, shadow_requests=shadow_requests,
+                       min_shadow_compared=min(Release.min_shadow_compared, shadow_requests),
+                       min_agreement=shadow_min_agreement,
+                       max_shadow_error_rate=shadow_max_error_rate,
+                       max_shadow_p99_ms=shadow_max_p99_ms, green_requests=green_requests,
+                       max_green_p99_ms=green_max_p99_ms)
     # Everything that can be checked before the push is: a bad setting or an unreachable
     # cluster fails here, not after a version was written.
     if serving_target(target) == "kserve":
         from ctloop import kserve
 
+        if strategy != "canary":
+            raise ConfigError(
+                f"strategy {strategy!r} on target 'kserve' is not run by this component: use "
+                "'canary', or target 'local'; the cluster manifests of shadow and blue-green "
+                "are ctloop.kserve.release's")
         config = kserve.ServiceConfig(
-            name=model_name, namespace=kserve_namespace, mode=kserve_mode,
+            name=model_name if stage == "production" else f"{model_name}-{stage}",
+            namespace=kserve_namespace, mode=kserve_mode,
             service_account=kserve_service_account, image=serving_image or kserve.SERVING_IMAGE,
             record_uri=serving_record_uri or None, s3_endpoint_url=s3_endpoint_url or None)
         deploy = logic.kserve_rollout(kserve.connect(), config, model.uri,
                                       canary.rows(eval_data.path, model.path), slo,
-                                      ready_timeout_s)
+                                      ready_timeout_s, stage=stage)
     elif serving_url:
         if "://" in registry_uri:
             raise ConfigError(f"serving_url {serving_url!r} needs a local registry, not "
                               f"{registry_uri!r}: a local server follows a local registry")
-        deploy = logic.local_canary(serving_url, canary.rows(eval_data.path, model.path), slo)
+        rows = canary.rows(eval_data.path, model.path)
+        deploy = (logic.local_canary(serving_url, rows, slo, stage) if strategy == "canary"
+                  else logic.local_shadow(serving_url, rows, settings, stage)
+                  if strategy == "shadow"
+                  else logic.local_blue_green(serving_url, rows, settings, stage))
     else:
         deploy = None  # nothing serves to canary against: promoted directly
     # The run record: what the version was made from (data, parameters, code, environment),
@@ -171,11 +216,13 @@ def rollout(
         s3_endpoint_url=s3_endpoint_url,
         statistics=(int(span), os.path.join(statistics.path, "train.stats.tfrecord"))
         if span else None,
+        stage=stage,
     )
     outcome = {
         "pushed": result.pushed, "promoted": result.promoted, "version": result.version,
         "reason": result.reason, "previous_version": result.previous_version,
-        "deployment": result.details,
+        "stage": stage, "strategy": strategy, "deployment": result.details,
+        "decision": result.details.get("decision"),
     }
     pushed_model.metadata.update(outcome)
     with open(pushed_model.path, "w") as handle:

@@ -10,6 +10,7 @@ import click
 
 from ctloop.cli.common import end_command
 from ctloop.errors import CtloopError, DataError
+from ctloop.registry import PRODUCTION, STAGES
 from ctloop.serving import defaults
 from ctloop.serving.defaults import DEFAULT_MAX_BATCH, DEFAULT_POLL_S, DEFAULT_PORT
 from ctloop.settings import MODEL_NAME
@@ -18,8 +19,21 @@ from ctloop.settings import MODEL_NAME
 @click.command()
 @click.option("--registry", "registry_uri",
               help="Registry: a folder or s3://BUCKET[/PREFIX]. Serve the model's serving "
-              "version and follow it (a new version or a canary is picked up without a "
-              "restart), or serve --version.")
+              "version (of --stage) and follow it (a new version, a canary or a shadow is picked "
+              "up without a restart), or serve --version.")
+@click.option("--stage", type=click.Choice(STAGES), default=PRODUCTION, show_default=True,
+              help="With --registry: the stage whose pointers this server follows (serving "
+              "version, canary, shadow): one `ctloop serve` per stage.")
+@click.option("--warm-seconds", type=click.FloatRange(min=0), default=defaults.DEFAULT_WARM_S,
+              show_default=True, help="With --registry: after the serving pointer moves, keep "
+              "the previous version loaded this long, so a rollback to it needs no reload.")
+@click.option("--shadow-queue", type=click.IntRange(min=1),
+              default=defaults.DEFAULT_SHADOW_QUEUE, show_default=True,
+              help="With --registry: the most served requests waiting for the shadow model; "
+              "more are dropped and counted, never waited for.")
+@click.option("--shadow-tolerance", type=click.FloatRange(min=0), default=None,
+              help="Regression: a shadow answer agrees within max(this, 5% of the served "
+              "answer) [default: 0.001].")
 @click.option("--s3-endpoint-url", help="S3-compatible endpoint of an s3:// --registry or "
               "--record-dir (MinIO, SeaweedFS) [default: boto3's own configuration].")
 @click.option("--model-dir", type=click.Path(file_okay=False),
@@ -53,7 +67,8 @@ from ctloop.settings import MODEL_NAME
 @click.option("--record-rotate-minutes", type=float,
               default=defaults.DEFAULT_ROTATE_S / 60, show_default=True,
               help="...or after this many minutes.")
-def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, grpc_port,
+def serve(registry_uri, stage, warm_seconds, shadow_queue, shadow_tolerance, s3_endpoint_url,
+          model_dir, model_name, version, port, grpc_port,
           max_batch, poll_interval, request_log, record_dir, record_sample_rate,
           record_rotate_rows, record_rotate_minutes) -> None:
     """Serve a model with the KServe model server (serving environment)."""
@@ -75,8 +90,14 @@ def serve(registry_uri, s3_endpoint_url, model_dir, model_name, version, port, g
                             else None)
     if registry_uri and version is None:
         # Follows the registry: a new serving version or a canary is picked up while serving.
+        from ctloop.serving.model import score
+        from ctloop.serving.shadow import DEFAULT_TOLERANCE, ShadowRunner
+
+        shadow = ShadowRunner(score, shadow_queue, DEFAULT_TOLERANCE if shadow_tolerance is None
+                              else shadow_tolerance)
         model = server.RegistryModel(model_name, registry_uri, max_batch, poll_s=poll_interval,
-                                     s3_endpoint_url=s3_endpoint_url)
+                                     s3_endpoint_url=s3_endpoint_url, stage=stage,
+                                     warm_s=warm_seconds, shadow=shadow)
     elif registry_uri:
         # Kept while serving: an S3 registry's downloaded files live as long as it does.
         registry = open_registry(registry_uri, model_name, s3_endpoint_url)

@@ -15,7 +15,9 @@ import json
 import math
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,68 @@ def predict_raw(url: str, model_name: str, instances: list[dict[str, Any]],
         CtloopError: The server is not reachable, dropped the connection, did not answer within
             ``timeout_s``, or answered with an error status.
     """
+    parts = _split(url)
+    path = f"{parts.path.rstrip('/')}/v1/models/{model_name}:predict"
+    body = json.dumps({"instances": instances}).encode()
+    status, answer = _post((parts.scheme, parts.netloc), url, path, body, timeout_s)
+    if not 200 <= status < 300:
+        raise CtloopError(
+            f"model server {url} answered {status}: {answer.decode(errors='replace')}"
+        )
+    return json.loads(answer)
+
+
+def predict_version(url: str, model_name: str, version: str, instances: list[dict[str, Any]],
+                    timeout_s: float = 30.0) -> dict[str, Any]:
+    """POSTs a V2 infer request addressed to ``version``
+    (``/v2/models/<name>/versions/<v>/infer``): the way to check a version loaded beside the
+    serving one (blue-green's green) before any client request reaches it. Numeric columns go
+    as FP32, others as BYTES, null for a missing value.
+
+    Raises:
+        CtloopError: As ``predict_raw``; a 404 when the server has no such version loaded.
+    """
+    parts = _split(url)
+    names = list(instances[0]) if instances else []
+    inputs = []
+    for name in names:
+        data = [row.get(name) for row in instances]
+        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                      for v in data)
+        inputs.append({"name": name, "datatype": "FP32" if numeric else "BYTES",
+                       "shape": [len(data)], "data": data})
+    path = f"{parts.path.rstrip('/')}/v2/models/{model_name}/versions/{version}/infer"
+    status, answer = _post((parts.scheme, parts.netloc), url, path,
+                           json.dumps({"inputs": inputs}).encode(), timeout_s)
+    if not 200 <= status < 300:
+        raise CtloopError(
+            f"model server {url} answered {status}: {answer.decode(errors='replace')}")
+    return json.loads(answer)
+
+
+def release_status(url: str, model_name: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The server's ``GET /v1/models/<name>/release``: stage, loaded versions, loads, shadow
+    counters.
+
+    Raises:
+        CtloopError: The server is not reachable or answered with an error status.
+    """
+    parts = _split(url)
+    target = f"{url.rstrip('/')}/v1/models/{model_name}/release"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise CtloopError(f"model server {url} answered {exc.code} for {target}: "
+                          f"{exc.read().decode(errors='replace')}; is it `ctloop serve` of "
+                          f"model {model_name!r}?") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise CtloopError(f"model server {parts.netloc} is not reachable ({exc}); start it "
+                          "with `ctloop serve`") from exc
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    """``url``'s parts, or a CtloopError if it is not a usable http(s) URL."""
     parts = urllib.parse.urlsplit(url)
     try:
         usable = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
@@ -62,14 +126,7 @@ def predict_raw(url: str, model_name: str, instances: list[dict[str, Any]],
         raise CtloopError(
             f"model server URL {url!r} is not an http(s) URL; pass one like http://127.0.0.1:8080"
         )
-    path = f"{parts.path.rstrip('/')}/v1/models/{model_name}:predict"
-    body = json.dumps({"instances": instances}).encode()
-    status, answer = _post((parts.scheme, parts.netloc), url, path, body, timeout_s)
-    if not 200 <= status < 300:
-        raise CtloopError(
-            f"model server {url} answered {status}: {answer.decode(errors='replace')}"
-        )
-    return json.loads(answer)
+    return parts
 
 
 def _post(origin: tuple[str, str], url: str, path: str, body: bytes, timeout_s: float

@@ -69,6 +69,7 @@ class Batch:
     v2_request: kserve.InferRequest | None
     started: float = 0.0  # perf_counter() when the request was checked: the recorded latency
     request_id: str | None = None  # set when a recorder records this request
+    addressed: bool = False  # sent to a version explicitly (a check), not routed traffic
 
     @property
     def rows(self) -> int:
@@ -152,6 +153,19 @@ class CtloopModel(kserve.Model):
         """The loaded model that answers the next request."""
         return self._current
 
+    def addressable(self, version: str) -> Loaded | None:
+        """The loaded model of ``version`` if requests may address it by version, else None."""
+        current = self._current
+        return current if current is not None and current.version == version else None
+
+    def observe(self, batch: Batch, answers: np.ndarray) -> None:
+        """Called with each answered batch, after scoring (a follower feeds its shadow)."""
+
+    def release_status(self) -> dict[str, Any]:
+        """What serves, for the server's release route."""
+        return {"model": self.name, "stage": None, "serving": self.version, "canary": None,
+                "shadow": None, "warm": [], "warm_s": 0, "loads": 1 if self._current else 0}
+
     def get_input_types(self) -> list[dict[str, Any]]:
         """The V2 model metadata of the inputs: one 1-D tensor per feature."""
         return [
@@ -221,6 +235,7 @@ class CtloopModel(kserve.Model):
             answers = score(target, payload.columns)
         else:  # TF releases the GIL while it runs: the event loop keeps answering meanwhile
             answers = await asyncio.to_thread(score, target, payload.columns)
+        self.observe(payload, answers)
         request, version = payload.v2_request, target.version
         if payload.request_id is not None:
             latency_ms = (time.perf_counter() - payload.started) * 1000
