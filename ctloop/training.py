@@ -277,47 +277,63 @@ def fit_datasets(model, train_ds, eval_ds, hp: Hyperparameters, verbose: int = 2
 
 def _fit_multi_worker(model, strategy, train_ds, eval_ds, hp: Hyperparameters, steps: int,
                       eval_steps: int | None) -> dict:
-    """``model.fit``'s epochs, Keras' own ``train_step`` and ``test_step`` under ``strategy``,
-    with ``EarlyStopping(restore_best_weights=True)``'s rule.
+    """``model.fit``'s epochs as a loop under ``strategy``, with
+    ``EarlyStopping(restore_best_weights=True)``'s rule.
 
     Keras 3.15's ``fit`` cannot run under MultiWorkerMirroredStrategy: it averages a peeked
     batch across workers to build the model (``_maybe_symbolic_build``: fails on string
     features) and each step's logs along an axis a scalar does not have (``reduce_per_replica``,
-    reduction "auto"). The metrics' variables are mirrored, so the first replica's logs are the
-    job's, the same on every worker, and every worker stops at the same epoch.
+    reduction "auto"); its loss tracker is not summed across workers either, so workers would
+    disagree on when to stop. Here each replica's mean loss over its batch (``compute_loss``:
+    under this strategy Keras 3.15 does not scale it, measured) is divided by the replicas and
+    summed across them: the global batch's mean loss, the same on every worker (so all stop at
+    the same epoch), and its gradient the global batch's mean gradient once the optimizer has
+    summed the replicas' (Keras' ``_all_reduce_sum_gradients``).
     """
     import tensorflow as tf
 
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
 
-    def first(logs):
-        return {name: strategy.experimental_local_results(value)[0]
-                for name, value in logs.items()}
+    share = 1.0 / strategy.num_replicas_in_sync
+
+    def train_replica(batch):
+        inputs, labels = batch
+        with tf.GradientTape() as tape:
+            loss = share * model.compute_loss(
+                x=inputs, y=labels, y_pred=model(inputs, training=True), training=True)
+        variables = model.trainable_variables
+        model.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables,
+                                            strict=True))
+        return loss
+
+    def test_replica(batch):
+        inputs, labels = batch
+        return share * model.compute_loss(
+            x=inputs, y=labels, y_pred=model(inputs, training=False), training=False)
 
     @tf.function
     def train_step(iterator):
-        return first(strategy.run(model.train_step, args=(next(iterator),)))
+        return strategy.reduce("SUM", strategy.run(train_replica, args=(next(iterator),)),
+                               axis=None)
 
     @tf.function
     def test_step(iterator):
-        return first(strategy.run(model.test_step, args=(next(iterator),)))
+        return strategy.reduce("SUM", strategy.run(test_replica, args=(next(iterator),)),
+                               axis=None)
+
+    def mean_loss(step, dataset, count: int) -> float:
+        batches = iter(dataset)
+        return float(np.mean([float(step(batches)) for _ in range(count)]))
 
     history: dict[str, list[float]] = {"loss": []}
     best, waited, best_weights = float("inf"), 0, None
     for epoch in range(hp.epochs):
-        model.reset_metrics()
-        batches = iter(train_ds)
-        for _ in range(steps):
-            logs = train_step(batches)
-        history["loss"].append(float(logs["loss"]))
+        history["loss"].append(mean_loss(train_step, train_ds, steps))
+        log.info("epoch %d/%d: loss %.4f", epoch + 1, hp.epochs, history["loss"][-1])
         if not hp.early_stopping_patience:
             continue
-        model.reset_metrics()
-        batches = iter(eval_ds)
-        for _ in range(eval_steps):
-            logs = test_step(batches)
-        history.setdefault("val_loss", []).append(float(logs["loss"]))
+        history.setdefault("val_loss", []).append(mean_loss(test_step, eval_ds, eval_steps))
         if history["val_loss"][-1] < best:
             best, waited, best_weights = history["val_loss"][-1], 0, model.get_weights()
             continue

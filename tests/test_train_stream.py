@@ -216,6 +216,9 @@ def test_two_workers_train_one_model_and_only_the_chief_writes_it(prepared, shar
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert "training on 2 workers with MultiWorkerMirroredStrategy" in outputs[0]
     assert "train worker worker 1 of 2: done" in outputs[1]
+    # The loss is the job's, summed across workers: both see the same, and stop together.
+    losses = [[line for line in out.splitlines() if ": loss " in line] for out in outputs]
+    assert len(losses[0]) >= 1 and losses[0] == losses[1]
     result = json.loads((tmp_path / "out-0" / "result.json").read_text())
     assert result["eval_metrics"]["eval_auc"] > 0.7 and result["epochs_run"] >= 1
     assert contract.read_features(tmp_path / "out-0" / "model")
