@@ -68,9 +68,10 @@ realdata: setup  ## Every decision on public data sets: cold start, false alarms
 lint: setup  ## Static checks.
 	$(PIPELINE)/bin/ruff check .
 
-compile: $(PIPELINE)/.installed  ## Recompile pipelines/ct_pipeline{,_gpu}.yaml and pipelines/components/.
+compile: $(PIPELINE)/.installed  ## Recompile pipelines/*.yaml (CT: CPU, GPU, multi-worker; monitoring; approval) and pipelines/components/.
 	$(PIPELINE)/bin/ctloop compile
 	$(PIPELINE)/bin/ctloop compile --gpu
+	$(PIPELINE)/bin/ctloop compile --train-workers 2
 
 locks: $(UV)  ## Re-resolve the lock files from pyproject.toml.
 	$(UV) pip compile --quiet pyproject.toml --extra pipeline --python-version 3.11 \

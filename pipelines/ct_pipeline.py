@@ -27,17 +27,22 @@ from kfp import dsl, kubernetes
 
 from ctloop import contract
 from ctloop.components.evaluate.component import evaluate
-from ctloop.components.infra_validate.component import infra_validate
 from ctloop.components.ingest.component import ingest
 from ctloop.components.load_baseline.component import load_baseline
+from ctloop.components.notify_failure.component import notify_failure
 from ctloop.components.resolve_baseline.component import resolve_baseline
-from ctloop.components.rollout.component import rollout
 from ctloop.components.run_report.component import run_report
 from ctloop.components.select_span.component import select_span
 from ctloop.components.train.component import train
+from ctloop.components.train_job.component import train_job
 from ctloop.components.validate_data.component import validate_data
+from ctloop.notify import OUTCOMES, SECRET_NAME, SMTP_PORT
+from ctloop.pipelines import notify as notifications
+from ctloop.pipelines.distributed import WorkerSettings, multi_worker_train
 from ctloop.pipelines.gpu import GpuSettings, schedule_train
+from ctloop.pipelines.release import RELEASE, release_step
 from ctloop.pipelines.tune import TUNING, tune_step
+from ctloop.registry.base import PRODUCTION, STAGING
 from ctloop.settings import (
     EVAL_PERCENT,
     MODEL_NAME,
@@ -51,6 +56,7 @@ from ctloop.settings import (
     Hyperparameters,
     KServe,
     Policy,
+    Release,
     Thresholds,
     Tune,
     or_no_threshold,
@@ -60,17 +66,18 @@ PIPELINE_NAME = "ctloop-continuous-training"
 # The components the pipeline is made of, in the order it runs them: compiled one by one too, as
 # reusable component YAMLs (`ctloop compile`).
 COMPONENTS = (select_span, resolve_baseline, load_baseline, ingest, validate_data, *TUNING, train,
-              evaluate, infra_validate, rollout, run_report)
+              train_job, evaluate, *RELEASE, run_report, notify_failure)
 
 
 def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
-          tune_fan_out: int = Tune.cluster_parallelism):
+          tune_fan_out: int = Tune.cluster_parallelism, workers: Optional[WorkerSettings] = None):
     """The CT pipeline; with ``gpu``, its GPU variant (same graph and parameters; the train task
     on the GPU image, requesting ``gpu_count`` accelerators on nodes ``gpu`` selects).
 
     ``conditions``: tasks after a failed gate do not run (``dsl.If``), as compiled for a
     cluster; False: they run and skip their work themselves, for kfp.local, which cannot run
     ``dsl.If``. ``tune_fan_out``: trial tasks at once in the search's ParallelFor (a constant).
+    ``workers``: the train step as a multi-worker TFJob (``train_job``), on a cluster.
     """
 
     def gate(passed, name: str):
@@ -138,6 +145,10 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
         serving_target: str = SERVING_TARGET,
         serving_url: str = "",
         canary_percent: int = CanarySLO.percent,
+        release_stage: str = STAGING,
+        release_strategy: str = Release.strategy,
+        shadow_min_agreement: float = Release.min_agreement,
+        baseline_stage: str = PRODUCTION,
         kserve_namespace: str = KServe.namespace,
         kserve_mode: str = KServe.mode,
         kserve_service_account: str = KServe.service_account,
@@ -149,6 +160,13 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
         accelerator_type: str = "nvidia.com/gpu",
         mixed_precision: bool = False,
         beam_pipeline_args: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        notify_email_to: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
+        notify_email_from: str = "",
+        notify_smtp_host: str = "",
+        notify_smtp_port: int = SMTP_PORT,
+        notify_smtp_starttls: bool = True,
+        notify_on: List[str] = list(OUTCOMES),  # noqa: B006, B008 - a KFP default value
+        notify_secret: str = SECRET_NAME,
     ):
         """One continuous-training iteration on the latest span(s) of ``data_uri``.
 
@@ -247,6 +265,17 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
                 version is a canary there first, promoted or rolled back on its errors and latency
                 (empty: promote directly).
             canary_percent: The canary's share of requests, on either target.
+            release_stage: The registry stage the run deploys to: ``staging`` (production then
+                moves only by an approval: ``ctloop promote``, or a run of ``ctloop-promote``)
+                or ``production`` (deploy there directly: say so only on purpose).
+            release_strategy: How the stage takes the new version: ``canary`` (a share of the
+                clients), ``shadow`` (a copy of the requests, answers compared, clients see the
+                serving version's) or ``blue_green`` (loaded beside it, checked, switched at once;
+                the old kept warm). Shadow and blue-green on the ``local`` target only.
+            shadow_min_agreement: Shadow: the least share of rows the new version must answer as
+                the serving one does (same label; regression: within the server's tolerance).
+            baseline_stage: The stage whose version the candidate is evaluated against and
+                replaces (``production``; ``staging`` to judge against the staged version).
             kserve_namespace: ``kserve`` target: the serving namespace.
             kserve_mode: ``kserve`` target: ``Standard`` or ``Knative``.
             kserve_service_account: ``kserve`` target: the ServiceAccount with the object store's
@@ -261,186 +290,147 @@ def build(gpu: Optional[GpuSettings] = None, conditions: bool = True,
             mixed_precision: Train in float16 with float32 variables where a GPU is visible (the
                 trainer says in its log when it falls back to float32 on CPU).
             beam_pipeline_args: Beam options for TFDV and TFMA (runner, workers, ...).
+            notify_email_to: Email recipients of the run's notification ([]: no email).
+            notify_email_from: Its sender (empty: the SMTP username if it is an address, else
+                ctloop@<host>).
+            notify_smtp_host: The SMTP server (empty: no email).
+            notify_smtp_port: Its port (465: implicit TLS).
+            notify_smtp_starttls: STARTTLS before login and sending (not on port 465).
+            notify_on: The outcomes that send a message: succeeded, blocked, failed.
+            notify_secret: On a cluster: the Kubernetes Secret (keys ``webhook_url``,
+                ``smtp_username``, ``smtp_password``; optional) mounted in the tasks that
+                notify. The webhook URL and SMTP login are never parameters; locally they come
+                from CTLOOP_NOTIFY_WEBHOOK_URL, CTLOOP_SMTP_USERNAME, CTLOOP_SMTP_PASSWORD.
         """
-        # Caching. KFP keys a task's cache entry by its input parameters' values and its input
-        # artifacts' ids. select_span and resolve_baseline look at state outside their inputs
-        # (the data, the registry), so they run on every run; what they found (the data's
-        # fingerprint, the baseline's) is an input of ingest and load_baseline, whose cache keys
-        # then change exactly when the data or the baseline does, and whose artifacts keep their
-        # ids while they do not (an uncached task's artifacts are new in every run: no task fed
-        # them would ever be a cache hit). Every task from there on is decided by its inputs and
-        # cached (train too when it does not warm-start: a new serving version retrains), except
-        # infra_validate, whose verdict is the serving runtime's at the time (a slow image pull
-        # or a busy node must not stay cached), and rollout, which writes to the registry and
-        # deploys. A user module or a curated schema is named by its path: a file changed under
-        # the same path needs a new path (or a run with caching off) to be read again.
-        selected = select_span(
-            data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
-        ).set_caching_options(False)
-        resolved = resolve_baseline(
-            registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
-            s3_endpoint_url=s3_endpoint_url,
-        ).set_caching_options(False)
-        baseline = load_baseline(
-            registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
-            fingerprint=resolved.outputs["fingerprint"], s3_endpoint_url=s3_endpoint_url,
-        ).set_caching_options(True)
-        ingested = ingest(
-            files=selected.outputs["files"], fingerprint=selected.outputs["fingerprint"],
-            spans_read=selected.outputs["spans_read"], label=label, exclude=exclude,
-            eval_percent=eval_percent, s3_endpoint_url=s3_endpoint_url,
-            positive_label=positive_label, task=task,
-        ).set_caching_options(True)
-        validated = validate_data(
-            train_data=ingested.outputs["train_data"],
-            eval_data=ingested.outputs["eval_data"],
-            serving_schema=baseline.outputs["schema"],
-            reference_statistics=baseline.outputs["statistics"],
-            label=label,
-            exclude=exclude,
-            schema_uri=schema_uri,
-            drift_threshold=drift_threshold,
-            skew_threshold=skew_threshold,
-            false_alarm_rate=false_alarm_rate,
-            anomaly_policy=anomaly_policy,
-            stats_sample_rate=stats_sample_rate,
-            beam_pipeline_args=beam_pipeline_args,
-        ).set_caching_options(True)
-        data_valid = validated.outputs["Output"]
-        # The run's page: in each gate's Else branch, from the tasks before it, and after rollout
-        # (locally only there, from all). Cached: the page is its inputs' (ids in the cache key).
-        def report(stopped: str = "", **artifacts):
-            if not stopped or conditions:
-                with dsl.Else(name=stopped) if stopped else contextlib.nullcontext():
-                    run_report(**reported, **artifacts).set_caching_options(True)
-        reported = dict(
-            spans_read=selected.outputs["spans_read"], baseline_schema=baseline.outputs["schema"],
-            train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
-            data_valid=data_valid, anomalies=validated.outputs["anomalies"],
-            schema=validated.outputs["schema"], drift_metrics=validated.outputs["drift_metrics"],
-            anomalies_report=validated.outputs["anomalies_report"])
-        with gate(data_valid, "data-valid"):
-            tuned, tuning = tune_step(conditions, tune_fan_out, locals(), ingested.outputs,
-                                      validated.outputs)
-            trained = train(
+        notified = notifications.parameters(locals())
+        # A failed or cancelled run never reaches a report task: the exit handler's task says so
+        # (compiled for a cluster; kfp.local cannot run an exit handler: ctloop.local.runner).
+        with notifications.exit_handler(**notified, notify_secret=notify_secret,
+                                        enabled=conditions):
+            # Caching. KFP keys a task's cache entry by its input parameters' values and its input
+            # artifacts' ids. select_span and resolve_baseline look at state outside their inputs
+            # (the data, the registry), so they run on every run; what they found (the data's
+            # fingerprint, the baseline's) is an input of ingest and load_baseline, whose cache keys
+            # then change exactly when the data or the baseline does, and whose artifacts keep their
+            # ids while they do not (an uncached task's artifacts are new in every run: no task fed
+            # them would ever be a cache hit). Every task from there on is decided by its inputs and
+            # cached (train too when it does not warm-start: a new serving version retrains), except
+            # infra_validate, whose verdict is the serving runtime's at the time (a slow image pull
+            # or a busy node must not stay cached), and rollout, which writes to the registry and
+            # deploys. A user module or a curated schema is named by its path: a file changed under
+            # the same path needs a new path (or a run with caching off) to be read again.
+            selected = select_span(
+                data_uri=data_uri, spans=spans, s3_endpoint_url=s3_endpoint_url
+            ).set_caching_options(False)
+            resolved = resolve_baseline(
+                registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
+                s3_endpoint_url=s3_endpoint_url, baseline_stage=baseline_stage,
+            ).set_caching_options(False)
+            baseline = load_baseline(
+                registry_uri=registry_uri, model_name=model_name, span=selected.outputs["span"],
+                fingerprint=resolved.outputs["fingerprint"], s3_endpoint_url=s3_endpoint_url,
+                baseline_stage=baseline_stage,
+            ).set_caching_options(True)
+            ingested = ingest(
+                files=selected.outputs["files"], fingerprint=selected.outputs["fingerprint"],
+                spans_read=selected.outputs["spans_read"], label=label, exclude=exclude,
+                eval_percent=eval_percent, s3_endpoint_url=s3_endpoint_url,
+                positive_label=positive_label, task=task,
+            ).set_caching_options(True)
+            validated = validate_data(
                 train_data=ingested.outputs["train_data"],
                 eval_data=ingested.outputs["eval_data"],
-                schema=validated.outputs["schema"],
-                baseline=baseline.outputs["model"],
-                data_valid=data_valid,
-                anomalies=validated.outputs["anomalies"],
+                serving_schema=baseline.outputs["schema"],
+                reference_statistics=baseline.outputs["statistics"],
                 label=label,
                 exclude=exclude,
-                sensitive_features=sensitive_features,
-                train_on_sensitive_features=train_on_sensitive_features,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                hidden_units=hidden_units,
-                early_stopping_patience=early_stopping_patience,
-                user_module=user_module,
-                s3_endpoint_url=s3_endpoint_url,
-                seed=seed,
-                mixed_precision=mixed_precision,
-                task=task,
-                warm_start=warm_start,
-                tuned=tuned,
-                # Also an input: kfp 2.13 passes a condition only its tasks' input channels, not
-                # those its tasks' resources name, so the accelerator limit below would resolve
-                # to nothing inside the data-valid condition without it.
-                gpu_count=gpu_count,
-                gpu_type=accelerator_type,
-            ).set_caching_options(True)
-            schedule_train(trained, gpu, gpu_count, accelerator_type)
-            evaluated = evaluate(
-                model=trained.outputs["model"],
-                eval_data=ingested.outputs["eval_data"],
-                baseline=baseline.outputs["model"],
-                data_valid=data_valid,
-                label=label,
-                min_auc=min_auc,
-                max_auc_decrease=max_auc_decrease,
-                min_accuracy=min_accuracy,
-                max_accuracy_decrease=max_accuracy_decrease,
-                max_mae=max_mae,
-                max_mae_increase=max_mae_increase,
-                slice_features=slice_features,
-                sensitive_features=sensitive_features, max_fpr_gap=max_fpr_gap,
-                max_tpr_gap=max_tpr_gap, max_fairness_gap_increase=max_fairness_gap_increase,
-                min_group_size=min_group_size,
-                cold_start=cold_start,
-                force_bless_reason=force_bless_reason,
+                schema_uri=schema_uri,
+                drift_threshold=drift_threshold,
+                skew_threshold=skew_threshold,
+                false_alarm_rate=false_alarm_rate,
+                anomaly_policy=anomaly_policy,
+                stats_sample_rate=stats_sample_rate,
                 beam_pipeline_args=beam_pipeline_args,
             ).set_caching_options(True)
-            blessed = evaluated.outputs["Output"]
-            judged = dict(blessing=evaluated.outputs["blessing"],
-                          evaluation_report=evaluated.outputs["report"],
-                          classification_metrics=evaluated.outputs["classification_metrics"],
-                          tuning=tuned)
-            with gate(blessed, "blessed"):
-                # After evaluation (its blessing is an input), not beside it: the server under
-                # test should not share the cores with TFMA, or the latency it measures is the
-                # contention's.
-                infra_validated = infra_validate(
+            data_valid = validated.outputs["Output"]
+            # The run's page and its notification: in each gate's Else branch, from the tasks
+            # before it, and after rollout (locally only there, from all). Uncached: it notifies,
+            # and a cache hit would send nothing.
+            def report(stopped: str = "", **artifacts):
+                if not stopped or conditions:
+                    with dsl.Else(name=stopped) if stopped else contextlib.nullcontext():
+                        notifications.mount_secret(run_report(
+                            **reported, **artifacts, **notified,
+                        ).set_caching_options(False), notify_secret)
+            reported = dict(
+                spans_read=selected.outputs["spans_read"],
+                baseline_schema=baseline.outputs["schema"],
+                train_data=ingested.outputs["train_data"], eval_data=ingested.outputs["eval_data"],
+                data_valid=data_valid, anomalies=validated.outputs["anomalies"],
+                schema=validated.outputs["schema"],
+                drift_metrics=validated.outputs["drift_metrics"],
+                anomalies_report=validated.outputs["anomalies_report"])
+            with gate(data_valid, "data-valid"):
+                tuned, tuning = tune_step(conditions, tune_fan_out, locals(), ingested.outputs,
+                                          validated.outputs)
+                arguments = dict(
+                    train_data=ingested.outputs["train_data"],
+                    eval_data=ingested.outputs["eval_data"], schema=validated.outputs["schema"],
+                    baseline=baseline.outputs["model"], data_valid=data_valid,
+                    anomalies=validated.outputs["anomalies"], label=label, exclude=exclude,
+                    sensitive_features=sensitive_features,
+                    train_on_sensitive_features=train_on_sensitive_features, epochs=epochs,
+                    batch_size=batch_size, learning_rate=learning_rate, hidden_units=hidden_units,
+                    early_stopping_patience=early_stopping_patience, user_module=user_module,
+                    s3_endpoint_url=s3_endpoint_url, seed=seed, mixed_precision=mixed_precision,
+                    task=task, warm_start=warm_start, tuned=tuned,
+                    # Also an input: kfp 2.13 passes a condition only its tasks' input channels, not
+                    # those its tasks' resources name, so the accelerator limit below would resolve
+                    # to nothing inside the data-valid condition without it.
+                    gpu_count=gpu_count, gpu_type=accelerator_type)
+                if workers and conditions:  # a cluster's variant: kfp.local runs train
+                    trained = multi_worker_train(workers, arguments, storage_secret)
+                else:
+                    trained = train(**arguments)
+                    schedule_train(trained, gpu, gpu_count, accelerator_type)
+                trained.set_caching_options(True)
+                evaluated = evaluate(
                     model=trained.outputs["model"],
                     eval_data=ingested.outputs["eval_data"],
-                    blessing=evaluated.outputs["blessing"],
-                    blessed=blessed,
-                    model_name=model_name,
-                    target=serving_target,
-                    serving_python=serving_python,
-                    kserve_namespace=kserve_namespace,
-                    kserve_mode=kserve_mode,
-                    kserve_service_account=kserve_service_account,
-                    serving_image=serving_image,
-                    max_p99_ms=max_p99_ms,
-                    min_rps=min_rps,
-                    tolerance=SLO.tolerance,
-                    concurrency=SLO.concurrency,
-                    requests=SLO.requests,
-                    startup_timeout_s=infra_startup_timeout_s,
-                ).set_caching_options(False)
-                served = dict(infra_blessing=infra_validated.outputs["infra_blessing"],
-                              infra_report=infra_validated.outputs["report"])
-                with gate(infra_validated.outputs["Output"], "infra-blessed"):
-                    rolled_out = rollout(
-                        model=trained.outputs["model"],
-                        schema=validated.outputs["schema"],
-                        statistics=validated.outputs["statistics"],
-                        train_data=ingested.outputs["train_data"],
-                        anomalies=validated.outputs["anomalies"],
-                        baseline=baseline.outputs["model"],
-                        blessing=evaluated.outputs["blessing"],
-                        infra_blessing=infra_validated.outputs["infra_blessing"],
-                        data_valid=data_valid,
-                        registry_uri=registry_uri,
-                        model_name=model_name,
-                        eval_data=ingested.outputs["eval_data"],
-                        target=serving_target,
-                        serving_url=serving_url,
-                        kserve_namespace=kserve_namespace,
-                        kserve_mode=kserve_mode,
-                        kserve_service_account=kserve_service_account,
-                        serving_image=serving_image,
-                        serving_record_uri=serving_record_uri,
-                        canary_percent=canary_percent,
-                        canary_requests=CanarySLO.requests,
-                        canary_max_error_rate=CanarySLO.max_error_rate,
-                        canary_max_p99_ms=max_p99_ms,
-                        ready_timeout_s=KServe.ready_timeout_s,
-                        s3_endpoint_url=s3_endpoint_url,
-                    ).set_caching_options(False)
-                    report(**judged, **served, pushed_model=rolled_out.outputs["pushed_model"],
-                           rollout_report=rolled_out.outputs["report"])
-                report("not-infra-blessed", **judged, **served)
-            report("not-blessed", **judged)
-        report("data-invalid")
-        # The tasks that read data, the registry or a user module get the object store's
-        # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
-        # sees them as parameters.
-        for step in (selected, resolved, baseline, ingested, *tuning, trained, rolled_out):
-            kubernetes.use_secret_as_env(step, secret_name=storage_secret, secret_key_to_env={
-                "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
+                    baseline=baseline.outputs["model"],
+                    data_valid=data_valid,
+                    label=label,
+                    min_auc=min_auc,
+                    max_auc_decrease=max_auc_decrease,
+                    min_accuracy=min_accuracy,
+                    max_accuracy_decrease=max_accuracy_decrease,
+                    max_mae=max_mae,
+                    max_mae_increase=max_mae_increase,
+                    slice_features=slice_features,
+                    sensitive_features=sensitive_features, max_fpr_gap=max_fpr_gap,
+                    max_tpr_gap=max_tpr_gap, max_fairness_gap_increase=max_fairness_gap_increase,
+                    min_group_size=min_group_size,
+                    cold_start=cold_start,
+                    force_bless_reason=force_bless_reason,
+                    beam_pipeline_args=beam_pipeline_args,
+                ).set_caching_options(True)
+                blessed = evaluated.outputs["Output"]
+                judged = dict(blessing=evaluated.outputs["blessing"],
+                              evaluation_report=evaluated.outputs["report"],
+                              classification_metrics=evaluated.outputs["classification_metrics"],
+                              tuning=tuned)
+                with gate(blessed, "blessed"):
+                    rolled_out = release_step(locals(), gate, report, judged, trained, evaluated,
+                                              validated, ingested, baseline)
+                report("not-blessed", **judged)
+            report("data-invalid")
+            # The tasks that read data, the registry or a user module get the object store's
+            # credentials as boto3's standard variables, from a Secret on the cluster; ctloop never
+            # sees them as parameters.
+            for step in (selected, resolved, baseline, ingested, *tuning, trained, rolled_out):
+                kubernetes.use_secret_as_env(step, secret_name=storage_secret, secret_key_to_env={
+                    "accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"})
+
 
     return ct_pipeline
 

@@ -324,5 +324,6 @@ def test_compile_writes_ir(cli, tmp_path):
                 dags.append(component["dag"])
             else:
                 tasks.add(name.rstrip("-0123456789") if name.startswith("run-report") else name)
-    # The search adds its cluster tasks: tune_plan, a tune_trial per trial, tune's skip branch.
-    assert tasks == {*local_run.TASKS, "tune-plan", "tune-trial", "tune-2"}
+    # The search adds its cluster tasks: tune_plan, a tune_trial per trial, tune's skip branch;
+    # the exit handler its task, which reports a failed run.
+    assert tasks == {*local_run.TASKS, "tune-plan", "tune-trial", "tune-2", "notify-failure"}

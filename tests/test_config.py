@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ctloop import config
+from ctloop import config, starter
 from ctloop.cli import main
 from ctloop.errors import ConfigError
 from ctloop.pipelines.ct_pipeline import ct_pipeline
@@ -51,7 +51,7 @@ def _frame(rows=40, **columns):
 ])
 def test_label_is_guessed_and_the_task_inferred(label, values, task):
     frame = _frame(**{"amount": lambda n: [float(i) for i in range(n)], label: values})
-    proposal = config.propose(frame)
+    proposal = starter.propose(frame)
     assert (proposal.label, proposal.task) == (label, task)
 
 
@@ -62,7 +62,7 @@ def test_ids_and_constants_are_proposed_for_exclusion_but_not_unique_numbers():
                    amount=lambda n: [i + 0.5 for i in range(n)],
                    plan=lambda n: ["a", "b"] * (n // 2),
                    churn=lambda n: [0, 1] * (n // 2))
-    proposal = config.propose(frame)
+    proposal = starter.propose(frame)
     assert proposal.exclude == {
         "customer_id": "a different value in every row: an ID, not a feature",
         "row": "a different value in every row: an ID, not a feature",
@@ -73,10 +73,10 @@ def test_no_label_named_like_one_asks_for_it():
     frame = _frame(a=lambda n: [0, 1] * (n // 2), b=lambda n: [1.0] * n)
     with pytest.raises(ConfigError, match="no column is named like a label .*; pass --label, one "
                                           "of: a, b"):
-        config.propose(frame)
-    assert config.propose(frame, "a").task == "binary"
+        starter.propose(frame)
+    assert starter.propose(frame, "a").task == "binary"
     with pytest.raises(ConfigError, match="--label 'c' is not a column"):
-        config.propose(frame, "c")
+        starter.propose(frame, "c")
 
 
 def test_config_init_writes_a_file_that_run_accepts(tmp_path, monkeypatch):

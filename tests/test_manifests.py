@@ -247,8 +247,12 @@ def test_rollout_gets_no_cluster_wide_grant(overlays):
         rbac = sorted((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
                       for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")
                       or o["kind"] in RBAC_KINDS)
+        # The multi-worker train task manages its TFJob in the run's namespace.
+        runs_in = "kubeflow-user-example-com" if name == "multi-user" else "kubeflow"
         assert rbac == [("Role", "ctloop-serving", "ctloop-rollout"),
-                        ("RoleBinding", "ctloop-serving", "ctloop-rollout")], name
+                        ("Role", runs_in, "ctloop-train"),
+                        ("RoleBinding", "ctloop-serving", "ctloop-rollout"),
+                        ("RoleBinding", runs_in, "ctloop-train")], name
         binding = _one(objects, "RoleBinding", "ctloop-rollout")
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": "ctloop-rollout"}, name

@@ -98,7 +98,8 @@ def _email(smtp) -> dict:
     """run_report's and notify_failure's parameters that send to ``smtp``."""
     return {"notify_email_to": ["ops@example.com", "ml@example.com"],
             "notify_email_from": "ctloop@example.com", "notify_smtp_host": "127.0.0.1",
-            "notify_smtp_port": smtp.port, "notify_smtp_starttls": False}
+            "notify_smtp_port": smtp.port, "notify_smtp_starttls": False,
+            "notify_on": list(notify.OUTCOMES)}
 
 
 def _no_secret(*texts) -> None:
@@ -118,7 +119,7 @@ def _report(inputs: dict, tmp_path: Path, **settings) -> dict:
     from ctloop.components.run_report.tests import artifacts
 
     page = artifacts.page(tmp_path)
-    run_report.python_func(report=page, **inputs, **settings)
+    run_report.python_func(report=page, **inputs, **{**artifacts.NO_SINKS, **settings})
     return dict(page.metadata)
 
 

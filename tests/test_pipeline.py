@@ -99,6 +99,21 @@ def test_compiled_gpu_variant_matches_golden_file(gpu_ir):
     )
 
 
+def test_compiled_multi_worker_variant_matches_golden_file(tmp_path):
+    from ctloop.kfp import compiling
+    from ctloop.pipelines.distributed import WorkerSettings
+
+    path = tmp_path / "ct_pipeline_workers.yaml"
+    compiling.compile_pipeline(path, workers=WorkerSettings(workers=2))
+    assert path.read_text() == compiling.PIPELINE_WORKERS_YAML.read_text(), (
+        "pipelines/ct_pipeline_workers.yaml is stale: run `make compile` and review the diff")
+    spec = next(yaml.safe_load_all(path.read_text()))
+    tasks = all_tasks(spec)
+    assert "train-job" in tasks and "train" not in tasks
+    assert tasks["evaluate"][0]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "train-job", "outputArtifactKey": "model"}
+
+
 def test_gpu_variant_schedules_the_train_task_on_gpu_nodes(gpu_ir, ir):
     executors = gpu_ir["spec"]["deploymentSpec"]["executors"]
     assert executors["exec-train"]["container"]["image"].startswith("ctloop-pipeline-gpu:")
@@ -168,8 +183,16 @@ CACHED = {"select-span": False, "resolve-baseline": False, "load-baseline": True
           # The search: decided by its inputs; tune_plan stamps when the search starts, from
           # which its trials count their budget.
           "tune": True, "tune-2": True, "tune-plan": False, "tune-trial": False,
-          # The run's page is a function of its inputs.
-          "run-report": True, "run-report-2": True, "run-report-3": True, "run-report-4": True}
+          # The run's page notifies: a cache hit would send nothing.
+          "run-report": False, "run-report-2": False, "run-report-3": False,
+          "run-report-4": False,
+          # The exit handler's task reports a failed or cancelled run, every time.
+          "notify-failure": False}
+# The exit handler around every task but its own exit task.
+EXIT_HANDLER = "exit-handler-1"
+# The run's page takes the notification settings from the pipeline's parameters of those names.
+NOTIFIED = {"notify_email_to", "notify_email_from", "notify_smtp_host", "notify_smtp_port",
+            "notify_smtp_starttls", "notify_on"}
 # The gates: condition task name -> (the gate task whose bool output it tests).
 GATES = {"data-valid": "validate-data", "blessed": "evaluate", "infra-blessed": "infra-validate"}
 # The search's branches, on the tune_trials parameter rather than a gate.
@@ -180,7 +203,7 @@ ELSE = {"data-invalid": "data-valid", "not-blessed": "blessed",
 # Task -> the gates (and Else branches) it runs inside, outermost first.
 GUARDED = {"train": ["data-valid"], "evaluate": ["data-valid"],
            **{task: ["data-valid"] for task in ("tune", "tune-2", "tune-plan", "tune-trial",
-                                                  "for-loop-3")},
+                                                  "for-loop-4")},
            "infra-validate": ["data-valid", "blessed"],
            "rollout": ["data-valid", "blessed", "infra-blessed"],
            "run-report": ["data-valid", "blessed", "infra-blessed"],
@@ -200,7 +223,7 @@ JUDGED = {"blessing": ("evaluate", "blessing"),
           "classification_metrics": ("evaluate", "classification_metrics"),
           "evaluation_report": ("evaluate", "report"),
           # The search's best, from whichever of its branches ran (dsl.OneOf); locally tune's.
-          "tuning": ("condition-branches-2", "pipelinechannel--condition-branches-2-oneof-1")}
+          "tuning": ("condition-branches-3", "pipelinechannel--condition-branches-3-oneof-1")}
 SERVED = {"infra_blessing": ("infra-validate", "infra_blessing"),
           "infra_report": ("infra-validate", "report")}
 PUSHED = {"pushed_model": ("rollout", "pushed_model"), "rollout_report": ("rollout", "report")}
@@ -213,7 +236,7 @@ REPORT_INPUTS = {"run-report": {**REPORTED, **JUDGED, **SERVED, **PUSHED},
 def test_each_tasks_caching_is_as_designed(fixture, request):
     spec = request.getfixturevalue(fixture)["spec"]
     tasks = {name: task for name, (task, _) in all_tasks(spec).items()
-             if not name.startswith(("condition-", "for-loop-"))}
+             if not name.startswith(("condition-", "for-loop-", "exit-handler-"))}
     assert {name: task["cachingOptions"].get("enableCache", False) is True
             for name, task in tasks.items()} == CACHED
 
@@ -236,9 +259,12 @@ def test_tasks_after_a_failed_gate_do_not_run_on_a_cluster(fixture, request):
             test if names[condition] in GATES else f"!({test})")
         assert _producing_parameter(spec, condition, f"pipelinechannel--{gate}-Output") == {
             "producerTask": gate, "outputParameterKey": "Output"}
-    assert {name: [names[outer] for outer in around if outer in conditions]
-            for name, (_, around) in tasks.items()
-            if around and not name.startswith("condition-")} == GUARDED
+    guarded = {name: [names[outer] for outer in around if outer in conditions]
+               for name, (_, around) in tasks.items() if not name.startswith("condition-")}
+    assert {name: gates for name, gates in guarded.items() if gates} == GUARDED
+    # Every task runs inside the exit handler, whose task reports a run that failed.
+    assert {name for name, (_, around) in tasks.items() if not around} == {
+        EXIT_HANDLER, "notify-failure"}
     # The gate tasks' outputs are booleans.
     for gate in GATES.values():
         component = spec["components"][tasks[gate][0]["componentRef"]["name"]]
@@ -256,7 +282,9 @@ def test_exactly_one_report_runs_however_the_run_ends_with_what_ran_before(fixtu
         task = tasks[name][0]
         assert re.fullmatch(r"comp-run-report(-\d)?", task["componentRef"]["name"])
         given = {**task["inputs"].get("artifacts", {}), **task["inputs"]["parameters"]}
-        assert set(given) == set(inputs), name
+        assert set(given) == set(inputs) | NOTIFIED, name
+        assert {key: pipeline_parameter(spec, name, key) for key in NOTIFIED} == {
+            key: key for key in NOTIFIED}
         for key, (producer, output) in inputs.items():
             if key in task["inputs"].get("artifacts", {}):
                 assert producing_task(spec, name, key) == {
@@ -344,7 +372,7 @@ def test_the_local_variant_has_the_same_tasks_without_conditions(ir):
     # One page at the end, from every task's artifacts.
     assert {key: (source.get("taskOutputArtifact") or source["taskOutputParameter"])[
         "producerTask"] for side in ("artifacts", "parameters")
-        for key, source in tasks["run-report"]["inputs"][side].items()} == {
+        for key, source in tasks["run-report"]["inputs"][side].items() if key not in NOTIFIED} == {
         key: producer for key, (producer, _) in REPORT_INPUTS["run-report"].items()} | {
         "tuning": "tune"}
     gate_inputs = {"train": ("data_valid", "validate-data"),
@@ -380,7 +408,7 @@ def test_one_baseline_is_resolved_and_every_later_task_consumes_it(ir):
 
 
 def test_ingest_is_cached_under_a_key_that_holds_the_data_fingerprint(ir):
-    ingest_task = ir["spec"]["root"]["dag"]["tasks"]["ingest"]
+    ingest_task = all_tasks(ir["spec"])["ingest"][0]
     assert ingest_task["cachingOptions"]["enableCache"] is True
     # KFP's cache key covers a task's inputs: with select_span's fingerprint among them, a
     # changed byte of data is a cache miss, and unchanged data a hit.
@@ -408,7 +436,14 @@ def test_tasks_that_read_storage_get_its_credentials_from_a_secret(ir):
     # The data, the registry, a user module; the others read only their input artifacts.
     readers = {"exec-select-span", "exec-resolve-baseline", "exec-load-baseline", "exec-ingest",
                "exec-train", "exec-rollout", "exec-tune", "exec-tune-2", "exec-tune-trial"}
-    assert set(executors) == readers
+    notifiers = {"exec-notify-failure", *(f"exec-run-report{n}" for n in ("", "-2", "-3", "-4"))}
+    assert set(executors) == readers | notifiers
+    # The notifying tasks mount the notification Secret (optional: none, nothing is sent).
+    for name in notifiers:
+        (volume,) = executors[name]["secretAsVolume"]
+        assert volume["secretNameParameter"] == {"componentInputParameter": "notify_secret"}
+        assert volume["optional"] is True
+        assert "secretAsEnv" not in executors[name]
     for name in readers:
         (secret,) = executors[name]["secretAsEnv"]
         assert secret["secretNameParameter"] == {"componentInputParameter": "storage_secret"}
@@ -463,3 +498,18 @@ def test_no_value_threshold_is_hand_set_by_default(ir):
         "--local", "--data", "data", "--label", "churned", "--workdir", "work",
         "--serving-python", "python"]).params
     assert {name: parsed[name] for name in value_bounds} == dict.fromkeys(value_bounds)
+
+
+def test_a_run_releases_into_staging_judged_against_production_by_default(ir):
+    """Production moves only by an approval (the ctloop-promote pipeline): a run deploys into
+    ``release_stage``, staging unless the settings say otherwise, with ``release_strategy``."""
+    spec = ir["spec"]
+    for key, parameter in (("stage", "release_stage"), ("strategy", "release_strategy"),
+                           ("shadow_min_agreement", "shadow_min_agreement")):
+        assert pipeline_parameter(spec, "rollout", key) == parameter
+    for task in ("resolve-baseline", "load-baseline"):
+        assert pipeline_parameter(spec, task, "baseline_stage") == "baseline_stage"
+    defaults = {name: p.get("defaultValue") for name, p in
+                spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert (defaults["release_stage"], defaults["baseline_stage"],
+            defaults["release_strategy"]) == ("staging", "production", "canary")

@@ -324,12 +324,14 @@ def test_ctloop_promote_refused_exits_non_zero_with_one_line(cli, tmp_path, loca
 
 def test_the_promote_pipeline_compiles_to_one_uncached_task_with_the_storage_secret(tmp_path):
     import yaml
-    from kfp import compiler
 
-    from ctloop.pipelines.promote_pipeline import PIPELINE_NAME, promote_pipeline
+    from ctloop.kfp import compiling
+    from ctloop.pipelines.promote_pipeline import PIPELINE_NAME
 
     out = tmp_path / "promote_pipeline.yaml"
-    compiler.Compiler().compile(promote_pipeline, str(out))
+    compiling.compile_promote_pipeline(out)
+    assert compiling.PROMOTE_PIPELINE_YAML.read_text() == out.read_text(), (
+        "pipelines/promote_pipeline.yaml is stale: run `make compile` and review the diff")
     spec, platform = yaml.safe_load_all(out.read_text())
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME == "ctloop-promote"
     parameters = spec["root"]["inputDefinitions"]["parameters"]

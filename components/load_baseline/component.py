@@ -18,6 +18,7 @@ def load_baseline(
     model: Output[Model],
     schema: Output[Artifact],
     statistics: Output[Artifact],
+    baseline_stage: str,
     s3_endpoint_url: Optional[str] = None,
 ):
     """Copies the baseline ``resolve_baseline`` found into this run's artifacts, checking it is
@@ -42,13 +43,16 @@ def load_baseline(
         statistics: Output: ``train.stats.tfrecord``, the statistics drift is measured against
             (none when no earlier span is stored); metadata ``span`` (None when none).
         s3_endpoint_url: The S3-compatible endpoint of an ``s3://`` registry (None: boto3's).
+        baseline_stage: The stage whose version is the baseline, as given to
+            ``resolve_baseline``.
     """
     from ctloop.local import task_exit
     from ctloop.registry import baseline
 
     task_exit.install()
 
-    found = baseline.resolve(registry_uri, model_name, span, s3_endpoint_url or None)
+    found = baseline.resolve(registry_uri, model_name, span, s3_endpoint_url or None,
+                             baseline_stage)
     metadata = baseline.load(found, fingerprint, baseline.OutputPaths(
         model_dir=model.path, schema_dir=schema.path, statistics_dir=statistics.path))
     model.metadata.update(metadata)

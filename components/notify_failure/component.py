@@ -10,12 +10,12 @@ from ctloop.kfp.images import PIPELINE_IMAGE
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def notify_failure(
     status: dsl.PipelineTaskFinalStatus,
-    notify_email_to: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-    notify_email_from: str = "",
-    notify_smtp_host: str = "",
-    notify_smtp_port: int = 587,
-    notify_smtp_starttls: bool = True,
-    notify_on: List[str] = ["succeeded", "blocked", "failed"],  # noqa: B006 - as above
+    notify_email_to: List[str],
+    notify_email_from: str,
+    notify_smtp_host: str,
+    notify_smtp_port: int,
+    notify_smtp_starttls: bool,
+    notify_on: List[str],
 ) -> List[dict]:
     """Sends a "failed" message (the run's state, KFP's error message, the run's name) to the
     configured sinks when the run it guards did not succeed; a run that succeeded was reported by

@@ -14,8 +14,8 @@ def resolve_baseline(
     registry_uri: str,
     model_name: str,
     span: int,
+    baseline_stage: str,
     s3_endpoint_url: Optional[str] = None,
-    baseline_stage: str = "production",
 ) -> NamedTuple("ResolveBaselineOutputs",
                 [("version", int), ("statistics_span", int), ("fingerprint", str)]):
     """Finds the baseline of this run in the registry: the version ``baseline_stage`` serves

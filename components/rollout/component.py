@@ -6,9 +6,6 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from ctloop.kfp.images import PIPELINE_IMAGE
-from ctloop.settings import Release
-
-_RELEASE = Release()
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -36,18 +33,18 @@ def rollout(
     canary_max_error_rate: float,
     canary_max_p99_ms: float,
     ready_timeout_s: float,
+    stage: str,
+    strategy: str,
+    shadow_requests: int,
+    shadow_min_agreement: float,
+    shadow_max_error_rate: float,
+    shadow_max_p99_ms: float,
+    green_requests: int,
+    green_max_p99_ms: float,
     serving_url: Optional[str] = None,
     serving_image: Optional[str] = None,
     s3_endpoint_url: Optional[str] = None,
     serving_record_uri: Optional[str] = None,
-    stage: str = "production",
-    strategy: str = _RELEASE.strategy,
-    shadow_requests: int = _RELEASE.shadow_requests,
-    shadow_min_agreement: float = _RELEASE.min_agreement,
-    shadow_max_error_rate: float = _RELEASE.max_shadow_error_rate,
-    shadow_max_p99_ms: float = _RELEASE.max_shadow_p99_ms,
-    green_requests: int = _RELEASE.green_requests,
-    green_max_p99_ms: float = _RELEASE.max_green_p99_ms,
 ) -> bool:
     """Pushes the model as a new registry version if the data is valid and the model is blessed
     (evaluation) and infra-blessed (it served within the SLO), then puts it into service on

@@ -29,6 +29,12 @@ def run_report(
     drift_metrics: Input[Metrics],
     anomalies_report: Input[Markdown],
     report: Output[HTML],
+    notify_email_to: List[str],
+    notify_email_from: str,
+    notify_smtp_host: str,
+    notify_smtp_port: int,
+    notify_smtp_starttls: bool,
+    notify_on: List[str],
     blessing: Input[Artifact] = None,
     classification_metrics: Input[ClassificationMetrics] = None,
     evaluation_report: Input[Markdown] = None,
@@ -37,12 +43,6 @@ def run_report(
     pushed_model: Input[Artifact] = None,
     rollout_report: Input[Markdown] = None,
     tuning: Input[Artifact] = None,
-    notify_email_to: List[str] = [],  # noqa: B006 - a KFP default value, never mutated
-    notify_email_from: str = "",
-    notify_smtp_host: str = "",
-    notify_smtp_port: int = 587,
-    notify_smtp_starttls: bool = True,
-    notify_on: List[str] = ["succeeded", "blocked", "failed"],  # noqa: B006 - as above
 ):
     """Writes one self-contained HTML page for the run from its tasks' artifacts: decisions and
     reasons, data and anomalies, drift and skew per feature (a chart), candidate vs baseline, ROC

@@ -63,26 +63,43 @@ def datagen(out_dir, spans, first_span, rows, seed, drift, corrupt, fmt) -> None
               "nvidia.com/gpu:NoSchedule].")
 @click.option("--shm-size", default="2Gi", show_default=True,
               help="Size of the GPU variant's memory-backed /dev/shm.")
+@click.option("--train-workers", type=click.IntRange(min=2), default=None,
+              help="The multi-worker variant: the train step runs as a TFJob (Kubeflow Training "
+              "Operator) of N workers with MultiWorkerMirroredStrategy [default output: "
+              "pipelines/ct_pipeline_workers.yaml].")
 @click.option("--tune-parallelism", type=click.IntRange(min=0), default=None,
               help="Trial tasks at once in the hyperparameter search's fan-out (0: no limit) "
               "[default: ctloop.settings.Tune.cluster_parallelism].")
 def compile_(output: str | None, monitor_output: str | None, components_dir: str | None,
              image: str | None, gpu: bool,
              gpu_image: str | None, node_selector: tuple[str, ...], tolerations: tuple[str, ...],
-             shm_size: str, tune_parallelism: int | None) -> None:
-    """Compile the CT and monitoring pipelines, and each of their components, to KFP IR YAML."""
+             shm_size: str, train_workers: int | None, tune_parallelism: int | None) -> None:
+    """Compile the CT, monitoring and approval pipelines, and each of their components, to KFP IR
+    YAML (the approval pipeline, promote_pipeline.yaml, beside --output)."""
     settings = None
     if gpu:
         settings = _gpu_settings(gpu_image, node_selector, tolerations, shm_size)
     elif gpu_image or node_selector or tolerations:
         raise click.UsageError("--gpu-image, --gpu-node-selector and --gpu-toleration need --gpu")
-    output = output or str(compiling.PIPELINE_GPU_YAML if gpu else compiling.PIPELINE_YAML)
-    compiling.compile_pipeline(Path(output), image, settings, tune_parallelism)
+    workers = None
+    if train_workers:
+        from ctloop.pipelines.distributed import WorkerSettings
+
+        workers = WorkerSettings(workers=train_workers)
+        if gpu:
+            raise click.UsageError("--train-workers and --gpu are separate variants: pick one")
+    default = (compiling.PIPELINE_GPU_YAML if gpu else
+               compiling.PIPELINE_WORKERS_YAML if workers else compiling.PIPELINE_YAML)
+    output = output or str(default)
+    compiling.compile_pipeline(Path(output), image, settings, tune_parallelism, workers)
     click.echo(f"wrote {output}")
     monitor_output = monitor_output or str(Path(output).with_name(
         compiling.MONITOR_PIPELINE_YAML.name))
     compiling.compile_monitor_pipeline(Path(monitor_output), image)
     click.echo(f"wrote {monitor_output}")
+    promote_output = Path(output).with_name(compiling.PROMOTE_PIPELINE_YAML.name)
+    compiling.compile_promote_pipeline(promote_output, image)
+    click.echo(f"wrote {promote_output}")
     folder = Path(components_dir) if components_dir else Path(output).parent / "components"
     for path in compiling.compile_components(folder, image):
         click.echo(f"wrote {path}")

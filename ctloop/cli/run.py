@@ -23,6 +23,7 @@ from ctloop.cli.common import (
     find_serving_python,
 )
 from ctloop.errors import CtloopError
+from ctloop.registry.base import PRODUCTION, STAGES, STAGING
 from ctloop.settings import (
     COLD_START_POLICIES,
     MODEL_NAME,
@@ -33,6 +34,7 @@ from ctloop.settings import (
     DriftThresholds,
     Hyperparameters,
     Policy,
+    Release,
     Thresholds,
 )
 
@@ -135,10 +137,22 @@ from ctloop.settings import (
 @click.option("--min-rps", default=SLO.min_rps, show_default=True,
               help=f"Infra SLO: requests per second under {SLO.concurrency} concurrent clients.")
 @click.option("--serving-url",
-              help="A running `ctloop serve --registry` on this workdir's registry: the new "
-              "version is a canary there first, promoted or rolled back automatically.")
+              help="A running `ctloop serve --registry --stage S` of --release-stage on this "
+              "workdir's registry: the new version is released there with --release-strategy "
+              "first, promoted or dropped on what it showed.")
 @click.option("--canary-percent", default=CanarySLO.percent, show_default=True,
               help="The canary's share of the running server's requests.")
+@click.option("--release-stage", default=STAGING, show_default=True,
+              type=click.Choice(STAGES),
+              help="The registry stage the run deploys to; production then moves only by "
+              "`ctloop promote` (an approval), unless this says production.")
+@click.option("--release-strategy", default=Release.strategy, show_default=True,
+              type=click.Choice(Release.STRATEGIES),
+              help="canary: a share of the clients; shadow: a copy of the requests, answers "
+              "compared; blue_green: loaded beside, checked, switched at once.")
+@click.option("--baseline-stage", default=PRODUCTION, show_default=True,
+              type=click.Choice(STAGES),
+              help="The stage whose version the candidate is evaluated against.")
 @click.option("--min-auc", type=float,
               help="Binary: value threshold on eval AUC [default: none: the model must beat a "
               "constant predictor (AUC 0.5) by a margin that holds statistically].")
@@ -173,7 +187,8 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
         warm_start, slice_features, drift_threshold, skew_threshold, false_alarm_rate,
         anomaly_policy, stats_sample_rate, serving_python, max_p99_ms, min_rps, serving_url,
         canary_percent, min_auc, max_auc_decrease, min_accuracy, max_accuracy_decrease, max_mae,
-        max_mae_increase, cold_start, force_bless_reason, beam_pipeline_args) -> None:
+        max_mae_increase, cold_start, force_bless_reason, beam_pipeline_args, release_stage,
+        release_strategy, baseline_stage) -> None:
     """Run one continuous-training iteration on this machine (kfp.local).
 
     Settings come from flags, from a settings file (-c ctloop.yaml) under them, and from the
@@ -230,7 +245,8 @@ def run(ctx, local_, data_uri, spans, s3_endpoint_url, label, task, exclude, pos
         "cold_start": cold_start, "early_stopping_patience": early_stopping_patience,
         "slice_features": list(slice_features), "user_module": user_module or "",
         "force_bless_reason": force_bless_reason or "", "hidden_units": list(hidden_units),
-        "beam_pipeline_args": list(beam_pipeline_args),
+        "beam_pipeline_args": list(beam_pipeline_args), "release_stage": release_stage,
+        "release_strategy": release_strategy, "baseline_stage": baseline_stage,
     }
     # A flag left unset is not passed: the pipeline's default applies (the same value, both from
     # ctloop.settings). A settings file's value is a flag's default here (DEFAULT_MAP): passed.
@@ -313,18 +329,18 @@ def config_init(data_uri, label, model_name, s3_endpoint_url, output, force) -> 
     inferred from its values, ID-like and constant columns proposed for exclusion."""
     import yaml
 
-    from ctloop import config
+    from ctloop import config, starter
     from ctloop.local import preflight
 
     if Path(output).exists() and not force:
         raise click.UsageError(f"{output} exists; pass --force to overwrite it, or -o another "
                                "file")
     first, frame = preflight.read_first(data_uri, s3_endpoint_url)
-    proposal = config.propose(frame, label)
+    proposal = starter.propose(frame, label)
     if model_name is None:
         model_name = re.sub(r"[^a-z0-9]+", "-", proposal.label.lower()).strip("-")[:50] or "ctloop"
         model_name += "-model"
-    text = config.starter(data_uri, proposal, model_name)
+    text = starter.starter(data_uri, proposal, model_name)
     config.check(yaml.safe_load(text), output)  # what it writes, run accepts
     Path(output).write_text(text)
     guessed = "guessed" if label is None else "given"

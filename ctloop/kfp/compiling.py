@@ -1,4 +1,5 @@
-"""Compiling the CT and monitoring pipelines, and each of their components, to KFP IR YAML."""
+"""Compiling the CT, monitoring and approval pipelines, and each of their components, to KFP IR
+YAML."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import yaml
 PIPELINE_YAML = Path(next(iter(importlib.util.find_spec(
     "ctloop.pipelines").submodule_search_locations))) / "ct_pipeline.yaml"
 PIPELINE_GPU_YAML = PIPELINE_YAML.with_name("ct_pipeline_gpu.yaml")
+PIPELINE_WORKERS_YAML = PIPELINE_YAML.with_name("ct_pipeline_workers.yaml")
 MONITOR_PIPELINE_YAML = PIPELINE_YAML.with_name("monitor_pipeline.yaml")
+PROMOTE_PIPELINE_YAML = PIPELINE_YAML.with_name("promote_pipeline.yaml")
 # Beside the pipeline's IR: the components it is made of, each reusable on its own.
 COMPONENTS_DIR = PIPELINE_YAML.parent / "components"
 
 
 def compile_pipeline(output: Path, image: str | None = None, gpu=None,
-                     tune_fan_out: int | None = None) -> None:
+                     tune_fan_out: int | None = None, workers=None) -> None:
     """Writes the CT pipeline's IR YAML.
 
     Args:
@@ -27,6 +30,8 @@ def compile_pipeline(output: Path, image: str | None = None, gpu=None,
         image: Replaces the pipeline image of every task.
         gpu: A ``GpuSettings``: compile the GPU variant, whose train task runs on ``gpu.image``.
         tune_fan_out: Trial tasks at once in the search's ParallelFor (None: the settings').
+        workers: A ``WorkerSettings``: compile the multi-worker variant, whose train step is a
+            TFJob of ``workers.workers`` workers.
     """
     from kfp import compiler
 
@@ -34,7 +39,7 @@ def compile_pipeline(output: Path, image: str | None = None, gpu=None,
 
     output.parent.mkdir(parents=True, exist_ok=True)
     fan_out = {} if tune_fan_out is None else {"tune_fan_out": tune_fan_out}
-    compiler.Compiler().compile(build(gpu, **fan_out), str(output))
+    compiler.Compiler().compile(build(gpu, workers=workers, **fan_out), str(output))
     if image:
         set_image(output, image)
     if gpu:
@@ -43,24 +48,34 @@ def compile_pipeline(output: Path, image: str | None = None, gpu=None,
 
 def compile_monitor_pipeline(output: Path, image: str | None = None) -> None:
     """Writes the monitoring pipeline's IR YAML (``image``: every task's image)."""
+    _compile_module("monitor_pipeline", output, image)
+
+
+def compile_promote_pipeline(output: Path, image: str | None = None) -> None:
+    """Writes the approval pipeline's IR YAML (``image``: its task's image)."""
+    _compile_module("promote_pipeline", output, image)
+
+
+def _compile_module(name: str, output: Path, image: str | None) -> None:
+    """Compiles the pipeline ``ctloop.pipelines.<name>.<name>`` to ``output``."""
     from kfp import compiler
 
-    from ctloop.pipelines.monitor_pipeline import monitor_pipeline
-
+    pipeline = getattr(importlib.import_module(f"ctloop.pipelines.{name}"), name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(monitor_pipeline, str(output))
+    compiler.Compiler().compile(pipeline, str(output))
     if image:
         set_image(output, image)
 
 
 def all_components() -> dict:
-    """Every component of the CT pipeline, then of the monitoring pipeline: its name -> the
-    ``@dsl.component``, in pipeline order (a component both use, once)."""
+    """Every component of the CT pipeline, then of the monitoring and approval pipelines: its
+    name -> the ``@dsl.component``, in pipeline order (a component two use, once)."""
     from ctloop.pipelines.ct_pipeline import COMPONENTS
     from ctloop.pipelines.monitor_pipeline import COMPONENTS as MONITOR_COMPONENTS
+    from ctloop.pipelines.promote_pipeline import COMPONENTS as PROMOTE_COMPONENTS
 
     found: dict = {}
-    for component in (*COMPONENTS, *MONITOR_COMPONENTS):
+    for component in (*COMPONENTS, *MONITOR_COMPONENTS, *PROMOTE_COMPONENTS):
         found.setdefault(component.python_func.__name__, component)
     return found
 

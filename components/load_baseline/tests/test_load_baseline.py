@@ -24,13 +24,14 @@ def test_the_pair_outputs_the_fingerprint_and_the_artifacts(tmp_path):
     registry.save_statistics(1, stats)
 
     resolved = resolve_baseline.python_func(registry_uri=uri, model_name=MODEL_NAME, span=2,
-                                            s3_endpoint_url="")
+                                            s3_endpoint_url="", baseline_stage="production")
     assert (resolved.version, resolved.statistics_span) == (1, 1)
     outputs = {"model": Model(uri=str(tmp_path / "a" / "model")),
                "schema": Artifact(uri=str(tmp_path / "a" / "schema")),
                "statistics": Artifact(uri=str(tmp_path / "a" / "statistics"))}
     load_baseline.python_func(registry_uri=uri, model_name=MODEL_NAME, span=2,
-                              fingerprint=resolved.fingerprint, s3_endpoint_url="", **outputs)
+                              fingerprint=resolved.fingerprint, s3_endpoint_url="",
+                              baseline_stage="production", **outputs)
     assert outputs["model"].metadata["version"] == 1
     assert outputs["model"].metadata["fingerprint"] == resolved.fingerprint
     assert outputs["schema"].metadata == {"version": 1}

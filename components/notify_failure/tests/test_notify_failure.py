@@ -8,6 +8,11 @@ from ctloop import notify
 from ctloop.components.notify_failure import logic
 from ctloop.components.notify_failure.component import notify_failure
 
+# No sink configured beyond the environment (the pipeline's defaults).
+NO_SINKS = {"notify_email_to": [], "notify_email_from": "", "notify_smtp_host": "",
+            "notify_smtp_port": notify.SMTP_PORT, "notify_smtp_starttls": True,
+            "notify_on": list(notify.OUTCOMES)}
+
 
 def test_a_run_that_did_not_succeed_is_a_failed_message():
     found = logic.message("CANCELED", "ctloop-continuous-training-x1", None, "")
@@ -30,7 +35,7 @@ def test_the_component_sends_nothing_when_nothing_is_configured(state, monkeypat
     status = PipelineTaskFinalStatus(state=state, pipeline_job_resource_name="run-1",
                                      pipeline_task_name="exit-handler-1", error_code=None,
                                      error_message="boom")
-    assert notify_failure.python_func(status=status) == []
+    assert notify_failure.python_func(status=status, **NO_SINKS) == []
     out = capsys.readouterr().out
     assert ("run_report has reported it" if state == "SUCCEEDED"
             else "nothing sent (no sink configured)") in out

@@ -6,7 +6,8 @@ from ctloop.components.resolve_baseline.component import resolve_baseline
 
 def test_a_cold_start_resolves_version_and_statistics_span_0(tmp_path):
     cold = resolve_baseline.python_func(registry_uri=str(tmp_path / "empty"),
-                                        model_name="churn", span=2, s3_endpoint_url="")
+                                        model_name="churn", span=2, s3_endpoint_url="",
+                                        baseline_stage="production")
     assert (cold.version, cold.statistics_span) == (0, 0)  # KFP ints: 0 is none
     assert len(cold.fingerprint) == 64
 
@@ -26,7 +27,7 @@ def test_the_baseline_is_the_stage_asked_for(tmp_path):
     resolve = resolve_baseline.python_func
     kwargs = {"registry_uri": str(tmp_path / "registry"), "model_name": "churn", "span": 0,
               "s3_endpoint_url": ""}
-    assert resolve(**kwargs).version == 1  # production, as before stages
+    assert resolve(**kwargs, baseline_stage="production").version == 1
     assert resolve(**kwargs, baseline_stage="staging").version == 2
     with pytest.raises(ConfigError, match="stage 'prod' is unknown: use one of staging, "
                                           "production"):

@@ -71,3 +71,9 @@ def pushed_run(folder: Path) -> dict:
 def page(folder: Path) -> HTML:
     """run_report's output: the page."""
     return HTML(uri=str(folder / "report.html"))
+
+
+# The notification settings of a run that configured no sink (the pipeline's defaults).
+NO_SINKS = {"notify_email_to": [], "notify_email_from": "", "notify_smtp_host": "",
+            "notify_smtp_port": 587, "notify_smtp_starttls": True,
+            "notify_on": ["succeeded", "blocked", "failed"]}

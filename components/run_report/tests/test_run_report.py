@@ -8,7 +8,7 @@ from ctloop.components.run_report.tests import artifacts
 
 def _run(inputs: dict, tmp_path):
     report = artifacts.page(tmp_path)
-    run_report.python_func(report=report, **inputs)
+    run_report.python_func(report=report, **inputs, **artifacts.NO_SINKS)
     return (tmp_path / "report.html").read_text(), report.metadata
 
 
