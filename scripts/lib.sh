@@ -35,16 +35,24 @@ retry() {
 ctloop_version() { sed -n 's/^__version__ = "\(.*\)"$/\1/p' ctloop/__init__.py; }
 
 # start_server LOG URL COMMAND...: run a model server (COMMAND) in the background, its output to
-# LOG, stopped when the script exits; wait up to 120 s until URL says it is ready.
+# LOG, stopped (with every other one started) when the script exits; wait up to 120 s until URL
+# says it is ready.
+SERVER_PIDS=()
+stop_servers() {
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
 start_server() {
-  local log=$1 url=$2
+  local log=$1 url=$2 pid
   shift 2
   "$@" >"$log" 2>&1 &
-  SERVER_PID=$!
-  trap 'kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true' EXIT
+  pid=$!
+  SERVER_PIDS+=("$pid")
+  trap stop_servers EXIT
   for _ in $(seq 1 120); do
     curl -sf "$url/v2/health/ready" >/dev/null && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$log"; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
     sleep 1
   done
   echo "model server not ready after 120 s"; tail -n 40 "$log"; exit 1

@@ -26,7 +26,10 @@ RUN_FLAGS=(--local --data "$WORKDIR/data" --label churned --exclude customer_id
            --model-name "$MODEL" --workdir "$WORKDIR"
            # Retraining on drifted data is the point: drift from the last span, and numbers
            # beyond its range, are expected (type and schema anomalies still block).
-           --anomaly-policy CTLOOP_DRIFT=warn --anomaly-policy CTLOOP_NEW_VALUES=warn)
+           --anomaly-policy CTLOOP_DRIFT=warn --anomaly-policy CTLOOP_NEW_VALUES=warn
+           # The demo is about retraining on drift: each blessed model serves at once, with no
+           # approval step (`make run` shows staging and the approval).
+           --release-stage production)
 
 echo "== span 1: the first CT run =="
 ctloop datagen --out "$WORKDIR/data" --first-span 1 --spans 1 --rows 5000 >/dev/null

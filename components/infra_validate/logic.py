@@ -70,13 +70,11 @@ def in_process_predictions(model_dir: str, frame: pd.DataFrame, features: list[F
 
 
 def first_rows(eval_path: str, rows: int) -> pd.DataFrame:
-    """The first ``rows`` rows of a Parquet file, reading no more row groups than they need."""
-    import pyarrow.parquet as pq
+    """The first ``rows`` rows of a split (a Parquet file, or ingest's folder of part files, in
+    order), reading no more row groups than they need."""
+    import pyarrow.dataset as ds
 
-    first = next(pq.ParquetFile(eval_path).iter_batches(batch_size=rows), None)
-    if first is None:  # a header and no rows
-        return pq.read_schema(eval_path).empty_table().to_pandas()
-    return first.to_pandas()
+    return ds.dataset(eval_path, format="parquet").head(rows).to_pandas()
 
 
 def _in_process(model_dir: str, frame: pd.DataFrame) -> tuple[list[FeatureSpec], list]:

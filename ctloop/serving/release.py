@@ -51,8 +51,11 @@ class Release:
     # little evidence: not promoted (fail safe).
     min_shadow_compared: int = 100
     # Classification: the share of rows with the same predicted label; regression: within the
-    # server's tolerance. Below 95 % the new version would change 1 answer in 20 clients see.
-    min_agreement: float = 0.95
+    # server's tolerance. A model retrained on a new span changes some answers by design: the
+    # built-in data's span-2 model, blessed against span 1's, agrees with it on 92.5 % of rows.
+    # Below 80 % it would change more than 1 answer in 5 clients see, which evaluation on
+    # held-out rows does not show a person: not promoted. (0: report the rate only.)
+    min_agreement: float = 0.8
     # A shadow that fails requests would fail clients once promoted: none allowed by default.
     max_shadow_error_rate: float = 0.0
     # The shadow's own scoring time (off the request path), held to the canary's p99 SLO.
