@@ -222,6 +222,10 @@ def run(
         except StaleBaselineError as exc:
             deployment = decided(False, f"not deployed: {exc}", {}, stage, "direct")
     reason = f"pushed as version {version.number}; {deployment.reason}"
+    if stage == STAGING:
+        reason = f"pushed as version {version.number}; staging: {deployment.reason}"
+        if deployment.promoted:
+            reason += "; awaiting approval to production (ctloop promote)"
     decision = {"action": "deploy", "stage": stage, "strategy": "direct",
                 **deployment.decision, "promoted": deployment.promoted,
                 "reason": deployment.reason, "unix": round(time.time(), 3)}
