@@ -17,14 +17,15 @@ LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "Swit
 IN_MEMORY = "in_memory"
 MULTI_PROCESSING = "multi_processing"
 # Rows (train + eval for TFDV, eval for TFMA) from which a run with no runner of its own uses
-# one worker process per core. None: never. Measured on the 2-core build machine (datagen rows as
-# ingest writes them, each variant in a fresh process; other jobs shared the cores, load 2-5):
-# TFDV statistics of 1M rows took 35 s in-process and 81 s with 2 worker processes; TFMA on 1M
-# eval rows, 120 s and 242 s. Earlier, at ~100k rows: 3.0 s in-process, 5.8 s with 2 threads,
-# 14.8 s with 2 processes. Two processes never gained on 2 cores (each worker imports TF/TFDV
-# and every batch is pickled across processes, and one core is the other's), so the default
-# stays in-process and the multi-process mode is a beam_pipeline_args choice for machines with
-# more cores: --direct_num_workers=N --direct_running_mode=multi_processing.
+# one worker process per core. None: never. Measured on the 2-core build machine (datagen rows in
+# ingest's part files, each variant in a fresh process, in-process vs 2 worker processes, load
+# 1-4 from other jobs): TFDV statistics of 1M rows 27 s vs 35 s, of 3M rows 76 s vs 72 s and
+# 71 s vs 73 s; TFMA on 1M eval rows 56 s vs 78 s, on 3M 146 s vs 178 s. Earlier, at ~100k
+# rows: 3.0 s in-process, 5.8 s with 2 threads, 14.8 s with 2 processes. Two processes never
+# gained on 2 cores (each worker imports TF/TFDV/TFMA, batches are pickled across processes, and
+# the second core is the one the rest of the machine uses), so the default stays in-process and
+# multi-process is a beam_pipeline_args choice, for machines with more cores:
+# --direct_num_workers=N --direct_running_mode=multi_processing.
 MULTI_PROCESS_MIN_ROWS: int | None = None
 
 
