@@ -31,9 +31,9 @@ _SECTIONS = {
     "Gates": ("drift_threshold", "skew_threshold", "false_alarm_rate", "anomaly_policy",
               "stats_sample_rate", "slice_features", "min_auc", "max_auc_decrease",
               "min_accuracy", "max_accuracy_decrease", "max_mae", "max_mae_increase",
-              "cold_start", "force_bless_reason"),
+              "cold_start", "force_bless_reason", "baseline_stage", "beam_pipeline_args"),
     "Serving": ("serving_python", "max_p99_ms", "min_rps", "serving_url", "canary_percent",
-                "registry_uri"),
+                "release_stage", "release_strategy", "registry_uri"),
     "Output": ("workdir", "summary_path", "log_path", "verbose", "runner"),
 }
 
