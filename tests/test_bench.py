@@ -54,3 +54,59 @@ def test_table_aligns_columns_and_formats_numbers():
     assert lines[3].split() == ["rollout", "-", "0.50"]
     assert lines[4].split() == ["all", "12", "True"]
     assert len({len(line) for line in lines[:3]}) == 1  # right-aligned to one width
+
+
+def _run(peaks: dict[str, float | None], largest: float) -> dict:
+    return {"tasks": {t: {"peak_tree_mb": mb} for t, mb in peaks.items()},
+            "max_process_mb": largest}
+
+
+def test_memory_shows_each_task_peak_growth_and_bound():
+    sizes = {1_000_000: {"kfp_local": _run({"ingest": 220.0, "train": 700.0, "rollout": None},
+                                           760.0),
+                         "pipeline": _run({"train": 1500.0}, 900.0)},
+             10_000: {"kfp_local": _run({"ingest": 200.0, "train": 650.0, "rollout": None},
+                                        700.0),
+                      "pipeline": _run({"train": 1400.0}, 880.0)}}
+    found = report.memory(sizes)
+    ingest = found["kfp_local"]["ingest"]
+    assert ingest["peaks_mb"] == {10_000: 200.0, 1_000_000: 220.0}
+    assert ingest["growth_mb"] == 20.0 and ingest["growth_x"] == 1.1
+    assert ingest["bound_mb"] == report.MEMORY_BOUNDS_MB["ingest"] and ingest["within_bound"]
+    assert found["kfp_local"]["rollout"]["growth_mb"] is None  # never sampled
+    assert found["kfp_local"]["largest process"]["peaks_mb"][1_000_000] == 760.0
+    # The default runner's tasks share one process: no per-task bound applies to them.
+    assert found["pipeline"]["train"]["bound_mb"] is None
+    assert found["pipeline"]["train"]["within_bound"] is None
+
+
+def test_memory_targets_judge_the_largest_peak_at_any_size():
+    bound = report.MEMORY_BOUNDS_MB["evaluate"]
+    sizes = {10_000: {"kfp_local": _run({"ingest": 200.0, "evaluate": bound + 50.0}, 900.0)},
+             3_000_000: {"kfp_local": _run({"ingest": 230.0, "evaluate": bound - 1.0}, 900.0)}}
+    found = {t["target"].split()[0]: t for t in report.memory_targets(report.memory(sizes))}
+    assert found["ingest"]["met"] is True and "max 230 MB (at 3,000,000 rows)" in \
+        found["ingest"]["measured"]
+    assert found["evaluate"]["met"] is False and "at 10,000 rows" in found["evaluate"]["measured"]
+    assert found["train"]["verdict"] == "not measured"  # no train peak in these results
+    # Without kfp.local nothing is judged.
+    only_default = {10_000: {"pipeline": _run({"ingest": 200.0}, 900.0)}}
+    assert {t["verdict"] for t in report.memory_targets(report.memory(only_default))} == {
+        "not measured"}
+
+
+def test_beam_table_compares_each_step_with_one_worker():
+    from bench import beam
+
+    def run(step_s: float, mode: str) -> dict:
+        return {"wall_s": step_s + 5, "cpu_s": step_s, "others_cpu_s": 0.5,
+                "peak_tree_mb": 800.0, "child": {"rows": 1000, "step_s": step_s,
+                                                 "beam": {"running_mode": mode}}}
+
+    found = {"rows": 1000, "split_rows": {"train": 800, "eval": 200}, "runs": {
+        "statistics": {1: run(2.0, "in_memory"), 2: run(4.0, "multi_processing"),
+                       "speedup": 0.5}}}
+    lines = beam.table(found).splitlines()
+    assert "1,000 rows (800 train / 200 eval)" in lines[1]
+    assert lines[4].split()[:7] == ["statistics", "2", "multi_processing", "1,000", "4.00",
+                                    "250.0", "0.50"]

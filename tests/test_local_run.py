@@ -16,8 +16,11 @@ LOCK = Path(__file__).resolve().parent.parent / "locks" / "pipeline.txt"
 
 
 def _params(spans_dir, span, serving_python):
+    # Straight into production: these runs test the gates and the baseline; staging and the
+    # approval: test_a_default_run_lands_in_staging_and_waits_for_an_approval, test_stages.
     return {"data_uri": str(spans_dir / f"span-{span}"), "label": LABEL, "exclude": EXCLUDE,
-            "model_name": "churn", "epochs": 4, "serving_python": serving_python}
+            "model_name": "churn", "epochs": 4, "serving_python": serving_python,
+            "release_stage": "production"}
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +204,27 @@ def test_a_task_failing_on_bad_data_ends_the_output_with_its_own_reason(serving_
     (log,) = (tmp_path / "work" / "logs").iterdir()
     assert f"task logs: {log}" in lines[-2]
     assert "Traceback" in log.read_text() and "DataError" in log.read_text()
+
+
+def test_a_default_run_lands_in_staging_and_waits_for_an_approval(spans_dir, serving_python,
+                                                                  tmp_path):
+    """Nothing reaches production without an approval unless the settings say so: by default a
+    run's version serves in staging, and ``stages.promote`` moves production, recorded."""
+    from ctloop.registry import PRODUCTION, STAGING, LocalRegistry, stages
+
+    params = {**_params(spans_dir, 1, serving_python)}
+    del params["release_stage"]
+    summary = local_run.run(params, tmp_path)
+    assert summary["pushed_version"] == 1, summary["push_reason"]
+    assert summary["push_reason"] == (
+        "pushed as version 1; staging: promoted into staging (no running server to release on); "
+        "awaiting approval to production (ctloop promote)")
+    registry = LocalRegistry(tmp_path / "registry", "churn")
+    assert registry.serving(stage=STAGING).number == 1
+    assert registry.serving(stage=PRODUCTION) is None
+    stages.promote(registry, 1, approved_by="ana", reason="looked at the run's page")
+    assert registry.serving().number == 1
+    decisions = registry.serving().record()["decisions"]
+    assert [(d["action"], d["stage"]) for d in decisions] == [("deploy", STAGING),
+                                                               ("promote", PRODUCTION)]
+    assert decisions[1]["approved_by"] == "ana"

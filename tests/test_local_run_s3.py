@@ -24,7 +24,8 @@ def test_two_runs_share_a_registry_on_s3(spans_dir, serving_python, s3_bucket, t
     for run, data_uri in enumerate((f"{s3_bucket.uri}/data/span-1", f"{s3_bucket.uri}/data")):
         params = {"data_uri": data_uri, "s3_endpoint_url": s3_bucket.endpoint_url,
                   "registry_uri": registry_uri, "label": LABEL, "exclude": EXCLUDE,
-                  "model_name": "churn", "epochs": 4, "serving_python": serving_python}
+                  "model_name": "churn", "epochs": 4, "serving_python": serving_python,
+                  "release_stage": "production"}  # the second run judged against the first
         summaries.append(local_run.run(params, tmp_path / f"run-{run}"))
     first, second = summaries
     assert first["pushed_version"] == 1 and first["baseline_version"] is None

@@ -23,7 +23,7 @@ def test_a_run_with_tuning_trains_with_the_best_trials_hyperparameters(spans_dir
     params = {"data_uri": str(spans_dir / "span-1"), "label": LABEL, "exclude": EXCLUDE,
               "model_name": "churn", "epochs": 3, "early_stopping_patience": 1,
               "serving_python": serving_python, "tune_trials": 3, "tune_space": SPACE,
-              "tune_parallelism": 2}
+              "tune_parallelism": 2, "release_stage": "production"}
     summary = local_run.run(params, tmp_path)
     assert summary["tuning"]["tuned"] is True and "tune" in summary["timings_s"]
     run_dir = Path(summary["run_dir"])

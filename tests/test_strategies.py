@@ -83,7 +83,7 @@ def test_a_failing_shadow_is_counted_not_raised():
 # -- verdicts over evidence (no server) ----------------------------------------------------------
 
 SETTINGS = Release(strategy="shadow", shadow_requests=40, min_shadow_compared=20,
-                   green_requests=20, deadline_s=30)
+                   min_agreement=0.95, green_requests=20, deadline_s=30)
 
 
 def _evidence(compared=40, rows_agreed=40, errors=0, p99=3.0, loaded=True):

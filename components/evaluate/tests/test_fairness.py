@@ -267,7 +267,8 @@ def _component(model, prepared, tmp_path, **params):
 # What the blessing said before fairness existed: with fairness off, exactly this.
 KEYS_WITHOUT_FAIRNESS = {"blessed", "reason", "forced", "force_reason", "tfma_blessed",
                          "tfma_reason", "checks", "metrics", "baseline_version",
-                         "baseline_metrics", "task", "incomparable", "no_skill"}
+                         "baseline_metrics", "task", "incomparable", "no_skill",
+                         "beam"}
 
 
 def test_fairness_off_costs_nothing_and_changes_nothing(prepared, tmp_path):
