@@ -128,25 +128,16 @@ def local_shadow(serving_url: str, rows: list[dict[str, Any]], settings: Release
     (``release.shadow_verdict``); else dropped (it stays in the registry, unserved).
     """
 
+    def check(model_name: str, number: int) -> tuple[bool, str, dict[str, Any]]:
+        evidence = release.shadow_probe(serving_url, model_name, rows, number, settings)
+        return release.shadow_verdict(evidence, number, settings)
+
     def deploy(registry: Registry, number: int, baseline: int | None) -> Deployment:
         details = {"target": "local", "serving_url": serving_url}
-        over = start_over(registry, stage, baseline)
-        if over is None and stage != PRODUCTION:
-            return first_in_stage(registry, number, stage, "shadow", details)
-        promote, numbers = False, {}
-        try:
-            registry.start_shadow(number, expected_serving=over, stage=stage)
-        except StaleBaselineError as exc:
-            return decided(False, f"no shadow: {exc}", details, stage, "shadow")
-        try:
-            evidence = release.shadow_probe(serving_url, registry.model_name, rows, number,
-                                            settings)
-            promote, why, numbers = release.shadow_verdict(evidence, number, settings)
-        finally:
-            try:
-                registry.end_shadow(promote=promote, number=number, stage=stage)
-            except StaleBaselineError as exc:
-                promote, why = False, str(exc)
+        tried = _shadow_trial(registry, number, baseline, stage, "shadow", details, check)
+        if isinstance(tried, Deployment):
+            return tried
+        promote, why, numbers, _ = tried
         action = "promoted" if promote else "not promoted"
         return decided(promote, f"shadow {action}: {why}", details, stage, "shadow", numbers)
 
@@ -165,25 +156,16 @@ def local_blue_green(serving_url: str, rows: list[dict[str, Any]], settings: Rel
     ``--warm-seconds``, so a rollback is a swap too. A failing green is dropped.
     """
 
+    def check(model_name: str, number: int) -> tuple[bool, str, dict[str, Any]]:
+        evidence = release.green_probe(serving_url, model_name, rows, number, settings)
+        return release.green_verdict(evidence, number, settings)
+
     def deploy(registry: Registry, number: int, baseline: int | None) -> Deployment:
         details = {"target": "local", "serving_url": serving_url}
-        over = start_over(registry, stage, baseline)
-        if over is None and stage != PRODUCTION:
-            return first_in_stage(registry, number, stage, "blue_green", details)
-        promote, numbers = False, {}
-        try:
-            registry.start_shadow(number, expected_serving=over, stage=stage)
-        except StaleBaselineError as exc:
-            return decided(False, f"no green: {exc}", details, stage, "blue_green")
-        try:
-            evidence = release.green_probe(serving_url, registry.model_name, rows, number,
-                                           settings)
-            promote, why, numbers = release.green_verdict(evidence, number, settings)
-        finally:
-            try:
-                registry.end_shadow(promote=promote, number=number, stage=stage)
-            except StaleBaselineError as exc:
-                promote, why = False, str(exc)
+        tried = _shadow_trial(registry, number, baseline, stage, "blue_green", details, check)
+        if isinstance(tried, Deployment):
+            return tried
+        promote, why, numbers, over = tried
         if not promote:
             return decided(False, f"green not switched to: {why}", details, stage,
                            "blue_green", numbers)
@@ -200,6 +182,35 @@ def local_blue_green(serving_url: str, rows: list[dict[str, Any]], settings: Rel
                        f"{warm_s:g} s", details, stage, "blue_green", numbers)
 
     return deploy
+
+
+def _shadow_trial(registry: Registry, number: int, baseline: int | None, stage: str,
+                  strategy: str, details: dict[str, Any],
+                  check: Callable[[str, int], tuple[bool, str, dict[str, Any]]]
+                  ) -> Deployment | tuple[bool, str, dict[str, Any], int | None]:
+    """Runs version ``number`` as ``stage``'s shadow pointer (a shadow, or a blue-green's green)
+    over what the stage serves: ``check(model_name, number)`` judges it, and the trial ends
+    whatever happened, moving the stage's pointer only on a pass and only over the version it
+    started over. Returns the Deployment when there was no trial (a stage that serves nothing
+    takes the version directly; another run's version came first), else ``(promote, why,
+    numbers, the version it started over)``."""
+    over = start_over(registry, stage, baseline)
+    if over is None and stage != PRODUCTION:
+        return first_in_stage(registry, number, stage, strategy, details)
+    noun = "shadow" if strategy == "shadow" else "green"
+    promote, numbers = False, {}
+    try:
+        registry.start_shadow(number, expected_serving=over, stage=stage)
+    except StaleBaselineError as exc:
+        return decided(False, f"no {noun}: {exc}", details, stage, strategy)
+    try:
+        promote, why, numbers = check(registry.model_name, number)
+    finally:
+        try:
+            registry.end_shadow(promote=promote, number=number, stage=stage)
+        except StaleBaselineError as exc:
+            promote, why = False, str(exc)
+    return promote, why, numbers, over
 
 
 def rollback_command(model_name: str, stage: str, registry_uri: str) -> str:
