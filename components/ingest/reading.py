@@ -7,13 +7,11 @@ time (the same parser, and so the same values, as a whole-file read), and Parque
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
 
 import pandas as pd
 
-from ctloop.data.tables import read_table
-from ctloop.errors import DataError
+from ctloop.data.tables import read_errors, read_table
 
 
 def is_parquet(uri: str) -> bool:
@@ -37,7 +35,7 @@ def batches(uri: str, path: str, batch_rows: int, dtype: Mapping[str, object] | 
         dtype: CSV only: column -> dtype to parse as (e.g. ``str``), as ``pandas.read_csv``.
         usecols: Only these columns.
     """
-    with _reading(uri):
+    with read_errors(uri):
         if is_parquet(uri):
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -51,21 +49,3 @@ def batches(uri: str, path: str, batch_rows: int, dtype: Mapping[str, object] | 
         reader = pd.read_csv(path, chunksize=batch_rows, dtype=dtype, usecols=usecols)
         with reader:
             yield from reader
-
-
-@contextlib.contextmanager
-def _reading(uri: str) -> Iterator[None]:
-    """The errors ``ctloop.data.tables.read_table`` gives a whole-file read, for a read in
-    batches."""
-    try:
-        yield
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"data file {uri} is empty; remove it or write a header and rows") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"data file {uri} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
-            f"offset {exc.start}); re-encode it as UTF-8"
-        ) from exc
-    except (ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"data file {uri} cannot be read ({first}); check its format") from exc

@@ -3,6 +3,9 @@ wrong."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pandas as pd
 
 from ctloop.errors import DataError
@@ -19,7 +22,7 @@ def read_table(uri: str, source, header_only: bool = False) -> pd.DataFrame:
         source: Its local path or a binary file object.
         header_only: Read only the column names (an empty frame).
     """
-    try:
+    with read_errors(uri):
         if uri.endswith(".parquet"):
             import pyarrow.parquet as pq
 
@@ -28,6 +31,15 @@ def read_table(uri: str, source, header_only: bool = False) -> pd.DataFrame:
             return pd.read_parquet(source)
         names = _csv_header(source)  # as written: pandas renames a duplicate "x" to "x.1"
         frame = pd.read_csv(source, nrows=0 if header_only else None)
+    _check_header(uri, names)
+    return frame
+
+
+@contextlib.contextmanager
+def read_errors(uri: str) -> Iterator[None]:
+    """Turns what reading ``uri`` (whole, or in batches) raises into one-line DataErrors."""
+    try:
+        yield
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"data file {uri} is empty; remove it or write a header and rows") from exc
     except UnicodeDecodeError as exc:
@@ -38,8 +50,6 @@ def read_table(uri: str, source, header_only: bool = False) -> pd.DataFrame:
     except (ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"data file {uri} cannot be read ({first}); check its format") from exc
-    _check_header(uri, names)
-    return frame
 
 
 def _csv_header(source) -> list[str]:
