@@ -6,7 +6,10 @@ Two memory numbers, because neither alone is the whole story:
   descendant it waited for), exact, from the kernel's accounting (``wait4``'s ``ru_maxrss``).
 - ``peak_tree_mb``: the largest sum of resident sets of the child and all its descendants,
   sampled from ``/proc`` every ``interval_s``. A sum of RSS counts pages shared between
-  processes once per process, and a peak shorter than the interval can be missed.
+  processes once per process, and a peak shorter than the interval can be missed. Each sample
+  also keeps the child's own RSS, so a window's peak can leave the child out
+  (``peak_between(..., descendants_only=True)``: under kfp.local the child is the driver and
+  its descendants are the task's process).
 
 And what wall time depends on besides the work: ``cpu_s`` is the tree's user + system time,
 ``others_cpu_s`` what the rest of the machine used meanwhile, ``disk_read_mb`` what the tree
@@ -34,7 +37,7 @@ class Measured:
     wall_s: float
     returncode: int
     max_process_mb: float
-    samples: list[tuple[float, float]]  # (time.time(), tree RSS in MB)
+    samples: list[tuple[float, float, float]]  # (time.time(), tree RSS, the child's RSS) in MB
     load_avg: tuple[float, float]  # the 1-minute load average before and after
     cpu_s: float  # user + system time of the child and the descendants it waited for
     others_cpu_s: float  # CPU time every other process of the machine used meanwhile
@@ -42,15 +45,19 @@ class Measured:
 
     @property
     def peak_tree_mb(self) -> float | None:
-        return max((mb for _, mb in self.samples), default=None)
+        return max((mb for _, mb, _ in self.samples), default=None)
 
-    def peak_between(self, start: float, end: float) -> float | None:
-        """The peak tree RSS sampled between two ``time.time()`` instants."""
-        return max((mb for t, mb in self.samples if start <= t <= end), default=None)
+    def peak_between(self, start: float, end: float, descendants_only: bool = False
+                     ) -> float | None:
+        """The peak tree RSS sampled between two ``time.time()`` instants; with
+        ``descendants_only``, the peak of the tree without the child itself."""
+        return max((mb - (own if descendants_only else 0.0)
+                    for t, mb, own in self.samples if start <= t <= end), default=None)
 
 
-def tree_rss_mb(root: int) -> float:
-    """The summed RSS of ``root`` and all its descendants, in MB (0 once it has exited)."""
+def tree_rss_mb(root: int) -> tuple[float, float]:
+    """The summed RSS of ``root`` and all its descendants, and ``root``'s own, in MB (0 once
+    it has exited)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -61,15 +68,17 @@ def tree_rss_mb(root: int) -> float:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
         children.setdefault(parent, []).append(int(entry.name))
-    total, pending = 0, [root]
+    total, own, pending = 0, 0, [root]
     while pending:
         pid = pending.pop()
         pending += children.get(pid, [])
         try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
         except (OSError, IndexError):
             continue
-    return total / MB
+        total += rss
+        own = rss if pid == root else own
+    return total / MB, own / MB
 
 
 def machine_busy_s() -> float:
@@ -90,7 +99,9 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
 
         def sample() -> None:
             while not stop.wait(interval_s):
-                samples.append((time.time(), tree_rss_mb(process.pid)))
+                tree, own = tree_rss_mb(process.pid)
+                if tree > 0:  # 0: the child has exited, not a measurement
+                    samples.append((time.time(), tree, own))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()

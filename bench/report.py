@@ -13,6 +13,16 @@ MAX_FLOOR_RATIO = 1.0
 RATIO_ROWS = 10_000
 GROWTH_ROWS = 1_000_000
 MAX_SERVING_RATIO = 2.0
+# Peak memory (MB) per task, judged on kfp.local, where each task is a process of its own, as it is
+# a pod of its own on a cluster: the task's process tree without kfp.local's driver (about 120 MB,
+# kfp imported; older results without that split count it in), at every size run. Ingest,
+# validate-data and train stream their data (a batch of rows at a time), so their bounds are
+# meant to hold at any size: ingest ~ pandas and pyarrow
+# plus a batch; validate-data and train ~ TensorFlow (600 MB) plus a batch. Evaluate builds its
+# eval rows in memory (beam.Create from a frame), so its memory grows with the eval split: its
+# bound is the same kind of process's, and a miss says the eval split outgrew it.
+MEMORY_BOUNDS_MB = {"ingest": 300, "validate-data": 1000, "train": 800, "evaluate": 1000}
+MEMORY_KIND = "kfp_local"
 
 
 def latency_summary(latencies_ms: Sequence[float], wall_s: float, rows_per_request: int
@@ -91,6 +101,68 @@ def targets(sizes: dict[int, dict[str, Any]], serving: dict[str, Any] | None
     else:
         found.append(_target(name, None, None))
     return found
+
+
+def memory(sizes: dict[int, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each task's peak memory at each size, its growth, and its bound.
+
+    Args:
+        sizes: Rows -> that size's results (``pipeline`` and ``kfp_local``: ``tasks``: task ->
+            ``peak_tree_mb``, or ``task_peak_mb`` where measured (kfp.local: without the
+            driver), and ``max_process_mb``).
+
+    Returns:
+        Runner (``pipeline``, ``kfp_local``) -> task (and ``largest process``) -> ``peaks_mb``
+        (rows -> MB, None where the task was shorter than a sample), ``growth_mb`` and
+        ``growth_x`` (the largest size's peak against the smallest's), ``bound_mb`` (kfp.local
+        tasks in ``MEMORY_BOUNDS_MB``), ``within_bound`` (every measured peak within it).
+    """
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for kind in ("pipeline", "kfp_local"):
+        runs = {n: r[kind] for n, r in sorted(sizes.items()) if kind in r}
+        if not runs:
+            continue
+        series: dict[str, dict[int, float | None]] = {}
+        for rows, run in runs.items():
+            for task, measured in run["tasks"].items():
+                series.setdefault(task, {})[rows] = measured.get(
+                    "task_peak_mb", measured.get("peak_tree_mb"))
+            series.setdefault("largest process", {})[rows] = run["max_process_mb"]
+        found[kind] = {}
+        for task, peaks in series.items():
+            first, last = peaks.get(min(runs)), peaks.get(max(runs))
+            bound = MEMORY_BOUNDS_MB.get(task) if kind == MEMORY_KIND else None
+            measured = [mb for mb in peaks.values() if mb is not None]
+            found[kind][task] = {
+                "peaks_mb": peaks,
+                "growth_mb": None if None in (first, last) else last - first,
+                "growth_x": None if None in (first, last) else last / first,
+                "bound_mb": bound,
+                "within_bound": (None if bound is None or not measured
+                                 else max(measured) <= bound),
+            }
+    return found
+
+
+def memory_targets(found: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One target per bounded task: its largest peak at any size run within its bound.
+
+    Args:
+        found: ``memory``'s result.
+    """
+    tasks = found.get(MEMORY_KIND, {})
+    targets_found = []
+    for task, bound in MEMORY_BOUNDS_MB.items():
+        name = f"{task} peak <= {bound:,} MB at every size (kfp.local)"
+        peaks = {n: mb for n, mb in tasks.get(task, {}).get("peaks_mb", {}).items()
+                 if mb is not None}
+        if not peaks:
+            targets_found.append(_target(name, None, None))
+            continue
+        largest = max(peaks, key=peaks.get)
+        targets_found.append(_target(
+            name, f"max {peaks[largest]:,.0f} MB (at {largest:,} rows)", peaks[largest] <= bound))
+    return targets_found
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -14,6 +14,14 @@ Sections:
   batches, against the in-process SavedModel call.
 - ``tune``: the hyperparameter search's cost per trial and the speed-up of 2 worker processes
   over 1 (bench.tune); it prepares its own data, so it also runs alone.
+- ``beam``: TFDV statistics and TFMA evaluation at one size (``--beam-rows``) with one Beam worker
+  (in-process) and with two worker processes (bench.beam); it prepares its own data, so it also
+  runs alone.
+
+With more than one size, the growth tables show each task's time and peak memory at each size;
+the peaks of kfp.local's tasks (a process each, as a pod each on a cluster) are judged against
+per-task bounds (bench.report.MEMORY_BOUNDS_MB). Larger sizes, e.g. memory up to 3M rows:
+``--rows 100000 1000000 3000000 --only kfp-local``.
 
 Every size runs on fresh data and a fresh registry (a cold start); runs never overlap.
 """
@@ -34,7 +42,7 @@ from bench import machine, measure, report
 from bench.pipeline import MODEL_NAME
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("pipeline", "kfp-local", "floor", "stats", "serving", "tune")
+SECTIONS = ("pipeline", "kfp-local", "floor", "stats", "serving", "tune", "beam")
 # Result key, title, the child module and its runner, for each measured child.
 KINDS = (("pipeline", "default", "pipeline", "in-process"),
          ("kfp_local", "kfp.local", "pipeline", "kfp-local"),
@@ -48,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--serving-python {args.serving_python!r} does not exist; pass the serving "
                  "environment's python (make sets CTLOOP_SERVING_PYTHON)")
     sections = set(args.only)
-    if not sections & {"pipeline", "kfp-local", "floor", "tune"}:
-        sys.exit("--only needs pipeline, kfp-local, floor or tune: the other sections measure "
-                 "their outputs")
+    if not sections & {"pipeline", "kfp-local", "floor", "tune", "beam"}:
+        sys.exit("--only needs pipeline, kfp-local, floor, tune or beam: the other sections "
+                 "measure their outputs")
     out = args.out or REPO / "bench" / "results" / (
         datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
     workdir = args.workdir.resolve()
@@ -59,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         "code": _code_version(),
         "machine": machine.info(args.serving_python),
         "settings": {"rows": args.rows, "sections": sorted(sections), "clients": args.clients,
-                     "requests": args.requests, "batch_rows": args.batch_rows},
+                     "requests": args.requests, "batch_rows": args.batch_rows,
+                     "beam_rows": args.beam_rows},
         "sizes": {},
     }
     code = result["code"]
@@ -72,9 +81,17 @@ def main(argv: list[str] | None = None) -> None:
                                       args.tune_epochs)
         print(tune.table(result["tune"]))
         _write(out, result)
-        if not sections & {"pipeline", "kfp-local", "floor"}:
-            print(f"\nwrote {out}")
-            return
+    if "beam" in sections:
+        from bench import beam
+
+        result["beam"] = beam.measure_workers(workdir / "beam", args.beam_rows)
+        print(beam.table(result["beam"]))
+        _write(out, result)
+    if not sections & {"pipeline", "kfp-local", "floor"}:
+        result["finished"] = _now()
+        _write(out, result)
+        print(f"\nwrote {out}")
+        return
     sizes: dict[int, dict[str, Any]] = result["sizes"]
     for rows in sorted(args.rows):
         sizes[rows] = run_size(rows, sections, workdir / f"rows-{rows}", args.serving_python)
@@ -84,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(sizes) > 1:
         result["growth"] = growth(sizes)
         print(growth_table(sizes))
+        result["memory"] = report.memory(sizes)
+        print(memory_table(result["memory"], sorted(sizes)))
     print(ratio_table(sizes))
     if "stats" in sections:
         for rows, found in sizes.items():
@@ -99,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             args.serving_python, trained["model_dir"], trained["eval_path"], MODEL_NAME,
             args.clients, args.requests, args.batch_rows, workdir, REPO)
         print(serving_table(result["serving"]))
-    result["targets"] = report.targets(sizes, result.get("serving"))
+    result["targets"] = report.targets(sizes, result.get("serving")) + report.memory_targets(
+        result.get("memory") or report.memory(sizes))
     print(report.table(["target", "measured", "verdict"],
                        [[t["target"], t["measured"], t["verdict"]] for t in result["targets"]]))
     result["finished"] = _now()
@@ -126,7 +146,8 @@ def run_size(rows: int, sections: set[str], size_dir: Path, serving_python: str
         found[key] = {
             **_process(measured),
             "runner": runner,
-            "tasks": {task: {**_window(w, measured), "summary_s": summary["timings_s"][task]}
+            "tasks": {task: {**_window(w, measured, own_mb=runner == "kfp-local"),
+                             "summary_s": summary["timings_s"][task]}
                       for task, w in windows.items()},
             "in_run_s": summary["timings_s"]["total"],
             "split_rows": summary["rows"],
@@ -267,8 +288,10 @@ def growth_table(sizes: dict[int, dict[str, Any]]) -> str:
     ordered = sorted(sizes)
     first, last = ordered[0], ordered[-1]
     series: dict[str, dict[int, float]] = {}
+    # Each task's time under the default runner, or under kfp.local when only it ran.
+    tasks_of = "pipeline" if any("pipeline" in sizes[n] for n in ordered) else "kfp_local"
     for rows in ordered:
-        for task, measured in sizes[rows].get("pipeline", {}).get("tasks", {}).items():
+        for task, measured in sizes[rows].get(tasks_of, {}).get("tasks", {}).items():
             series.setdefault(task, {})[rows] = measured["s"]
         for kind in ("pipeline", "kfp_local", "floor"):
             for measure_name, key in (("wall", "wall_s"), ("CPU", "cpu_s")):
@@ -285,6 +308,26 @@ def growth_table(sizes: dict[int, dict[str, Any]]) -> str:
     return (f"\n== growth: seconds at each size; rows grow {last / first:g}x ==\n"
             + report.table(["task", *[f"{n:,} rows" for n in ordered], "time x",
                             "linear or better"], lines))
+
+
+def memory_table(memory: dict[str, dict[str, dict[str, Any]]], ordered: list[int]) -> str:
+    """Peak MB per task at each size, its growth from the first size to the last, its bound."""
+    # The default runner's tasks share its process (and the waiting model server): a task's
+    # peak is that tree's; a kfp.local task's is its own process's (and its children's).
+    titles = {"pipeline": "default, whole tree", "kfp_local": "kfp.local, own process"}
+    lines = []
+    for kind, tasks in memory.items():
+        for task, found in tasks.items():
+            if all(mb is None for mb in found["peaks_mb"].values()):
+                continue  # shorter than a sample at every size
+            bound, within = found["bound_mb"], found["within_bound"]
+            lines.append([f"{task} ({titles[kind]})",
+                          *[found["peaks_mb"].get(n) for n in ordered], found["growth_mb"],
+                          found["growth_x"], bound,
+                          None if within is None else "yes" if within else "NO"])
+    return (f"\n== memory growth: peak MB at each size; rows grow {ordered[-1] / ordered[0]:g}x =="
+            "\n" + report.table(["task (runner)", *[f"{n:,} rows" for n in ordered], "+MB",
+                                  "memory x", "bound MB", "within bound"], lines))
 
 
 def statistics_table(sizes: dict[int, dict[str, Any]]) -> str:
@@ -345,10 +388,16 @@ def _process(measured: measure.Measured) -> dict[str, Any]:
             "load_avg": measured.load_avg}
 
 
-def _window(window: dict[str, float], measured: measure.Measured) -> dict[str, Any]:
-    return {"s": window["end"] - window["start"], "cpu_s": window["cpu_s"],
-            "read_mb": window["read_mb"],
-            "peak_tree_mb": measured.peak_between(window["start"], window["end"])}
+def _window(window: dict[str, float], measured: measure.Measured, own_mb: bool = False
+            ) -> dict[str, Any]:
+    """A step's time, CPU, disk reads and peak tree memory; with ``own_mb`` (kfp.local, where
+    the task is a process of its own) also ``task_peak_mb``: the tree without the driver."""
+    start, end = window["start"], window["end"]
+    found = {"s": end - start, "cpu_s": window["cpu_s"], "read_mb": window["read_mb"],
+             "peak_tree_mb": measured.peak_between(start, end)}
+    if own_mb:
+        found["task_peak_mb"] = measured.peak_between(start, end, descendants_only=True)
+    return found
 
 
 def _per_row_us(found: dict[str, Any], rows: int) -> float | None:
@@ -419,6 +468,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="tune: trials per search [default: %(default)s].")
     parser.add_argument("--tune-epochs", type=int, default=10,
                         help="tune: epochs per trial [default: %(default)s].")
+    parser.add_argument("--beam-rows", type=int, default=1_000_000,
+                        help="beam: rows of span 1 for the workers comparison "
+                        "[default: %(default)s].")
     return parser
 
 

@@ -108,5 +108,23 @@ def test_beam_table_compares_each_step_with_one_worker():
                        "speedup": 0.5}}}
     lines = beam.table(found).splitlines()
     assert "1,000 rows (800 train / 200 eval)" in lines[1]
-    assert lines[4].split()[:7] == ["statistics", "2", "multi_processing", "1,000", "4.00",
+    assert lines[5].split()[:7] == ["statistics", "2", "multi_processing", "1,000", "4.00",
                                     "250.0", "0.50"]
+
+
+def test_memory_judges_a_kfp_local_task_without_the_driver():
+    sizes = {10_000: {"kfp_local": {
+        "tasks": {"ingest": {"peak_tree_mb": 330.0, "task_peak_mb": 210.0}},
+        "max_process_mb": 700.0}}}
+    ingest = report.memory(sizes)["kfp_local"]["ingest"]
+    assert ingest["peaks_mb"] == {10_000: 210.0} and ingest["within_bound"] is True
+
+
+def test_peak_between_can_leave_the_measured_child_out():
+    from bench.measure import Measured
+
+    measured = Measured(1.0, 0, 500.0, [(1.0, 300.0, 120.0), (2.0, 450.0, 125.0),
+                                        (3.0, 900.0, 130.0)], (0.0, 0.0), 1.0, 0.0, 0.0)
+    assert measured.peak_tree_mb == 900.0
+    assert measured.peak_between(0.5, 2.5) == 450.0
+    assert measured.peak_between(0.5, 2.5, descendants_only=True) == 325.0
