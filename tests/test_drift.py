@@ -130,6 +130,17 @@ def test_an_id_like_categorical_tracks_no_new_values():
     assert measured.new_share is None and not measured.too_new
 
 
+@pytest.mark.parametrize("table", [
+    (3, 1, 1, 3), (1, 0, 0, 1), (0, 10_000, 5, 9_995), (12, 988, 30, 970),
+    (300, 700_000, 450, 699_550), (65_391, 79_182, 252_136, 311_636), (0, 7, 9, 0)])
+def test_fishers_exact_test_is_scipys(table):
+    from scipy import stats
+
+    a, b, c, d = table
+    expected = stats.fisher_exact([[a, b], [c, d]])[1]
+    assert drift.fisher_exact(*table) == pytest.approx(expected, rel=1e-6)
+
+
 def test_profiles_travel_in_the_statistics_proto():
     stats = statistics_pb2.DatasetFeatureStatisticsList()
     feature = stats.datasets.add().features.add()
