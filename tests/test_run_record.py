@@ -41,3 +41,12 @@ def test_provenance_names_the_code_and_the_key_packages():
     record = run_record.provenance()
     assert len(record["code"]["digest"]) == 64 and record["code"]["ctloop_version"]
     assert record["environment"]["packages"]["tensorflow"].startswith("2.16")
+
+
+def test_installed_reads_each_distributions_name_and_version_as_its_metadata_has_them():
+    import importlib.metadata
+
+    parsed = {run_record.normalize(d.metadata["Name"]): d.version
+              for d in importlib.metadata.distributions() if d.metadata["Name"]}
+    assert run_record.installed() == parsed
+    assert parsed["tensorflow"] and parsed["kfp"]
