@@ -154,9 +154,10 @@ def test_ctloop_run_takes_the_runner(flags, runner, tmp_path, monkeypatch):
 
 
 def test_the_in_process_runner_starts_the_candidates_server_ahead(both):
-    """In-process, infra validation's server imported while the run trained and evaluated
-    (started once the data was found valid: ctloop.serving.ahead); a process per task starts it
-    when its task runs. No server is left after either run (the corrupt span's started none)."""
+    """In-process, infra validation's server imported while the run validated, trained and
+    evaluated (started with the run: ctloop.serving.ahead); a process per task starts it when
+    its task runs. No server is left after either run (the corrupt span's was stopped once its
+    data was found invalid)."""
     def where(summary):
         report = Path(summary["reports"]["infra_md"]).read_text()
         return next(line for line in report.splitlines() if line.startswith("The candidate ran"))

@@ -120,24 +120,26 @@ print("returned", flush=True)
 
 
 @pytest.mark.parametrize("valid", [True, False])
-def test_a_local_run_starts_the_server_once_its_data_is_found_valid(serving_python, tmp_path,
-                                                                    valid):
-    """The in-process runner's listener: after validate-data, a server for valid data only."""
-    import contextlib
-
+def test_a_local_run_starts_the_server_at_once_and_stops_it_when_its_data_is_invalid(
+        serving_python, tmp_path, valid):
+    """The in-process runner's listener: a server from the start; after validate-data, kept for
+    valid data only."""
     from ctloop.local.runner import ServerAhead
 
     task = tmp_path / "run" / ServerAhead.AFTER
     task.mkdir(parents=True)
     (task / "executor_output.json").write_text(json.dumps({"parameterValues": {"Output": valid}}))
-    with contextlib.ExitStack() as stack:
-        ahead = ServerAhead(stack, serving_python, lambda: tmp_path / "run")
+    ahead = ServerAhead(serving_python, lambda: tmp_path / "run")
+    try:
+        deadline = time.monotonic() + 10  # as the process table shows it
+        while not child_pids(AHEAD) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(child_pids(AHEAD)) == 1
         ahead.launched("train", 0.0)
         ahead.exited("ingest", 0.0, True)
-        assert child_pids(AHEAD) == []
+        assert len(child_pids(AHEAD)) == 1
         ahead.exited(ServerAhead.AFTER, 0.0, True)
-        deadline = time.monotonic() + 10  # as the process table shows it
-        while valid and not child_pids(AHEAD) and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert len(child_pids(AHEAD)) == (1 if valid else 0)
+    finally:
+        ahead.close()
     assert child_pids(AHEAD) == []

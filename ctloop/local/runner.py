@@ -2,8 +2,8 @@
 
 kfp.local orchestrates the run in topological order, one task at a time. By default each task
 runs inside this process (``ctloop.local.in_process``: the libraries are imported once per
-run), and infra validation's model server is started once the data is found valid, importing
-on another core while the tasks before it run (``ServerAhead``); with the ``kfp-local``
+run), and infra validation's model server is started with the run, importing on the other core
+while the tasks before it run (``ServerAhead``); with the ``kfp-local``
 runner, kfp.local's SubprocessRunner runs each as a subprocess of this interpreter, as KFP runs
 a task per pod. Either way each task leaves
 ``executor_output.json`` (its output parameters and the metadata of its output artifacts) in
@@ -85,27 +85,39 @@ class TaskClock(logging.Filter):
 
 
 class ServerAhead:
-    """A task listener that starts infra validation's model server (``started_ahead``) once
-    validate-data has found the data valid: the server imports TensorFlow and KServe on the other
-    core while tune, train and evaluate run (each keeps mostly to one core at these sizes),
-    rather than beside validate-data's own imports of TensorFlow and TFDV, and a run whose data
-    is blocked starts no server. Infra validation's task then hands it the candidate
-    (``ctloop.serving.ahead``)."""
+    """A task listener that holds infra validation's model server, started ahead
+    (``started_ahead``) when the run starts, and stops it once validate-data has found the data
+    invalid (then no task will use it).
+
+    Why at the start: until train, the run keeps to one core. validate-data's time is mostly
+    its imports of TensorFlow and TFDV, which hold one interpreter lock, and its Beam work runs
+    in this process too; the server's imports of TensorFlow and KServe take the other core
+    meanwhile. Started later, they would share the cores with train, whose TensorFlow ops use
+    both. Infra validation's task then hands the server the candidate
+    (``ctloop.serving.ahead``).
+    """
 
     AFTER = "validate-data"
 
-    def __init__(self, stack: contextlib.ExitStack, serving_python: str, run_dir):
-        self.stack, self.serving_python, self.run_dir = stack, serving_python, run_dir
+    def __init__(self, serving_python: str, run_dir):
+        self.run_dir = run_dir
+        self.stack = contextlib.ExitStack()
+        self.stack.enter_context(server_process.started_ahead(serving_python))
 
     def launched(self, task: str, at: float) -> None:
         pass
 
     def exited(self, task: str, at: float, ok: bool) -> None:
-        if task != self.AFTER or not ok:
+        if task != self.AFTER:
             return
-        output = json.loads((self.run_dir() / task / "executor_output.json").read_text())
-        if output.get("parameterValues", {}).get("Output"):
-            self.stack.enter_context(server_process.started_ahead(self.serving_python))
+        output = json.loads((self.run_dir() / task / "executor_output.json").read_text()) if ok \
+            else {}
+        if not output.get("parameterValues", {}).get("Output"):
+            self.close()
+
+    def close(self) -> None:
+        """Stops the server unless a task has adopted it."""
+        self.stack.close()
 
 
 @contextlib.contextmanager
@@ -177,8 +189,9 @@ def run(params: dict[str, Any], workdir: Path, listener: Any = None,
         if runner == in_process.IN_PROCESS:
             stack.enter_context(in_process.tasks_in_process())
             if params.get("serving_target", SERVING_TARGET) == "local":
-                ahead = ServerAhead(stack, params.get("serving_python", ""),
+                ahead = ServerAhead(params.get("serving_python", ""),
                                     lambda: _new_run(root, before, PIPELINE_NAME))
+                stack.callback(ahead.close)
         clock = TaskClock(listener, ahead)
         root_logger.addFilter(clock)
         try:
