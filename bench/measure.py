@@ -2,8 +2,10 @@
 
 Two memory numbers, because neither alone is the whole story:
 
-- ``max_process_mb``: the largest resident set of any single process in the tree (the child or a
-  descendant it waited for), exact, from the kernel's accounting (``wait4``'s ``ru_maxrss``).
+- ``max_process_mb``: the largest resident set of any single process in the tree: the largest
+  high-water mark (``VmHWM`` in ``/proc/<pid>/status``, exact for its process) read at the last
+  sample of each process. Not ``wait4``'s ``ru_maxrss``: the kernel counts in it the resident
+  set the child had before its ``exec``, a copy of this (benchmark) process's.
 - ``peak_tree_mb``: the largest sum of resident sets of the child and all its descendants,
   sampled from ``/proc`` every ``interval_s``. A sum of RSS counts pages shared between
   processes once per process, and a peak shorter than the interval can be missed. Each sample
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import threading
 import time
@@ -55,9 +58,9 @@ class Measured:
                     for t, mb, own in self.samples if start <= t <= end), default=None)
 
 
-def tree_rss_mb(root: int) -> tuple[float, float]:
-    """The summed RSS of ``root`` and all its descendants, and ``root``'s own, in MB (0 once
-    it has exited)."""
+def tree_rss_mb(root: int) -> tuple[float, float, float]:
+    """The summed RSS of ``root`` and all its descendants, ``root``'s own, and the largest
+    high-water mark of one of them (``VmHWM``), in MB (0 once it has exited)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -68,17 +71,20 @@ def tree_rss_mb(root: int) -> tuple[float, float]:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after "(comm)"
         children.setdefault(parent, []).append(int(entry.name))
-    total, own, pending = 0, 0, [root]
+    total, own, largest, pending = 0, 0, 0, [root]
     while pending:
         pid = pending.pop()
         pending += children.get(pid, [])
         try:
             rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+            status = Path(f"/proc/{pid}/status").read_text()
         except (OSError, IndexError):
             continue
         total += rss
         own = rss if pid == root else own
-    return total / MB, own / MB
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        largest = max(largest, int(found[1]) * 1024 if found else rss)
+    return total / MB, own / MB, largest / MB
 
 
 def machine_busy_s() -> float:
@@ -91,6 +97,7 @@ def machine_busy_s() -> float:
 def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) -> Measured:
     """Runs ``command`` with its output in ``log_path``; returns what was measured."""
     samples: list[tuple[float, float]] = []
+    largest = [0.0]
     stop = threading.Event()
     load_before, busy_before = os.getloadavg()[0], machine_busy_s()
     with open(log_path, "wb") as log:
@@ -99,13 +106,14 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
 
         def sample() -> None:
             while not stop.wait(interval_s):
-                tree, own = tree_rss_mb(process.pid)
+                tree, own, hwm = tree_rss_mb(process.pid)
                 if tree > 0:  # 0: the child has exited, not a measurement
                     samples.append((time.time(), tree, own))
+                    largest[0] = max(largest[0], hwm)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        # wait4, not Popen.wait: its rusage carries the tree's largest resident set.
+        # wait4, not Popen.wait: its rusage carries the tree's CPU time and disk reads.
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.monotonic() - started
         busy = machine_busy_s() - busy_before
@@ -113,6 +121,6 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
         stop.set()
         sampler.join()
     cpu = usage.ru_utime + usage.ru_stime
-    return Measured(wall, process.returncode, usage.ru_maxrss / 1024, samples,
+    return Measured(wall, process.returncode, largest[0], samples,
                     (load_before, os.getloadavg()[0]), cpu, max(0.0, busy - cpu),
                     usage.ru_inblock * BLOCK_BYTES / MB)

@@ -1,4 +1,5 @@
-"""The benchmark's arithmetic and tables, on given numbers (no timing here: bench/ measures)."""
+"""The benchmark's arithmetic and tables, on given numbers, and its measure of a child's memory
+(no timing here: bench/ measures)."""
 
 
 from bench import report
@@ -128,3 +129,17 @@ def test_peak_between_can_leave_the_measured_child_out():
     assert measured.peak_tree_mb == 900.0
     assert measured.peak_between(0.5, 2.5) == 450.0
     assert measured.peak_between(0.5, 2.5, descendants_only=True) == 325.0
+
+
+def test_the_largest_process_is_the_childs_own_not_this_process_copied_before_its_exec(tmp_path):
+    import sys
+
+    import numpy as np
+
+    from bench import measure
+
+    held = np.ones(400 * 1024 * 1024 // 8)  # this process: 400 MB more than its child
+    grows = "import numpy as np, time; a = np.ones(100 * 1024 * 1024 // 8); time.sleep(0.6)"
+    measured = measure.run([sys.executable, "-c", grows], tmp_path / "log", tmp_path)
+    assert measured.returncode == 0 and held.size
+    assert 100 < measured.max_process_mb < 300
