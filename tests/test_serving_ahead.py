@@ -38,6 +38,16 @@ def test_a_server_started_ahead_serves_the_model_it_is_given_later(prepared, ser
     assert pid not in child_pids()
 
 
+def _the_server_ahead() -> int:
+    """The pid of this process's server started ahead, once its command line shows it: between
+    the fork and the exec the child's command line is still this process's."""
+    deadline = time.monotonic() + 10
+    while not (found := child_pids(AHEAD)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pid,) = found
+    return pid
+
+
 def _rows(prepared) -> list[dict]:
     frame = pd.read_parquet(prepared.eval).drop(columns=[LABEL, *EXCLUDE]).head(2)
     return json.loads(frame.to_json(orient="records"))
@@ -45,13 +55,13 @@ def _rows(prepared) -> list[dict]:
 
 def test_a_server_started_ahead_and_never_used_is_stopped_at_the_end(serving_python):
     with server_process.started_ahead(serving_python):
-        (started,) = child_pids(AHEAD)
+        started = _the_server_ahead()
     assert started not in child_pids(AHEAD)
 
 
 def test_serve_starts_its_own_server_when_the_one_started_ahead_died(prepared, serving_python):
     with server_process.started_ahead(serving_python):
-        (started,) = child_pids(AHEAD)
+        started = _the_server_ahead()
         subprocess.run(["kill", "-9", str(started)], check=True)
         time.sleep(0.2)
         with server_process.serve(serving_python, "churn",
@@ -131,10 +141,7 @@ def test_a_local_run_starts_the_server_at_once_and_stops_it_when_its_data_is_inv
     (task / "executor_output.json").write_text(json.dumps({"parameterValues": {"Output": valid}}))
     ahead = ServerAhead(serving_python, lambda: tmp_path / "run")
     try:
-        deadline = time.monotonic() + 10  # as the process table shows it
-        while not child_pids(AHEAD) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(child_pids(AHEAD)) == 1
+        _the_server_ahead()
         ahead.launched("train", 0.0)
         ahead.exited("ingest", 0.0, True)
         assert len(child_pids(AHEAD)) == 1
