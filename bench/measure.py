@@ -97,7 +97,7 @@ def machine_busy_s() -> float:
 def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) -> Measured:
     """Runs ``command`` with its output in ``log_path``; returns what was measured."""
     samples: list[tuple[float, float]] = []
-    largest = [0.0]
+    largest = 0.0
     stop = threading.Event()
     load_before, busy_before = os.getloadavg()[0], machine_busy_s()
     with open(log_path, "wb") as log:
@@ -105,11 +105,12 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
 
         def sample() -> None:
+            nonlocal largest
             while not stop.wait(interval_s):
                 tree, own, hwm = tree_rss_mb(process.pid)
                 if tree > 0:  # 0: the child has exited, not a measurement
                     samples.append((time.time(), tree, own))
-                    largest[0] = max(largest[0], hwm)
+                    largest = max(largest, hwm)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -121,6 +122,6 @@ def run(command: list[str], log_path: Path, cwd: Path, interval_s: float = 0.2) 
         stop.set()
         sampler.join()
     cpu = usage.ru_utime + usage.ru_stime
-    return Measured(wall, process.returncode, largest[0], samples,
+    return Measured(wall, process.returncode, largest, samples,
                     (load_before, os.getloadavg()[0]), cpu, max(0.0, busy - cpu),
                     usage.ru_inblock * BLOCK_BYTES / MB)

@@ -6,15 +6,13 @@ from typing import Any
 
 from bench import report
 
-# Result key, title, the child module and its runner, for each measured child.
-KINDS = (("pipeline", "default", "pipeline", "in-process"),
-         ("kfp_local", "kfp.local", "pipeline", "kfp-local"),
-         ("floor", "floor", "floor", None))
+# Result key and title of each measured child, in the tables' column order.
+KINDS = (("pipeline", "default"), ("kfp_local", "kfp.local"), ("floor", "floor"))
 
 
 def size_table(rows: int, found: dict[str, Any]) -> str:
     """Per task, for each runner and the floor: wall and CPU seconds and peak memory."""
-    kinds = [(key, title) for key, title, _, _ in KINDS if key in found]
+    kinds = [(key, title) for key, title in KINDS if key in found]
     parts = {key: found[key].get("tasks") or found[key].get("steps", {}) for key, _ in kinds}
     lines = []
     for name in dict.fromkeys(["imports", *[t for p in parts.values() for t in p]]):
@@ -59,13 +57,13 @@ def ratio_table(sizes: dict[int, dict[str, Any]]) -> str:
     default's ratios to the other two, time per row, the largest process."""
     lines = []
     for rows, found in sorted(sizes.items()):
-        runs = [found.get(key, {}) for key, _, _, _ in KINDS]
+        runs = [found.get(key, {}) for key, _ in KINDS]
         lines.append([f"{rows:,}", *[r.get("wall_s") for r in runs],
                       *[r.get("cpu_s") for r in runs], found.get("kfp_local_ratio"),
                       found.get("ratio"), found.get("cpu_ratio"),
                       *[_per_row_us(r, rows) for r in runs],
                       *[r.get("max_process_mb") for r in runs]])
-    titles = [title for _, title, _, _ in KINDS]
+    titles = [title for _, title in KINDS]
     return "\n== default runner vs kfp.local vs floor ==\n" + report.table(
         ["rows", *[f"{t} s" for t in titles], *[f"{t} CPU s" for t in titles],
          "default / kfp.local", "default / floor", "CPU default / floor",

@@ -108,12 +108,13 @@ class ServerAhead:
         pass
 
     def exited(self, task: str, at: float, ok: bool) -> None:
-        if task != self.AFTER:
-            return
-        output = json.loads((self.run_dir() / task / "executor_output.json").read_text()) if ok \
-            else {}
-        if not output.get("parameterValues", {}).get("Output"):
+        if task == self.AFTER and not (ok and self._data_valid()):
             self.close()
+
+    def _data_valid(self) -> bool:
+        """validate-data's verdict, from its executor output."""
+        output = json.loads((self.run_dir() / self.AFTER / "executor_output.json").read_text())
+        return bool(output.get("parameterValues", {}).get("Output"))
 
     def close(self) -> None:
         """Stops the server unless a task has adopted it."""
