@@ -166,3 +166,22 @@ def test_invalid_slo():
 ])
 def test_compare_served_with_in_process_answers(served, expected, absolute, relative):
     assert logic.compare(served, expected) == pytest.approx((absolute, relative), rel=1e-3)
+
+
+def test_no_garbage_collection_pauses_the_timed_requests(monkeypatch):
+    """A collection of the runner's large heap stops every client thread at once and would be
+    timed as the server's latency; collections run again once the requests are done."""
+    import gc
+
+    from ctloop.settings import SLO
+
+    enabled = []
+
+    def predict(url, model_name, rows):
+        enabled.append(gc.isenabled())
+        return [0.5]
+
+    monkeypatch.setattr(logic.client, "predict", predict)
+    metrics = logic.load_test("http://127.0.0.1:1", "churn", [{"age": 1.0}], SLO())
+    assert len(enabled) == SLO().requests and not any(enabled)
+    assert gc.isenabled() and metrics["p99_ms"] >= metrics["p50_ms"] >= 0
