@@ -19,7 +19,8 @@ import pytest
 
 from conftest import EXCLUDE, LABEL
 from ctloop import contract
-from ctloop.components.train import logic, stream
+from ctloop.components.train import logic
+from ctloop.data import splits
 from ctloop.errors import ConfigError, DataError
 from ctloop.training import Cluster
 
@@ -68,15 +69,28 @@ def sharded(prepared, tmp_path_factory) -> dict[str, Path]:
             "eval": _shard(prepared.eval, root / "eval", 2)}
 
 
-def _split(path, features, **options) -> stream.Split:
-    return stream.Split.of(str(path), features, LABEL, **options)
+def _split(path, features, **options) -> splits.Split:
+    return splits.Split.of(str(path), features, LABEL, **options)
+
+
+def test_a_folder_of_shards_has_the_files_columns_rows_and_columns_values(prepared, sharded):
+    whole = pd.read_parquet(prepared.train)
+    assert splits.rows(str(sharded["train"])) == len(whole) == splits.rows(str(prepared.train))
+    assert splits.columns(str(sharded["train"])) == list(whole.columns)
+    plan = splits.column(str(sharded["train"]), "plan")
+    # Text dictionary-encoded: one small integer per row, the same values in the same order.
+    assert isinstance(plan.dtype, pd.CategoricalDtype)
+    assert plan.astype(object).fillna("").tolist() == whole["plan"].fillna("").tolist()
+    income = splits.column(str(sharded["train"]), "income")
+    np.testing.assert_array_equal(income.to_numpy(), whole["income"].to_numpy())
+    assert splits.column(str(sharded["train"]), "no_such_column") is None
 
 
 def test_a_folder_of_shards_reads_as_the_single_file(prepared, sharded):
     single, folder = (_split(p, prepared.features) for p in (prepared.train, sharded["train"]))
     assert len(folder.files) == 3 and folder.rows == single.rows
-    one, labels_one = single.sample(stream.SAMPLE_ROWS, seed=1)
-    many, labels_many = folder.sample(stream.SAMPLE_ROWS, seed=1)
+    one, labels_one = single.sample(splits.SAMPLE_ROWS, seed=1)
+    many, labels_many = folder.sample(splits.SAMPLE_ROWS, seed=1)
     # Fewer rows than the sample bound: the sample is the split, in file order, either way.
     assert len(labels_one) == single.rows
     np.testing.assert_array_equal(labels_one, labels_many)
@@ -91,8 +105,8 @@ def test_a_split_that_is_not_there_names_itself(tmp_path, prepared):
 
 def test_an_epoch_takes_every_row_once_in_a_new_order(prepared, sharded, monkeypatch):
     # Small pools and reads: several pools per epoch, as on a large split.
-    monkeypatch.setattr(stream, "SHUFFLE_ROWS", 300)
-    monkeypatch.setattr(stream, "READ_ROWS", 128)
+    monkeypatch.setattr(splits, "SHUFFLE_ROWS", 300)
+    monkeypatch.setattr(splits, "READ_ROWS", 128)
     split = _split(sharded["train"], [contract.FeatureSpec("customer_id", contract.CATEGORICAL)])
     everyone = sorted(pd.read_parquet(prepared.train)["customer_id"].astype(str))
     orders = []
@@ -155,8 +169,8 @@ def test_training_on_shards_learns_and_is_reproducible(prepared, sharded, tmp_pa
 
 
 def test_a_bounded_sample_adapts_the_preprocessing(prepared, tmp_path, monkeypatch):
-    monkeypatch.setattr(stream, "SAMPLE_ROWS", 400)
-    monkeypatch.setattr(stream, "SHUFFLE_ROWS", 500)
+    monkeypatch.setattr(splits, "SAMPLE_ROWS", 400)
+    monkeypatch.setattr(splits, "SHUFFLE_ROWS", 500)
     result = logic.run(str(prepared.train), str(prepared.eval), str(prepared.schema), LABEL,
                        EXCLUDE, logic.Hyperparameters(epochs=2, seed=7), str(tmp_path / "m"))
     assert result.eval_metrics["eval_auc"] > 0.7

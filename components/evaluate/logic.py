@@ -22,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from ctloop import beam_options, contract
@@ -36,7 +36,8 @@ from ctloop.components.evaluate.no_skill import (
     no_skill,
     predictions,
 )
-from ctloop.contract import FeatureSpec, to_inputs
+from ctloop.contract import FeatureSpec
+from ctloop.data import splits
 from ctloop.errors import ConfigError
 from ctloop.settings import (
     BLESS_ON_THRESHOLDS,
@@ -61,7 +62,7 @@ METRICS = {
                           "MeanSquaredError": "mean_squared_error", "MeanLabel": "mean_label",
                           "MeanPrediction": "mean_prediction"},
 }
-BATCH_ROWS = 1000
+BATCH_ROWS = 1024  # rows per record batch TFMA reads: an eighth of a chunk splits.READ_ROWS
 # ROC thresholds 0, 0.01, ..., 1: a smooth curve that keeps KFP's metadata small. Even, so that
 # MATRIX_THRESHOLD, the one binary_accuracy, precision and recall use, is among them.
 ROC_THRESHOLDS = 100
@@ -167,28 +168,28 @@ def eval_config(label: str, thresholds: Thresholds, with_baseline: bool,
     )
 
 
-def record_batches(frame: pd.DataFrame, features: list[FeatureSpec], label: str,
-                   task: str = contract.BINARY) -> list[pa.RecordBatch]:
-    """Eval rows as TFMA reads them: one-element list columns, in the signature's dtypes; the
-    label as ingest encoded it (a class index, or a number for regression)."""
-    labels = frame[label].to_numpy(np.float32 if task == contract.REGRESSION else np.int64)
-    inputs = to_inputs(frame, features)
-    batches = []
-    for start in range(0, len(frame), BATCH_ROWS):
-        rows = slice(start, start + BATCH_ROWS)
-        size = len(frame.iloc[rows])
-        offsets = pa.array(np.arange(size + 1, dtype=np.int32))
-        columns, names = [], []
-        for feature in features:
-            values = inputs[feature.name][rows]
-            array = (pa.array(values, type=pa.float32()) if feature.dtype == contract.NUMERIC
-                     else pa.array(values.tolist(), type=pa.binary()))
-            columns.append(pa.ListArray.from_arrays(offsets, array))
-            names.append(feature.name)
-        columns.append(pa.ListArray.from_arrays(offsets, pa.array(labels[rows])))
-        names.append(label)
-        batches.append(pa.RecordBatch.from_arrays(columns, names))
-    return batches
+def record_batches(split: splits.Split, task: str = contract.BINARY, files: list[int] | None = None
+                   ) -> Iterator[pa.RecordBatch]:
+    """The split's rows as TFMA reads them, ``BATCH_ROWS`` at a time, read chunk by chunk (the
+    files in ``files`` order, None: all): one-element list columns of the split's features, in
+    the signature's dtypes; the label as ingest encoded it (a class index, or a number for
+    regression)."""
+    dtype = np.float32 if task == contract.REGRESSION else np.int64
+    for inputs, labels in split.chunks(files):
+        for start in range(0, len(labels), BATCH_ROWS):
+            rows = slice(start, start + BATCH_ROWS)
+            size = len(labels[rows])
+            offsets = pa.array(np.arange(size + 1, dtype=np.int32))
+            columns, names = [], []
+            for feature in split.features:
+                values = inputs[feature.name][rows]
+                array = (pa.array(values, type=pa.float32()) if feature.dtype == contract.NUMERIC
+                         else pa.array(values.tolist(), type=pa.binary()))
+                columns.append(pa.ListArray.from_arrays(offsets, array))
+                names.append(feature.name)
+            columns.append(pa.ListArray.from_arrays(offsets, pa.array(labels[rows].astype(dtype))))
+            names.append(split.label)
+            yield pa.RecordBatch.from_arrays(columns, names)
 
 
 def run(
@@ -231,20 +232,20 @@ def run(
     features = {f.name: f for f in load_features(model_dir)}
     if with_baseline:
         features = {**{f.name: f for f in load_features(baseline_dir)}, **features}
-    frame = pd.read_parquet(eval_path)
-    unknown = sorted(set(slice_features) - set(frame.columns))
+    unknown = sorted(set(slice_features) - set(splits.columns(eval_path)))
     if unknown:
         raise ConfigError(f"slice or sensitive features {unknown} are not columns of the eval "
                           "data; fix them")
     for name in sensitive:
-        if frame[name].nunique(dropna=False) > MAX_GROUPS:
+        groups = splits.column(eval_path, name).nunique(dropna=False)
+        if groups > MAX_GROUPS:
             raise ConfigError(
-                f"sensitive feature {name!r} has {frame[name].nunique(dropna=False)} distinct "
-                f"values in the eval split, more than {MAX_GROUPS} groups: bin it into a few "
-                "categories upstream (e.g. age bands) and name that column")
+                f"sensitive feature {name!r} has {groups} distinct values in the eval split, "
+                f"more than {MAX_GROUPS} groups: bin it into a few categories upstream (e.g. age "
+                "bands) and name that column")
     for name in slice_features:
         features.setdefault(name, FeatureSpec(name, contract.CATEGORICAL))
-    batches = record_batches(frame, list(features.values()), label, task)
+    split = splits.Split.of(eval_path, list(features.values()), label)
 
     models = [tfma.default_eval_shared_model(
         eval_saved_model_path=model_dir, model_name=CANDIDATE, eval_config=config)]
@@ -258,12 +259,14 @@ def run(
         custom_predict_extractor=tfma.extractors.PredictionsExtractor(
             eval_config=config, eval_shared_model=models),
     )
-    beam_pipeline_args = beam_options.resolve(beam_pipeline_args, len(frame))
+    beam_pipeline_args = beam_options.resolve(beam_pipeline_args, split.rows)
     options = PipelineOptions(beam_pipeline_args)
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline
-            | "EvalRows" >> beam.Create(batches, reshuffle=False)
+            # The rows are read where the work runs, a file at a time: never held whole.
+            | "EvalFiles" >> beam.Create(range(len(split.files)), reshuffle=False)
+            | "EvalRows" >> beam.FlatMap(lambda file: record_batches(split, task, [file]))
             | "Evaluate" >> tfma.ExtractEvaluateAndWriteResults(
                 eval_shared_model=models, eval_config=config, extractors=extractors,
                 output_path=output_dir)
@@ -285,8 +288,9 @@ def run(
     # Fail safe and right: with no hand-set value threshold, a model is still never blessed for
     # being no better than guessing, with or without a serving model.
     if thresholds.of(task)[0] is None:
-        predicted = predictions(model_dir, frame, load_features(model_dir))
-        skill = no_skill(task, frame[label].to_numpy(), predicted, categories)
+        labels, predicted = predictions(
+            model_dir, splits.Split.of(eval_path, load_features(model_dir), label).chunks())
+        skill = no_skill(task, labels, predicted, categories)
         applied.insert(0, skill.check())  # in the value threshold's place
     groups = None
     if sensitive:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 
 from ctloop import contract
-from ctloop.contract import FeatureSpec, to_inputs
+from ctloop.data.splits import Columns
 from ctloop.errors import ModelError
 from ctloop.settings import JUDGED
 
@@ -78,26 +78,31 @@ class NoSkill:
                      is_change=True, detail=self.summary)
 
 
-def predictions(model_dir: str, frame: pd.DataFrame, features: list[FeatureSpec]) -> np.ndarray:
-    """The model's answer for every row of ``frame``, in order, computed in-process through its
-    ``serving_default`` signature (``contract``), ``PREDICT_ROWS`` rows at a time: ``[rows]``, or
-    ``[rows, classes]`` for multiclass."""
+def predictions(model_dir: str, chunks: Iterable[tuple[Columns, np.ndarray]]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' labels and the model's answers, in order: ``chunks`` of ``(inputs, labels)``
+    (``ctloop.data.splits.Split.chunks``) through the model's ``serving_default`` signature
+    (``contract``) in-process, ``PREDICT_ROWS`` rows at a time. Answers are ``[rows]``, or
+    ``[rows, classes]`` for multiclass; only they and the labels are kept, not the inputs."""
     import tensorflow as tf
 
-    task = contract.read_task(model_dir)[0]
+    task, classes = contract.read_task(model_dir)
     signatures = tf.saved_model.load(model_dir).signatures
     if contract.SERVING_SIGNATURE not in signatures:
         raise ModelError(f"model {model_dir} has no {contract.SERVING_SIGNATURE!r} signature; "
                          "export it with ctloop's trainer")
     serve = signatures[contract.SERVING_SIGNATURE]
-    inputs = to_inputs(frame, features)
-    answers = [serve(**{name: tf.constant(values[start:start + PREDICT_ROWS])
-                        for name, values in inputs.items()})[contract.OUTPUT_KEYS[task]].numpy()
-               for start in range(0, len(frame), PREDICT_ROWS)]
+    labels, answers = [], []
+    for inputs, chunk_labels in chunks:
+        labels.append(chunk_labels)
+        answers += [serve(**{name: tf.constant(values[start:start + PREDICT_ROWS])
+                             for name, values in inputs.items()}
+                          )[contract.OUTPUT_KEYS[task]].numpy()
+                    for start in range(0, len(chunk_labels), PREDICT_ROWS)]
     if not answers:
-        return np.zeros((0, len(contract.read_task(model_dir)[1])) if task == contract.MULTICLASS
-                        else (0,), np.float32)
-    return np.concatenate(answers)
+        return np.zeros(0), np.zeros((0, len(classes)) if task == contract.MULTICLASS
+                                     else (0,), np.float32)
+    return np.concatenate(labels), np.concatenate(answers)
 
 
 def no_skill(task: str, labels: np.ndarray, predicted: np.ndarray, categories: list[str],

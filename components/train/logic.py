@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ctloop import contract
-from ctloop.components.train import stream
 from ctloop.contract import FeatureSpec, features_from_schema
+from ctloop.data import splits
 from ctloop.errors import ConfigError
 from ctloop.settings import Hyperparameters
 from ctloop.training import (  # noqa: F401 - preprocess, head, compile_model: the user-module API
@@ -143,8 +143,8 @@ def run(
     """Trains on the train split, measures the eval split, exports to ``model_dir``.
 
     Each split is a Parquet file or a folder of ``part-*.parquet`` shards, streamed in batches
-    (``stream``): no split is held whole. The preprocessing and a user module's ``train``
-    columns come from a seeded sample of at most ``stream.SAMPLE_ROWS`` train rows.
+    (``ctloop.data.splits``): no split is held whole. The preprocessing and a user module's
+    ``train`` columns come from a seeded sample of at most ``splits.SAMPLE_ROWS`` train rows.
 
     ``task``: ``binary``, ``multiclass`` or ``regression``, with ingest's ``label_classes``.
     ``user_module``: a Python file (local, gs:// or s3://) whose ``build_model`` replaces the
@@ -160,9 +160,9 @@ def run(
     tf.config.experimental.enable_op_determinism()
     features = features_from_schema(schema_path, label, exclude)
     multiclass = contract.task(task) == contract.MULTICLASS
-    train_split = stream.Split.of(train_path, features, label, multiclass)
-    eval_split = stream.Split.of(eval_path, features, label, multiclass)
-    train, labels = train_split.sample(stream.SAMPLE_ROWS, hp.seed)
+    train_split = splits.Split.of(train_path, features, label, multiclass)
+    eval_split = splits.Split.of(eval_path, features, label, multiclass)
+    train, labels = train_split.sample(splits.SAMPLE_ROWS, hp.seed)
     spec = Task.of(task, label_classes, labels)
 
     builder, module_digest = build_model, None
@@ -179,9 +179,9 @@ def run(
     train_ds, eval_ds, steps, eval_steps = _datasets(strategy, cluster, train_split, eval_split,
                                                      hp)
     history = fit_datasets(model, train_ds, eval_ds, hp, steps=steps, eval_steps=eval_steps)
-    y_eval = np.concatenate([labels for _, labels in eval_split.batches(stream.READ_ROWS)]
+    y_eval = np.concatenate([labels for _, labels in eval_split.batches(splits.READ_ROWS)]
                             or [np.zeros(0, eval_split.label_dtype)])
-    predicted = predict_batches(model, eval_split.batches(stream.READ_ROWS))
+    predicted = predict_batches(model, eval_split.batches(splits.READ_ROWS))
     eval_metrics = evaluate_predictions(spec, y_eval, predicted)
     vocabularies = {f.name: vocabulary(train[f.name]) for f in features
                     if f.dtype == contract.CATEGORICAL}
@@ -205,7 +205,7 @@ def run(
     )
 
 
-def _datasets(strategy, cluster: Cluster, train_split: stream.Split, eval_split: stream.Split,
+def _datasets(strategy, cluster: Cluster, train_split: splits.Split, eval_split: splits.Split,
               hp: Hyperparameters) -> tuple:
     """``(train, eval, steps, eval_steps)`` for ``fit_datasets``: the splits' datasets, or with
     more than one worker, each worker's share of them with the same number of steps on every
@@ -220,7 +220,7 @@ def _datasets(strategy, cluster: Cluster, train_split: stream.Split, eval_split:
                           f"({train_split.rows} train, {eval_split.rows} eval rows): a multi-"
                           "worker job needs a full batch; use a smaller batch_size")
 
-    def share(split: stream.Split, split_steps: int, seed: int | None):
+    def share(split: splits.Split, split_steps: int, seed: int | None):
         def make(context):
             # Each input pipeline (one per worker) feeds its local replicas one batch each
             # per step.

@@ -194,10 +194,17 @@ def blind_model(prepared, tmp_path_factory):
     return out
 
 
-def _answers(model_dir, frame):
+def _predictions(model_dir, frame, label=LABEL):
+    """The model's answers for the rows of ``frame``, in its order."""
     from ctloop.components.evaluate.no_skill import predictions
+    from ctloop.contract import to_inputs
 
-    return predictions(str(model_dir), frame, logic.load_features(model_dir)) > 0.5
+    inputs = to_inputs(frame, logic.load_features(model_dir))
+    return predictions(str(model_dir), [(inputs, frame[label].to_numpy())])[1]
+
+
+def _answers(model_dir, frame):
+    return _predictions(model_dir, frame) > 0.5
 
 
 def test_groups_agree_with_the_models_answers_and_thresholds_join_the_blessing(
@@ -319,10 +326,7 @@ def test_multiclass_groups_are_reported_on_accuracy(task_data, tmp_path):
     assert gap.rate == "sparse_categorical_accuracy" and len(accuracy) == 3
     assert gap.gap == pytest.approx(max(accuracy.values()) - min(accuracy.values()))
     frame = pd.read_parquet(data.eval)
-    from ctloop.components.evaluate.no_skill import predictions
-
-    right = predictions(str(data.model_dir), frame,
-                        logic.load_features(data.model_dir)).argmax(axis=-1) == frame[data.label]
+    right = _predictions(data.model_dir, frame, data.label).argmax(axis=-1) == frame[data.label]
     for name, value in accuracy.items():
         rows = (frame["contract"] == name.split("=", 1)[1]).to_numpy()
         assert value == pytest.approx(np.mean(right[rows]), abs=1e-6)

@@ -9,6 +9,7 @@ Training sees ``Split.dataset``: ``tf.data.Dataset.from_generator`` over the chu
 contract's signature. The preprocessing layers (means, stds, vocabularies) and a user module's
 ``train`` columns come from ``Split.sample``: a uniform sample of at most ``SAMPLE_ROWS`` rows,
 drawn with the seed, in file order (a split of at most that many rows is its sample, whole).
+Evaluation reads ``Split.chunks`` in file order: TFMA's record batches, the no-skill predictions.
 """
 
 from __future__ import annotations
@@ -52,6 +53,39 @@ def shards(path: str) -> list[str]:
         raise DataError(f"split {path} is neither a Parquet file nor a folder of "
                         "part-*.parquet files; pass ingest's train_data or eval_data")
     return [str(file) for file in found]
+
+
+def columns(path: str) -> list[str]:
+    """The column names of a split (a Parquet file or a folder of them)."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet").schema.names
+
+
+def rows(path: str) -> int:
+    """The rows of a split, from the files' footers."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(path, format="parquet").count_rows()
+
+
+def column(path: str, name: str):
+    """One column of a split as a pandas Series, or None when the split has no such column.
+
+    Text comes back dictionary-encoded (a pandas categorical): each row is an index into the
+    distinct values, not a string of its own, so a whole column costs about a number per row.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    schema = ds.dataset(path, format="parquet").schema
+    if name not in schema.names:
+        return None
+    kind = schema.field(name).type
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    table = pq.read_table(path, columns=[name], read_dictionary=[name] if text else None)
+    return table.column(name).to_pandas()
 
 
 class _Once(logging.Filter):
