@@ -121,6 +121,7 @@ def _step(step: str, workdir: Path, workers: int) -> dict[str, Any]:
     from ctloop import beam_options
     from ctloop.components.evaluate import logic as evaluate
     from ctloop.components.validate_data import logic as validate
+    from ctloop.data import splits
 
     started = time.perf_counter()
     # Imported before the timed call, as a pipeline task's process has them by then; the
@@ -136,13 +137,13 @@ def _step(step: str, workdir: Path, workers: int) -> dict[str, Any]:
     args = beam_options.resolve(VARIANTS[workers])
     run_dir = workdir / f"{step}-{workers}" / "output"
     if step == "statistics":
-        splits = {"train": str(paths["train"]), "eval": str(paths["eval"])}
-        rows = sum(validate.parquet_rows(p) for p in splits.values())
+        both = {"train": str(paths["train"]), "eval": str(paths["eval"])}
+        rows = sum(splits.rows(p) for p in both.values())
         started = time.perf_counter()
-        validate.generate_statistics(splits, str(run_dir), args)
+        validate.generate_statistics(both, str(run_dir), args, exclude=EXCLUDE)
         step_s = time.perf_counter() - started
     else:
-        rows = validate.parquet_rows(str(paths["eval"]))
+        rows = splits.rows(str(paths["eval"]))
         started = time.perf_counter()
         evaluation = evaluate.run(str(paths["model"]), str(paths["eval"]), LABEL, None,
                                   evaluate.Thresholds(), str(run_dir), beam_pipeline_args=args)

@@ -68,7 +68,8 @@ def validate_data(
         false_alarm_rate: The chance that unchanged data reports any drift or skew, over all
             features of one validation.
         stats_sample_rate: Share of rows statistics are computed on, in (0, 1].
-        exclude: Columns that are not features: no drift or skew is measured on them.
+        exclude: Columns that are not features (IDs, keys): not profiled, validated, or measured
+            for drift and skew.
         schema_uri: A curated schema (text proto) that wins over the others (None or empty:
             none).
         anomaly_policy: Anomaly type (TFDV's, or CTLOOP_DRIFT, CTLOOP_SKEW, CTLOOP_NEW_VALUES)

@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from ctloop import beam_options, drift, drift_report
+from ctloop.components.validate_data import changes
+from ctloop.data import splits
 from ctloop.errors import ConfigError
 from ctloop.settings import BLOCK, WARN, check_policy
 
@@ -103,29 +105,31 @@ def parquet_files(path: str) -> str:
     return str(Path(path) / "*.parquet") if Path(path).is_dir() else path
 
 
-def parquet_rows(path: str) -> int:
-    """The rows of a split (a Parquet file or a folder of them), from the files' footers."""
-    import pyarrow.dataset as ds
-
-    return ds.dataset(path, format="parquet").count_rows()
-
-
 def generate_statistics(
-    splits: dict[str, str],
+    paths: dict[str, str],
     stats_dir: str,
     beam_pipeline_args: list[str] | None = None,
     sample_rate: float | None = None,
     schema=None,
+    exclude: list[str] | tuple[str, ...] = (),
 ) -> dict:
     """Computes TFDV statistics of each split's Parquet file in one Beam pipeline.
 
+    The ``exclude`` columns are not read. They are not features (IDs, keys, timestamps), and
+    TFDV's exact top-k and unique counts keep a count per distinct value: an ID column's
+    memory and time grow with the rows (on 1M rows of the built-in data, 20 of the 24 s and
+    300 MB of the peak). TFDV's sketch-based option would bound them, but which of an ID's
+    values it keeps depends on the order Beam merges its sketches, so its statistics would
+    differ between identical runs.
+
     Args:
-        splits: Split name -> Parquet file, or a folder of Parquet files (ingest's).
+        paths: Split name -> Parquet file, or a folder of Parquet files (ingest's).
         stats_dir: Folder to write ``<split>.stats.tfrecord`` files into.
         beam_pipeline_args: Beam options (runner, workers, ...), as ctloop.beam_options
             resolves them.
         sample_rate: Share of rows to compute statistics on (None: all rows).
         schema: A schema whose categorical integer features get value counts (top values).
+        exclude: Columns to leave out.
 
     Returns:
         Split name -> DatasetFeatureStatisticsList.
@@ -138,10 +142,12 @@ def generate_statistics(
     if sample_rate is not None and not 0.0 < sample_rate <= 1.0:
         raise ConfigError(f"sample_rate {sample_rate} is out of range: use a value in (0, 1]")
     Path(stats_dir).mkdir(parents=True, exist_ok=True)
-    outputs = {s: str(Path(stats_dir) / STATS_FILE.format(split=s)) for s in splits}
+    outputs = {s: str(Path(stats_dir) / STATS_FILE.format(split=s)) for s in paths}
     with beam.Pipeline(options=PipelineOptions(beam_options.resolve(beam_pipeline_args))) as p:
-        for split, path in splits.items():
-            batches = p | f"Read[{split}]" >> ParquetTFXIO(parquet_files(path)).BeamSource()
+        for split, path in paths.items():
+            columns = [name for name in splits.columns(path) if name not in set(exclude)]
+            batches = p | f"Read[{split}]" >> ParquetTFXIO(
+                parquet_files(path), column_names=columns).BeamSource()
             if sample_rate is not None and sample_rate < 1.0:
                 batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
             _ = (
@@ -169,6 +175,18 @@ def load_schema(curated_schema: str | None, serving_schema: str | None):
                     "write it with tfdv.write_schema_text"
                 ) from exc
     return None, None
+
+
+def without(schema, exclude: list[str]):
+    """``schema`` without the excluded columns: they are not profiled, so not validated either
+    (a curated schema that requires an ID column would otherwise find it missing)."""
+    if not set(exclude) & {f.name for f in schema.feature}:
+        return schema
+    kept = [f for f in schema.feature if f.name not in set(exclude)]
+    schema = type(schema).FromString(schema.SerializeToString())
+    del schema.feature[:]
+    schema.feature.extend(kept)
+    return schema
 
 
 def infer_schema(train_stats, label: str):
@@ -235,50 +253,6 @@ def find_anomalies(stats: dict, schema, policy: dict[str, str], anomalies_dir: s
             found.append(Anomaly("(dataset)", split, "No data", "The split has no examples.",
                                  ("DATASET_LOW_NUM_EXAMPLES",), BLOCK))
     return found, measured
-
-
-def measure_changes(schema, train_path: str, eval_path: str, label: str, exclude: list[str],
-                    previous_stats, thresholds: drift.Thresholds
-                    ) -> tuple[list[drift.Measurement], dict[str, drift.Profile], str | None]:
-    """Drift and skew of every feature the schema has (but ``exclude``), judged by ``drift``.
-
-    Features whose curated schema carries its own comparator of a kind are left to TFDV for
-    that kind. A class label (ingest encodes it as an integer) is binned by class. Returns the
-    measurements (judged together, so their false-alarm rate is the
-    validation's), the train split's profiles (the next span's drift reference), and a note
-    when the previous span's statistics carry no profiles to compare with.
-    """
-    import pandas as pd
-    import pyarrow.dataset as ds
-    from tensorflow_data_validation.utils import schema_util
-    from tensorflow_metadata.proto.v0 import schema_pb2
-
-    features = {f.name: f for f in schema.feature if f.name not in set(exclude)}
-    frames = {}
-    for split, path in (("train", train_path), ("eval", eval_path)):
-        names = ds.dataset(path, format="parquet").schema.names
-        present = [name for name in names if name in features]
-        frames[split] = pd.read_parquet(path, columns=present)
-    train, evaluation = frames["train"], frames["eval"]
-    previous = drift.read_profiles(previous_stats) if previous_stats is not None else {}
-    note = None
-    if previous_stats is not None and not previous:
-        note = ("The previous span's statistics carry no reference bins (written before ctloop "
-                "measured drift this way): drift is measured from the next span on.")
-    profiles, found = {}, []
-    for name, feature in features.items():
-        categorical = schema_util.is_categorical_feature(feature) or (
-            name == label and feature.type == schema_pb2.INT)
-        kind = drift.CATEGORICAL if categorical else drift.NUMERIC
-        if name in train:
-            profiles[name] = drift.profile(train[name], kind)
-            if not feature.skew_comparator.ByteSize():
-                found.append(drift.measure(name, drift.SKEW, profiles[name],
-                                           evaluation.get(name), len(evaluation), thresholds.skew))
-        if name in previous and not feature.drift_comparator.ByteSize():
-            found.append(drift.measure(name, drift.DRIFT, previous[name], train.get(name),
-                                       len(train), thresholds.drift))
-    return drift.judge(found, thresholds.false_alarm_rate), profiles, note
 
 
 def change_anomalies(measured: list[drift.Measurement], policy: dict[str, str]) -> list[Anomaly]:
@@ -362,7 +336,8 @@ def run(
         eval_path: The eval split (the same).
         span: The span number, for the views.
         label: The label column (absent from the SERVING environment of an inferred schema).
-        exclude: Columns that are not features: no drift or skew is measured on them.
+        exclude: Columns that are not features: not profiled, validated or measured for
+            drift and skew.
         curated_schema: A curated schema file, or None.
         serving_schema: The serving model's schema file, or None.
         previous: (span, statistics file) of the latest earlier span, or None.
@@ -378,21 +353,23 @@ def run(
 
     policy = check_policy(policy or {})
     thresholds = thresholds or drift.Thresholds()
-    splits = {"train": train_path, "eval": eval_path}
+    paths = {"train": train_path, "eval": eval_path}
     beam_pipeline_args = beam_options.resolve(
-        beam_pipeline_args, sum(parquet_rows(path) for path in splits.values()))
+        beam_pipeline_args, sum(splits.rows(path) for path in paths.values()))
     schema, source = load_schema(curated_schema, serving_schema)
     if schema is None:  # cold start
-        stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate)
+        stats = generate_statistics(paths, outputs.stats_dir, beam_pipeline_args, sample_rate,
+                                    exclude=exclude)
         schema = infer_schema(stats["train"], label)
         source = "inferred from this span's train split"
     else:
-        stats = generate_statistics(splits, outputs.stats_dir, beam_pipeline_args, sample_rate,
-                                    schema)
+        schema = without(schema, exclude)
+        stats = generate_statistics(paths, outputs.stats_dir, beam_pipeline_args, sample_rate,
+                                    schema, exclude)
     previous_stats = tfdv.load_stats_binary(previous[1]) if previous else None
     anomalies, tfdv_measured = find_anomalies(stats, schema, policy, outputs.anomalies_dir,
                                               previous_stats)
-    measured, profiles, note = measure_changes(schema, train_path, eval_path, label, exclude,
+    measured, profiles, note = changes.measure(schema, train_path, eval_path, label, exclude,
                                                previous_stats, thresholds)
     anomalies += change_anomalies(measured, policy)
     measured = sorted(measured + tfdv_measured, key=lambda m: (m.kind, m.feature))

@@ -75,6 +75,31 @@ def test_cold_start_infers_schema_with_environments_and_writes_views(prepared):
     assert "<td>skew</td>" in (work / "drift.html").read_text()
 
 
+def test_excluded_columns_are_not_profiled_and_a_schema_requiring_them_does_not_block(
+        prepared, tmp_path):
+    work = prepared.train.parent
+    stats = tfdv.load_stats_binary(str(work / "stats" / "train.stats.tfrecord"))
+    profiled = {f.path.step[0] for f in stats.datasets[0].features}
+    assert EXCLUDE and not profiled & set(EXCLUDE) and {"plan", LABEL} <= profiled
+    assert not {f.name for f in tfdv.load_schema_text(str(prepared.schema)).feature} & \
+        set(EXCLUDE)
+    # A curated schema that requires the ID in every row: excluded, it is not validated.
+    curated = tfdv.load_schema_text(str(prepared.schema))
+    required = curated.feature.add(name=EXCLUDE[0], type=schema_pb2.BYTES)
+    required.presence.min_fraction, required.presence.min_count = 1.0, 1
+    tfdv.write_schema_text(curated, str(tmp_path / "curated.pbtxt"))
+    result = _validate(prepared.train, prepared.eval, tmp_path,
+                       curated=str(tmp_path / "curated.pbtxt"))
+    assert result.valid and not result.anomalies
+    # Not excluded, the same schema profiles the column and measures it: the eval split's IDs
+    # are not the train split's, a skew that blocks.
+    kept = logic.run(str(prepared.train), str(prepared.eval), 3, LABEL, [], str(tmp_path /
+                     "curated.pbtxt"), None, None, validate_outputs(tmp_path / "kept"))
+    assert [(a.feature, a.short) for a in kept.blocking] == [(EXCLUDE[0], "Skew")]
+    kept_stats = tfdv.load_stats_binary(str(tmp_path / "kept" / "stats" / "train.stats.tfrecord"))
+    assert EXCLUDE[0] in {f.path.step[0] for f in kept_stats.datasets[0].features}
+
+
 def test_the_inferred_schema_passes_the_next_span_with_a_new_missing_value_and_rare_value(
         prepared, span1_stats, tmp_path):
     rows = datagen.generate_span(datagen.SpanSpec(2, rows=3000))
@@ -170,7 +195,8 @@ def test_a_curated_comparator_is_judged_by_tfdv_and_reported_as_such(prepared, s
 
 def test_serving_data_without_label_validates_in_serving_environment(prepared, tmp_path):
     schema = tfdv.load_schema_text(str(prepared.schema))
-    rows = datagen.generate_span(datagen.SpanSpec(1, rows=500)).drop(columns=[LABEL])
+    # The model's inputs: no label, and no excluded column (the schema leaves them out).
+    rows = datagen.generate_span(datagen.SpanSpec(1, rows=500)).drop(columns=[LABEL, *EXCLUDE])
     # Numbers as ingest writes them (and the model reads them): floats.
     stats = tfdv.generate_statistics_from_dataframe(ingest.numbers_as_floats(rows, LABEL))
     assert not tfdv.validate_statistics(stats, schema, environment="SERVING").anomaly_info
