@@ -166,17 +166,33 @@ def profile(values: pd.Series, kind: str) -> Profile:
         # (0 in a mostly-zero column) is the right edge of one bin holding all of it.
         if not present.size:
             return count(Profile(NUMERIC, ()), values, len(values))
+        low, high = float(present.min()), float(present.max())
+        # ``present`` is a copy of this function's own: the quantile may reorder it in place.
         edges = tuple(float(e) for e in np.unique(np.quantile(
-            present, np.arange(1, QUANTILES) / QUANTILES, method="inverted_cdf")))
-        return count(Profile(NUMERIC, (), edges, low=float(present.min()),
-                             high=float(present.max()), unseen_rate=2 / (present.size + 1)),
-                     values, len(values))
-    counts = values.dropna().astype(str).value_counts()
+            present, np.arange(1, QUANTILES) / QUANTILES, method="inverted_cdf",
+            overwrite_input=True)))
+        return count(Profile(NUMERIC, (), edges, low=low, high=high,
+                             unseen_rate=2 / (present.size + 1)), values, len(values))
+    counts = text_counts(values)
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return count(Profile(
         CATEGORICAL, (), values=tuple(v for v, _ in ordered[:MAX_KNOWN]),
         unseen_rate=max(int((counts == 1).sum()), 1) / counts.sum() if len(counts) else 0.0),
         values, len(values))
+
+
+def text_counts(values: pd.Series) -> pd.Series:
+    """The present values' counts, keyed by their text (``str``, as ``astype(str)`` writes it).
+
+    Counted first and turned into text after, a text per distinct value, not per row: a 4M-row
+    integer label as text alone would be 4M strings (about 250 MB).
+    """
+    counts = values.value_counts(dropna=True, sort=False)
+    counts = counts[counts > 0]  # a categorical's categories absent from these rows
+    counts.index = counts.index.astype(str)
+    if not counts.index.is_unique:  # e.g. 1 and "1" in one column
+        counts = counts.groupby(level=0, sort=False).sum()
+    return counts
 
 
 def count(reference: Profile, values: pd.Series | None, rows: int) -> Profile:
@@ -188,14 +204,20 @@ def count(reference: Profile, values: pd.Series | None, rows: int) -> Profile:
     if reference.kind == NUMERIC:
         numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
         missing = np.isnan(numbers)
-        bins = np.searchsorted(np.asarray(reference.edges, dtype=float), numbers[~missing],
-                               side="left")
+        # NaN sorts after every edge, into the last bin: counted there, then taken out (no
+        # copy of the present values).
+        counts = np.bincount(np.searchsorted(np.asarray(reference.edges, dtype=float), numbers,
+                                             side="left"), minlength=size)
+        counts[size - 1] -= int(missing.sum())
     else:
-        missing = values.isna().to_numpy()
+        # Each distinct value is turned into text and looked up once, not once per row.
+        codes, distinct = pd.factorize(values)
+        missing = codes < 0
         index = {v: i for i, v in enumerate(reference.values)}
-        bins = values[~missing].astype(str).map(index).fillna(len(reference.values))
-        bins = bins.to_numpy(dtype=np.int64)
-    counts = np.bincount(bins, minlength=size).tolist() + [int(missing.sum())]
+        lookup = np.array([index.get(str(v), len(reference.values)) for v in distinct] or [0],
+                          dtype=np.int64)
+        counts = np.bincount(lookup[codes[~missing]], minlength=size)
+    counts = counts.tolist() + [int(missing.sum())]
     return dataclasses.replace(reference, counts=tuple(int(c) for c in counts))
 
 
@@ -328,7 +350,7 @@ def unseen(reference: Profile, values: pd.Series | None) -> tuple[float | None, 
             return 0.0, 1.0
         chances = [float(np.prod((m - np.arange(k)) / (n + m - np.arange(k)))) for k in tails]
         return sum(tails) / m, min(1.0, 2 * min(chances))
-    current = values.dropna().astype(str).value_counts()
+    current = text_counts(values)
     m = int(current.sum())
     known = dict(zip(reference.values, reference.counts[:-2], strict=True))
     outside = int(sum(c for v, c in current.items() if v not in known))
@@ -355,7 +377,7 @@ def measure(feature: str, kind: str, reference: Profile, values: pd.Series | Non
         # each it saw: which side a value falls on is all the test asks, for new ones too.
         # In name order: bins of equal pooled counts then mix both sides' values when merged,
         # instead of grouping the reference's rare values apart from the new sample's.
-        seen = values.dropna().astype(str).value_counts()
+        seen = text_counts(values)
         both = {v: [c, 0] for v, c in zip(reference.values, a[:-2], strict=True)}
         for v, c in seen.items():
             both.setdefault(v, [0, 0])[1] = int(c)

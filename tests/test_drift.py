@@ -160,3 +160,21 @@ def test_thresholds_out_of_range_are_one_line_errors():
         drift.Thresholds(skew=2)
     with pytest.raises(ConfigError, match=r"false_alarm_rate 1.0 is out of range"):
         drift.Thresholds(false_alarm_rate=1.0)
+
+
+def test_categories_are_counted_by_their_text_whatever_the_column_holds():
+    mixed = pd.Series([1, "1", None, "a", "a", 2.5, np.nan], dtype=object)
+    assert drift.text_counts(mixed).to_dict() == {"1": 2, "a": 2, "2.5": 1}
+    # Dictionary-encoded text (how validate_data reads a column): unused categories drop out.
+    coded = pd.Series(pd.Categorical(["b", None, "b", "c"], categories=["a", "b", "c"]))
+    assert drift.text_counts(coded).to_dict() == {"b": 2, "c": 1}
+    reference = drift.profile(pd.Series(["b", "b", "c", None]), drift.CATEGORICAL)
+    assert reference.values == ("b", "c") and reference.counts == (2, 1, 0, 1)
+    # The same rows, as text, as a categorical, and one absent value: the same bins.
+    for values in (pd.Series(["c", "b", "z", None, None]),
+                   pd.Series(pd.Categorical(["c", "b", "z", None, None]))):
+        assert drift.count(reference, values, 5).counts == (1, 1, 1, 2)
+    numbers = drift.profile(pd.Series([0.0, 1.0, 2.0, np.nan] * 5), drift.NUMERIC)
+    assert sum(numbers.counts[:-1]) == 15 and numbers.counts[-1] == 5
+    counted = drift.count(numbers, pd.Series([np.nan, 5.0, -1.0]), 3).counts
+    assert counted[-1] == 1 and counted[0] == 1 and sum(counted[:-1]) == 2
