@@ -7,15 +7,16 @@ from ctloop.data import splits
 
 
 def measure(schema, train_path: str, eval_path: str, label: str, exclude: list[str],
-                    previous_stats, thresholds: drift.Thresholds
-                    ) -> tuple[list[drift.Measurement], dict[str, drift.Profile], str | None]:
+            previous_stats, thresholds: drift.Thresholds
+            ) -> tuple[list[drift.Measurement], dict[str, drift.Profile], str | None]:
     """Drift and skew of every feature the schema has (but ``exclude``), judged by ``drift``.
 
     Features whose curated schema carries its own comparator of a kind are left to TFDV for
-    that kind. A class label (ingest encodes it as an integer) is binned by class. Returns the
-    measurements (judged together, so their false-alarm rate is the
-    validation's), the train split's profiles (the next span's drift reference), and a note
-    when the previous span's statistics carry no profiles to compare with.
+    that kind. A class label (ingest encodes it as an integer) is binned by class. The splits
+    are read a column at a time (``splits.column``). Returns the measurements (judged together,
+    so their false-alarm rate is the validation's), the train split's profiles (the next span's
+    drift reference), and a note when the previous span's statistics carry no profiles to
+    compare with.
     """
     from tensorflow_data_validation.utils import schema_util
     from tensorflow_metadata.proto.v0 import schema_pb2
