@@ -288,8 +288,9 @@ def run(
     # Fail safe and right: with no hand-set value threshold, a model is still never blessed for
     # being no better than guessing, with or without a serving model.
     if thresholds.of(task)[0] is None:
+        # The candidate's own inputs: its signature takes no baseline or slice column.
         labels, predicted = predictions(
-            model_dir, splits.Split.of(eval_path, load_features(model_dir), label).chunks())
+            model_dir, dataclasses.replace(split, features=load_features(model_dir)).chunks())
         skill = no_skill(task, labels, predicted, categories)
         applied.insert(0, skill.check())  # in the value threshold's place
     groups = None

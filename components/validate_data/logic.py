@@ -99,12 +99,6 @@ def sample_rows(batch: pa.RecordBatch, rate: float) -> pa.RecordBatch:
     return batch.filter(pa.array(keep))
 
 
-def parquet_files(path: str) -> str:
-    """A split's Parquet as Beam reads it: ingest's folder of part files as a pattern, or a file.
-    """
-    return str(Path(path) / "*.parquet") if Path(path).is_dir() else path
-
-
 def generate_statistics(
     paths: dict[str, str],
     stats_dir: str,
@@ -147,7 +141,7 @@ def generate_statistics(
         for split, path in paths.items():
             columns = [name for name in splits.columns(path) if name not in set(exclude)]
             batches = p | f"Read[{split}]" >> ParquetTFXIO(
-                parquet_files(path), column_names=columns).BeamSource()
+                splits.shards(path), column_names=columns).BeamSource()
             if sample_rate is not None and sample_rate < 1.0:
                 batches |= f"Sample[{split}]" >> beam.Map(sample_rows, sample_rate)
             _ = (

@@ -55,18 +55,23 @@ def shards(path: str) -> list[str]:
     return [str(file) for file in found]
 
 
-def columns(path: str) -> list[str]:
-    """The column names of a split (a Parquet file or a folder of them)."""
+def _dataset(path: str, dictionary: tuple[str, ...] = ()):
+    """The split's ``shards`` as one pyarrow dataset; text columns in ``dictionary`` are read
+    dictionary-encoded (other types are read as they are)."""
     import pyarrow.dataset as ds
 
-    return ds.dataset(path, format="parquet").schema.names
+    options = ds.ParquetReadOptions(dictionary_columns=list(dictionary))
+    return ds.dataset(shards(path), format=ds.ParquetFileFormat(read_options=options))
+
+
+def columns(path: str) -> list[str]:
+    """The column names of a split."""
+    return _dataset(path).schema.names
 
 
 def rows(path: str) -> int:
     """The rows of a split, from the files' footers."""
-    import pyarrow.dataset as ds
-
-    return ds.dataset(path, format="parquet").count_rows()
+    return _dataset(path).count_rows()
 
 
 def column(path: str, name: str):
@@ -75,17 +80,10 @@ def column(path: str, name: str):
     Text comes back dictionary-encoded (a pandas categorical): each row is an index into the
     distinct values, not a string of its own, so a whole column costs about a number per row.
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    schema = ds.dataset(path, format="parquet").schema
-    if name not in schema.names:
+    dataset = _dataset(path, (name,))
+    if name not in dataset.schema.names:
         return None
-    kind = schema.field(name).type
-    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-    table = pq.read_table(path, columns=[name], read_dictionary=[name] if text else None)
-    return table.column(name).to_pandas()
+    return dataset.to_table(columns=[name]).column(name).to_pandas()
 
 
 class _Once(logging.Filter):
